@@ -44,7 +44,7 @@ class AuthorizationRequest:
         code_verifier: the PKCE verifier (secret; not in repr).
     """
 
-    url: str
+    url: str = field(repr=False)
     redirect_uri: str
     state: str = field(repr=False)
     issuer: str

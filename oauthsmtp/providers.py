@@ -1,0 +1,159 @@
+"""Presets for well-known providers: ready :class:`~oauthsmtp.OAuth2Parameters`.
+
+Each preset encodes the provider's endpoints, the scope that allows SMTP, the
+extra authorization parameters needed to get a refresh token, and (in
+:data:`PROVIDERS`) the SMTP server to send through. Sources: Google's "OAuth 2.0
+for Mobile & Desktop Apps" and Microsoft identity platform documentation (see
+docs/gmail.md and docs/microsoft.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import ConfigurationError
+from ._params import OAuth2Parameters
+
+__all__ = [
+    "GMAIL_SCOPE",
+    "MAIL_SCOPES",
+    "MICROSOFT_SMTP_SCOPE",
+    "PROVIDERS",
+    "ProviderInfo",
+    "custom",
+    "gmail",
+    "microsoft",
+]
+
+GMAIL_SCOPE = "https://mail.google.com/"
+MICROSOFT_SMTP_SCOPE = "https://outlook.office.com/SMTP.Send"
+DEV_SCOPE = "https://mail.oauthsmtp.test/smtp"
+
+MAIL_SCOPES = frozenset(
+    {GMAIL_SCOPE, MICROSOFT_SMTP_SCOPE, "https://outlook.office365.com/.default", DEV_SCOPE}
+)
+"""Scopes that grant SMTP sending; a login that asked for one must be granted it (rule 17)."""
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    """What oauthsmtp knows about a provider (for the CLI and the docs).
+
+    Attributes:
+        name: the preset's name.
+        auth_url / token_url / revocation_url: the OAuth2 endpoints
+            (``{tenant}`` stands for the Microsoft tenant).
+        scope: the scopes requested.
+        smtp_host / smtp_port / security: where to send mail.
+    """
+
+    name: str
+    auth_url: str
+    token_url: str
+    revocation_url: str | None
+    scope: str
+    smtp_host: str
+    smtp_port: int
+    security: str
+
+
+PROVIDERS: dict[str, ProviderInfo] = {
+    "gmail": ProviderInfo(
+        name="gmail",
+        auth_url="https://accounts.google.com/o/oauth2/v2/auth",
+        token_url="https://oauth2.googleapis.com/token",  # noqa: S106 - an endpoint, not a secret
+        revocation_url="https://oauth2.googleapis.com/revoke",
+        scope=GMAIL_SCOPE,
+        smtp_host="smtp.gmail.com",
+        smtp_port=587,
+        security="starttls",
+    ),
+    "microsoft": ProviderInfo(
+        name="microsoft",
+        auth_url="https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize",
+        token_url="https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token",  # noqa: S106
+        revocation_url=None,
+        scope=f"{MICROSOFT_SMTP_SCOPE} offline_access",
+        smtp_host="smtp.office365.com",
+        smtp_port=587,
+        security="starttls",
+    ),
+}
+"""The presets, by name."""
+
+
+def gmail(
+    *,
+    client_id: str,
+    client_secret: str | None = None,
+    redirect_url: str = "http://localhost:9000",
+    **overrides: Any,
+) -> OAuth2Parameters:
+    """Parameters for Gmail and Google Workspace.
+
+    Use a "Desktop app" OAuth client: Google accepts any loopback port for it
+    and issues a client secret that it expects on code exchange and refresh
+    (it is not confidential for desktop apps). ``access_type=offline`` and
+    ``prompt=consent`` make Google return a refresh token every time.
+    """
+    info = PROVIDERS["gmail"]
+    values: dict[str, Any] = {
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "auth_url": info.auth_url,
+        "token_url": info.token_url,
+        "scope": info.scope,
+        "redirect_url": redirect_url,
+        "extra_auth_params": {"access_type": "offline", "prompt": "consent"},
+        "revocation_url": info.revocation_url,
+        "issuer": "https://accounts.google.com",
+    }
+    values.update(overrides)
+    return OAuth2Parameters(**values)
+
+
+_TENANT_WORDS = {"common", "organizations", "consumers"}
+
+
+def microsoft(
+    *,
+    client_id: str,
+    tenant: str = "common",
+    client_secret: str | None = None,
+    redirect_url: str = "http://localhost:9000",
+    **overrides: Any,
+) -> OAuth2Parameters:
+    """Parameters for Microsoft 365 (work or school) and Outlook.com.
+
+    Register a public client ("Mobile and desktop applications" with redirect
+    ``http://localhost``) and pass no secret: Entra refuses a secret from a
+    public client (AADSTS700025). ``tenant`` is ``common``, ``organizations``,
+    ``consumers`` (Outlook.com) or your tenant ID / domain (required for
+    single-tenant apps). ``offline_access`` is requested to get a refresh token.
+    """
+    tenant = tenant.strip()
+    if not tenant or not all(ch.isalnum() or ch in "-._" for ch in tenant):
+        raise ConfigurationError(
+            "tenant must be 'common', 'organizations', 'consumers', a tenant ID or a domain, "
+            f"got {tenant!r}"
+        )
+    info = PROVIDERS["microsoft"]
+    values: dict[str, Any] = {
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "auth_url": info.auth_url.format(tenant=tenant),
+        "token_url": info.token_url.format(tenant=tenant),
+        "scope": info.scope,
+        "redirect_url": redirect_url,
+        "revocation_url": None,
+        # RFC 9207 issuer; Entra sends no ``iss`` today, so this is only a guard.
+        "issuer": f"https://login.microsoftonline.com/{tenant}/v2.0",
+    }
+    values.update(overrides)
+    return OAuth2Parameters(**values)
+
+
+def custom(**values: Any) -> OAuth2Parameters:
+    """Parameters for any other provider: the keywords of :class:`OAuth2Parameters`."""
+    return OAuth2Parameters(**values)
