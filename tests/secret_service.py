@@ -165,7 +165,7 @@ def running_secret_service(timeout: float = START_TIMEOUT) -> Iterator[SecretSer
         config.write_text(_BUS_CONFIG.format(socket=directory / "bus"))
         bus_log = directory / "dbus.log"
         keyring_log = directory / "gnome-keyring.log"
-        processes: list[subprocess.Popen[bytes]] = []
+        processes: list[tuple[str, subprocess.Popen[bytes]]] = []
         try:
             with bus_log.open("wb") as log:
                 bus = subprocess.Popen(
@@ -180,7 +180,7 @@ def running_secret_service(timeout: float = START_TIMEOUT) -> Iterator[SecretSer
                     stdout=subprocess.PIPE,
                     stderr=log,
                 )
-            processes.append(bus)
+            processes.append(("dbus-daemon", bus))
             assert bus.stdout is not None
             with bus.stdout:
                 address = bus.stdout.readline().decode().strip()
@@ -212,16 +212,16 @@ def running_secret_service(timeout: float = START_TIMEOUT) -> Iterator[SecretSer
                     stderr=log,
                     env=env,
                 )
-            processes.append(daemon)
+            processes.append(("gnome-keyring-daemon", daemon))
             assert daemon.stdin is not None
             with daemon.stdin:
                 daemon.stdin.write(KEYRING_PASSWORD)
             deadline = time.monotonic() + timeout
             while not _ready(address):
-                for process in processes:
+                for name, process in processes:
                     if process.poll() is not None:
                         raise RuntimeError(
-                            f"{process.args[0]} exited with status {process.returncode}: "
+                            f"{name} exited with status {process.returncode}: "
                             f"{_log_tail(bus_log)} {_log_tail(keyring_log)}"
                         )
                 if time.monotonic() > deadline:
@@ -236,7 +236,7 @@ def running_secret_service(timeout: float = START_TIMEOUT) -> Iterator[SecretSer
                 env={"DBUS_SESSION_BUS_ADDRESS": address},
             )
         finally:
-            for process in reversed(processes):
+            for _name, process in reversed(processes):
                 _stop(process)
 
 

@@ -19,10 +19,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 
 from oauthsmtp import OAuth2Parameters
-from oauthsmtp.devserver import AuthServer, DevClient, TokenInfo
-from oauthsmtp.devserver import _authserver
+from oauthsmtp.devserver import AuthServer, DevClient, TokenInfo, _authserver
 
 REDIRECT = "http://127.0.0.1:9000/callback"
 TIMEOUT = 10
@@ -76,7 +76,9 @@ def _location_params(response: requests.Response) -> dict[str, str]:
 def _get_code(
     server: AuthServer, client: DevClient, verifier: str, redirect_uri: str = REDIRECT
 ) -> str:
-    params = _location_params(_authorize(server, client, verifier=verifier, redirect_uri=redirect_uri))
+    params = _location_params(
+        _authorize(server, client, verifier=verifier, redirect_uri=redirect_uri)
+    )
     return params["code"]
 
 
@@ -164,7 +166,8 @@ def test_full_authorization_code_flow_by_hand(server: AuthServer, client: DevCli
     assert body["token_type"] == "Bearer"
     assert body["expires_in"] == 3600
     assert body["scope"] == server.scope
-    assert body["access_token"] and body["refresh_token"]
+    assert body["access_token"]
+    assert body["refresh_token"]
     assert body["access_token"] != body["refresh_token"]
 
     info = server.validate_access_token(body["access_token"])
@@ -207,10 +210,12 @@ def test_client_secret_basic_is_accepted(server: AuthServer, client: DevClient) 
 
 def test_public_client_without_secret(server: AuthServer) -> None:
     public = server.register_client(public=True)
-    assert public.client_secret is None and public.public
+    assert public.client_secret is None
+    assert public.public
     tokens = _login(server, public)
     info = server.validate_access_token(tokens["access_token"])
-    assert info is not None and info.client_id == public.client_id
+    assert info is not None
+    assert info.client_id == public.client_id
     refreshed = _refresh(server, public, tokens["refresh_token"])
     assert refreshed.status_code == 200, refreshed.text
 
@@ -267,6 +272,7 @@ def test_metadata_favicon_and_unknown_paths(server: AuthServer) -> None:
     assert data["response_types_supported"] == ["code"]
     assert data["authorization_response_iss_parameter_supported"] is True
     assert server.scope in data["scopes_supported"]
+    AuthorizationServerMetadata(data).validate()  # RFC 8414, as authlib checks it
     assert requests.get(server.issuer + "/favicon.ico", timeout=TIMEOUT).status_code == 404
     assert requests.get(server.issuer + "/nowhere", timeout=TIMEOUT).status_code == 404
     wrong_method = requests.get(server.token_endpoint, timeout=TIMEOUT)
@@ -291,7 +297,10 @@ def test_plain_pkce_is_refused(server: AuthServer, client: DevClient) -> None:
 
 
 def test_missing_pkce_is_refused(server: AuthServer, client: DevClient) -> None:
-    for extra in ({"code_challenge": None, "code_challenge_method": None}, {"code_challenge_method": None}):
+    for extra in (
+        {"code_challenge": None, "code_challenge_method": None},
+        {"code_challenge_method": None},
+    ):
         params = _location_params(_authorize(server, client, **extra))  # type: ignore[arg-type]
         assert "code" not in params
         assert params["error"] == "invalid_request"
@@ -305,7 +314,8 @@ def test_missing_state_is_refused(server: AuthServer, client: DevClient) -> None
 
 def test_response_type_token_is_refused(server: AuthServer, client: DevClient) -> None:
     params = _location_params(_authorize(server, client, response_type="token"))
-    assert "code" not in params and "access_token" not in params
+    assert "code" not in params
+    assert "access_token" not in params
     assert params["error"] == "unsupported_response_type"
 
 
@@ -366,7 +376,11 @@ def test_registered_redirect_uris_are_matched_exactly(server: AuthServer) -> Non
     assert "code" in _location_params(
         _authorize(server, strict, redirect_uri="http://localhost:8080/cb")
     )
-    for other in ("http://localhost:8081/cb", "http://localhost:8080/cb/", "http://127.0.0.1:8080/cb"):
+    for other in (
+        "http://localhost:8081/cb",
+        "http://localhost:8080/cb/",
+        "http://127.0.0.1:8080/cb",
+    ):
         response = _authorize(server, strict, redirect_uri=other)
         assert response.status_code == 400
         assert "Location" not in response.headers
@@ -400,7 +414,8 @@ def test_auto_mode_approves_as_the_configured_user() -> None:
     with AuthServer(user="alice@example.org") as srv:
         tokens = _login(srv, srv.register_client())
         info = srv.validate_access_token(tokens["access_token"])
-        assert info is not None and info.user == "alice@example.org"
+        assert info is not None
+        assert info.user == "alice@example.org"
 
 
 # --------------------------------------------------------------------------- consent page
@@ -427,12 +442,16 @@ def test_consent_page_approve() -> None:
         client = server.register_client(client_id="app<b>&co")
         verifier = _verifier()
         page, fields = _consent_page(server, client, verifier=verifier, state="c-1")
-        assert 'id="approve"' in page and 'id="deny"' in page
-        assert 'id="email"' in page and 'value="default@example.test"' in page
-        assert "app&lt;b&gt;&amp;co" in page and "app<b>" not in page  # escaped
+        assert 'id="approve"' in page
+        assert 'id="deny"' in page
+        assert 'id="email"' in page
+        assert 'value="default@example.test"' in page
+        assert "app&lt;b&gt;&amp;co" in page
+        assert "app<b>" not in page
         assert server.scope in page
-        assert "http://" not in page.split("<body>")[0] or "src=" not in page  # nothing loaded
-        assert "<script" not in page and "<link" not in page and "src=" not in page
+        assert "<script" not in page
+        assert "<link" not in page
+        assert "src=" not in page
         assert set(fields) == {"request_id", "csrf_token"}
 
         answer = _answer(server, {**fields, "email": "chosen@example.org", "decision": "approve"})
@@ -442,7 +461,8 @@ def test_consent_page_approve() -> None:
         token = _exchange(server, client, params["code"], verifier)
         assert token.status_code == 200, token.text
         info = server.validate_access_token(token.json()["access_token"])
-        assert info is not None and info.user == "chosen@example.org"
+        assert info is not None
+        assert info.user == "chosen@example.org"
 
         # The form is single-use.
         replay = _answer(server, {**fields, "email": "chosen@example.org", "decision": "approve"})
@@ -629,7 +649,8 @@ def test_refresh_rotation(server: AuthServer, client: DevClient) -> None:
     body = second.json()
     assert body["token_type"] == "Bearer"
     assert body["scope"] == server.scope
-    assert body["refresh_token"] and body["refresh_token"] != first["refresh_token"]
+    assert body["refresh_token"]
+    assert body["refresh_token"] != first["refresh_token"]
     assert body["access_token"] != first["access_token"]
     assert server.validate_access_token(body["access_token"]) is not None
     # The old refresh token is gone; the new one works, once.
@@ -741,7 +762,7 @@ def test_token_requests_counts_every_post(server: AuthServer, client: DevClient)
     assert server.token_requests == 3
 
 
-# --------------------------------------------------------------------------- revocation, introspection
+# --------------------------------------------------------------------------- revoke, introspect
 
 
 def test_revoking_a_refresh_token_makes_refresh_fail(server: AuthServer, client: DevClient) -> None:
@@ -848,6 +869,25 @@ def test_logs_and_request_log_carry_no_secrets(
         assert value not in repr(server.requests_log)
 
 
+def test_hostile_authorization_requests_get_an_error_page(
+    server: AuthServer, client: DevClient
+) -> None:
+    base = server.authorization_endpoint
+    for query in (
+        "response_type=%FF%FE",  # not UTF-8
+        "client_id=a%00b",  # NUL
+        "response_type=co%22de&client_id=" + client.client_id,  # a quote in an error message
+        "state=" + "x" * 5000,  # too long
+        "&".join(f"p{i}=1" for i in range(100)),  # too many parameters
+    ):
+        response = requests.get(f"{base}?{query}", allow_redirects=False, timeout=TIMEOUT)
+        assert response.status_code == 400, query
+        assert "Location" not in response.headers
+        assert response.headers["Content-Type"].startswith("text/html")
+    for method in ("PUT", "DELETE", "HEAD"):
+        assert requests.request(method, base, timeout=TIMEOUT).status_code == 405
+
+
 def test_requests_log_has_no_query_string(server: AuthServer) -> None:
     requests.get(server.issuer + "/favicon.ico?x=1", timeout=TIMEOUT)
     requests.get(server.authorization_endpoint + "?client_id=zz&code=abc", timeout=TIMEOUT)
@@ -862,7 +902,10 @@ def test_stop_closes_the_port() -> None:
         pass  # listening
     server.stop()
     server.stop()  # idempotent
-    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT):
+    with (
+        pytest.raises(ConnectionRefusedError),
+        socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT),
+    ):
         pass
     with pytest.raises(RuntimeError):
         server.start()
@@ -909,7 +952,7 @@ def test_configuration_errors() -> None:
     with pytest.raises(ConfigurationError):
         server.register_client(redirect_uris=["https://app.example/cb"])
     with pytest.raises(ConfigurationError):
-        server.register_client(redirect_uris="http://localhost/cb")  # type: ignore[arg-type]
+        server.register_client(redirect_uris="http://localhost/cb")
     server.register_client(client_id="dup")
     with pytest.raises(ConfigurationError):
         server.register_client(client_id="dup")

@@ -162,7 +162,9 @@ def test_stray_requests_do_not_end_the_flow() -> None:
 def test_absolute_form_target_is_not_found() -> None:
     """`GET http://evil/callback` is not our path."""
     with running() as run:
-        reply = raw(run.port, f"GET http://evil/callback?code=c&state={STATE} HTTP/1.1\r\n\r\n".encode())
+        reply = raw(
+            run.port, f"GET http://evil/callback?code=c&state={STATE} HTTP/1.1\r\n\r\n".encode()
+        )
         assert reply.startswith(b"HTTP/1.0 404")
         assert run.thread.is_alive()
 

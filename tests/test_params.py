@@ -158,9 +158,7 @@ def test_gmail_preset() -> None:
 def test_microsoft_preset() -> None:
     """Microsoft: tenant in the endpoints, SMTP.Send + offline_access, public client."""
     params = providers.microsoft(client_id="00000000-1111", tenant="consumers")
-    assert params.auth_url == (
-        "https://login.microsoftonline.com/consumers/oauth2/v2.0/authorize"
-    )
+    assert params.auth_url == ("https://login.microsoftonline.com/consumers/oauth2/v2.0/authorize")
     assert params.token_url == "https://login.microsoftonline.com/consumers/oauth2/v2.0/token"
     assert params.scopes == ("https://outlook.office.com/SMTP.Send", "offline_access")
     assert params.client_secret is None

@@ -137,8 +137,18 @@ def test_valid_callback_completes(request_: object) -> None:
         "/callback?code=abc&state=%FF%FE",
     ],
     ids=[
-        "no-query", "empty-query", "no-state", "wrong", "case", "trailing-space", "plus-space",
-        "double-encoded", "empty", "duplicate", "duplicate-other", "invalid-utf8",
+        "no-query",
+        "empty-query",
+        "no-state",
+        "wrong",
+        "case",
+        "trailing-space",
+        "plus-space",
+        "double-encoded",
+        "empty",
+        "duplicate",
+        "duplicate-other",
+        "invalid-utf8",
     ],
 )
 def test_untrusted_state_is_ignored_not_consumed(request_: object, target: str) -> None:

@@ -346,8 +346,20 @@ class SMTPServer:
 
     def _bind(self, port: int) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        # create_server sets SO_REUSEADDR on POSIX (rebinding over TIME_WAIT), never SO_REUSEPORT.
-        return socket.create_server((self.host, port), family=family)
+        # proto=IPPROTO_TCP, not socket.create_server's 0: asyncio sets TCP_NODELAY only on
+        # sockets that say TCP, and without it every multi-line reply waits for a delayed ACK.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        try:
+            if os.name == "posix":  # rebind over TIME_WAIT; never SO_REUSEPORT
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            elif hasattr(socket, "SO_EXCLUSIVEADDRUSE"):  # Windows: no port sharing
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+            sock.bind((self.host, port))
+            sock.listen()
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def _serve(
         self,

@@ -1,0 +1,700 @@
+"""SMTPSession: send email over one authenticated connection (WinDev ``emailSMTPSession``).
+
+The session connects, secures and authenticates, then sends one message or a batch over
+the same connection:
+
+* **TLS fails closed** (SECURITY.md rules 21-23). ``security="starttls"`` requires STARTTLS
+  (RFC 3207): not offered, refused, or a certificate that does not verify, and the session
+  fails before AUTH. EHLO is sent again after TLS and only that answer is trusted (§4.2).
+  Credentials never cross an unencrypted connection, except to a loopback address with
+  ``security="none"`` (for local testing).
+* **AUTH** (rules 24-27) is in :mod:`oauthsmtp._smtpauth`: XOAUTH2 or OAUTHBEARER with a
+  token, refreshed once and retried once after a ``535``, or PLAIN/LOGIN with a password.
+* **Batches** (RFC 2920): when the server offers PIPELINING, a message's envelope
+  (MAIL, RCPT..., DATA) goes out in one write, and after the ``354`` its body goes out in
+  the same write as the next message's envelope, so a batch costs about one round trip
+  per message. Each message gets its own :class:`SendResult`.
+* **Drops**: if the connection is lost mid-batch, the session reconnects (reading the
+  token again) and carries on. A message whose body was sent but whose end-of-data reply
+  never came is reported ``"unknown"`` and is not sent again; the others are sent once.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+import threading
+from collections import deque
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from email.message import Message
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from ._errors import ConfigurationError, OAuthSMTPError, SMTPError
+from ._message import Email, OutgoingMessage, prepare_message
+from ._params import is_loopback_host
+from ._smtpauth import authenticate, check_mechanism
+from ._smtpwire import (
+    Connection,
+    Reply,
+    SMTPConnectionError,
+    SMTPTimeoutError,
+    command,
+    encode_data,
+    mail_from,
+    parse_ehlo,
+    rcpt_to,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["Security", "SendResult", "SMTPSession", "TokenSource"]
+
+logger = logging.getLogger("oauthsmtp.smtp")
+
+Security = Literal["starttls", "ssl", "none"]
+_DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "ssl": 465, "none": 25}
+_ASYNC_BATCH = 100
+_QUIT_TIMEOUT = 5.0
+
+
+class TokenSource(Protocol):
+    """What SMTPSession needs from a token (an :class:`~oauthsmtp.AuthToken` fits)."""
+
+    @property
+    def access_token(self) -> str:
+        """A usable access token (refreshed first when near expiry)."""
+
+    def refresh(self) -> Any:
+        """Get a new access token now; may raise LoginRequired or TokenError."""
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The outcome of one message.
+
+    Attributes:
+        status: ``"sent"`` (the server accepted it), ``"failed"`` (it was refused, or never
+            sent), or ``"unknown"`` (the connection was lost after the body was sent and
+            before the server's answer: it may or may not have been accepted; it is not
+            sent again).
+        code: the server's final reply code for this message, or None if none arrived.
+        message: the server's reply text, or why the message was not sent.
+        refused: ``{recipient: (code, text)}`` for recipients the server refused; a
+            message can be ``"sent"`` to the others.
+    """
+
+    status: Literal["sent", "failed", "unknown"]
+    code: int | None = None
+    message: str | None = None
+    refused: Mapping[str, tuple[int, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "refused", MappingProxyType(dict(self.refused)))
+
+    @property
+    def ok(self) -> bool:
+        """True when the server accepted the message (``status == "sent"``)."""
+        return self.status == "sent"
+
+    def raise_for_status(self) -> SendResult:
+        """Return self when ok; otherwise raise :class:`SMTPError` with the code and text."""
+        if self.ok:
+            return self
+        raise SMTPError(
+            f"message {self.status}: {self.code or ''} {self.message or ''}".strip(),
+            code=self.code,
+            server_message=self.message,
+        )
+
+
+def _failed(message: str) -> SendResult:
+    return SendResult("failed", None, message)
+
+
+_UNKNOWN = SendResult(
+    "unknown",
+    None,
+    "the connection was lost after the message was sent and before the server answered; "
+    "it may or may not have been accepted, so it was not sent again",
+)
+
+
+@dataclass(eq=False)
+class _Job:
+    """One message on its way: the prepared bytes and, once known, its result."""
+
+    outgoing: OutgoingMessage | None
+    result: SendResult | None = None
+    body_sent: bool = False
+    future: Future[SendResult] | None = None
+
+
+class _Lost(Exception):
+    """The connection is unusable mid-transaction (internal)."""
+
+    def __init__(self, error: OAuthSMTPError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _address_literal(ip: str) -> str:
+    ip = ip.split("%")[0]
+    return f"[IPv6:{ip}]" if ":" in ip else f"[{ip}]"
+
+
+def _check_text(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value or any(c in value for c in "\r\n\x00\x01 \t"):
+        raise ConfigurationError(f"{name} must be a non-empty string without spaces or controls")
+    return value
+
+
+class SMTPSession:
+    """An SMTP session for sending mail (WinDev ``emailSMTPSession``).
+
+    Args:
+        host: the server (``ServerAddress``), e.g. ``"smtp.gmail.com"``.
+        port: the port; None means 587 for starttls, 465 for ssl, 25 for none.
+        security: ``"starttls"`` (required, RFC 3207), ``"ssl"`` (implicit TLS, RFC 8314)
+            or ``"none"`` (no TLS; credentials allowed only to a loopback address).
+        username: the account (``Name``); defaults to ``auth_token.account`` when it has one.
+        auth_token: an :class:`~oauthsmtp.AuthToken` (anything with ``access_token`` and
+            ``refresh()``) for XOAUTH2/OAUTHBEARER.
+        password: a password for PLAIN/LOGIN instead of a token (TLS only).
+        mechanism: force ``"XOAUTH2"``/``"OAUTHBEARER"`` (token) or ``"PLAIN"``/``"LOGIN"``
+            (password); None chooses from what the server offers after TLS, OAUTHBEARER first.
+        timeout: seconds allowed for connecting, for each write and for each reply.
+        ssl_context: the TLS context; default :func:`ssl.create_default_context` (verifies
+            certificates and host names; honours ``SSL_CERT_FILE``).
+        asynchronous: :meth:`send` returns a :class:`~concurrent.futures.Future` at once and
+            a background thread sends; :meth:`close` waits for every queued message.
+        local_hostname: the EHLO name; default is the address literal of the local end
+            (RFC 5321 §4.1.4), which needs no DNS lookup and discloses no host name.
+
+    Raises:
+        ConfigurationError: inconsistent or malformed options (both a token and a password,
+            credentials with ``security="none"`` to a non-loopback host, ...).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int | None = None,
+        *,
+        security: Security = "starttls",
+        username: str | None = None,
+        auth_token: TokenSource | None = None,
+        password: str | None = None,
+        mechanism: str | None = None,
+        timeout: float = 60,
+        ssl_context: ssl.SSLContext | None = None,
+        asynchronous: bool = False,
+        local_hostname: str | None = None,
+    ) -> None:
+        if security not in _DEFAULT_PORTS:
+            raise ConfigurationError(
+                f"security must be 'starttls', 'ssl' or 'none', not {security!r}"
+            )
+        self.host = _check_text("host", host)
+        port = _DEFAULT_PORTS[security] if port is None else port
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise ConfigurationError(f"port must be 1-65535, not {port!r}")
+        self.port = port
+        self.security: Security = security
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ConfigurationError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        self.timeout = float(timeout)
+        if auth_token is not None and password is not None:
+            raise ConfigurationError("pass auth_token= or password=, not both")
+        if username is None and auth_token is not None:
+            username = getattr(auth_token, "account", None)
+        if (auth_token is not None or password is not None) and username is None:
+            raise ConfigurationError("username= is required with auth_token= or password=")
+        self.username = None if username is None else _check_text("username", username)
+        self._token = auth_token
+        self._password = password
+        self.mechanism = check_mechanism(mechanism, token=auth_token is not None, password=password)
+        if security == "none" and ssl_context is not None:
+            raise ConfigurationError("ssl_context= has no effect with security='none'")
+        if security == "none" and self._has_credentials and not is_loopback_host(host):
+            raise ConfigurationError(
+                "credentials are never sent without TLS: use security='starttls' or 'ssl' "
+                "(security='none' with credentials is only for loopback test servers)"
+            )
+        self._context = ssl_context
+        self.asynchronous = asynchronous
+        self.local_hostname = None if local_hostname is None else _check_text(
+            "local_hostname", local_hostname
+        )
+        self._conn: Connection | None = None
+        self._extensions: dict[str, str] = {}
+        self.auth_mechanism: str | None = None
+        self._lock = threading.RLock()
+        self._state_lock = threading.Lock()
+        self._queue: queue.Queue[_Job | None] | None = None
+        self._worker: threading.Thread | None = None
+
+    # -- public API -------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        """True while a connection is open (it may still have been dropped by the server)."""
+        return self._conn is not None and not self._conn.closed
+
+    @property
+    def extensions(self) -> Mapping[str, str]:
+        """The EHLO keywords of the current connection (after TLS), upper case."""
+        return MappingProxyType(self._extensions)
+
+    def start(self) -> SMTPSession:
+        """Connect, secure and authenticate now (WinDev ``EmailStartSession``); returns self.
+
+        Raises:
+            SMTPError: the server refused or failed (TLS, EHLO, STARTTLS, ...);
+                :class:`SMTPAuthError` when AUTH was refused (with code, text and a hint).
+            SMTPTimeoutError, SMTPConnectionError: the server did not answer or dropped.
+            LoginRequired, TokenError: the token could not be refreshed.
+        """
+        with self._lock:
+            if not self.connected:
+                self._connect()
+        if self.asynchronous:
+            self._ensure_worker()
+        return self
+
+    def close(self) -> None:
+        """Wait for queued messages, then QUIT and close (WinDev ``EmailCloseSession``).
+
+        Idempotent; the session can be started again afterwards.
+        """
+        with self._state_lock:
+            worker, work_queue = self._worker, self._queue
+            self._worker = self._queue = None
+        if worker is not None and work_queue is not None:
+            work_queue.put(None)
+            worker.join()
+        with self._lock:
+            self._disconnect(quit=True)
+
+    def __enter__(self) -> SMTPSession:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def send(self, message: Email | Message) -> Any:
+        """Send one message (WinDev ``EmailSendMessage``).
+
+        Returns:
+            The :class:`SendResult` (a ``Future[SendResult]`` when ``asynchronous``). A
+            message the server refuses is a ``"failed"`` result, not an exception; use
+            ``result.ok`` or ``result.raise_for_status()``.
+
+        Raises:
+            ConfigurationError: the message is malformed (CR/LF/NUL in an address or a
+                header, address parse defects, no recipient), before anything is sent.
+            SMTPError, LoginRequired, TokenError: the session could not be (re)established.
+                In asynchronous mode every error reaches the future instead.
+        """
+        job = self._prepare(message, strict=not self.asynchronous)
+        if self.asynchronous:
+            return self._submit(job)
+        with self._lock:
+            self._deliver([job])
+        assert job.result is not None  # noqa: S101 - _deliver sets it or raises
+        return job.result
+
+    def send_many(self, messages: Iterable[Email | Message]) -> list[SendResult]:
+        """Send messages over one connection, pipelined when the server allows it.
+
+        One bad message does not stop the batch: a malformed one gets a ``"failed"`` result
+        without reaching the server, a refused one the server's code and text.
+
+        Returns:
+            One :class:`SendResult` per message, in order.
+
+        Raises:
+            SMTPError, LoginRequired, TokenError: only when the session could not be
+                established before any message of the batch got an answer; after that, a
+                failure to reconnect makes the remaining messages ``"failed"``.
+        """
+        jobs = [self._prepare(m, strict=False) for m in messages]
+        if self.asynchronous:
+            futures = [self._submit(job) for job in jobs]
+            error: BaseException | None = None
+            for job, future in zip(jobs, futures):
+                exc = future.exception()
+                if exc is None:
+                    job.result = future.result()
+                else:
+                    error = error or exc
+            if error is not None:
+                self._settle(jobs, error)
+        else:
+            with self._lock:
+                try:
+                    self._deliver(jobs)
+                except OAuthSMTPError as exc:
+                    self._settle(jobs, exc)
+        return [job.result or _failed("not sent") for job in jobs]
+
+    def __repr__(self) -> str:
+        auth = "token" if self._token is not None else "password" if self._password else None
+        return (
+            f"SMTPSession(host={self.host!r}, port={self.port}, security={self.security!r}, "
+            f"username={self.username!r}, auth={auth!r}, connected={self.connected})"
+        )
+
+    # -- connection -------------------------------------------------------------------
+    @property
+    def _has_credentials(self) -> bool:
+        return self._token is not None or self._password is not None
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._context is None:
+            self._context = ssl.create_default_context()
+        return self._context
+
+    def _connect(self) -> None:
+        conn, extensions = self._open()
+        try:
+            conn, extensions, self.auth_mechanism = authenticate(
+                conn,
+                extensions,
+                reopen=self._open,
+                host=self.host,
+                port=self.port,
+                username=self.username,
+                token=self._token,
+                password=self._password,
+                mechanism=self.mechanism,
+            )
+        except BaseException:
+            conn.close()
+            raise
+        self._conn, self._extensions = conn, extensions
+        logger.debug("session ready: %s:%d (AUTH %s)", self.host, self.port, self.auth_mechanism)
+
+    def _open(self) -> tuple[Connection, dict[str, str]]:
+        """Open, greet, EHLO and secure a connection; return it with its trusted extensions."""
+        tls = self._tls_context() if self.security == "ssl" else None
+        conn = Connection.open(self.host, self.port, timeout=self.timeout, tls=tls)
+        try:
+            greeting = conn.read_reply()
+            if greeting.code != 220:
+                raise SMTPError(
+                    f"{self.host} refused the session: {greeting}",
+                    code=greeting.code,
+                    server_message=greeting.text,
+                )
+            extensions = self._ehlo(conn)
+            if self.security == "starttls":
+                if "STARTTLS" not in extensions:
+                    raise SMTPError(
+                        f"{self.host}:{self.port} does not offer STARTTLS; refusing to go on "
+                        "without TLS (nothing was sent). Check the port (587 for STARTTLS, "
+                        "465 with security='ssl'), or whether something strips STARTTLS"
+                    )
+                conn.write(b"STARTTLS\r\n", ["STARTTLS"])
+                reply = conn.read_reply()
+                if reply.code != 220:
+                    raise SMTPError(
+                        f"{self.host} refused STARTTLS ({reply}); refusing to go on without TLS",
+                        code=reply.code,
+                        server_message=reply.text,
+                    )
+                conn.starttls(self._tls_context(), self.host, self.port)
+                extensions = self._ehlo(conn)  # RFC 3207 §4.2: forget the pre-TLS answer
+            elif self.security == "none" and self._has_credentials and not conn.peer_is_loopback:
+                raise ConfigurationError(
+                    "credentials are never sent without TLS; security='none' with "
+                    "credentials only works with a loopback address"
+                )
+        except BaseException:
+            conn.close()
+            raise
+        return conn, extensions
+
+    def _ehlo(self, conn: Connection) -> dict[str, str]:
+        name = self.local_hostname or _address_literal(conn.local_address)
+        conn.write(command("EHLO", name), [f"EHLO {name}"])
+        reply = conn.read_reply()
+        if reply.code == 250:
+            return parse_ehlo(reply)
+        if self.security == "none" and not self._has_credentials:
+            conn.write(command("HELO", name), [f"HELO {name}"])
+            helo = conn.read_reply()
+            if helo.code == 250:
+                return {}
+            reply = helo
+        raise SMTPError(
+            f"{self.host} refused EHLO: {reply}", code=reply.code, server_message=reply.text
+        )
+
+    def _disconnect(self, *, quit: bool) -> None:
+        conn, self._conn = self._conn, None
+        self._extensions = {}
+        self.auth_mechanism = None
+        if conn is None or conn.closed:
+            return
+        if quit:
+            try:
+                conn.timeout = min(conn.timeout, _QUIT_TIMEOUT)
+                conn.write(b"QUIT\r\n", ["QUIT"])
+                conn.read_reply()
+            except SMTPError:
+                pass
+        conn.close()
+
+    # -- messages -----------------------------------------------------------------------
+    def _prepare(self, message: Email | Message, *, strict: bool) -> _Job:
+        from email.errors import MessageError
+
+        try:
+            return _Job(prepare_message(message))
+        except (ValueError, MessageError, OSError) as exc:
+            if strict:
+                if isinstance(exc, (ConfigurationError, OSError)):
+                    raise
+                raise ConfigurationError(f"the message cannot be sent: {exc}") from exc
+            if not self.asynchronous or isinstance(exc, (ValueError, MessageError)):
+                reason = str(exc) if isinstance(exc, ConfigurationError) else repr(exc)
+                job = _Job(None, _failed(f"refused before sending: {reason}"))
+            else:
+                job = _Job(None)
+            job.future = Future()
+            job.future.set_running_or_notify_cancel()
+            if job.result is None:
+                job.future.set_exception(exc)
+            else:
+                job.future.set_result(job.result)
+            return job
+
+    def _settle(self, jobs: Sequence[_Job], error: BaseException) -> None:
+        """Apply send_many's rule: raise unless some message already got an answer."""
+        if not any(job.result is not None and job.outgoing is not None for job in jobs):
+            raise error
+        for job in jobs:
+            if job.result is None:
+                job.result = _failed(f"not sent: {error}")
+
+    def _deliver(self, jobs: Sequence[_Job]) -> None:
+        """Send every job without a result, reconnecting after drops (caller holds the lock)."""
+        todo = deque(job for job in jobs if job.result is None and job.outgoing is not None)
+        futile = 0
+        while todo:
+            if not self.connected:
+                self._disconnect(quit=False)
+                self._connect()
+            assert self._conn is not None  # noqa: S101 - _connect sets it or raises
+            before = len(todo)
+            try:
+                self._transact(self._conn, todo)
+            except _Lost as lost:
+                self._disconnect(quit=False)
+                head = todo[0] if todo else None
+                if head is not None and head.body_sent and head.result is None:
+                    head.result = _UNKNOWN
+                    todo.popleft()
+                futile = 0 if len(todo) < before else futile + 1
+                if futile > 1:
+                    raise lost.error from lost.error.__cause__
+                if todo:
+                    logger.info("connection to %s lost (%s); reconnecting", self.host, lost)
+
+    def _transact(self, conn: Connection, todo: deque[_Job]) -> None:
+        """Run mail transactions for ``todo`` on ``conn``, popping each job once it is final."""
+        for job in list(todo):
+            assert job.outgoing is not None  # noqa: S101 - _deliver filters
+            problem = self._unsendable(job.outgoing)
+            if problem:
+                job.result = _failed(problem)
+                todo.remove(job)
+        if not todo:
+            return
+        pipelining = "PIPELINING" in self._extensions
+        try:
+            if pipelining:
+                self._transact_pipelined(conn, todo)
+            else:
+                self._transact_lockstep(conn, todo)
+        except (SMTPTimeoutError, SMTPConnectionError) as exc:
+            raise _Lost(exc) from exc
+        except SMTPError as exc:
+            conn.close()  # a malformed reply: the server's state is unknown
+            raise _Lost(exc) from exc
+
+    def _unsendable(self, out: OutgoingMessage) -> str | None:
+        ext = self._extensions
+        if out.smtputf8 and "SMTPUTF8" not in ext:
+            return "not sent: an address is not ASCII and the server does not offer SMTPUTF8"
+        if out.eight_bit and "8BITMIME" not in ext and "SMTPUTF8" not in ext:
+            return "not sent: the message has 8-bit data and the server does not offer 8BITMIME"
+        limit = ext.get("SIZE", "")
+        if limit.isdigit() and int(limit) > 0 and len(out.data) > int(limit):
+            return f"not sent: {len(out.data)} bytes exceeds the server's SIZE limit of {limit}"
+        return None
+
+    def _envelope(self, out: OutgoingMessage) -> tuple[bytes, list[str]]:
+        params: list[str] = []
+        if "SIZE" in self._extensions:
+            params.append(f"SIZE={len(out.data)}")
+        if out.eight_bit:
+            params.append("BODY=8BITMIME")
+        if out.smtputf8:
+            params.append("SMTPUTF8")
+        utf8 = out.smtputf8
+        lines = [mail_from(out.sender, params, utf8=utf8)]
+        lines += [rcpt_to(r, utf8=utf8) for r in out.recipients]
+        lines.append(b"DATA\r\n")
+        return b"".join(lines), [line.decode("utf-8").rstrip() for line in lines]
+
+    def _transact_pipelined(self, conn: Connection, todo: deque[_Job]) -> None:
+        """RFC 2920: envelope in one write; body + next envelope in the next write."""
+        job = todo[0]
+        assert job.outgoing is not None  # noqa: S101 - _deliver filters
+        data, log = self._envelope(job.outgoing)
+        conn.write(data, log)
+        while True:
+            out = job.outgoing
+            assert out is not None  # noqa: S101
+            mail = _read(conn)
+            rcpts = [_read(conn) for _ in out.recipients]
+            data_reply = _read(conn)
+            nxt = todo[1] if len(todo) > 1 else None
+            following, follow_log = self._envelope(nxt.outgoing) if nxt and nxt.outgoing else (b"", [])
+            accepted = mail.code < 300 and any(r.code < 300 for r in rcpts)
+            if data_reply.code == 354:
+                body = encode_data(out.data) if accepted else b".\r\n"
+                job.body_sent = True
+                conn.write(body + following, [f"[message, {len(body)} bytes]", *follow_log])
+                job.result = _outcome(out, mail, rcpts, data_reply, _read(conn))
+            else:
+                job.result = _outcome(out, mail, rcpts, data_reply, None)
+                conn.write(b"RSET\r\n" + following, ["RSET", *follow_log])
+                reset = _read(conn)
+                if reset.code != 250:
+                    raise SMTPError(f"RSET refused: {reset}", code=reset.code)
+            todo.popleft()
+            _finish(job)
+            if nxt is None:
+                return
+            job = nxt
+
+    def _transact_lockstep(self, conn: Connection, todo: deque[_Job]) -> None:
+        """One command, one reply: for servers without PIPELINING."""
+        while todo:
+            job = todo[0]
+            out = job.outgoing
+            assert out is not None  # noqa: S101 - _deliver filters
+            _, log = self._envelope(out)
+            lines = self._envelope(out)[0].split(b"\r\n")[:-1]
+            replies: list[Reply] = []
+            for line, shown in zip(lines, log):
+                conn.write(line + b"\r\n", [shown])
+                replies.append(_read(conn))
+                if replies[0].code >= 300 or (
+                    len(replies) == len(lines) - 1 and all(r.code >= 300 for r in replies[1:])
+                ):
+                    break
+            mail, rcpts = replies[0], replies[1 : 1 + len(out.recipients)]
+            if len(replies) == len(lines) and replies[-1].code == 354:
+                job.body_sent = True
+                body = encode_data(out.data)
+                conn.write(body, [f"[message, {len(body)} bytes]"])
+                job.result = _outcome(out, mail, rcpts, replies[-1], _read(conn))
+            else:
+                data_reply = replies[-1] if len(replies) == len(lines) else None
+                job.result = _outcome(out, mail, rcpts, data_reply, None)
+                conn.write(b"RSET\r\n", ["RSET"])
+                _read(conn)
+            todo.popleft()
+            _finish(job)
+
+    # -- asynchronous mode ----------------------------------------------------------------
+    def _ensure_worker(self) -> queue.Queue[_Job | None]:
+        with self._state_lock:
+            if self._worker is None or self._queue is None:
+                self._queue = queue.Queue()
+                self._worker = threading.Thread(
+                    target=self._work, args=(self._queue,), name="oauthsmtp-send", daemon=True
+                )
+                self._worker.start()
+            return self._queue
+
+    def _submit(self, job: _Job) -> Future[SendResult]:
+        if job.future is not None:  # refused before sending
+            return job.future
+        job.future = Future()
+        self._ensure_worker().put(job)
+        return job.future
+
+    def _work(self, work_queue: queue.Queue[_Job | None]) -> None:
+        stop = False
+        while not stop:
+            item = work_queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < _ASYNC_BATCH:
+                try:
+                    more = work_queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            live = [j for j in batch if j.future is not None and j.future.set_running_or_notify_cancel()]
+            error: BaseException | None = None
+            with self._lock:
+                try:
+                    self._deliver(live)
+                except Exception as exc:  # every error must reach a future
+                    error = exc
+            for job in live:
+                assert job.future is not None  # noqa: S101
+                if job.result is not None:
+                    job.future.set_result(job.result)
+                else:
+                    job.future.set_exception(error or SMTPError("not sent"))
+
+
+def _read(conn: Connection) -> Reply:
+    reply = conn.read_reply()
+    if reply.code == 421:  # RFC 5321 §3.8: the server is closing the channel
+        conn.close()
+        raise SMTPConnectionError(
+            f"the server is closing the connection: {reply}",
+            code=reply.code,
+            server_message=reply.text,
+        )
+    return reply
+
+
+def _outcome(
+    out: OutgoingMessage,
+    mail: Reply,
+    rcpts: Sequence[Reply],
+    data: Reply | None,
+    end: Reply | None,
+) -> SendResult:
+    """The result of one transaction from its replies (RFC 5321 §3.3, RFC 2920 §3.1)."""
+    if mail.code >= 300:
+        return SendResult("failed", mail.code, mail.text)
+    refused = {r: (rep.code, rep.text) for r, rep in zip(out.recipients, rcpts) if rep.code >= 300}
+    if len(refused) == len(out.recipients):
+        last = rcpts[-1]
+        return SendResult("failed", last.code, last.text, refused)
+    if end is None:
+        reply = data if data is not None else rcpts[-1]
+        return SendResult("failed", reply.code, reply.text, refused)
+    status: Literal["sent", "failed"] = "sent" if end.code < 300 else "failed"
+    return SendResult(status, end.code, end.text, refused)
+
+
+def _finish(job: _Job) -> None:
+    logger.debug("message %s: %s %s", job.result and job.result.status, job.result and job.result.code, "")

@@ -1,0 +1,216 @@
+"""auth_identify end to end against the development authorization server.
+
+The browser is tests/fake_browser.py (via BROWSER), which follows the
+authorization URL the way a browser does; the authorization server is the
+project's own (authlib server-side grants) on loopback.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from typing import Any
+
+import pytest
+import requests
+
+import oauthsmtp
+from oauthsmtp import (
+    AccessDenied,
+    AuthorizationTimeout,
+    CallbackError,
+    LoginRequired,
+    LoopbackError,
+    MemoryStore,
+)
+from oauthsmtp.devserver import AuthServer
+
+from conftest import FakeBrowser
+
+REDIRECT = "http://127.0.0.1:0/callback"
+
+
+def login(server: AuthServer, store: Any = None, **kwargs: Any) -> oauthsmtp.AuthToken:
+    client = server.register_client()
+    params = server.parameters(client, redirect_url=kwargs.pop("redirect_url", REDIRECT))
+    return oauthsmtp.auth_identify(
+        params, store=store if store is not None else MemoryStore(), timeout=20, **kwargs
+    )
+
+
+def test_login_returns_a_usable_token(auth_server: AuthServer, fake_browser: FakeBrowser) -> None:
+    """The whole flow: browser, consent, redirect, code exchange, token."""
+    token = login(auth_server, account="user@example.test")
+    assert token.valid
+    assert token.refresh_token
+    assert token.expires_at is not None and token.expires_at.tzinfo is not None
+    assert auth_server.scope in token.scope
+    assert auth_server.validate_access_token(token.access_token) is not None
+    assert auth_server.token_requests == 1
+    seen = fake_browser.result()
+    assert seen["status"] == 200
+    assert "Login complete" in seen["body"]
+    assert seen["favicon"] == 404  # a stray request did not end the flow
+
+
+def test_authorization_url_has_pkce_state_and_verbatim_redirect(
+    auth_server: AuthServer, fake_browser: FakeBrowser
+) -> None:
+    """The URL the browser opened carries S256, a state and the redirect URI as configured."""
+    login(auth_server)
+    opened = fake_browser.result()["opened"]
+    assert "code_challenge_method=S256" in opened
+    assert re.search(r"[?&]state=[A-Za-z0-9_-]{43}(&|$)", opened)
+    assert "redirect_uri=http%3A%2F%2F127.0.0.1%3A" in opened
+
+
+def test_second_login_on_the_same_port_right_after(
+    auth_server: AuthServer, fake_browser: FakeBrowser
+) -> None:
+    """Two logins in a row on one fixed port both work (TIME_WAIT does not block)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    redirect = f"http://127.0.0.1:{port}/cb"
+    store = MemoryStore()
+    first = login(auth_server, store, account="a@example.test", redirect_url=redirect)
+    fake_browser.reset()
+    second = login(auth_server, store, account="a@example.test", redirect_url=redirect, force=True)
+    assert first.state.access_token != second.state.access_token
+    assert auth_server.token_requests == 2
+
+
+def test_cached_token_needs_no_browser(auth_server: AuthServer, fake_browser: FakeBrowser) -> None:
+    """With a token in the store, auth_identify returns it without a browser or request."""
+    store = MemoryStore()
+    client = auth_server.register_client()
+    params = auth_server.parameters(client, redirect_url=REDIRECT)
+    first = oauthsmtp.auth_identify(params, account="me@example.test", store=store, timeout=20)
+    fake_browser.reset()
+    again = oauthsmtp.auth_identify(
+        params, account="me@example.test", store=store, interactive=False
+    )
+    assert again.state.access_token == first.state.access_token
+    assert not fake_browser.opened
+    assert auth_server.token_requests == 1
+
+
+def test_non_interactive_without_token_raises_login_required(auth_server: AuthServer) -> None:
+    """interactive=False never opens a browser: LoginRequired names the account and command."""
+    client = auth_server.register_client()
+    params = auth_server.parameters(client, redirect_url=REDIRECT)
+    with pytest.raises(LoginRequired) as info:
+        oauthsmtp.auth_identify(
+            params, account="x@example.test", store=MemoryStore(), interactive=False
+        )
+    assert info.value.account == "x@example.test"
+    assert "oauthsmtp login --account x@example.test" in str(info.value)
+
+
+def test_denied_consent_raises_access_denied_and_requests_no_token(
+    fake_browser: FakeBrowser,
+) -> None:
+    """error=access_denied: AccessDenied with the provider's words; 0 token requests (rule 10)."""
+    with AuthServer(mode="deny") as server:
+        with pytest.raises(AccessDenied) as info:
+            login(server)
+        assert server.token_requests == 0
+    assert info.value.error == "access_denied"
+    assert "access_denied" in str(info.value)
+    assert "Login failed" in fake_browser.result()["body"]
+
+
+def test_issuer_mismatch_aborts_before_any_token_request(
+    auth_server: AuthServer, fake_browser: FakeBrowser
+) -> None:
+    """The server sends iss; a client expecting another issuer aborts (rule 4)."""
+    client = auth_server.register_client()
+    params = auth_server.parameters(
+        client, redirect_url=REDIRECT, issuer="https://accounts.google.com"
+    )
+    with pytest.raises(CallbackError, match="issuer"):
+        oauthsmtp.auth_identify(params, store=MemoryStore(), timeout=20)
+    assert auth_server.token_requests == 0
+
+
+def test_port_in_use_fails_before_the_browser_opens(
+    auth_server: AuthServer, fake_browser: FakeBrowser
+) -> None:
+    """A busy redirect port: LoopbackError naming it, and no browser (part (c) 9)."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        with pytest.raises(LoopbackError, match=str(port)):
+            login(auth_server, redirect_url=f"http://127.0.0.1:{port}/cb")
+    time.sleep(0.2)
+    assert not fake_browser.opened
+    assert auth_server.token_requests == 0
+
+
+def test_timeout_gives_a_clear_error(
+    auth_server: AuthServer, fake_browser: FakeBrowser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nobody approves: AuthorizationTimeout after `timeout` seconds, port closed."""
+    monkeypatch.setenv("FAKE_BROWSER_MODE", "record")
+    client = auth_server.register_client()
+    params = auth_server.parameters(client, redirect_url=REDIRECT)
+    started = time.monotonic()
+    with pytest.raises(AuthorizationTimeout, match="ssh -L"):
+        oauthsmtp.auth_identify(params, store=MemoryStore(), timeout=1)
+    assert time.monotonic() - started < 5
+    assert auth_server.token_requests == 0
+
+
+def test_no_browser_prints_the_url_and_ssh_hint(
+    auth_server: AuthServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """open_browser=False prints the URL and the ssh -L hint to stderr, nothing to stdout."""
+    monkeypatch.delenv("BROWSER", raising=False)
+    client = auth_server.register_client()
+    params = auth_server.parameters(client, redirect_url=REDIRECT)
+    result: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: result.append(
+            oauthsmtp.auth_identify(params, store=MemoryStore(), open_browser=False, timeout=20)
+        )
+    )
+    thread.start()
+    err = ""
+    for _ in range(200):
+        out, chunk = capsys.readouterr()
+        assert out == ""
+        err += chunk
+        if "Waiting up to" in err:
+            break
+        time.sleep(0.02)
+    url = re.search(r"^  (http://\S+)$", err, re.M)
+    assert url is not None, err
+    assert re.search(r"ssh -L (\d+):127\.0\.0\.1:\1 ", err)
+    with requests.get(url.group(1), timeout=10) as resp:  # we are the browser now
+        assert resp.status_code == 200
+    thread.join(20)
+    assert result and result[0].valid
+    assert capsys.readouterr().out == ""
+
+
+def test_secrets_do_not_reach_output_or_logs(
+    auth_server: AuthServer,
+    fake_browser: FakeBrowser,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A full login writes no token, code, verifier or secret to stderr/stdout/logs (rule 12)."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    client = auth_server.register_client()
+    params = auth_server.parameters(client, redirect_url=REDIRECT)
+    token = oauthsmtp.auth_identify(params, store=MemoryStore(), timeout=20)
+    captured = "".join(capfd.readouterr()) + caplog.text + repr(token) + repr(params)
+    assert token.state.access_token not in captured
+    assert token.refresh_token is not None and token.refresh_token not in captured
+    assert client.client_secret is not None and client.client_secret not in captured
+    assert "code=" not in captured.replace("code_challenge", "")
