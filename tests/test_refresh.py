@@ -1,0 +1,296 @@
+"""Cached tokens and refresh against the development authorization server (issue: token cache).
+
+Real threads and real processes check the single-flight guarantees; the
+authorization server rotates refresh tokens and counts token requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+import oauthsmtp
+from oauthsmtp import FileStore, LoginRequired, MemoryStore, OAuth2Parameters
+from oauthsmtp._flow import TokenManager
+from oauthsmtp._store import TokenKey
+from oauthsmtp._token import AuthToken
+from oauthsmtp.devserver import AuthServer
+
+from conftest import FakeBrowser
+
+REDIRECT = "http://127.0.0.1:0/callback"
+ACCOUNT = "user@example.test"
+
+
+@pytest.fixture
+def server() -> Iterator[AuthServer]:
+    with AuthServer(mode="auto", user=ACCOUNT, rotate_refresh_tokens=True) as srv:
+        yield srv
+
+
+@pytest.fixture
+def params(server: AuthServer) -> OAuth2Parameters:
+    return server.parameters(server.register_client(), redirect_url=REDIRECT)
+
+
+def key_for(params: OAuth2Parameters, account: str = ACCOUNT) -> TokenKey:
+    return TokenKey(params.token_url, params.client_id, account)
+
+
+def expire_in_store(store: oauthsmtp.TokenStore, key: TokenKey) -> None:
+    raw = store.load(key)
+    assert raw is not None
+    state = AuthToken.from_json(raw).state
+    past = datetime.now(timezone.utc) - timedelta(seconds=5)
+    store.save(key, AuthToken(replace(state, expires_at=past)).to_json())
+
+
+def stored_refresh_token(store: oauthsmtp.TokenStore, key: TokenKey) -> str | None:
+    raw = store.load(key)
+    return None if raw is None else json.loads(raw)["refresh_token"]
+
+
+def test_refresh_rotates_and_persists_before_handing_out(
+    server: AuthServer, params: OAuth2Parameters, fake_browser: FakeBrowser
+) -> None:
+    """token.refresh(): new access token; the rotated refresh token is in the store already."""
+    store = MemoryStore()
+    token = oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, timeout=20)
+    old_access, old_refresh = token.state.access_token, token.refresh_token
+    token.refresh()
+    assert token.state.access_token != old_access
+    assert token.refresh_token != old_refresh
+    assert stored_refresh_token(store, key_for(params)) == token.refresh_token
+    assert server.validate_access_token(token.access_token) is not None
+    # The next refresh sends RT2 (the rotated one); RT1 is dead at the server.
+    before = token.refresh_token
+    token.refresh()
+    assert token.refresh_token != before
+    assert server.token_requests == 3
+
+
+def test_expired_cached_token_is_refreshed_silently(
+    server: AuthServer, params: OAuth2Parameters, fake_browser: FakeBrowser
+) -> None:
+    """A later call with an expired cached token refreshes without a browser."""
+    store = MemoryStore()
+    first = oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, timeout=20)
+    fake_browser.reset()
+    expire_in_store(store, key_for(params))
+    again = oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, interactive=False)
+    assert again.valid
+    assert again.state.access_token != first.state.access_token
+    assert not fake_browser.opened
+    assert server.token_requests == 2
+
+
+def test_access_token_property_refreshes_within_leeway(
+    server: AuthServer, params: OAuth2Parameters, fake_browser: FakeBrowser
+) -> None:
+    """Reading access_token when within the leeway refreshes first."""
+    store = MemoryStore()
+    token = oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, timeout=20)
+    token.expire()
+    assert not token.valid
+    value = token.access_token
+    assert token.valid
+    assert server.validate_access_token(value) is not None
+    assert server.token_requests == 2
+
+
+def test_eight_threads_cause_one_refresh(
+    server: AuthServer, params: OAuth2Parameters, fake_browser: FakeBrowser
+) -> None:
+    """8 threads, each with its own AuthToken on one store, expired token: 1 token request."""
+    store = MemoryStore()
+    oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, timeout=20)
+    expire_in_store(store, key_for(params))
+    # Each thread holds its own AuthToken and TokenManager, as separate callers would.
+    tokens = [
+        AuthToken(
+            AuthToken.from_json(store.load(key_for(params)) or "").state,
+            refresher=TokenManager(params, store, key_for(params)),
+            account=ACCOUNT,
+        )
+        for _ in range(8)
+    ]
+    requests_before = server.token_requests
+    barrier = threading.Barrier(8)
+    values: list[str] = []
+
+    def worker(token: AuthToken) -> None:
+        barrier.wait()
+        values.append(token.access_token)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in tokens]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert server.token_requests - requests_before == 1
+    assert len(set(values)) == 1
+    assert server.validate_access_token(values[0]) is not None
+
+
+PROCESS_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    import oauthsmtp
+    from oauthsmtp import FileStore, OAuth2Parameters
+
+    args = json.loads(sys.argv[1])
+    params = OAuth2Parameters(**args["params"])
+    go = Path(args["go"])
+    while not go.exists():
+        time.sleep(0.005)
+    token = oauthsmtp.auth_identify(params, account=args["account"],
+                                    store=FileStore(args["store"]), interactive=False)
+    print(token.access_token == token.state.access_token and token.valid)
+    Path(args["out"]).write_text(token.state.access_token)
+    """
+)
+
+
+def test_four_processes_cause_one_refresh(
+    server: AuthServer, params: OAuth2Parameters, fake_browser: FakeBrowser, tmp_path: Path
+) -> None:
+    """4 processes sharing one FileStore, expired token: exactly 1 token request."""
+    store = FileStore(tmp_path / "tokens")
+    oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, timeout=20)
+    expire_in_store(store, key_for(params))
+    before = server.token_requests
+    go = tmp_path / "go"
+    arg = {
+        "params": {
+            "client_id": params.client_id,
+            "client_secret": params.client_secret,
+            "auth_url": params.auth_url,
+            "token_url": params.token_url,
+            "scope": list(params.scopes),
+            "redirect_url": params.redirect_url,
+            "issuer": params.issuer,
+        },
+        "account": ACCOUNT,
+        "store": str(tmp_path / "tokens"),
+        "go": str(go),
+    }
+    procs = []
+    for i in range(4):
+        run_arg = json.dumps({**arg, "out": str(tmp_path / f"out{i}")})
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", PROCESS_SCRIPT, run_arg],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+            )
+        )
+    go.touch()
+    outputs = [p.communicate(timeout=60) for p in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err
+        assert out.strip() == "True"
+    tokens = {(tmp_path / f"out{i}").read_text() for i in range(4)}
+    assert server.token_requests - before == 1
+    assert len(tokens) == 1
+
+
+def test_invalid_grant_removes_the_token_and_asks_for_login(
+    server: AuthServer, params: OAuth2Parameters, fake_browser: FakeBrowser
+) -> None:
+    """invalid_grant on refresh: one request, token deleted, LoginRequired explaining why."""
+    store = MemoryStore()
+    token = oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, timeout=20)
+    server.revoke_all_refresh_tokens()
+    before = server.token_requests
+    with pytest.raises(LoginRequired) as info:
+        token.refresh()
+    assert server.token_requests - before == 1
+    message = str(info.value)
+    assert info.value.account == ACCOUNT
+    assert "invalid_grant" in message
+    assert "7 days" in message
+    assert f"oauthsmtp login --account {ACCOUNT}" in message
+    assert store.load(key_for(params)) is None
+
+
+def test_failed_refresh_keeps_the_last_good_token(
+    params: OAuth2Parameters, fake_browser: FakeBrowser, server: AuthServer
+) -> None:
+    """A network failure during refresh leaves the stored token untouched."""
+    store = MemoryStore()
+    oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, timeout=20)
+    saved = store.load(key_for(params))
+    broken = replace(params, token_url="http://127.0.0.1:9/token")  # discard port: refused
+    manager = TokenManager(broken, store, key_for(params))
+    state = AuthToken.from_json(saved or "").state
+    with pytest.raises(oauthsmtp.TokenError):
+        manager(replace(state, expires_at=datetime.now(timezone.utc)))
+    assert store.load(key_for(params)) == saved
+
+
+def test_revoke_token_revokes_at_the_provider_and_forgets_locally(
+    server: AuthServer, params: OAuth2Parameters, fake_browser: FakeBrowser
+) -> None:
+    """RFC 7009 revocation: the provider drops the token; the store forgets it."""
+    store = MemoryStore()
+    token = oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, timeout=20)
+    access = token.state.access_token
+    assert oauthsmtp.revoke_token(params, token) is True
+    assert store.load(key_for(params)) is None
+    assert server.validate_access_token(access) is None
+    with pytest.raises(LoginRequired):
+        oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, interactive=False)
+
+
+def test_revoke_without_endpoint_still_forgets(
+    server: AuthServer, params: OAuth2Parameters, fake_browser: FakeBrowser
+) -> None:
+    """No revocation URL (Microsoft): nothing to call, the local copy is still deleted."""
+    store = MemoryStore()
+    token = oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, timeout=20)
+    assert oauthsmtp.revoke_token(replace(params, revocation_url=None), token) is False
+    assert store.load(key_for(params)) is None
+
+
+def test_accounts_live_side_by_side(
+    server: AuthServer, params: OAuth2Parameters, fake_browser: FakeBrowser
+) -> None:
+    """Two accounts under one client keep separate tokens."""
+    store = MemoryStore()
+    server.user = "a@example.test"
+    a = oauthsmtp.auth_identify(params, account="a@example.test", store=store, timeout=20)
+    fake_browser.reset()
+    server.user = "b@example.test"
+    b = oauthsmtp.auth_identify(params, account="b@example.test", store=store, timeout=20)
+    assert a.state.access_token != b.state.access_token
+    info_a = server.validate_access_token(
+        oauthsmtp.auth_identify(params, account="a@example.test", store=store, interactive=False)
+        .access_token
+    )
+    assert info_a is not None and info_a.user == "a@example.test"
+    assert server.validate_access_token(b.access_token).user == "b@example.test"  # type: ignore[union-attr]
+
+
+def test_refresh_token_function_for_detached_tokens(
+    server: AuthServer, params: OAuth2Parameters, fake_browser: FakeBrowser
+) -> None:
+    """oauthsmtp.refresh_token(params, token) refreshes a token loaded from JSON."""
+    token = oauthsmtp.auth_identify(params, store=MemoryStore(), timeout=20)
+    detached = AuthToken.from_json(token.to_json())
+    old = detached.state.access_token
+    oauthsmtp.refresh_token(params, detached)
+    assert detached.state.access_token != old
+    assert server.validate_access_token(detached.access_token) is not None
