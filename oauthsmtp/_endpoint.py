@@ -117,7 +117,9 @@ def _network_error(params: OAuth2Parameters, exc: Exception) -> TokenError:
     )
 
 
-def _post(params: OAuth2Parameters, call: Callable[[Any, _StrictHook], Any], hook: _StrictHook) -> TokenState:
+def _post(
+    params: OAuth2Parameters, call: Callable[[Any, _StrictHook], Any], hook: _StrictHook
+) -> TokenState:
     import requests
 
     session = _session(params)
@@ -265,5 +267,7 @@ def revoke(params: OAuth2Parameters, token: str, *, hint: str = "refresh_token")
     if status == 200:
         return True
     if status == 503:
-        raise TokenError("the provider could not revoke the token now (HTTP 503); try again later", status=status)
+        raise TokenError(
+            "the provider could not revoke the token now (HTTP 503); try again later", status=status
+        )
     raise TokenError(f"the provider refused to revoke the token (HTTP {status})", status=status)

@@ -10,6 +10,7 @@ redirect. Request lines are never logged: they carry the authorization code.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import selectors
@@ -76,10 +77,8 @@ class _Flow:
         self._wake = wake
 
     def wake(self) -> None:
-        try:
+        with contextlib.suppress(OSError):  # the waiting side is gone; nothing to wake
             self._wake.send(b"!")
-        except OSError:  # the waiting side is gone; nothing to wake
-            pass
 
     def claim(self, verdict: CallbackVerdict) -> bool:
         with self.lock:
@@ -104,7 +103,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.flow = flow
         super().__init__(conn, addr, None)  # type: ignore[arg-type]
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Silenced: the stdlib version writes the request line, code included, to stderr."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
@@ -115,7 +114,9 @@ class _Handler(BaseHTTPRequestHandler):
         """Answer malformed requests (400, 414, 431, 501) with our own page."""
         self._page(code, "Bad request", message or "The request could not be read.", ok=False)
 
-    def _page(self, status: int, title: str, message: str, *, ok: bool, allow: bool = False) -> None:
+    def _page(
+        self, status: int, title: str, message: str, *, ok: bool, allow: bool = False
+    ) -> None:
         body = render_page(title, message, ok=ok)
         self.close_connection = True
         try:
@@ -138,7 +139,9 @@ class _Handler(BaseHTTPRequestHandler):
         verdict = check_callback(flow.request, self.command, self.path)
         if verdict.outcome is Outcome.IGNORE:
             title = "Not found" if verdict.status == 404 else "Ignored"
-            self._page(verdict.status, title, verdict.message, ok=False, allow=verdict.status == 405)
+            self._page(
+                verdict.status, title, verdict.message, ok=False, allow=verdict.status == 405
+            )
             return
         if not flow.claim(verdict):
             self._page(409, "Already finished", "This login has already finished.", ok=False)
@@ -150,9 +153,12 @@ class _Handler(BaseHTTPRequestHandler):
         if flow.page_ready.wait(PAGE_WAIT) and flow.final_page is not None:
             status, title, message, ok = flow.final_page
         else:
-            status, title, message, ok = 200, "Authorization received", (
-                "The application received the authorization."
-            ), True
+            status, title, message, ok = (
+                200,
+                "Authorization received",
+                ("The application received the authorization."),
+                True,
+            )
         self._page(status, title, message, ok=ok)
 
     do_GET = _serve
@@ -354,7 +360,12 @@ class LoopbackListener:
                 raise verdict.error
             assert verdict.code is not None  # noqa: S101 - invariant of Outcome.CODE
             if finish is None:
-                flow.final_page = (200, "Login complete", "oauthsmtp received the authorization.", True)
+                flow.final_page = (
+                    200,
+                    "Login complete",
+                    "oauthsmtp received the authorization.",
+                    True,
+                )
                 return verdict.code
             try:
                 flow.final_page = finish(verdict.code)
@@ -385,15 +396,13 @@ class LoopbackListener:
     def _serve_connection(self, conn: socket.socket, addr: Any, flow: _Flow) -> None:
         try:
             _Handler(conn, addr, flow)
-        except Exception:  # noqa: BLE001 - one bad connection must not end the flow
+        except Exception:
             log.debug("loopback: a connection failed", exc_info=False)
         finally:
             with self._conns_lock:
                 self._conns.discard(conn)
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
             conn.close()
 
     def _finish_connections(self, flow: _Flow) -> None:
@@ -403,10 +412,8 @@ class LoopbackListener:
         with self._conns_lock:
             idle = list(self._conns)
         for conn in idle:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def cancel(self) -> None:
         """Make a running :meth:`wait` raise :class:`AuthorizationError` (thread-safe)."""

@@ -25,7 +25,7 @@ _IMPLICIT_REFUSAL = (
     'response_type="token" (the implicit flow) is not supported: it returns the access '
     "token in the browser's URL, where history, extensions and referrers can read it, and it "
     "never yields a refresh token, so mail could only be sent for an hour. OAuth 2.0 Security "
-    "Best Current Practice (RFC 9700 §2.1.2) says not to use it. Use response_type=\"code\" "
+    'Best Current Practice (RFC 9700 §2.1.2) says not to use it. Use response_type="code" '
     "(the default): oauthsmtp runs the authorization-code flow with PKCE."
 )
 
@@ -90,7 +90,8 @@ def _check_redirect(value: object) -> str:
     if parts.scheme.lower() != "http":
         raise ConfigurationError(
             "redirect_url must be a loopback http URL such as http://localhost:9000 "
-            f"(RFC 8252 §7.3: the browser hands the code to a local listener), got {parts.geturl()!r}"
+            "(RFC 8252 §7.3: the browser hands the code to a local listener), "
+            f"got {parts.geturl()!r}"
         )
     if not is_loopback_host(parts.hostname or ""):
         raise ConfigurationError(
@@ -110,7 +111,9 @@ def _normalize_scope(scope: str | Sequence[str]) -> tuple[str, ...]:
         items = []
         for item in scope:
             if not isinstance(item, str):
-                raise ConfigurationError(f"scope entries must be strings, not {type(item).__name__}")
+                raise ConfigurationError(
+                    f"scope entries must be strings, not {type(item).__name__}"
+                )
             items.extend(item.split())
     for item in items:
         _check_text("scope", item)
@@ -162,7 +165,9 @@ class OAuth2Parameters:
         set_ = object.__setattr__
         client_id = _check_text("client_id", self.client_id)
         if not client_id.strip():
-            raise ConfigurationError("client_id is empty: copy it from the provider's app registration")
+            raise ConfigurationError(
+                "client_id is empty: copy it from the provider's app registration"
+            )
         if self.client_secret is not None:
             _check_text("client_secret", self.client_secret)
             if not self.client_secret:
@@ -183,8 +188,15 @@ class OAuth2Parameters:
         set_(self, "redirect_url", _check_redirect(self.redirect_url))
         set_(self, "scope", _normalize_scope(self.scope))
         extra: dict[str, str] = {}
-        reserved = {"response_type", "client_id", "redirect_uri", "state", "code_challenge",
-                    "code_challenge_method", "scope"}
+        reserved = {
+            "response_type",
+            "client_id",
+            "redirect_uri",
+            "state",
+            "code_challenge",
+            "code_challenge_method",
+            "scope",
+        }
         for key, val in dict(self.extra_auth_params).items():
             _check_text("extra_auth_params key", key)
             _check_text(f"extra_auth_params[{key!r}]", val)

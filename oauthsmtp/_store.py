@@ -264,7 +264,8 @@ def _os_detail(exc: OSError) -> str:
 def _ensure_private_dir(path: pathlib.Path) -> None:
     """Create ``path`` (0700) if needed; insist it is ours and private.
 
-    Parents that are missing are created with the default mode. On POSIX an
+    A missing parent is created 0700 too (its own missing parents with the
+    default mode); an existing parent is left alone. On POSIX an
     existing directory with group/other bits is chmod'ed to 0700; one owned by
     another user is refused.
 
@@ -272,7 +273,7 @@ def _ensure_private_dir(path: pathlib.Path) -> None:
         TokenStoreError: the directory cannot be created or is not ours.
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(path.parent, mode=0o700, exist_ok=True)
         with contextlib.suppress(FileExistsError):
             os.mkdir(path, 0o700)
         st = os.stat(path)
@@ -799,6 +800,15 @@ def _checksum(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _leaks(text: str, secrets: Sequence[str], window: int = 12) -> bool:
+    """True when ``text`` contains any ``window`` consecutive characters of a secret."""
+    if len(text) < window:
+        return any(piece and text in piece for piece in secrets) and bool(text.strip())
+    return any(
+        text[i : i + window] in piece for piece in secrets for i in range(len(text) - window + 1)
+    )
+
+
 def _insecure_reason(backend: Any) -> str | None:
     """Why ``backend`` must not hold tokens (SECURITY rule 31), or None when it may."""
     from keyring.backends import chainer, fail, null
@@ -964,7 +974,7 @@ class KeyringStore:
             when its message contains a secret.
         """
         detail = str(exc)
-        redacted = any(piece and piece in detail for piece in secret)
+        redacted = len(detail) > 4000 or _leaks(detail, secret)
         detail = "details withheld" if redacted else detail[:200]
         hint = ""
         if "1783" in detail or "stub received bad data" in detail.lower():
@@ -1128,18 +1138,19 @@ class KeyringStore:
         self._index_update(key, present=False)
 
     def lock(self, key: TokenKey) -> AbstractContextManager[None]:
-        """See :meth:`TokenStore.lock`: a ``filelock`` in ``oauthsmtp_home()/locks`` plus a
-        thread lock. Does not touch the keyring."""
-        locks = self.home / "locks"
-        _ensure_private_dir(self.home)
-        _ensure_private_dir(locks)
-        return _interprocess_lock(locks / f"{key.slug()}.lock").hold(
+        """See :meth:`TokenStore.lock`: a ``filelock`` in ``oauthsmtp_home()/locks``.
+
+        Plus a thread lock; the keyring itself is not touched.
+        """
+        return _interprocess_lock(self._locks_dir() / f"{key.slug()}.lock").hold(
             self.lock_timeout, key.describe()
         )
 
     def keys(self) -> list[TokenKey]:
-        """See :meth:`TokenStore.keys`: the keys this store's index lists (it does not
-        query the keyring, so it never prompts)."""
+        """See :meth:`TokenStore.keys`: the keys this store's index lists.
+
+        The keyring itself is not queried, so listing never prompts.
+        """
         return sorted({key for service, key in self._index_read() if service == self.service})
 
     # -- index ----------------------------------------------------------------
@@ -1166,15 +1177,22 @@ class KeyringStore:
                 continue
         return found
 
+    def _locks_dir(self) -> pathlib.Path:
+        locks = self.home / "locks"
+        _ensure_private_dir(locks)
+        return locks
+
     def _index_update(self, key: TokenKey, *, present: bool) -> None:
+        entry = (self.service, key)
+        with contextlib.suppress(TokenStoreError):
+            if (entry in self._index_read()) == present:
+                return  # already right: no write (a refresh saves often)
         try:
-            _ensure_private_dir(self.home)
-            _ensure_private_dir(self.home / "locks")
-            lock = _interprocess_lock(self.home / "locks" / "keyring-index.lock")
+            lock = _interprocess_lock(self._locks_dir() / "keyring-index.lock")
             with lock.hold(self.lock_timeout, "the keyring index"):
-                entries = [e for e in self._index_read() if e != (self.service, key)]
+                entries = [e for e in self._index_read() if e != entry]
                 if present:
-                    entries.append((self.service, key))
+                    entries.append(entry)
                 record = {
                     "format": _INDEX_FORMAT,
                     "entries": [

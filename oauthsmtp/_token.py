@@ -39,6 +39,8 @@ MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024
 
 MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
 
+BEARER = "Bearer"
+
 _SECRET_KEYS = frozenset({"access_token", "refresh_token", "id_token", "code", "client_secret"})
 
 
@@ -93,7 +95,7 @@ class TokenState:
     """
 
     access_token: str = field(repr=False)
-    token_type: str = "Bearer"
+    token_type: str = BEARER
     refresh_token: str | None = field(default=None, repr=False)
     expires_at: datetime | None = None
     scope: tuple[str, ...] = ()
@@ -131,7 +133,7 @@ class TokenState:
         refresh = data.get("refresh_token")
         if refresh is not None and (not isinstance(refresh, str) or not refresh):
             raise ValueError("token data has a malformed refresh_token")
-        token_type = data.get("token_type", "Bearer")
+        token_type = data.get("token_type", BEARER)
         if not isinstance(token_type, str) or token_type.lower() != "bearer":
             raise ValueError("token data has an unsupported token_type")
         scope = data.get("scope", "")
@@ -152,7 +154,7 @@ class TokenState:
         obtained = _when("obtained_at") or _utcnow()
         return cls(
             access_token=access,
-            token_type="Bearer",
+            token_type=BEARER,
             refresh_token=refresh,
             expires_at=_when("expires_at"),
             scope=tuple(scope.split()),
@@ -181,9 +183,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _load_json_object(body: bytes) -> dict[str, Any] | None:
     try:
         text = body.decode("utf-8")
-        data = json.loads(
-            text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates
-        )
+        data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
@@ -258,7 +258,9 @@ def parse_token_response(
     if not isinstance(access, str) or not access.strip():
         raise TokenError("the token endpoint's answer has no usable access_token", status=status)
     if not access.isascii() or not access.isprintable() or "\x01" in access:
-        raise TokenError("the token endpoint's access_token has forbidden characters", status=status)
+        raise TokenError(
+            "the token endpoint's access_token has forbidden characters", status=status
+        )
     token_type = data.get("token_type")
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
         shown = token_type if isinstance(token_type, str) else None
@@ -286,7 +288,9 @@ def parse_token_response(
     if refresh is None:
         refresh = previous_refresh_token
     elif not isinstance(refresh, str) or not refresh.strip():
-        raise TokenError("the token endpoint sent an empty or malformed refresh_token", status=status)
+        raise TokenError(
+            "the token endpoint sent an empty or malformed refresh_token", status=status
+        )
     scope_raw = data.get("scope")
     if scope_raw is None:
         scope = requested_scope
@@ -296,7 +300,7 @@ def parse_token_response(
         raise TokenError("the token endpoint sent a malformed scope", status=status)
     return TokenState(
         access_token=access,
-        token_type="Bearer",
+        token_type=BEARER,
         refresh_token=refresh,
         expires_at=expires_at,
         scope=scope,

@@ -383,6 +383,18 @@ def test_big_token_fits(smtp: smtplib.SMTP, server: SMTPServer) -> None:
         assert client.docmd(oauthbearer(ALICE, BIG_TOKEN, port=server.port))[0] == 235
 
 
+def test_line_limits(raw_tls: RawClient) -> None:
+    """Only AUTH gets the long line: other commands keep 512 octets, DATA lines 1000 + CRLF."""
+    assert raw_tls.command("AUTH XOAUTH2 " + "A" * 12300)[0] == 500
+    assert raw_tls.command("NOOP " + "x" * 600)[0] == 500
+    assert raw_tls.command("AUTH XOAUTH2 " + xoauth2(ALICE, ALICE_TOKEN))[0] == 235
+    assert raw_tls.command(f"MAIL FROM:<{ALICE}>")[0] == 250
+    assert raw_tls.command(f"RCPT TO:<{BOB}>")[0] == 250
+    assert raw_tls.command("DATA")[0] == 354
+    assert raw_tls.command("Subject: long\r\n\r\n" + "y" * 1100 + "\r\n.")[0] == 500
+    assert raw_tls.command("NOOP")[0] == 250
+
+
 def test_mail_requires_auth(smtp: smtplib.SMTP, server: SMTPServer) -> None:
     """MAIL FROM before AUTH is refused with 530."""
     assert smtp.mail(ALICE)[0] == 530
@@ -454,6 +466,13 @@ def test_oauthbearer_failure(
     if expected == 535:
         assert reply[1].startswith(b"5.7.8")
     assert server.auth_log == [("OAUTHBEARER", ALICE, False)]
+
+
+def test_oauthbearer_authzid_must_own_the_token(smtp: smtplib.SMTP, server: SMTPServer) -> None:
+    """A valid token presented for another a= user fails with the error challenge."""
+    assert smtp.docmd("AUTH", "OAUTHBEARER " + oauthbearer(BOB, ALICE_TOKEN))[0] == 334
+    assert smtp.docmd("AQ==")[0] == 535
+    assert server.auth_log == [("OAUTHBEARER", BOB, False)]
 
 
 def test_oauthbearer_discovery_probe(smtp: smtplib.SMTP) -> None:
@@ -654,6 +673,7 @@ def test_no_token_or_blob_in_logs(
     assert "oauthsmtp.devserver.smtp" in {r.name for r in caplog.records}
     for secret in (ALICE_TOKEN, "bad-token", *blobs):
         assert secret not in caplog.text
+    assert "deprecated" not in caplog.text  # aiosmtpd's Session.login_data warning, per AUTH
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.1", "localhost", "::"])

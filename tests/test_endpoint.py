@@ -13,8 +13,7 @@ import pytest
 import requests
 import responses
 
-from oauthsmtp import OAuth2Parameters, TokenError
-from oauthsmtp import _endpoint
+from oauthsmtp import OAuth2Parameters, TokenError, _endpoint
 from oauthsmtp._token import TokenState
 
 TOKEN_URL = "https://auth.example.com/token"

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import FakeBrowser
 
 import oauthsmtp
 from oauthsmtp import (
@@ -26,8 +27,6 @@ from oauthsmtp import (
     MemoryStore,
 )
 from oauthsmtp.devserver import AuthServer
-
-from conftest import FakeBrowser
 
 REDIRECT = "http://127.0.0.1:0/callback"
 
@@ -45,7 +44,8 @@ def test_login_returns_a_usable_token(auth_server: AuthServer, fake_browser: Fak
     token = login(auth_server, account="user@example.test")
     assert token.valid
     assert token.refresh_token
-    assert token.expires_at is not None and token.expires_at.tzinfo is not None
+    assert token.expires_at is not None
+    assert token.expires_at.tzinfo is not None
     assert auth_server.scope in token.scope
     assert auth_server.validate_access_token(token.access_token) is not None
     assert auth_server.token_requests == 1
@@ -192,7 +192,8 @@ def test_no_browser_prints_the_url_and_ssh_hint(
     with requests.get(url.group(1), timeout=10) as resp:  # we are the browser now
         assert resp.status_code == 200
     thread.join(20)
-    assert result and result[0].valid
+    assert result
+    assert result[0].valid
     assert capsys.readouterr().out == ""
 
 
@@ -211,6 +212,8 @@ def test_secrets_do_not_reach_output_or_logs(
     token = oauthsmtp.auth_identify(params, store=MemoryStore(), timeout=20)
     captured = "".join(capfd.readouterr()) + caplog.text + repr(token) + repr(params)
     assert token.state.access_token not in captured
-    assert token.refresh_token is not None and token.refresh_token not in captured
-    assert client.client_secret is not None and client.client_secret not in captured
+    assert token.refresh_token is not None
+    assert token.refresh_token not in captured
+    assert client.client_secret is not None
+    assert client.client_secret not in captured
     assert "code=" not in captured.replace("code_challenge", "")

@@ -82,7 +82,7 @@ def running(
             run.result.append(
                 listener.wait(request, deadline=time.monotonic() + deadline, finish=finish)
             )
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
+        except BaseException as exc:
             run.result.append(exc)
 
     run.thread = threading.Thread(target=target, daemon=True)
@@ -121,7 +121,7 @@ def raw(port: int, data: bytes) -> bytes:
 def test_valid_callback_returns_code_and_closes_port() -> None:
     """A valid redirect completes; the port refuses connections afterwards (rule 5)."""
     with running() as run:
-        status, headers, body = get(run.port, f"/callback?code=the-code&state={STATE}")
+        status, _headers, body = get(run.port, f"/callback?code=the-code&state={STATE}")
         assert run.join() == "the-code"
         assert status == 200
         assert "Login complete" in body
@@ -303,7 +303,6 @@ def test_second_bind_while_listening_fails() -> None:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             with s, pytest.raises(OSError, match="in use"):
                 s.bind(("127.0.0.1", run.port))
-                s.listen()
 
 
 def test_second_login_right_after_the_first_rebinds_the_port() -> None:

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from conftest import FakeBrowser
 
 import oauthsmtp
 from oauthsmtp import FileStore, LoginRequired, MemoryStore, OAuth2Parameters
@@ -25,8 +26,6 @@ from oauthsmtp._flow import TokenManager
 from oauthsmtp._store import TokenKey
 from oauthsmtp._token import AuthToken
 from oauthsmtp.devserver import AuthServer
-
-from conftest import FakeBrowser
 
 REDIRECT = "http://127.0.0.1:0/callback"
 ACCOUNT = "user@example.test"
@@ -199,7 +198,7 @@ def test_four_processes_cause_one_refresh(
         )
     go.touch()
     outputs = [p.communicate(timeout=60) for p in procs]
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (out, err) in zip(procs, outputs, strict=False):
         assert proc.returncode == 0, err
         assert out.strip() == "True"
     tokens = {(tmp_path / f"out{i}").read_text() for i in range(4)}
@@ -277,10 +276,12 @@ def test_accounts_live_side_by_side(
     b = oauthsmtp.auth_identify(params, account="b@example.test", store=store, timeout=20)
     assert a.state.access_token != b.state.access_token
     info_a = server.validate_access_token(
-        oauthsmtp.auth_identify(params, account="a@example.test", store=store, interactive=False)
-        .access_token
+        oauthsmtp.auth_identify(
+            params, account="a@example.test", store=store, interactive=False
+        ).access_token
     )
-    assert info_a is not None and info_a.user == "a@example.test"
+    assert info_a is not None
+    assert info_a.user == "a@example.test"
     assert server.validate_access_token(b.access_token).user == "b@example.test"  # type: ignore[union-attr]
 
 

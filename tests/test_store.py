@@ -99,6 +99,13 @@ class FailingSetKeyring(_TestBackend):
         raise keyring.errors.PasswordSetError(f"could not store {password!r} for {username}")
 
 
+class EchoPartKeyring(_TestBackend):
+    """set_password fails and echoes part of the password."""
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        raise keyring.errors.PasswordSetError(f"bad data near ...{password[40:60]}...")
+
+
 class FailAfterKeyring(_TestBackend):
     """Accepts ``allowed`` writes, then fails every write (a crash mid-save)."""
 
@@ -619,6 +626,11 @@ def test_keyring_errors_are_wrapped_without_the_secret() -> None:
     with pytest.raises(TokenStoreError) as info:
         store.save(KEY, big_value(3000, tag="S"))
     assert "S00001" not in str(info.value)
+    with pytest.raises(TokenStoreError) as info:
+        KeyringStore(backend=EchoPartKeyring()).save(KEY, TOKEN)
+    assert TOKEN[40:60] not in str(info.value)
+    assert "details withheld" in str(info.value)
+    assert info.value.__cause__ is None
 
 
 @pytest.mark.usefixtures("home")

@@ -217,7 +217,8 @@ def test_valid_follows_expiry_with_leeway() -> None:
     assert token.valid
     clock[0] = NOW + timedelta(seconds=3599 - 59)
     assert not token.valid
-    assert token.expires_at is not None and token.expires_at.tzinfo is not None
+    assert token.expires_at is not None
+    assert token.expires_at.tzinfo is not None
 
 
 def _refresher(counter: list[int]):  # type: ignore[no-untyped-def]
@@ -287,7 +288,8 @@ def test_json_round_trip() -> None:
 @pytest.mark.parametrize(
     "text",
     ["", "[]", "{}", '{"access_token": ""}', '{"access_token":"a","expires_at":"yesterday"}',
-     '{"access_token":"a","expires_at":"2026-01-01T00:00:00"}', '{"access_token":"a","token_type":"mac"}'],
+     '{"access_token":"a","expires_at":"2026-01-01T00:00:00"}',
+     '{"access_token":"a","token_type":"mac"}'],
 )  # fmt: skip
 def test_from_json_refuses_malformed(text: str) -> None:
     """A malformed serialized token raises ValueError."""

@@ -95,9 +95,7 @@ def login_twice(
     open_browser: bool,
 ) -> None:
     """Log in (browser only if no token is saved), then show the second call needs none."""
-    token = oauthsmtp.auth_identify(
-        params, account=account, store=store, open_browser=open_browser
-    )
+    token = oauthsmtp.auth_identify(params, account=account, store=store, open_browser=open_browser)
     print(f"logged in as {account}")
     report(token)
     # interactive=False: never open a browser; LoginRequired if nothing is saved.
