@@ -14,7 +14,6 @@ import os
 import sys
 import threading
 import time
-import webbrowser
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TextIO
@@ -22,7 +21,6 @@ from typing import TextIO
 from . import _endpoint
 from ._authz import build_request
 from ._errors import AuthorizationError, LoginRequired, TokenError, TokenStoreError
-from ._loopback import LoopbackListener
 from ._params import OAuth2Parameters
 from ._store import TokenKey, TokenStore, default_store
 from ._token import AuthToken, TokenState
@@ -193,6 +191,10 @@ def browser_login(
         LoopbackError: the redirect port cannot be opened (before any browser).
         AuthorizationTimeout / AccessDenied / AuthorizationError / TokenError.
     """
+    import webbrowser  # imported here: only the browser login needs them
+
+    from ._loopback import LoopbackListener
+
     out = out if out is not None else sys.stderr
     deadline = time.monotonic() + timeout
     listener = LoopbackListener(params.redirect_url)

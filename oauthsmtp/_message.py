@@ -21,9 +21,12 @@ from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union, cast
 
 from ._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from email.policy import Policy
 
 __all__ = [
     "AttachmentSpec",
@@ -127,7 +130,7 @@ def _parse_address_list(field_name: str, value: str) -> tuple[Address, ...]:
             f"{field_name}: the address {value!r} does not parse cleanly ({defects[0]}); "
             "refused rather than guessed at"
         )
-    addresses: tuple[Address, ...] = header.addresses  # type: ignore[attr-defined]
+    addresses: tuple[Address, ...] = header.addresses
     for address in addresses:
         if not address.username or not address.domain:
             raise ConfigurationError(f"{field_name}: {value!r} is not a complete address")
@@ -180,7 +183,10 @@ def _check_filename(name: str) -> None:
 def _split_mime(mime: str) -> tuple[str, str]:
     maintype, sep, subtype = mime.partition("/")
     token_ok = all(
-        part and part.isascii() and part.isprintable() and not any(c in part for c in ' ()<>@,;:\\"/[]?=')
+        part
+        and part.isascii()
+        and part.isprintable()
+        and not any(c in part for c in ' ()<>@,;:\\"/[]?=')
         for part in (maintype, subtype)
     )
     if not sep or not token_ok:
@@ -291,13 +297,14 @@ class Email:
             if values:
                 msg[name] = ", ".join(values)
         msg["Subject"] = self.subject
-        given = {name.lower() for name, _ in self.headers}
+        headers = cast("tuple[tuple[str, str], ...]", self.headers)  # see __post_init__
+        given = {name.lower() for name, _ in headers}
         if "date" not in given:
             msg["Date"] = formatdate(localtime=True)
         if "message-id" not in given:
             domain = parse_address("sender", self.sender).domain
             msg["Message-ID"] = make_msgid(domain=domain)
-        for name, value in self.headers:
+        for name, value in headers:
             msg[name] = value
         if self.html is not None and self.text is not None:
             msg.set_content(self.text, cte=_text_cte(self.text))
@@ -315,7 +322,7 @@ class Email:
 def _add_attachment(msg: EmailMessage, spec: AttachmentSpec) -> None:
     if isinstance(spec, tuple):
         filename, data = spec[0], bytes(spec[1])
-        mime = spec[2] if len(spec) == 3 else None  # type: ignore[misc]
+        mime = spec[2] if len(spec) == 3 else None
     else:
         path = Path(spec)
         filename, data, mime = path.name, path.read_bytes(), None
@@ -368,8 +375,10 @@ def prepare_message(message: Email | Message) -> OutgoingMessage:
             that needs SMTPUTF8 but does not use an ``email.policy.EmailPolicy``.
         OSError: an attachment file of an :class:`Email` cannot be read.
     """
+    blind: list[Address] = []
     if isinstance(message, Email):
-        message = message.to_message()
+        blind = [parse_address("bcc", value) for value in message.bcc]
+        message = message.to_message()  # Bcc is envelope-only: never a header
     elif not isinstance(message, Message):
         raise ConfigurationError(
             f"send() takes an oauthsmtp.Email or an email.message.EmailMessage, "
@@ -379,7 +388,7 @@ def prepare_message(message: Email | Message) -> OutgoingMessage:
         for name, value in part.items():
             check_header(name, _unfold(str(value)))
     fields: dict[str, list[Address]] = {}
-    for name in message.keys():
+    for name in message:
         lowered = name.lower()
         if lowered.startswith("resent-"):
             raise ConfigurationError(
@@ -391,11 +400,12 @@ def prepare_message(message: Email | Message) -> OutgoingMessage:
                 for value in message.get_all(name, [])
                 for address in _parse_address_list(name, _unfold(str(value)))
             ]
+    if blind:
+        fields.setdefault("bcc", []).extend(blind)
     senders = fields.get("sender") or fields.get("from") or []
     if len(senders) != 1:
         raise ConfigurationError(
-            "the message needs exactly one From address (or a Sender header), "
-            f"found {len(senders)}"
+            f"the message needs exactly one From address (or a Sender header), found {len(senders)}"
         )
     recipients = dict.fromkeys(
         a.addr_spec for key in ("to", "cc", "bcc") for a in fields.get(key, [])
@@ -425,12 +435,12 @@ def _unfold(value: str) -> str:
 
 def _serialize(message: Message, *, smtputf8: bool) -> bytes:
     import copy
-
     from email import policy as email_policy
 
     if "bcc" in message:
         message = copy.copy(message)  # __delitem__ rebinds the header list: no mutation
         del message["bcc"]
+    policy: Policy
     if isinstance(message.policy, email_policy.EmailPolicy):
         policy = email_policy.SMTPUTF8 if smtputf8 else email_policy.SMTP
     elif smtputf8:

@@ -180,27 +180,27 @@ class AuthFailure:
 
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 
-_MS_DISABLED = (
+_HINT_MS_DISABLED = (
     "SMTP AUTH is disabled for this Microsoft 365 tenant or mailbox: an administrator must "
     "enable authenticated SMTP for the mailbox (Exchange admin center > mailbox > Email apps, "
     "or Set-CASMailbox -SmtpClientAuthenticationDisabled $false) and allow it for the tenant; "
     "see https://aka.ms/smtp_auth_disabled. Retrying or refreshing the token will not help."
 )
-_BASIC_REFUSED = (
+_HINT_BASIC_REFUSED = (
     "the server does not accept password authentication here; use an OAuth2 token "
     "(auth_token=) instead of password=."
 )
-_MS_TOKEN = (
+_HINT_MICROSOFT = (
     "Microsoft refused the token: check that it was issued for the scope "
     "https://outlook.office.com/SMTP.Send (Graph scopes do not work for SMTP), that username "
     "is the mailbox the token belongs to (or one it may send as), and that SMTP AUTH is "
     "enabled for that mailbox."
 )
-_GOOGLE_TOKEN = (
+_HINT_GOOGLE = (
     "Google refused the token: check that it was issued for the scope https://mail.google.com/ "
     "and that username is the Google account that logged in."
 )
-_GENERIC_TOKEN = (
+_HINT_GENERIC = (
     "the server refused the token: check the token's scope and that username is the account "
     "the token was issued for."
 )
@@ -232,9 +232,9 @@ def classify_auth_failure(
     enhanced = match.group(0) if match else ""
     lowered = text.lower()
     if enhanced == "5.7.139" or "smtpclientauthentication is disabled" in lowered:
-        return AuthFailure(False, _MS_DISABLED)
+        return AuthFailure(False, _HINT_MS_DISABLED)
     if enhanced == "5.7.30" or "basic authentication is not supported" in lowered:
-        return AuthFailure(False, _BASIC_REFUSED)
+        return AuthFailure(False, _HINT_BASIC_REFUSED)
     if enhanced == "5.7.9" or "application-specific password" in lowered:
         return AuthFailure(
             False,
@@ -260,11 +260,11 @@ def classify_auth_failure(
     if not oauth:
         return AuthFailure(False, "check the user name and password.")
     if enhanced == "5.7.3" or "outlook.com" in lowered or "office365" in lowered:
-        return AuthFailure(True, _MS_TOKEN)
+        return AuthFailure(True, _HINT_MICROSOFT)
     if enhanced == "5.7.8" or "google.com" in lowered or "gsmtp" in lowered:
-        return AuthFailure(True, _GOOGLE_TOKEN)
+        return AuthFailure(True, _HINT_GOOGLE)
     if provider_error is not None:
         scope = provider_error.get("scope")
         if isinstance(scope, str) and "mail.google.com" in scope:
-            return AuthFailure(True, _GOOGLE_TOKEN)
-    return AuthFailure(code == 535 or provider_error is not None, _GENERIC_TOKEN)
+            return AuthFailure(True, _HINT_GOOGLE)
+    return AuthFailure(code == 535 or provider_error is not None, _HINT_GENERIC)

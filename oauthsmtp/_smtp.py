@@ -28,31 +28,28 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from email.message import Message
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ._errors import ConfigurationError, OAuthSMTPError, SMTPError
-from ._message import Email, OutgoingMessage, prepare_message
+from ._message import Email, prepare_message
 from ._params import is_loopback_host
 from ._smtpauth import authenticate, check_mechanism
-from ._smtpwire import (
-    Connection,
-    Reply,
-    SMTPConnectionError,
-    SMTPTimeoutError,
-    command,
-    encode_data,
-    mail_from,
-    parse_ehlo,
-    rcpt_to,
-)
+from ._smtptransact import ConnectionLost, Job, SendResult, failed, transact, unknown
+from ._smtpwire import Connection, SMTPConnectionError, SMTPTimeoutError, command, parse_ehlo
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["Security", "SendResult", "SMTPSession", "TokenSource"]
+__all__ = [
+    "SMTPConnectionError",
+    "SMTPSession",
+    "SMTPTimeoutError",
+    "Security",
+    "SendResult",
+    "TokenSource",
+]
 
 logger = logging.getLogger("oauthsmtp.smtp")
 
@@ -71,75 +68,6 @@ class TokenSource(Protocol):
 
     def refresh(self) -> Any:
         """Get a new access token now; may raise LoginRequired or TokenError."""
-
-
-@dataclass(frozen=True)
-class SendResult:
-    """The outcome of one message.
-
-    Attributes:
-        status: ``"sent"`` (the server accepted it), ``"failed"`` (it was refused, or never
-            sent), or ``"unknown"`` (the connection was lost after the body was sent and
-            before the server's answer: it may or may not have been accepted; it is not
-            sent again).
-        code: the server's final reply code for this message, or None if none arrived.
-        message: the server's reply text, or why the message was not sent.
-        refused: ``{recipient: (code, text)}`` for recipients the server refused; a
-            message can be ``"sent"`` to the others.
-    """
-
-    status: Literal["sent", "failed", "unknown"]
-    code: int | None = None
-    message: str | None = None
-    refused: Mapping[str, tuple[int, str]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "refused", MappingProxyType(dict(self.refused)))
-
-    @property
-    def ok(self) -> bool:
-        """True when the server accepted the message (``status == "sent"``)."""
-        return self.status == "sent"
-
-    def raise_for_status(self) -> SendResult:
-        """Return self when ok; otherwise raise :class:`SMTPError` with the code and text."""
-        if self.ok:
-            return self
-        raise SMTPError(
-            f"message {self.status}: {self.code or ''} {self.message or ''}".strip(),
-            code=self.code,
-            server_message=self.message,
-        )
-
-
-def _failed(message: str) -> SendResult:
-    return SendResult("failed", None, message)
-
-
-_UNKNOWN = SendResult(
-    "unknown",
-    None,
-    "the connection was lost after the message was sent and before the server answered; "
-    "it may or may not have been accepted, so it was not sent again",
-)
-
-
-@dataclass(eq=False)
-class _Job:
-    """One message on its way: the prepared bytes and, once known, its result."""
-
-    outgoing: OutgoingMessage | None
-    result: SendResult | None = None
-    body_sent: bool = False
-    future: Future[SendResult] | None = None
-
-
-class _Lost(Exception):
-    """The connection is unusable mid-transaction (internal)."""
-
-    def __init__(self, error: OAuthSMTPError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 def _address_literal(ip: str) -> str:
@@ -206,7 +134,9 @@ class SMTPSession:
         self.port = port
         self.security: Security = security
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ConfigurationError(f"timeout must be a positive number of seconds, not {timeout!r}")
+            raise ConfigurationError(
+                f"timeout must be a positive number of seconds, not {timeout!r}"
+            )
         self.timeout = float(timeout)
         if auth_token is not None and password is not None:
             raise ConfigurationError("pass auth_token= or password=, not both")
@@ -227,15 +157,15 @@ class SMTPSession:
             )
         self._context = ssl_context
         self.asynchronous = asynchronous
-        self.local_hostname = None if local_hostname is None else _check_text(
-            "local_hostname", local_hostname
+        self.local_hostname = (
+            None if local_hostname is None else _check_text("local_hostname", local_hostname)
         )
         self._conn: Connection | None = None
         self._extensions: dict[str, str] = {}
         self.auth_mechanism: str | None = None
         self._lock = threading.RLock()
         self._state_lock = threading.Lock()
-        self._queue: queue.Queue[_Job | None] | None = None
+        self._queue: queue.Queue[Job | None] | None = None
         self._worker: threading.Thread | None = None
 
     # -- public API -------------------------------------------------------------------
@@ -299,9 +229,11 @@ class SMTPSession:
             SMTPError, LoginRequired, TokenError: the session could not be (re)established.
                 In asynchronous mode every error reaches the future instead.
         """
-        job = self._prepare(message, strict=not self.asynchronous)
+        job = self._prepare(message)
         if self.asynchronous:
             return self._submit(job)
+        if job.error is not None:
+            raise job.error
         with self._lock:
             self._deliver([job])
         assert job.result is not None  # noqa: S101 - _deliver sets it or raises
@@ -321,25 +253,21 @@ class SMTPSession:
                 established before any message of the batch got an answer; after that, a
                 failure to reconnect makes the remaining messages ``"failed"``.
         """
-        jobs = [self._prepare(m, strict=False) for m in messages]
+        jobs = [self._prepare(m) for m in messages]
         if self.asynchronous:
-            futures = [self._submit(job) for job in jobs]
-            error: BaseException | None = None
-            for job, future in zip(jobs, futures):
-                exc = future.exception()
-                if exc is None:
-                    job.result = future.result()
-                else:
-                    error = error or exc
-            if error is not None:
-                self._settle(jobs, error)
+            futures = [self._submit(job) for job in jobs if job.error is None]
+            errors = [f.exception() for f in futures]
+            for error in errors:
+                if error is not None:
+                    self._settle(jobs, error)
+                    break
         else:
             with self._lock:
                 try:
                     self._deliver(jobs)
                 except OAuthSMTPError as exc:
                     self._settle(jobs, exc)
-        return [job.result or _failed("not sent") for job in jobs]
+        return [job.result or failed("not sent") for job in jobs]
 
     def __repr__(self) -> str:
         auth = "token" if self._token is not None else "password" if self._password else None
@@ -450,38 +378,28 @@ class SMTPSession:
         conn.close()
 
     # -- messages -----------------------------------------------------------------------
-    def _prepare(self, message: Email | Message, *, strict: bool) -> _Job:
+    def _prepare(self, message: Email | Message) -> Job:
+        """Validate and serialize a message; a refused one becomes a failed job, not a raise."""
         from email.errors import MessageError
 
         try:
-            return _Job(prepare_message(message))
+            return Job(prepare_message(message))
         except (ValueError, MessageError, OSError) as exc:
-            if strict:
-                if isinstance(exc, (ConfigurationError, OSError)):
-                    raise
-                raise ConfigurationError(f"the message cannot be sent: {exc}") from exc
-            if not self.asynchronous or isinstance(exc, (ValueError, MessageError)):
-                reason = str(exc) if isinstance(exc, ConfigurationError) else repr(exc)
-                job = _Job(None, _failed(f"refused before sending: {reason}"))
-            else:
-                job = _Job(None)
-            job.future = Future()
-            job.future.set_running_or_notify_cancel()
-            if job.result is None:
-                job.future.set_exception(exc)
-            else:
-                job.future.set_result(job.result)
-            return job
+            error: Exception = exc
+            if not isinstance(exc, (ConfigurationError, OSError)):
+                error = ConfigurationError(f"the message cannot be sent: {exc}")
+                error.__cause__ = exc
+            return Job(None, failed(f"refused before sending: {error}"), error)
 
-    def _settle(self, jobs: Sequence[_Job], error: BaseException) -> None:
+    def _settle(self, jobs: Sequence[Job], error: BaseException) -> None:
         """Apply send_many's rule: raise unless some message already got an answer."""
         if not any(job.result is not None and job.outgoing is not None for job in jobs):
             raise error
         for job in jobs:
             if job.result is None:
-                job.result = _failed(f"not sent: {error}")
+                job.result = failed(f"not sent: {error}")
 
-    def _deliver(self, jobs: Sequence[_Job]) -> None:
+    def _deliver(self, jobs: Sequence[Job]) -> None:
         """Send every job without a result, reconnecting after drops (caller holds the lock)."""
         todo = deque(job for job in jobs if job.result is None and job.outgoing is not None)
         futile = 0
@@ -492,12 +410,12 @@ class SMTPSession:
             assert self._conn is not None  # noqa: S101 - _connect sets it or raises
             before = len(todo)
             try:
-                self._transact(self._conn, todo)
-            except _Lost as lost:
+                transact(self._conn, self._extensions, todo)
+            except ConnectionLost as lost:
                 self._disconnect(quit=False)
                 head = todo[0] if todo else None
                 if head is not None and head.body_sent and head.result is None:
-                    head.result = _UNKNOWN
+                    head.result = unknown()
                     todo.popleft()
                 futile = 0 if len(todo) < before else futile + 1
                 if futile > 1:
@@ -505,117 +423,8 @@ class SMTPSession:
                 if todo:
                     logger.info("connection to %s lost (%s); reconnecting", self.host, lost)
 
-    def _transact(self, conn: Connection, todo: deque[_Job]) -> None:
-        """Run mail transactions for ``todo`` on ``conn``, popping each job once it is final."""
-        for job in list(todo):
-            assert job.outgoing is not None  # noqa: S101 - _deliver filters
-            problem = self._unsendable(job.outgoing)
-            if problem:
-                job.result = _failed(problem)
-                todo.remove(job)
-        if not todo:
-            return
-        pipelining = "PIPELINING" in self._extensions
-        try:
-            if pipelining:
-                self._transact_pipelined(conn, todo)
-            else:
-                self._transact_lockstep(conn, todo)
-        except (SMTPTimeoutError, SMTPConnectionError) as exc:
-            raise _Lost(exc) from exc
-        except SMTPError as exc:
-            conn.close()  # a malformed reply: the server's state is unknown
-            raise _Lost(exc) from exc
-
-    def _unsendable(self, out: OutgoingMessage) -> str | None:
-        ext = self._extensions
-        if out.smtputf8 and "SMTPUTF8" not in ext:
-            return "not sent: an address is not ASCII and the server does not offer SMTPUTF8"
-        if out.eight_bit and "8BITMIME" not in ext and "SMTPUTF8" not in ext:
-            return "not sent: the message has 8-bit data and the server does not offer 8BITMIME"
-        limit = ext.get("SIZE", "")
-        if limit.isdigit() and int(limit) > 0 and len(out.data) > int(limit):
-            return f"not sent: {len(out.data)} bytes exceeds the server's SIZE limit of {limit}"
-        return None
-
-    def _envelope(self, out: OutgoingMessage) -> tuple[bytes, list[str]]:
-        params: list[str] = []
-        if "SIZE" in self._extensions:
-            params.append(f"SIZE={len(out.data)}")
-        if out.eight_bit:
-            params.append("BODY=8BITMIME")
-        if out.smtputf8:
-            params.append("SMTPUTF8")
-        utf8 = out.smtputf8
-        lines = [mail_from(out.sender, params, utf8=utf8)]
-        lines += [rcpt_to(r, utf8=utf8) for r in out.recipients]
-        lines.append(b"DATA\r\n")
-        return b"".join(lines), [line.decode("utf-8").rstrip() for line in lines]
-
-    def _transact_pipelined(self, conn: Connection, todo: deque[_Job]) -> None:
-        """RFC 2920: envelope in one write; body + next envelope in the next write."""
-        job = todo[0]
-        assert job.outgoing is not None  # noqa: S101 - _deliver filters
-        data, log = self._envelope(job.outgoing)
-        conn.write(data, log)
-        while True:
-            out = job.outgoing
-            assert out is not None  # noqa: S101
-            mail = _read(conn)
-            rcpts = [_read(conn) for _ in out.recipients]
-            data_reply = _read(conn)
-            nxt = todo[1] if len(todo) > 1 else None
-            following, follow_log = self._envelope(nxt.outgoing) if nxt and nxt.outgoing else (b"", [])
-            accepted = mail.code < 300 and any(r.code < 300 for r in rcpts)
-            if data_reply.code == 354:
-                body = encode_data(out.data) if accepted else b".\r\n"
-                job.body_sent = True
-                conn.write(body + following, [f"[message, {len(body)} bytes]", *follow_log])
-                job.result = _outcome(out, mail, rcpts, data_reply, _read(conn))
-            else:
-                job.result = _outcome(out, mail, rcpts, data_reply, None)
-                conn.write(b"RSET\r\n" + following, ["RSET", *follow_log])
-                reset = _read(conn)
-                if reset.code != 250:
-                    raise SMTPError(f"RSET refused: {reset}", code=reset.code)
-            todo.popleft()
-            _finish(job)
-            if nxt is None:
-                return
-            job = nxt
-
-    def _transact_lockstep(self, conn: Connection, todo: deque[_Job]) -> None:
-        """One command, one reply: for servers without PIPELINING."""
-        while todo:
-            job = todo[0]
-            out = job.outgoing
-            assert out is not None  # noqa: S101 - _deliver filters
-            _, log = self._envelope(out)
-            lines = self._envelope(out)[0].split(b"\r\n")[:-1]
-            replies: list[Reply] = []
-            for line, shown in zip(lines, log):
-                conn.write(line + b"\r\n", [shown])
-                replies.append(_read(conn))
-                if replies[0].code >= 300 or (
-                    len(replies) == len(lines) - 1 and all(r.code >= 300 for r in replies[1:])
-                ):
-                    break
-            mail, rcpts = replies[0], replies[1 : 1 + len(out.recipients)]
-            if len(replies) == len(lines) and replies[-1].code == 354:
-                job.body_sent = True
-                body = encode_data(out.data)
-                conn.write(body, [f"[message, {len(body)} bytes]"])
-                job.result = _outcome(out, mail, rcpts, replies[-1], _read(conn))
-            else:
-                data_reply = replies[-1] if len(replies) == len(lines) else None
-                job.result = _outcome(out, mail, rcpts, data_reply, None)
-                conn.write(b"RSET\r\n", ["RSET"])
-                _read(conn)
-            todo.popleft()
-            _finish(job)
-
     # -- asynchronous mode ----------------------------------------------------------------
-    def _ensure_worker(self) -> queue.Queue[_Job | None]:
+    def _ensure_worker(self) -> queue.Queue[Job | None]:
         with self._state_lock:
             if self._worker is None or self._queue is None:
                 self._queue = queue.Queue()
@@ -625,14 +434,16 @@ class SMTPSession:
                 self._worker.start()
             return self._queue
 
-    def _submit(self, job: _Job) -> Future[SendResult]:
-        if job.future is not None:  # refused before sending
-            return job.future
+    def _submit(self, job: Job) -> Future[SendResult]:
         job.future = Future()
-        self._ensure_worker().put(job)
+        if job.error is not None:  # refused before sending: the error goes to the future
+            job.future.set_running_or_notify_cancel()
+            job.future.set_exception(job.error)
+        else:
+            self._ensure_worker().put(job)
         return job.future
 
-    def _work(self, work_queue: queue.Queue[_Job | None]) -> None:
+    def _work(self, work_queue: queue.Queue[Job | None]) -> None:
         stop = False
         while not stop:
             item = work_queue.get()
@@ -648,7 +459,9 @@ class SMTPSession:
                     stop = True
                     break
                 batch.append(more)
-            live = [j for j in batch if j.future is not None and j.future.set_running_or_notify_cancel()]
+            live = [
+                j for j in batch if j.future is not None and j.future.set_running_or_notify_cancel()
+            ]
             error: BaseException | None = None
             with self._lock:
                 try:
@@ -661,40 +474,3 @@ class SMTPSession:
                     job.future.set_result(job.result)
                 else:
                     job.future.set_exception(error or SMTPError("not sent"))
-
-
-def _read(conn: Connection) -> Reply:
-    reply = conn.read_reply()
-    if reply.code == 421:  # RFC 5321 §3.8: the server is closing the channel
-        conn.close()
-        raise SMTPConnectionError(
-            f"the server is closing the connection: {reply}",
-            code=reply.code,
-            server_message=reply.text,
-        )
-    return reply
-
-
-def _outcome(
-    out: OutgoingMessage,
-    mail: Reply,
-    rcpts: Sequence[Reply],
-    data: Reply | None,
-    end: Reply | None,
-) -> SendResult:
-    """The result of one transaction from its replies (RFC 5321 §3.3, RFC 2920 §3.1)."""
-    if mail.code >= 300:
-        return SendResult("failed", mail.code, mail.text)
-    refused = {r: (rep.code, rep.text) for r, rep in zip(out.recipients, rcpts) if rep.code >= 300}
-    if len(refused) == len(out.recipients):
-        last = rcpts[-1]
-        return SendResult("failed", last.code, last.text, refused)
-    if end is None:
-        reply = data if data is not None else rcpts[-1]
-        return SendResult("failed", reply.code, reply.text, refused)
-    status: Literal["sent", "failed"] = "sent" if end.code < 300 else "failed"
-    return SendResult(status, end.code, end.text, refused)
-
-
-def _finish(job: _Job) -> None:
-    logger.debug("message %s: %s %s", job.result and job.result.status, job.result and job.result.code, "")

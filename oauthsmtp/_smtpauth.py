@@ -73,9 +73,7 @@ def check_mechanism(mechanism: str | None, *, token: bool, password: str | None)
     return name
 
 
-def choose_mechanism(
-    offered: str, *, forced: str | None, oauth: bool, host: str
-) -> str:
+def choose_mechanism(offered: str, *, forced: str | None, oauth: bool, host: str) -> str:
     """Pick the mechanism from the post-TLS ``AUTH`` keyword's parameters (RFC 4954 §3).
 
     Raises:
@@ -204,12 +202,21 @@ def _exchange(
         if reply.code == 235:
             return
         if reply.code != 334:
-            raise _refusal(name, reply, provider_error, host=host, oauth=oauth,
-                           retried=retried, cancelled=cancelled)
+            raise _refusal(
+                name,
+                reply,
+                provider_error,
+                host=host,
+                oauth=oauth,
+                retried=retried,
+                cancelled=cancelled,
+            )
         if cancelled is not None:
             conn.close()
-            raise SMTPAuthError(f"AUTH {name} with {host} cancelled ({cancelled}); the "
-                                "server went on challenging", code=334)
+            raise SMTPAuthError(
+                f"AUTH {name} with {host} cancelled ({cancelled}); the server went on challenging",
+                code=334,
+            )
         challenges += 1
         challenge = reply.lines[0].strip().encode("ascii", "replace") if reply.lines else b""
         if challenges > MAX_CHALLENGES:
@@ -242,7 +249,9 @@ def _refusal(
     failure = classify_auth_failure(reply.code, reply.text, provider_error, oauth=oauth)
     text = " ".join(reply.lines)
     if cancelled is not None:
-        message = f"AUTH {name} with {host} cancelled ({cancelled}); the server said {reply.code} {text}"
+        message = (
+            f"AUTH {name} with {host} cancelled ({cancelled}); the server said {reply.code} {text}"
+        )
     else:
         message = f"{host} refused AUTH {name}: {reply.code} {text}"
         if retried:

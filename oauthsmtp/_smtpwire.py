@@ -129,10 +129,16 @@ class ReplyParser:
     def _line(self, raw: bytes) -> Reply | None:
         head = raw[:3]
         separator = raw[3:4]
-        if len(head) != 3 or not head.isdigit() or head[:1] not in b"2345" or separator not in (
-            b"",
-            b" ",
-            b"-",
+        if (
+            len(head) != 3
+            or not head.isdigit()
+            or head[:1] not in b"2345"
+            or separator
+            not in (
+                b"",
+                b" ",
+                b"-",
+            )
         ):
             raise SMTPError(f"the server sent a malformed reply line: {raw[:80]!r}")
         code = int(head)
@@ -299,7 +305,9 @@ class Connection:
             self._sock.sendall(data)
         except TimeoutError as exc:
             self.close()
-            raise SMTPTimeoutError(f"sending to the server timed out after {self.timeout} s") from exc
+            raise SMTPTimeoutError(
+                f"sending to the server timed out after {self.timeout} s"
+            ) from exc
         except OSError as exc:
             self.close()
             raise SMTPConnectionError(f"the connection was lost while sending: {exc}") from exc

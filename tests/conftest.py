@@ -16,6 +16,9 @@ from oauthsmtp.devserver import AuthServer
 
 HERE = Path(__file__).parent
 
+# A real Secret Service (gnome-keyring on a private D-Bus) for keyring tests.
+pytest_plugins = ["secret_service"]
+
 
 class FakeBrowser:
     """What the stand-in browser (tests/fake_browser.py) did, read from its log file."""

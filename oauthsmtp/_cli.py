@@ -1,0 +1,668 @@
+"""The ``oauthsmtp`` command line (also ``python -m oauthsmtp``).
+
+Every command but ``login`` needs only ``--account``: ``login`` records the
+account's non-secret settings (see :mod:`oauthsmtp._accounts`). ``token``
+prints nothing but the token on stdout, so it can serve as a password command
+for msmtp, mutt or git. Errors are one line on stderr, ``oauthsmtp: error:
+...``, with a hint; exit codes: 0 success, 1 failure, 2 bad usage, 3 login
+required. Modules are imported on the paths that need them so that
+``oauthsmtp token`` starts quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn, TextIO
+
+from ._errors import ConfigurationError, LoginRequired, OAuthSMTPError
+from ._version import __version__
+
+__all__ = ["EXIT_FAILURE", "EXIT_LOGIN_REQUIRED", "EXIT_OK", "EXIT_USAGE", "main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_LOGIN_REQUIRED = 3
+
+PROG = "oauthsmtp"
+
+_EPILOG = """\
+exit codes: 0 success, 1 failure, 2 bad usage, 3 login required
+environment: OAUTHSMTP_HOME (settings folder), OAUTHSMTP_STORE (keyring|file),
+             BROWSER (browser command), SSL_CERT_FILE (extra trust anchors)
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{PROG}: error: {message}\n")
+
+
+class CommandError(OAuthSMTPError):
+    """A user-facing failure with a hint; carries its exit code."""
+
+    def __init__(self, message: str, *, code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _add_global(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    default: Any = False if top else argparse.SUPPRESS
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=default,
+        help="protocol detail and tracebacks on stderr (secrets stay masked)",
+    )
+
+
+def _account_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--account", required=True, metavar="EMAIL", help="the mailbox address")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = _Parser(
+        prog=PROG,
+        description="Send email through OAuth2 SMTP servers (Gmail, Microsoft 365, ...) "
+        "without storing a password.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    _add_global(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def command(name: str, help_: str, description: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name,
+            help=help_,
+            description=description,
+            epilog=_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _add_global(p, top=False)
+        return p
+
+    login = command(
+        "login",
+        "log in once through the browser and remember the account",
+        "Open the browser to authorize oauthsmtp for an account, save the token in the "
+        "token store and record the account's settings (provider, client id, SMTP server) "
+        "so that other commands need only --account.\n\n"
+        "examples:\n"
+        "  oauthsmtp login --account me@gmail.com --provider gmail \\\n"
+        "      --client-id ID.apps.googleusercontent.com --client-secret SECRET\n"
+        "  oauthsmtp login --account me@contoso.com --provider microsoft \\\n"
+        "      --client-id 00000000-0000-0000-0000-000000000000 --tenant organizations\n"
+        "  oauthsmtp login --account me@gmail.com      # again, with the recorded settings\n\n"
+        "On a machine without a browser, use --no-browser, open the printed URL elsewhere\n"
+        "and forward the port first: ssh -L 9000:127.0.0.1:9000 USER@THIS-MACHINE",
+    )
+    _account_arg(login)
+    login.add_argument("--provider", choices=["gmail", "microsoft", "custom"])
+    login.add_argument("--client-id", metavar="ID")
+    login.add_argument(
+        "--client-secret",
+        metavar="S",
+        help="the client secret (Gmail desktop clients have one; Microsoft public clients none)",
+    )
+    login.add_argument("--tenant", metavar="T", help="Microsoft tenant (default: common)")
+    login.add_argument("--auth-url", metavar="U", help="custom: authorization endpoint")
+    login.add_argument("--token-url", metavar="U", help="custom: token endpoint")
+    login.add_argument("--scope", metavar="S", help="custom: space-separated scopes")
+    login.add_argument("--revocation-url", metavar="U", help="custom: RFC 7009 endpoint")
+    login.add_argument("--issuer", metavar="U", help="custom: expected 'iss' (RFC 9207)")
+    login.add_argument(
+        "--redirect-url", metavar="URL", help="loopback redirect (default http://localhost:9000)"
+    )
+    login.add_argument("--smtp-host", metavar="H")
+    login.add_argument("--smtp-port", metavar="P", type=int)
+    login.add_argument("--security", choices=["starttls", "ssl", "none"])
+    login.add_argument(
+        "--no-browser", action="store_true", help="print the URL instead of opening a browser"
+    )
+    login.add_argument(
+        "--timeout", type=float, default=300.0, metavar="SECONDS", help="default: 300"
+    )
+
+    token = command(
+        "token",
+        "print a valid access token (for msmtp, mutt, git send-email)",
+        "Print a valid access token for the account on stdout and nothing else, refreshing "
+        "it silently when needed. Exit code 3 means a login is needed.\n\n"
+        "msmtp:  passwordeval \"oauthsmtp token --account me@gmail.com\"",
+    )
+    _account_arg(token)
+    token.add_argument(
+        "--format",
+        choices=["raw", "xoauth2", "oauthbearer", "json"],
+        default="raw",
+        help="raw token (default), a base64 SASL string, or JSON with the token's metadata",
+    )
+
+    send = command(
+        "send",
+        "send one message through the account's SMTP server",
+        "Send one message. The body comes from --body-file or standard input.\n\n"
+        "example:\n"
+        "  echo 'Hello' | oauthsmtp send --account me@gmail.com --to you@example.com "
+        "--subject Hi",
+    )
+    _account_arg(send)
+    send.add_argument("--to", action="append", required=True, metavar="ADDR")
+    send.add_argument("--cc", action="append", default=[], metavar="ADDR")
+    send.add_argument("--bcc", action="append", default=[], metavar="ADDR")
+    send.add_argument("--subject", required=True, metavar="S")
+    send.add_argument("--from", dest="sender", metavar="ADDR", help="default: the account")
+    send.add_argument("--body-file", metavar="F", help="plain-text body (default: stdin)")
+    send.add_argument("--html-file", metavar="F", help="an HTML alternative")
+    send.add_argument("--attach", action="append", default=[], metavar="FILE")
+
+    status = command(
+        "status",
+        "list accounts and their tokens' state (never a token)",
+        "List recorded accounts with provider, scopes, token expiry and whether a refresh "
+        "token is held. Never prints a token.",
+    )
+    status.add_argument("--account", metavar="EMAIL")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    logout = command(
+        "logout",
+        "forget an account's tokens (and revoke them with --revoke)",
+        "Delete the account's tokens and client secret from the token store. With --revoke, "
+        "first ask the provider to revoke the refresh token (Gmail supports this).",
+    )
+    _account_arg(logout)
+    logout.add_argument("--revoke", action="store_true")
+    logout.add_argument(
+        "--forget", action="store_true", help="also remove the account's recorded settings"
+    )
+
+    command("providers", "list the provider presets", "List presets with endpoints and SMTP servers.")
+
+    dev = command(
+        "dev-server",
+        "run the local development provider (OAuth2 + SMTP)",
+        "Start a local OAuth2 authorization server and an SMTP server that accepts "
+        "XOAUTH2/OAUTHBEARER, for development and tests. Ctrl-C stops it.",
+    )
+    dev.add_argument("--smtp-port", type=int, default=0, metavar="P", help="default: free port")
+    dev.add_argument("--http-port", type=int, default=0, metavar="P", help="default: free port")
+    dev.add_argument("--maildir", metavar="DIR", help="where received messages are written")
+    dev.add_argument(
+        "--consent",
+        action="store_true",
+        help="show a consent page in the browser instead of approving automatically",
+    )
+
+    command(
+        "demo",
+        "walk through the whole product against an embedded dev provider",
+        "Log in through the browser, send a message over STARTTLS with XOAUTH2, force a "
+        "token refresh and send again — all against a local development provider.",
+    )
+    return parser
+
+
+def _settings_registry() -> Any:
+    from ._accounts import AccountRegistry
+    from ._store import oauthsmtp_home
+
+    return AccountRegistry(oauthsmtp_home())
+
+
+def _require_settings(account: str) -> Any:
+    settings = _settings_registry().get(account)
+    if settings is None:
+        raise CommandError(
+            f"no account {account!r} is recorded; log in first: "
+            f"oauthsmtp login --account {account} --provider gmail|microsoft|custom ...",
+            code=EXIT_LOGIN_REQUIRED,
+        )
+    return settings
+
+
+def _client_secret(store: Any, settings: Any) -> str | None:
+    if not settings.has_client_secret:
+        return None
+    from ._accounts import secret_key
+
+    value: str | None = store.load(secret_key(settings))
+    return value
+
+
+def _token_for(account: str, *, interactive: bool = False) -> tuple[Any, Any, Any]:
+    """(settings, params, token) for a recorded account, without a browser."""
+    from ._flow import auth_identify
+    from ._store import default_store
+
+    settings = _require_settings(account)
+    store = default_store()
+    params = settings.parameters(_client_secret(store, settings))
+    token = auth_identify(params, account=account, store=store, interactive=interactive)
+    return settings, params, token
+
+
+# -- commands -------------------------------------------------------------------------
+
+
+def _cmd_login(args: argparse.Namespace, out: TextIO) -> int:
+    from . import providers
+    from ._accounts import AccountSettings, secret_key
+    from ._flow import auth_identify
+    from ._store import default_store
+
+    registry = _settings_registry()
+    previous = registry.get(args.account)
+    provider = args.provider or (previous.provider if previous else None)
+    if provider is None:
+        raise CommandError(
+            "--provider is needed for a first login (gmail, microsoft or custom)",
+            code=EXIT_USAGE,
+        )
+    store = default_store()
+    client_id = args.client_id or (previous.client_id if previous else None)
+    if not client_id:
+        raise CommandError(
+            "--client-id is needed: copy it from the provider's app registration "
+            "(see docs/login.md)",
+            code=EXIT_USAGE,
+        )
+    secret = args.client_secret
+    if secret is None and previous is not None and previous.client_id == client_id:
+        secret = _client_secret(store, previous)
+    redirect = args.redirect_url or (previous.redirect_url if previous else None)
+    overrides: dict[str, Any] = {}
+    if redirect:
+        overrides["redirect_url"] = redirect
+    tenant = None
+    if provider in ("gmail", "microsoft"):
+        info = providers.PROVIDERS[provider]
+        if provider == "gmail":
+            params = providers.gmail(client_id=client_id, client_secret=secret, **overrides)
+        else:
+            tenant = args.tenant or (previous.tenant if previous else None) or "common"
+            params = providers.microsoft(
+                client_id=client_id, client_secret=secret, tenant=tenant, **overrides
+            )
+        smtp_host = args.smtp_host or info.smtp_host
+        smtp_port = args.smtp_port or info.smtp_port
+        security = args.security or info.security
+    else:
+        same = previous if previous is not None and previous.provider == "custom" else None
+        auth_url = args.auth_url or (same.auth_url if same else None)
+        token_url = args.token_url or (same.token_url if same else None)
+        scope = args.scope or (" ".join(same.scope) if same else None)
+        smtp_host = args.smtp_host or (same.smtp_host if same else None)
+        missing = [
+            name
+            for name, value in (
+                ("--auth-url", auth_url),
+                ("--token-url", token_url),
+                ("--scope", scope),
+                ("--smtp-host", smtp_host),
+            )
+            if not value
+        ]
+        if missing:
+            raise CommandError(
+                f"--provider custom needs {', '.join(missing)}", code=EXIT_USAGE
+            )
+        security = args.security or (same.security if same else "starttls")
+        default_port = {"starttls": 587, "ssl": 465, "none": 25}[security]
+        smtp_port = args.smtp_port or (same.smtp_port if same else default_port)
+        params = providers.custom(
+            client_id=client_id,
+            client_secret=secret,
+            auth_url=auth_url,
+            token_url=token_url,
+            scope=scope,
+            revocation_url=args.revocation_url or (same.revocation_url if same else None),
+            issuer=args.issuer or (same.issuer if same else None),
+            **overrides,
+        )
+    token = auth_identify(
+        params,
+        account=args.account,
+        store=store,
+        open_browser=not args.no_browser,
+        timeout=args.timeout,
+        force=True,
+    )
+    settings = AccountSettings(
+        account=args.account,
+        provider=provider,
+        client_id=params.client_id,
+        auth_url=params.auth_url,
+        token_url=params.token_url,
+        scope=params.scopes,
+        redirect_url=params.redirect_url,
+        smtp_host=smtp_host,
+        smtp_port=int(smtp_port),
+        security=security,
+        revocation_url=params.revocation_url,
+        issuer=params.issuer,
+        extra_auth_params=dict(params.extra_auth_params),
+        has_client_secret=params.client_secret is not None,
+        tenant=tenant,
+    )
+    if params.client_secret is not None:
+        store.save(secret_key(settings), params.client_secret)
+    else:
+        store.delete(secret_key(settings))
+    registry.put(settings)
+    expiry = token.expires_at.isoformat(timespec="seconds") if token.expires_at else "unknown"
+    refresh = "with a refresh token" if token.refresh_token else "WITHOUT a refresh token"
+    print(
+        f"oauthsmtp: logged in as {args.account} ({provider}); token saved {refresh}, "
+        f"access token valid until {expiry}.",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def _cmd_token(args: argparse.Namespace, out: TextIO) -> int:
+    settings, _, token = _token_for(args.account)
+    access = token.access_token
+    fmt = args.format
+    if fmt == "raw":
+        out.write(access + "\n")
+    elif fmt in ("xoauth2", "oauthbearer"):
+        from . import _sasl
+
+        if fmt == "xoauth2":
+            blob = _sasl.xoauth2_initial(args.account, access)
+        else:
+            blob = _sasl.oauthbearer_initial(
+                args.account, access, settings.smtp_host, settings.smtp_port
+            )
+        out.write(blob.decode("ascii") + "\n")
+    else:
+        data = {
+            "account": args.account,
+            "access_token": access,
+            "token_type": token.token_type,
+            "expires_at": token.expires_at.isoformat() if token.expires_at else None,
+            "scope": list(token.scope),
+            "has_refresh_token": token.refresh_token is not None,
+        }
+        out.write(json.dumps(data, indent=2) + "\n")
+    out.flush()
+    return EXIT_OK
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise CommandError(f"{path} is not UTF-8 text") from None
+
+
+def _cmd_send(args: argparse.Namespace, out: TextIO) -> int:
+    from ._message import Email
+    from ._smtp import SMTPSession
+
+    settings, _, token = _token_for(args.account)
+    if args.body_file:
+        body = _read_text(args.body_file)
+    else:
+        if sys.stdin.isatty():
+            print("oauthsmtp: reading the body from standard input (end with Ctrl-D)...",
+                  file=sys.stderr)
+        body = sys.stdin.read()
+    html = _read_text(args.html_file) if args.html_file else None
+    for path in args.attach:
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise CommandError(f"cannot read attachment {path}: {exc.strerror}") from None
+    email = Email(
+        sender=args.sender or args.account,
+        to=args.to,
+        cc=args.cc,
+        bcc=args.bcc,
+        subject=args.subject,
+        text=body,
+        html=html,
+        attachments=args.attach,
+    )
+    with SMTPSession(
+        settings.smtp_host,
+        port=settings.smtp_port,
+        security=settings.security,
+        username=args.account,
+        auth_token=token,
+    ) as session:
+        result = session.send(email)
+    if not result.ok:
+        raise CommandError(
+            f"the server did not accept the message: {result.code} {result.message}"
+        )
+    refused = getattr(result, "refused", {}) or {}
+    for rcpt, (code, text) in refused.items():
+        print(f"oauthsmtp: warning: {rcpt} refused: {code} {text}", file=sys.stderr)
+    print(f"oauthsmtp: sent ({result.code} {result.message})", file=sys.stderr)
+    return EXIT_OK
+
+
+def _token_summary(store: Any, settings: Any) -> dict[str, Any]:
+    from ._token import AuthToken
+
+    summary: dict[str, Any] = {
+        "account": settings.account,
+        "provider": settings.provider,
+        "client_id": settings.client_id,
+        "scopes": list(settings.scope),
+        "smtp": f"{settings.smtp_host}:{settings.smtp_port} ({settings.security})",
+        "logged_in": False,
+        "expires_at": None,
+        "access_token_valid": False,
+        "has_refresh_token": False,
+    }
+    raw = store.load(settings.token_key)
+    if raw is None:
+        return summary
+    try:
+        token = AuthToken.from_json(raw)
+    except ValueError:
+        return summary
+    summary.update(
+        logged_in=True,
+        scopes=list(token.scope) or list(settings.scope),
+        expires_at=token.expires_at.isoformat(timespec="seconds") if token.expires_at else None,
+        access_token_valid=token.valid,
+        has_refresh_token=token.refresh_token is not None,
+    )
+    return summary
+
+
+def _cmd_status(args: argparse.Namespace, out: TextIO) -> int:
+    from ._store import default_store
+
+    registry = _settings_registry()
+    accounts = registry.load_all()
+    if args.account:
+        if args.account not in accounts:
+            raise CommandError(f"no account {args.account!r} is recorded", code=EXIT_LOGIN_REQUIRED)
+        accounts = {args.account: accounts[args.account]}
+    store = default_store() if accounts else None
+    rows = [_token_summary(store, s) for _, s in sorted(accounts.items())]
+    if args.json:
+        out.write(json.dumps({"accounts": rows}, indent=2) + "\n")
+        return EXIT_OK
+    if not rows:
+        out.write("No accounts. Log in with: oauthsmtp login --account EMAIL --provider ...\n")
+        return EXIT_OK
+    for row in rows:
+        if not row["logged_in"]:
+            state = "not logged in (run: oauthsmtp login --account " + row["account"] + ")"
+        else:
+            validity = "valid" if row["access_token_valid"] else "expired (refreshed on next use)"
+            refresh = "refresh token held" if row["has_refresh_token"] else "NO refresh token"
+            state = f"access token {validity} until {row['expires_at']}; {refresh}"
+        out.write(
+            f"{row['account']}\n"
+            f"  provider: {row['provider']}   client: {row['client_id']}\n"
+            f"  scopes:   {' '.join(row['scopes'])}\n"
+            f"  smtp:     {row['smtp']}\n"
+            f"  token:    {state}\n"
+        )
+    return EXIT_OK
+
+
+def _cmd_logout(args: argparse.Namespace, out: TextIO) -> int:
+    from ._accounts import secret_key
+    from ._store import default_store
+    from ._token import AuthToken
+
+    registry = _settings_registry()
+    settings = _require_settings(args.account)
+    store = default_store()
+    revoked_note = ""
+    if args.revoke:
+        raw = store.load(settings.token_key)
+        if raw is not None:
+            from ._endpoint import revoke
+
+            params = settings.parameters(_client_secret(store, settings))
+            state = AuthToken.from_json(raw).state
+            secret, hint = (
+                (state.refresh_token, "refresh_token")
+                if state.refresh_token
+                else (state.access_token, "access_token")
+            )
+            try:
+                done = revoke(params, secret, hint=hint)
+                revoked_note = (
+                    " and revoked at the provider"
+                    if done
+                    else " (the provider has no revocation endpoint: remove the app's access "
+                    "in the account's security settings)"
+                )
+            except OAuthSMTPError as exc:
+                revoked_note = f" (revocation failed: {exc}; the local copy is deleted anyway)"
+    store.delete(settings.token_key)
+    store.delete(secret_key(settings))
+    if args.forget:
+        registry.remove(args.account)
+    print(f"oauthsmtp: logged out {args.account}{revoked_note}.", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_providers(args: argparse.Namespace, out: TextIO) -> int:
+    from .providers import PROVIDERS
+
+    for info in PROVIDERS.values():
+        out.write(
+            f"{info.name}\n"
+            f"  authorize:  {info.auth_url}\n"
+            f"  token:      {info.token_url}\n"
+            f"  revocation: {info.revocation_url or '(none)'}\n"
+            f"  scope:      {info.scope}\n"
+            f"  smtp:       {info.smtp_host}:{info.smtp_port} ({info.security})\n"
+        )
+    out.write(
+        "custom\n  any OAuth2 provider: give --auth-url, --token-url, --scope and --smtp-host\n"
+    )
+    return EXIT_OK
+
+
+def _cmd_dev_server(args: argparse.Namespace, out: TextIO) -> int:
+    from ._demo import run_dev_server
+
+    return run_dev_server(
+        smtp_port=args.smtp_port,
+        http_port=args.http_port,
+        maildir=args.maildir,
+        consent=args.consent,
+        out=out,
+    )
+
+
+def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    from ._demo import run_demo
+
+    return run_demo(out=out)
+
+
+_COMMANDS = {
+    "login": _cmd_login,
+    "token": _cmd_token,
+    "send": _cmd_send,
+    "status": _cmd_status,
+    "logout": _cmd_logout,
+    "providers": _cmd_providers,
+    "dev-server": _cmd_dev_server,
+    "demo": _cmd_demo,
+}
+
+
+def _hint(exc: BaseException) -> str:
+    from ._errors import TokenStoreError
+
+    if isinstance(exc, TokenStoreError) and "OAUTHSMTP_STORE" not in str(exc):
+        return " (hint: set OAUTHSMTP_STORE=file to keep tokens in 0600 files instead)"
+    return ""
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    """Run the command line; returns the exit code (does not call sys.exit)."""
+    out = out if out is not None else sys.stdout
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
+    debug = bool(getattr(args, "debug", False))
+    if debug:
+        logging.basicConfig(
+            level=logging.DEBUG, stream=sys.stderr, format="%(name)s: %(message)s"
+        )
+        logging.getLogger("oauthsmtp").setLevel(logging.DEBUG)
+    try:
+        return _COMMANDS[args.command](args, out)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except LoginRequired as exc:
+        if debug:
+            raise
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_LOGIN_REQUIRED
+    except CommandError as exc:
+        if debug:
+            raise
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.code
+    except ConfigurationError as exc:
+        if debug:
+            raise
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OAuthSMTPError as exc:
+        if debug:
+            raise
+        print(f"{PROG}: error: {exc}{_hint(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:
+        if debug:
+            raise
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def run() -> NoReturn:
+    """Console-script entry point."""
+    sys.exit(main())
