@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
@@ -137,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         "print a valid access token (for msmtp, mutt, git send-email)",
         "Print a valid access token for the account on stdout and nothing else, refreshing "
         "it silently when needed. Exit code 3 means a login is needed.\n\n"
-        "msmtp:  passwordeval \"oauthsmtp token --account me@gmail.com\"",
+        'msmtp:  passwordeval "oauthsmtp token --account me@gmail.com"',
     )
     _account_arg(token)
     token.add_argument(
@@ -186,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--forget", action="store_true", help="also remove the account's recorded settings"
     )
 
-    command("providers", "list the provider presets", "List presets with endpoints and SMTP servers.")
+    command(
+        "providers", "list the provider presets", "List presets with endpoints and SMTP servers."
+    )
 
     dev = command(
         "dev-server",
@@ -313,9 +316,7 @@ def _cmd_login(args: argparse.Namespace, out: TextIO) -> int:
             if not value
         ]
         if missing:
-            raise CommandError(
-                f"--provider custom needs {', '.join(missing)}", code=EXIT_USAGE
-            )
+            raise CommandError(f"--provider custom needs {', '.join(missing)}", code=EXIT_USAGE)
         security = args.security or (same.security if same else "starttls")
         default_port = {"starttls": 587, "ssl": 465, "none": 25}[security]
         smtp_port = args.smtp_port or (same.smtp_port if same else default_port)
@@ -418,8 +419,10 @@ def _cmd_send(args: argparse.Namespace, out: TextIO) -> int:
         body = _read_text(args.body_file)
     else:
         if sys.stdin.isatty():
-            print("oauthsmtp: reading the body from standard input (end with Ctrl-D)...",
-                  file=sys.stderr)
+            print(
+                "oauthsmtp: reading the body from standard input (end with Ctrl-D)...",
+                file=sys.stderr,
+            )
         body = sys.stdin.read()
     html = _read_text(args.html_file) if args.html_file else None
     for path in args.attach:
@@ -447,9 +450,7 @@ def _cmd_send(args: argparse.Namespace, out: TextIO) -> int:
     ) as session:
         result = session.send(email)
     if not result.ok:
-        raise CommandError(
-            f"the server did not accept the message: {result.code} {result.message}"
-        )
+        raise CommandError(f"the server did not accept the message: {result.code} {result.message}")
     refused = getattr(result, "refused", {}) or {}
     for rcpt, (code, text) in refused.items():
         print(f"oauthsmtp: warning: {rcpt} refused: {code} {text}", file=sys.stderr)
@@ -627,40 +628,28 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
     debug = bool(getattr(args, "debug", False))
     if debug:
-        logging.basicConfig(
-            level=logging.DEBUG, stream=sys.stderr, format="%(name)s: %(message)s"
-        )
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(name)s: %(message)s")
         logging.getLogger("oauthsmtp").setLevel(logging.DEBUG)
     try:
         return _COMMANDS[args.command](args, out)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except LoginRequired as exc:
+    except (OAuthSMTPError, OSError) as exc:
         if debug:
-            raise
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_LOGIN_REQUIRED
-    except CommandError as exc:
-        if debug:
-            raise
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return exc.code
-    except ConfigurationError as exc:
-        if debug:
-            raise
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except OAuthSMTPError as exc:
-        if debug:
-            raise
+            traceback.print_exc(file=sys.stderr)
         print(f"{PROG}: error: {exc}{_hint(exc)}", file=sys.stderr)
-        return EXIT_FAILURE
-    except OSError as exc:
-        if debug:
-            raise
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return _exit_code(exc)
+
+
+def _exit_code(exc: BaseException) -> int:
+    if isinstance(exc, LoginRequired):
+        return EXIT_LOGIN_REQUIRED
+    if isinstance(exc, CommandError):
+        return exc.code
+    if isinstance(exc, ConfigurationError):
+        return EXIT_USAGE
+    return EXIT_FAILURE
 
 
 def run() -> NoReturn:
