@@ -29,6 +29,9 @@ from ._version import __version__
 if _typing.TYPE_CHECKING:
     from . import providers
     from ._flow import auth_identify, refresh_token, revoke_token
+    from ._message import Email
+    from ._smtp import SendResult, SMTPSession
+    from ._smtpwire import SMTPConnectionError, SMTPTimeoutError
     from ._store import FileStore, KeyringStore, MemoryStore, TokenStore, default_store
 
 __all__ = [
@@ -38,6 +41,7 @@ __all__ = [
     "AuthorizationTimeout",
     "CallbackError",
     "ConfigurationError",
+    "Email",
     "FileStore",
     "KeyringStore",
     "LoginRequired",
@@ -46,7 +50,11 @@ __all__ = [
     "OAuth2Parameters",
     "OAuthSMTPError",
     "SMTPAuthError",
+    "SMTPConnectionError",
     "SMTPError",
+    "SMTPSession",
+    "SMTPTimeoutError",
+    "SendResult",
     "TokenError",
     "TokenStore",
     "TokenStoreError",
@@ -68,6 +76,11 @@ _LAZY = {
     "TokenStore": "._store",
     "default_store": "._store",
     "providers": ".providers",
+    "Email": "._message",
+    "SMTPSession": "._smtp",
+    "SendResult": "._smtp",
+    "SMTPConnectionError": "._smtpwire",
+    "SMTPTimeoutError": "._smtpwire",
 }
 
 

@@ -144,7 +144,7 @@ def _check_granted_scope(params: OAuth2Parameters, state: TokenState) -> None:
         )
 
 
-def _browser_usable() -> bool:
+def browser_usable() -> bool:
     """False on a Unix machine with no display and no BROWSER: a console browser
     would take over the terminal, and a graphical one cannot start."""
     if os.environ.get("BROWSER"):
@@ -181,11 +181,13 @@ def browser_login(
     timeout: float = DEFAULT_TIMEOUT,
     out: TextIO | None = None,
     save: Callable[[TokenState], None] | None = None,
+    opener: Callable[[str], bool] | None = None,
 ) -> TokenState:
     """Run the authorization-code flow with PKCE once and return the new state.
 
     ``save`` is called with the new state before the browser is told that the
-    login succeeded (so what the page says is true).
+    login succeeded (so what the page says is true). ``opener`` replaces
+    ``webbrowser.open`` (the demo uses it to approve on a machine with no browser).
 
     Raises:
         LoopbackError: the redirect port cannot be opened (before any browser).
@@ -202,7 +204,9 @@ def browser_login(
     try:
         request = build_request(params, redirect_uri=listener.redirect_uri)
         opened = False
-        if open_browser and _browser_usable():
+        if opener is not None:
+            opened = opener(request.url)
+        elif open_browser and browser_usable():
             try:
                 opened = webbrowser.open(request.url, new=1, autoraise=True)
             except webbrowser.Error:

@@ -123,7 +123,7 @@ def parse_address(field_name: str, value: str | Address) -> Address:
 def _parse_address_list(field_name: str, value: str) -> tuple[Address, ...]:
     from email import policy
 
-    header = policy.default.header_factory(field_name, value)
+    header = policy.default.header_factory("To", value)  # any address-list field
     defects = [d for d in header.defects if type(d).__name__ not in _TOLERATED_DEFECTS]
     if defects:
         raise ConfigurationError(

@@ -276,7 +276,7 @@ def test_debug_shows_detail_without_secrets(
 
 def test_no_browser_prints_url_and_waits(cli: CLI, servers: tuple[AuthServer, SMTPServer]) -> None:
     """login --no-browser: the URL and a waiting line on stderr, then a timeout error."""
-    auth, smtp = servers
+    auth, _ = servers
     client = auth.register_client()
     proc = cli(
         "login", "--account", ACCOUNT, "--provider", "custom", "--client-id", client.client_id,
