@@ -296,7 +296,10 @@ def _cmd_login(args: argparse.Namespace, out: TextIO) -> int:
             params = providers.microsoft(
                 client_id=client_id, client_secret=secret, tenant=tenant, **overrides
             )
-        smtp_host = args.smtp_host or info.smtp_host
+        default_host = info.smtp_host
+        if provider == "microsoft" and tenant == "consumers":
+            default_host = providers.OUTLOOK_COM_SMTP_HOST
+        smtp_host = args.smtp_host or default_host
         smtp_port = args.smtp_port or info.smtp_port
         security = args.security or info.security
     else:

@@ -10,6 +10,7 @@ timeout and verify TLS certificates (SECURITY.md rule 13).
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
@@ -58,6 +59,11 @@ def _session(params: OAuth2Parameters) -> Any:
         revocation_endpoint_auth_method=method,
     )
     session.trust_env = True
+    # requests reads REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE; honour SSL_CERT_FILE as OpenSSL
+    # (and the SMTP side) do, so one setting trusts a private CA everywhere.
+    cafile = os.environ.get("SSL_CERT_FILE")
+    if cafile and not (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")):
+        session.verify = cafile
     return session
 
 

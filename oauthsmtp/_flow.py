@@ -9,6 +9,7 @@ redirect, exchanges the code and saves the token before returning it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -297,6 +298,11 @@ def auth_identify(
             f"no saved login{f' for {account}' if account else ''}: log in first with "
             f"{_login_hint(account)}",
             account=account,
+        )
+    if account and "login_hint" not in params.extra_auth_params:
+        # OpenID Connect login_hint: Google and Microsoft preselect this account.
+        params = dataclasses.replace(
+            params, extra_auth_params={**params.extra_auth_params, "login_hint": account}
         )
     state = browser_login(params, open_browser=open_browser, timeout=timeout, save=manager.save)
     return AuthToken(state, refresher=manager, account=account)

@@ -162,6 +162,42 @@ class TokenState:
         )
 
 
+_HINTS = (
+    (
+        "AADSTS700025",
+        "this Microsoft app is a public client: do not send a client secret "
+        "(remove client_secret / --client-secret)",
+    ),
+    (
+        "AADSTS7000218",
+        "this Microsoft app registration expects a client secret (a Web platform): pass "
+        "the secret, or add a 'Mobile and desktop applications' platform with redirect "
+        "http://localhost and log in without one",
+    ),
+    (
+        "AADSTS50011",
+        "the redirect URL is not registered for this Microsoft app: add http://localhost "
+        "under 'Mobile and desktop applications'",
+    ),
+    (
+        "AADSTS65001",
+        "the user or an administrator has not consented to the SMTP.Send permission",
+    ),
+)
+
+
+def _hint(error: str, description: str) -> str:
+    """A short 'what to do' for well-known provider errors."""
+    for marker, advice in _HINTS:
+        if marker in description:
+            return f". Hint: {advice}"
+    if error == "invalid_client":
+        return ". Hint: check the client id and secret (and whether this client needs a secret)"
+    if error == "invalid_grant":
+        return ". Hint: the code or refresh token is expired or revoked; log in again"
+    return ""
+
+
 def _describe_body(content_type: str, body: bytes) -> str:
     kind = content_type.split(";")[0].strip().lower() or "no content type"
     return f"{kind}, {len(body)} bytes"
@@ -240,6 +276,7 @@ def parse_token_response(
         message = f"the token endpoint refused the request: {error}"
         if description:
             message += f" ({description[:300]})"
+        message += _hint(error, description or "")
         raise TokenError(message, error=error, error_description=description, status=status)
     if status != 200:
         raise TokenError(

@@ -4,7 +4,7 @@ Each preset encodes the provider's endpoints, the scope that allows SMTP, the
 extra authorization parameters needed to get a refresh token, and (in
 :data:`PROVIDERS`) the SMTP server to send through. Sources: Google's "OAuth 2.0
 for Mobile & Desktop Apps" and Microsoft identity platform documentation (see
-docs/gmail.md and docs/microsoft.md).
+docs/login.md for setting up each provider).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ __all__ = [
     "GMAIL_SCOPE",
     "MAIL_SCOPES",
     "MICROSOFT_SMTP_SCOPE",
+    "OUTLOOK_COM_SMTP_HOST",
     "PROVIDERS",
     "ProviderInfo",
     "custom",
@@ -29,6 +30,10 @@ __all__ = [
 GMAIL_SCOPE = "https://mail.google.com/"
 MICROSOFT_SMTP_SCOPE = "https://outlook.office.com/SMTP.Send"
 DEV_SCOPE = "https://mail.oauthsmtp.test/smtp"
+
+OUTLOOK_COM_SMTP_HOST = "smtp-mail.outlook.com"
+"""Outlook.com (consumer) accounts send here; Microsoft 365 uses ``smtp.office365.com``
+(both STARTTLS on 587; secondary sources, see docs/login.md)."""
 
 MAIL_SCOPES = frozenset(
     {GMAIL_SCOPE, MICROSOFT_SMTP_SCOPE, "https://outlook.office365.com/.default", DEV_SCOPE}
@@ -86,7 +91,7 @@ PROVIDERS: dict[str, ProviderInfo] = {
 def gmail(
     *,
     client_id: str,
-    client_secret: str | None = None,
+    client_secret: str,
     redirect_url: str = "http://localhost:9000",
     **overrides: Any,
 ) -> OAuth2Parameters:
@@ -97,6 +102,12 @@ def gmail(
     (it is not confidential for desktop apps). ``access_type=offline`` and
     ``prompt=consent`` make Google return a refresh token every time.
     """
+    if not client_secret:
+        raise ConfigurationError(
+            "Gmail needs the OAuth client's secret as well as its id: Google issues one to "
+            "desktop apps and expects it when the code is exchanged (copy it from the Google "
+            "Cloud console, Credentials page)"
+        )
     info = PROVIDERS["gmail"]
     values: dict[str, Any] = {
         "client_id": client_id,

@@ -295,3 +295,18 @@ def test_from_json_refuses_malformed(text: str) -> None:
     """A malformed serialized token raises ValueError."""
     with pytest.raises(ValueError):  # noqa: PT011 - the message varies by case
         AuthToken.from_json(text)
+
+
+@pytest.mark.parametrize(
+    ("description", "advice"),
+    [
+        ("AADSTS700025: Client is public so neither 'client_assertion' nor ...", "public client"),
+        ("AADSTS7000218: The request body must contain ... 'client_secret'", "expects a client"),
+    ],
+)
+def test_microsoft_client_type_errors_say_what_to_fix(description: str, advice: str) -> None:
+    """AADSTS700025 / AADSTS7000218 map to the fix (PROVIDERS.md)."""
+    with pytest.raises(TokenError) as info:
+        parse({"error": "invalid_client", "error_description": description}, status=401)
+    assert advice in str(info.value)
+    assert info.value.error == "invalid_client"

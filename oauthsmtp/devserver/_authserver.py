@@ -68,7 +68,7 @@ from .._errors import ConfigurationError
 from .._params import OAuth2Parameters, is_loopback_host
 from ._pages import CONTENT_SECURITY_POLICY, render_consent, render_error
 
-__all__ = ["AuthServer", "DevClient", "TokenInfo"]
+__all__ = ["AuthServer", "DevClient", "PageHandler", "PageResult", "TokenInfo"]
 
 _LOG = logging.getLogger("oauthsmtp.devserver")
 
@@ -123,6 +123,14 @@ _HTML_HEADERS = (
     ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
     ("X-Frame-Options", "DENY"),
 )
+_PAGE_PREFIX = re.compile(r"^(/[A-Za-z0-9_\-]+)+$")
+_PAGE_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
+
+PageResult = tuple[int, str, bytes] | tuple[int, str, bytes, Sequence[tuple[str, str]]]
+"""What a page handler returns: ``(status, content_type, body)``, optionally plus extra headers."""
+
+PageHandler = Callable[[str, str], PageResult]
+"""A page handler added with :meth:`AuthServer.add_page`: ``handler(path, query) -> result``."""
 
 
 # --------------------------------------------------------------------------- public values
@@ -192,6 +200,19 @@ def _is_loopback_redirect(uri: str) -> bool:
 def _origin(uri: str) -> str:
     parts = urlsplit(uri)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def _host_name(host: str) -> str:
+    """The name part of a Host header, lower case: ``[::1]:8080`` -> ``[::1]``."""
+    host = host.lower()
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.split(":", 1)[0]
+
+
+def _page_covers(prefix: str, path: str) -> bool:
+    """True when ``path`` is ``prefix`` itself or lies below it (``/p/...`` or ``/p.ext``)."""
+    return path == prefix or path.startswith((prefix + "/", prefix + "."))
 
 
 def _normalize_scope(scope: str) -> str:
@@ -999,6 +1020,7 @@ class AuthServer:
         self._thread: threading.Thread | None = None
         self._started = False
         self._issuer: str | None = None
+        self._pages: dict[str, PageHandler] = {}
 
     def __repr__(self) -> str:
         where = self._issuer or "not started"
@@ -1232,6 +1254,70 @@ class AuthServer:
         values.update(overrides)
         return OAuth2Parameters(**values)
 
+    # -- extra pages
+
+    def add_page(self, path_prefix: str, handler: PageHandler) -> None:
+        """Serve ``GET`` (and ``HEAD``) requests under ``path_prefix`` with ``handler``.
+
+        A small extension hook for development tools that want a page next to the
+        authorization endpoints (the development provider's received-messages
+        page uses it). ``handler(path, query)`` is called, in an HTTP thread, for
+        ``path_prefix`` itself and for every path below it (``path_prefix + "/..."``
+        or ``path_prefix + ".ext"``), with the path and the raw query string, and
+        returns ``(status, content_type, body)`` or ``(status, content_type, body,
+        headers)``. HTML answers get the same Content-Security-Policy as the
+        server's own pages (no scripts, nothing loaded from elsewhere).
+
+        Pages are served only to requests whose ``Host`` header names loopback
+        (``localhost``, ``127.0.0.1`` or ``[::1]``), which keeps DNS-rebinding web
+        pages from reading them; other methods get ``405``. The authorization
+        server's own paths cannot be replaced.
+
+        Args:
+            path_prefix: an absolute path such as ``/messages`` (letters, digits,
+                ``-`` and ``_`` segments; no trailing slash).
+            handler: the function that answers.
+
+        Raises:
+            ConfigurationError: for a malformed prefix, or one that would cover
+                one of the server's own paths or an already added page.
+        """
+        if not isinstance(path_prefix, str) or not _PAGE_PREFIX.match(path_prefix):
+            raise ConfigurationError(
+                f"path_prefix must look like /name or /name/sub, not {path_prefix!r}"
+            )
+        own = (*_ALLOWED_METHODS, _PATH_FAVICON)
+        with self._lock:
+            taken = (*own, *self._pages)
+            for path in taken:
+                if _page_covers(path_prefix, path) or _page_covers(path, path_prefix):
+                    raise ConfigurationError(f"path_prefix {path_prefix!r} overlaps {path!r}")
+            self._pages[path_prefix] = handler
+
+    def _page_for(self, path: str) -> PageHandler | None:
+        with self._lock:
+            for prefix, handler in self._pages.items():
+                if _page_covers(prefix, path):
+                    return handler
+        return None
+
+    def _serve_page(
+        self, handler: PageHandler, method: str, path: str, query: str, headers: Message
+    ) -> _Response:
+        if method not in ("GET", "HEAD"):
+            return _text_response(405, "Method not allowed.\n", [("Allow", "GET, HEAD")])
+        host = str(headers.get("Host") or "").strip()
+        if host and _host_name(host) not in _PAGE_HOSTS:
+            return _text_response(421, "This page is served to loopback host names only.\n")
+        result = handler(path, query)
+        status, content_type, body = result[0], result[1], result[2]
+        extra = list(result[3]) if len(result) == 4 else []
+        if content_type.split(";", 1)[0].strip().lower() == "text/html":
+            base = [(n, v) for n, v in _HTML_HEADERS if n != "Content-Type"]
+        else:
+            base = []
+        return _Response(status, [("Content-Type", content_type), *base, *extra], body)
+
     # -- tokens
 
     def validate_access_token(self, token: str) -> TokenInfo | None:
@@ -1303,6 +1389,9 @@ class AuthServer:
             return _text_response(404, "Not found.\n")
         allowed = _ALLOWED_METHODS.get(path)
         if allowed is None:
+            page = self._page_for(path)
+            if page is not None:
+                return self._serve_page(page, method, path, query, headers)
             return _text_response(404, "Not found.\n")
         if method not in allowed:
             return _text_response(405, "Method not allowed.\n", [("Allow", ", ".join(allowed))])

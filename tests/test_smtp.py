@@ -1,0 +1,770 @@
+"""SMTPSession against the development SMTP server and against hostile servers.
+
+The happy paths (STARTTLS + XOAUTH2, implicit TLS + OAUTHBEARER, batches, refresh and retry)
+run against oauthsmtp's own development server; SECURITY.md rules 21-30 and the SMTP inputs
+of part (c) run against the purpose-built servers of ``hostile_smtp``.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import socket
+import ssl
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from datetime import datetime, timedelta, timezone
+from email.message import EmailMessage, Message
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from hostile_smtp import HostileServer
+
+from oauthsmtp._errors import ConfigurationError, SMTPAuthError, SMTPError
+from oauthsmtp._message import Email
+from oauthsmtp._sasl import oauthbearer_initial, xoauth2_initial
+from oauthsmtp._smtp import SendResult, SMTPSession
+from oauthsmtp._smtpwire import SMTPConnectionError, SMTPTimeoutError
+from oauthsmtp._token import AuthToken, TokenState
+from oauthsmtp.devserver._certs import CertificateSet, make_certificates
+from oauthsmtp.devserver._smtpserver import SMTPServer
+
+ALICE = "alice@example.org"
+BOB = "bob@example.org"
+GOOD = "good-token"
+BIG = "big." + "A1b2C3d4" * 375  # a 3 KB access token, as Microsoft issues
+VALID = {
+    GOOD: SimpleNamespace(user=ALICE),
+    "fresh-token": SimpleNamespace(user=ALICE),
+    BIG: SimpleNamespace(user=ALICE),
+}
+
+
+# -- fixtures -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
+    return make_certificates(tmp_path_factory.mktemp("self-signed"), self_signed=True)
+
+
+@pytest.fixture(scope="module")
+def wrong_host(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
+    return make_certificates(tmp_path_factory.mktemp("wrong-host"), hosts=("other.example",))
+
+
+@pytest.fixture
+def dev(certs: CertificateSet) -> Iterator[SMTPServer]:
+    """The development SMTP server: STARTTLS on .port, implicit TLS on .tls_port."""
+    with SMTPServer(VALID.get, certificates=certs, reject_recipients=("nobody@example.org",)) as s:
+        yield s
+
+
+@pytest.fixture
+def hostile(certs: CertificateSet) -> Iterator[Callable[..., HostileServer]]:
+    """Start a HostileServer (trusted certificate by default); stopped after the test."""
+    started: list[HostileServer] = []
+
+    def start(**kwargs: Any) -> HostileServer:
+        kwargs.setdefault("tls_context", certs.server_context())
+        server = HostileServer(**kwargs).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+        assert not server.errors, server.errors
+
+
+class Refresher:
+    """A refresher that hands out the given tokens in turn and counts its calls."""
+
+    def __init__(self, *tokens: str) -> None:
+        self.tokens = list(tokens)
+        self.calls = 0
+
+    def __call__(self, state: TokenState) -> TokenState:
+        self.calls += 1
+        return TokenState(
+            access_token=self.tokens.pop(0),
+            refresh_token="refresh",
+            expires_at=datetime.now(timezone.utc) + timedelta(hours=1),
+        )
+
+
+def token(access: str = GOOD, *then: str) -> tuple[AuthToken, Refresher]:
+    refresher = Refresher(*then)
+    state = TokenState(
+        access_token=access,
+        refresh_token="refresh",
+        expires_at=datetime.now(timezone.utc) + timedelta(hours=1),
+    )
+    return AuthToken(state, refresher=refresher, account=ALICE), refresher
+
+
+def mail(n: int = 0, **kwargs: Any) -> Email:
+    fields: dict[str, Any] = {"sender": ALICE, "to": [BOB], "subject": f"m{n}", "text": f"#{n}"}
+    fields.update(kwargs)
+    return Email(**fields)
+
+
+def session(port: int, ctx: ssl.SSLContext | None, **kwargs: Any) -> SMTPSession:
+    kwargs.setdefault("auth_token", token()[0])
+    kwargs.setdefault("username", ALICE)
+    kwargs.setdefault("timeout", 5)
+    return SMTPSession("localhost", port, ssl_context=ctx, **kwargs)
+
+
+def subjects(server: HostileServer) -> list[str]:
+    return [
+        next(line for line in m.data.split(b"\r\n") if line.startswith(b"Subject:"))[9:].decode()
+        for m in server.messages
+    ]
+
+
+# -- happy paths against the development server -------------------------------------------
+def test_starttls_xoauth2(dev: SMTPServer, certs: CertificateSet) -> None:
+    """STARTTLS + XOAUTH2: the message arrives as sent, Bcc only in the envelope."""
+    message = mail(
+        subject="Grüße",
+        text="Hello",
+        html="<p>Hello</p>",
+        bcc=["carol@example.org"],
+        attachments=[("report.pdf", b"%PDF-1.4")],
+    )
+    with session(dev.port, certs.client_context(), mechanism="XOAUTH2") as s:
+        assert s.auth_mechanism == "XOAUTH2"
+        result = s.send(message)
+    assert result == SendResult("sent", 250, "2.0.0 OK queued")
+    assert result.ok
+    [received] = dev.wait_for_messages(1)
+    assert received.rcpt_tos == (BOB, "carol@example.org")
+    assert b"carol" not in received.data
+    assert received.subject == "Grüße"
+    assert received.user == ALICE
+    assert dev.auth_log == [("XOAUTH2", ALICE, True)]
+
+
+def test_implicit_tls_oauthbearer(dev: SMTPServer, certs: CertificateSet) -> None:
+    """Implicit TLS + OAUTHBEARER (chosen by default) with the real host and port fields."""
+    assert dev.tls_port
+    with session(dev.tls_port, certs.client_context(), security="ssl") as s:
+        assert s.auth_mechanism == "OAUTHBEARER"
+        assert s.send(mail()).ok
+    [fields] = dev.oauthbearer_fields
+    assert (fields.authzid, fields.host, fields.port) == (ALICE, "localhost", str(dev.tls_port))
+
+
+def test_batch_on_one_connection(dev: SMTPServer, certs: CertificateSet) -> None:
+    """send_many: one result per message, in order, over one connection."""
+    messages = [mail(i) for i in range(5)]
+    messages.insert(2, mail(99, to=["nobody@example.org"]))
+    messages.insert(4, mail(98, to=["nobody@example.org", BOB]))
+    with session(dev.port, certs.client_context()) as s:
+        results = s.send_many(messages)
+    assert [r.status for r in results] == ["sent"] * 2 + ["failed"] + ["sent"] * 4
+    assert results[2].code == 550
+    assert results[2].refused == {"nobody@example.org": (550, "5.1.1 user unknown")}
+    assert results[4].ok
+    assert results[4].refused == {"nobody@example.org": (550, "5.1.1 user unknown")}
+    received = dev.wait_for_messages(6)
+    assert [m.subject for m in received] == ["m0", "m1", "m2", "m98", "m3", "m4"]
+    assert dev.connections == 1
+
+
+def test_refresh_and_retry_after_rejected_token(dev: SMTPServer, certs: CertificateSet) -> None:
+    """A refused token is refreshed exactly once and AUTH retried once (rule 26)."""
+    auth, refresher = token("expired-token", "fresh-token")
+    with session(dev.port, certs.client_context(), auth_token=auth) as s:
+        assert s.send(mail()).ok
+    assert refresher.calls == 1
+    assert [ok for _, _, ok in dev.auth_log] == [False, True]
+
+
+def test_refresh_does_not_help(dev: SMTPServer, certs: CertificateSet) -> None:
+    """Still refused after one refresh: SMTPAuthError with code, text and provider JSON."""
+    auth, refresher = token("expired-token", "still-bad-token", "never-used")
+    s = session(dev.port, certs.client_context(), auth_token=auth)
+    with pytest.raises(SMTPAuthError) as caught:
+        s.start()
+    assert refresher.calls == 1
+    assert len(dev.auth_log) == 2
+    error = caught.value
+    assert error.code == 535
+    assert error.server_message is not None
+    assert "5.7.8" in error.server_message
+    assert error.provider_error is not None
+    assert error.provider_error["status"] == "invalid_token"
+    assert "after refreshing the token once" in str(error)
+    assert not s.connected
+
+
+def test_big_token_uses_two_step_auth(dev: SMTPServer, certs: CertificateSet) -> None:
+    """A 3 KB token does not fit 512 octets: AUTH without initial response (rule 25)."""
+    with session(dev.port, certs.client_context(), auth_token=token(BIG)[0]) as s:
+        assert s.send(mail()).ok
+
+
+def test_asynchronous_mode(dev: SMTPServer, certs: CertificateSet) -> None:
+    """send() returns futures at once; close() waits for every queued message."""
+    s = session(dev.port, certs.client_context(), asynchronous=True)
+    with s:
+        futures = [s.send(mail(i)) for i in range(4)]
+        assert all(isinstance(f, Future) for f in futures)
+        bad = s.send(mail(9, to=["nobody@example.org"]))
+    assert [f.result().status for f in futures] == ["sent"] * 4
+    assert bad.result().code == 550
+    assert [m.subject for m in dev.wait_for_messages(4)] == ["m0", "m1", "m2", "m3"]
+
+
+def test_asynchronous_send_many(dev: SMTPServer, certs: CertificateSet) -> None:
+    """send_many in asynchronous mode still returns results, in order."""
+    with session(dev.port, certs.client_context(), asynchronous=True) as s:
+        results = s.send_many([mail(i) for i in range(3)])
+    assert [r.ok for r in results] == [True] * 3
+
+
+def test_smtputf8_when_an_address_needs_it(dev: SMTPServer, certs: CertificateSet) -> None:
+    """A non-ASCII local part is sent with SMTPUTF8, which the server offers."""
+    with session(dev.port, certs.client_context()) as s:
+        assert s.send(mail(to=["ñoño@example.org"])).ok
+    [received] = dev.wait_for_messages(1)
+    assert "SMTPUTF8" in received.mail_options
+    assert received.rcpt_tos == ("ñoño@example.org",)
+
+
+def test_emailmessage_is_accepted(dev: SMTPServer, certs: CertificateSet) -> None:
+    """A standard-library EmailMessage is sent with its envelope taken from its headers."""
+    msg = EmailMessage()
+    msg["From"] = ALICE
+    msg["To"] = BOB
+    msg["Cc"] = "carol@example.org"
+    msg["Subject"] = "stdlib"
+    msg.set_content("line\n.leading dot\n")
+    with session(dev.port, certs.client_context()) as s:
+        assert s.send(msg).ok
+    [received] = dev.wait_for_messages(1)
+    assert received.rcpt_tos == (BOB, "carol@example.org")
+    assert b"\r\n.leading dot\r\n" in received.data
+
+
+# -- rule 21: TLS before AUTH, failing closed ------------------------------------------------
+@pytest.mark.parametrize("mode", ["missing", "refuse", "inject"])
+def test_starttls_fails_closed(
+    hostile: Callable[..., HostileServer], certs: CertificateSet, mode: str
+) -> None:
+    """STARTTLS stripped, refused (454) or followed by injected lines: no AUTH is ever sent."""
+    server = hostile(starttls=mode, pre_tls_auth=("PLAIN", "XOAUTH2"))
+    s = session(server.port, certs.client_context())
+    with pytest.raises(SMTPError) as caught:
+        s.start()
+    assert b"AUTH" not in server.received
+    assert GOOD.encode() not in server.received
+    assert not isinstance(caught.value, SMTPAuthError)
+    if mode == "refuse":
+        assert caught.value.code == 454
+
+
+def test_stripping_server_is_never_given_a_password(
+    hostile: Callable[..., HostileServer], certs: CertificateSet
+) -> None:
+    """The same holds for a password session."""
+    server = hostile(starttls="missing", pre_tls_auth=("PLAIN", "LOGIN"), password="pw")
+    with pytest.raises(SMTPError):
+        SMTPSession("localhost", server.port, username=ALICE, password="pw", timeout=5).start()
+    assert b"AUTH" not in server.received
+
+
+def test_loopback_without_tls_allowed_for_testing(hostile: Callable[..., HostileServer]) -> None:
+    """security='none' may carry credentials to a loopback address only."""
+    server = hostile(starttls="missing", pre_tls_auth=("XOAUTH2",), pipelining=False)
+    with SMTPSession(
+        "127.0.0.1", server.port, security="none", auth_token=token()[0], timeout=5
+    ) as s:
+        assert s.send(mail()).ok
+    with pytest.raises(ConfigurationError):
+        SMTPSession("smtp.example.org", security="none", username=ALICE, password="pw")
+
+
+# -- rule 22: certificates and host names are verified -------------------------------------
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_self_signed_certificate_refused(
+    hostile: Callable[..., HostileServer], self_signed: CertificateSet, security: str
+) -> None:
+    """A self-signed certificate fails the default context before AUTH (both modes)."""
+    server = hostile(tls_context=self_signed.server_context(), implicit_tls=security == "ssl")
+    s = session(server.port, None, security=security)
+    with pytest.raises(SMTPError, match="does not verify") as caught:
+        s.start()
+    assert isinstance(caught.value.__cause__, ssl.SSLCertVerificationError)
+    assert b"AUTH" not in server.received
+
+
+def test_wrong_host_name_refused(
+    hostile: Callable[..., HostileServer], wrong_host: CertificateSet
+) -> None:
+    """A trusted certificate for another host name is refused."""
+    server = hostile(tls_context=wrong_host.server_context())
+    with pytest.raises(SMTPError, match="does not verify"):
+        session(server.port, wrong_host.client_context()).start()
+    assert b"AUTH" not in server.received
+
+
+def test_ssl_cert_file_is_honoured(
+    dev: SMTPServer, certs: CertificateSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no ssl_context, SSL_CERT_FILE names the trust anchors (as OpenSSL reads it)."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca_cert))
+    with session(dev.port, None) as s:
+        assert s.send(mail()).ok
+
+
+# -- rule 23: re-EHLO after TLS, trust only the post-TLS list -------------------------------
+def test_only_post_tls_capabilities_are_trusted(
+    hostile: Callable[..., HostileServer], certs: CertificateSet
+) -> None:
+    """Pre-TLS AUTH lists are forgotten: EHLO is sent again after TLS."""
+    server = hostile(pre_tls_auth=("PLAIN",), auth=("XOAUTH2",), extensions=())
+    with session(server.port, certs.client_context()) as s:
+        assert s.auth_mechanism == "XOAUTH2"
+        assert "STARTTLS" not in s.extensions
+    ehlos = [line for line in server.connections[0].lines if line.startswith(b"EHLO")]
+    assert len(ehlos) == 2
+
+
+# -- rules 24-27: SASL failure path, line length, retry policy, mechanisms -------------------
+@pytest.mark.parametrize(
+    ("mechanism", "answer"), [("XOAUTH2", b""), ("OAUTHBEARER", b"AQ==")], ids=["xoauth2", "bearer"]
+)
+def test_error_challenge_answered(
+    hostile: Callable[..., HostileServer], certs: CertificateSet, mechanism: str, answer: bytes
+) -> None:
+    """The 334 JSON is answered with an empty line (XOAUTH2) or AQ== (OAUTHBEARER)."""
+    server = hostile()
+    auth, refresher = token("bad-one", "bad-two")
+    with pytest.raises(SMTPAuthError) as caught:
+        session(server.port, certs.client_context(), auth_token=auth, mechanism=mechanism).start()
+    assert [a.responses[-1] for a in server.auth_attempts] == [answer, answer]
+    assert caught.value.provider_error == {
+        "status": "400",
+        "schemes": "Bearer",
+        "scope": "https://mail.google.com/",
+    }
+    assert "https://mail.google.com/" in str(caught.value)
+    assert refresher.calls == 1
+
+
+def test_challenge_not_base64_is_cancelled(
+    hostile: Callable[..., HostileServer], certs: CertificateSet
+) -> None:
+    """A challenge that is not base64 is answered '*' (RFC 4954 §4)."""
+    server = hostile(failure="plain")
+    with pytest.raises(SMTPAuthError, match="cancelled"):
+        session(server.port, certs.client_context(), auth_token=token("bad")[0]).start()
+    assert server.auth_attempts[0].responses[-1] == b"*"
+
+
+def test_too_many_challenges(hostile: Callable[..., HostileServer], certs: CertificateSet) -> None:
+    """More than 5 challenges: the client cancels with '*' and fails."""
+    server = hostile(challenges=50)
+    with pytest.raises(SMTPAuthError, match="more than 5 challenges"):
+        session(server.port, certs.client_context()).start()
+    [attempt] = server.auth_attempts
+    assert attempt.responses[-1] == b"*"
+    assert len(attempt.responses) == 7  # the initial response, 5 answers, then '*'
+
+
+@pytest.mark.parametrize(("access", "initial"), [(GOOD, True), (BIG, False)], ids=["small", "3KB"])
+def test_initial_response_only_within_512_octets(
+    hostile: Callable[..., HostileServer], certs: CertificateSet, access: str, initial: bool
+) -> None:
+    """AUTH carries the initial response only when the line fits 512 octets."""
+    server = hostile(tokens=(access,))
+    with session(server.port, certs.client_context(), auth_token=token(access)[0]):
+        pass
+    [attempt] = server.auth_attempts
+    assert attempt.initial_response is initial
+    assert attempt.line_length <= 512
+    assert attempt.token == access
+
+
+def test_tenant_disabled_is_not_retried(
+    hostile: Callable[..., HostileServer], certs: CertificateSet
+) -> None:
+    """535 5.7.139 is a configuration error: no refresh, one attempt, a hint to fix it."""
+    server = hostile(failure="tenant")
+    auth, refresher = token()
+    with pytest.raises(SMTPAuthError) as caught:
+        session(server.port, certs.client_context(), auth_token=auth).start()
+    error = caught.value
+    assert refresher.calls == 0
+    assert len(server.auth_attempts) == 1
+    assert error.code == 535
+    assert not error.retryable
+    assert error.server_message is not None
+    assert "SmtpClientAuthentication is disabled" in error.server_message
+    assert "Set-CASMailbox" in str(error)
+
+
+def test_microsoft_535_then_success_after_refresh(
+    hostile: Callable[..., HostileServer], certs: CertificateSet
+) -> None:
+    """535 5.7.3, one refresh, then success on the same connection."""
+    server = hostile(failure="microsoft", tokens=("fresh-token",), auth=("LOGIN", "XOAUTH2"))
+    auth, refresher = token("stale-token", "fresh-token")
+    with session(server.port, certs.client_context(), auth_token=auth) as s:
+        assert s.send(mail()).ok
+    assert refresher.calls == 1
+    assert [a.token for a in server.auth_attempts] == ["stale-token", "fresh-token"]
+    assert len(server.connections) == 1
+
+
+def test_only_auth_login_offered_to_a_token(
+    hostile: Callable[..., HostileServer], certs: CertificateSet
+) -> None:
+    """No OAuth mechanism after TLS: a clear error, never a password fallback (rule 27)."""
+    server = hostile(auth=("LOGIN",))
+    with pytest.raises(SMTPAuthError, match="never falls back"):
+        session(server.port, certs.client_context()).start()
+    assert b"AUTH" not in server.received
+
+
+def test_forced_mechanism_must_be_offered(
+    hostile: Callable[..., HostileServer], certs: CertificateSet
+) -> None:
+    """mechanism='OAUTHBEARER' with a server offering only XOAUTH2 fails clearly."""
+    server = hostile(auth=("XOAUTH2",))
+    with pytest.raises(SMTPAuthError, match="OAUTHBEARER"):
+        session(server.port, certs.client_context(), mechanism="OAUTHBEARER").start()
+
+
+@pytest.mark.parametrize(
+    ("offered", "used"), [(("LOGIN",), "LOGIN"), (("LOGIN", "PLAIN"), "PLAIN")]
+)
+def test_password_session(
+    hostile: Callable[..., HostileServer],
+    certs: CertificateSet,
+    offered: tuple[str, ...],
+    used: str,
+) -> None:
+    """password=: PLAIN when offered, else LOGIN, over TLS."""
+    server = hostile(auth=offered, password="pw")
+    with session(server.port, certs.client_context(), auth_token=None, password="pw") as s:
+        assert s.auth_mechanism == used
+        assert s.send(mail()).ok
+    assert server.auth_attempts[0].user == ALICE
+
+
+def test_internationalized_user(
+    hostile: Callable[..., HostileServer], certs: CertificateSet
+) -> None:
+    """An EAI user name is sent as UTF-8 (part (c) 26)."""
+    server = hostile()
+    with session(server.port, certs.client_context(), username="ñoño@example.org"):
+        pass
+    assert server.auth_attempts[0].user == "ñoño@example.org"
+
+
+# -- rule 30 and part (c) 21: caps and timeouts ------------------------------------------------
+@pytest.mark.parametrize(("kind", "match"), [("long", "8192 octets"), ("endless", "128 lines")])
+def test_reply_caps(
+    hostile: Callable[..., HostileServer], certs: CertificateSet, kind: str, match: str
+) -> None:
+    """A 1 MB line or endless continuation lines end the session with an error."""
+    server = hostile(ehlo_line=kind)
+    with pytest.raises(SMTPError, match=match):
+        session(server.port, certs.client_context()).start()
+
+
+def test_silent_server_times_out() -> None:
+    """Every read has a deadline; the error is a TimeoutError too."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        s = session(port, None, timeout=0.3)
+        with pytest.raises(SMTPTimeoutError) as caught:
+            s.start()
+    assert isinstance(caught.value, TimeoutError)
+
+
+def test_connection_refused_is_a_connection_error() -> None:
+    """Nothing listening: SMTPConnectionError, also a ConnectionError."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+    with pytest.raises(ConnectionError) as caught:
+        session(port, None).start()
+    assert isinstance(caught.value, SMTPConnectionError)
+
+
+# -- rule 29 and part (c) 24-25: injection ------------------------------------------------------
+def test_injection_refused_before_anything_is_sent(
+    hostile: Callable[..., HostileServer], certs: CertificateSet
+) -> None:
+    """A legacy message with an injected header raises; nothing reaches the server."""
+    server = hostile()
+    msg = Message()
+    msg["From"] = ALICE
+    msg["To"] = BOB
+    msg["Subject"] = "hi\r\nBcc: evil@example.org"
+    with session(server.port, certs.client_context()) as s:
+        with pytest.raises(ConfigurationError):
+            s.send(msg)
+        results = s.send_many([mail(0), msg, mail(2)])
+    assert [r.status for r in results] == ["sent", "failed", "sent"]
+    assert results[1].code is None
+    assert results[1].message is not None
+    assert results[1].message.startswith("refused before sending")
+    assert b"evil" not in server.received
+    assert subjects(server) == ["m0", "m2"]
+
+
+# -- pipelining, batches and drops --------------------------------------------------------------
+def test_pipelined_envelope_in_one_write(
+    hostile: Callable[..., HostileServer], certs: CertificateSet
+) -> None:
+    """With PIPELINING, each envelope comes in one write, and a batch costs ~1 write/message."""
+    server = hostile()
+    count = 6
+    with session(server.port, certs.client_context()) as s:
+        results = s.send_many([mail(i, cc=["c@example.org"]) for i in range(count)])
+    assert all(r.ok for r in results)
+    assert not server.pipelining_violations
+    conn = server.connections[0]
+    after_auth = conn.chunks[[c.startswith(b"AUTH") for c in conn.chunks].index(True) + 1 :]
+    assert len(after_auth) <= count + 2  # envelope 1, body k + envelope k+1 ..., body n, QUIT
+    assert subjects(server) == [f"m{i}" for i in range(count)]
+
+
+def test_failed_envelope_is_reset(
+    hostile: Callable[..., HostileServer], certs: CertificateSet
+) -> None:
+    """A refused MAIL or an all-refused RCPT gets RSET; the batch carries on."""
+    server = hostile(reject_mail=("blocked@example.org",), reject_rcpt=("gone@example.org",))
+    batch = [
+        mail(0),
+        mail(1, sender="blocked@example.org"),
+        mail(2, to=["gone@example.org"]),
+        mail(3),
+    ]
+    with session(server.port, certs.client_context()) as s:
+        results = s.send_many(batch)
+    assert [r.status for r in results] == ["sent", "failed", "failed", "sent"]
+    assert (results[1].code, results[1].refused) == (550, {})
+    assert results[2].refused == {"gone@example.org": (550, "5.1.1 User unknown")}
+    assert server.received.count(b"RSET\r\n") == 2
+    assert subjects(server) == ["m0", "m3"]
+
+
+def test_without_pipelining(hostile: Callable[..., HostileServer], certs: CertificateSet) -> None:
+    """Lockstep mode gives the same results."""
+    server = hostile(pipelining=False, reject_rcpt=("gone@example.org",))
+    batch = [mail(0), mail(1, to=["gone@example.org"]), mail(2, to=["gone@example.org", BOB])]
+    with session(server.port, certs.client_context()) as s:
+        results = s.send_many(batch)
+    assert [r.status for r in results] == ["sent", "failed", "sent"]
+    assert subjects(server) == ["m0", "m2"]
+
+
+class CountingToken:
+    """A duck-typed token that counts how often it is read."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    @property
+    def access_token(self) -> str:
+        self.reads += 1
+        return GOOD
+
+    def refresh(self) -> None:
+        raise AssertionError("no refresh expected")
+
+
+def test_drop_before_end_of_data_reply_is_unknown(
+    hostile: Callable[..., HostileServer], certs: CertificateSet
+) -> None:
+    """Lost after the 3rd body: it is 'unknown' and not resent; the rest go on a new connection."""
+    server = hostile(drop_before_data_reply={0: 3})
+    auth = CountingToken()
+    with session(server.port, certs.client_context(), auth_token=auth) as s:
+        results = s.send_many([mail(i) for i in range(5)])
+    assert [r.status for r in results] == ["sent", "sent", "unknown", "sent", "sent"]
+    assert results[2].code is None
+    assert subjects(server) == ["m0", "m1", "m2", "m3", "m4"]  # each exactly once
+    assert len(server.connections) == 2
+    assert auth.reads == 2  # the token is read again for the new connection
+
+
+@pytest.mark.parametrize("how", ["drop_on_mail", "bye_on_mail"])
+def test_drop_before_body_resends_once(
+    hostile: Callable[..., HostileServer], certs: CertificateSet, how: str
+) -> None:
+    """Lost (or 421) before a body was sent: that message is sent once, on the new connection."""
+    server = hostile(**{how: {0: 2}})
+    with session(server.port, certs.client_context()) as s:
+        results = s.send_many([mail(i) for i in range(3)])
+        assert s.send(mail(3)).ok
+    assert [r.status for r in results] == ["sent"] * 3
+    assert subjects(server) == ["m0", "m1", "m2", "m3"]
+    assert len(server.connections) == 2
+
+
+def test_idle_drop_between_sends(
+    hostile: Callable[..., HostileServer], certs: CertificateSet
+) -> None:
+    """A server that closed an idle connection: the next send() reconnects."""
+    server = hostile(drop_on_mail={0: 2}, pipelining=False)
+    with session(server.port, certs.client_context()) as s:
+        assert s.send(mail(0)).ok
+        assert s.send(mail(1)).ok
+    assert subjects(server) == ["m0", "m1"]
+
+
+def test_server_that_keeps_dropping(
+    hostile: Callable[..., HostileServer], certs: CertificateSet
+) -> None:
+    """No progress on two connections in a row: the rest of the batch fails, nothing twice."""
+    server = hostile(drop_on_mail={0: 2, 1: 1, 2: 1})
+    with session(server.port, certs.client_context()) as s:
+        results = s.send_many([mail(i) for i in range(3)])
+    assert [r.status for r in results] == ["sent", "failed", "failed"]
+    assert results[1].message is not None
+    assert results[1].message.startswith("not sent")
+    assert subjects(server) == ["m0"]
+
+
+def test_nothing_answered_raises(
+    hostile: Callable[..., HostileServer], certs: CertificateSet
+) -> None:
+    """send_many raises when the session fails before any message got an answer."""
+    server = hostile(drop_on_mail={0: 1, 1: 1})
+    s = session(server.port, certs.client_context())
+    with pytest.raises(SMTPConnectionError):
+        s.send_many([mail(0)])
+    s.close()
+
+
+def test_asynchronous_errors_reach_the_future(
+    hostile: Callable[..., HostileServer], certs: CertificateSet
+) -> None:
+    """Session and message errors are set on the futures, not raised by send()."""
+    server = hostile(failure="tenant")
+    s = session(server.port, certs.client_context(), asynchronous=True)
+    future = s.send(mail())
+    invalid = Message()
+    invalid["To"] = BOB
+    bad = s.send(invalid)
+    s.close()
+    assert isinstance(future.exception(), SMTPAuthError)
+    assert isinstance(bad.exception(), ConfigurationError)
+
+
+# -- rule 12: no secret in logs, output, errors or reprs ----------------------------------------
+def test_no_secret_in_logs(
+    hostile: Callable[..., HostileServer],
+    certs: CertificateSet,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """DEBUG logs, captured output, errors and reprs never show a token or a SASL blob."""
+    caplog.set_level(logging.DEBUG, logger="oauthsmtp")
+    server = hostile(tokens=("fresh-secret-token-2",))
+    auth, _ = token("stale-secret-token-1", "fresh-secret-token-2")
+    s = session(server.port, certs.client_context(), auth_token=auth)
+    with s:
+        assert s.send(mail()).ok
+        text = repr(s)
+    pw_server = hostile(auth=("PLAIN",), password="pass-secret-3")
+    with pytest.raises(SMTPAuthError) as caught:
+        session(
+            pw_server.port, certs.client_context(), auth_token=None, password="wrong-secret-4"
+        ).start()
+    text += str(caught.value) + repr(caught.value)
+    captured = capsys.readouterr()
+    everything = caplog.text + captured.out + captured.err + text
+    assert "C: AUTH XOAUTH2" in caplog.text or "C: AUTH OAUTHBEARER" in caplog.text
+    secrets = ["stale-secret-token-1", "fresh-secret-token-2", "wrong-secret-4"]
+    for secret in secrets[:2]:
+        secrets.append(xoauth2_initial(ALICE, secret).decode())
+        secrets.append(oauthbearer_initial(ALICE, secret, "localhost", server.port).decode())
+        secrets.append(base64.b64encode(secret.encode()).decode()[:16])
+    secrets.append(base64.b64encode(b"\x00" + ALICE.encode() + b"\x00wrong-secret-4").decode())
+    for secret in secrets:
+        assert secret not in everything
+
+
+# -- configuration ------------------------------------------------------------------------------
+@pytest.mark.parametrize(("security", "port"), [("starttls", 587), ("ssl", 465), ("none", 25)])
+def test_default_ports(security: str, port: int) -> None:
+    """port=None picks 587, 465 or 25."""
+    assert SMTPSession("smtp.example.org", security=security).port == port  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"security": "tls"},
+        {"port": 0},
+        {"timeout": 0},
+        {"auth_token": object(), "password": "x", "username": ALICE},
+        {"password": "x"},
+        {"password": "x", "username": ALICE, "mechanism": "XOAUTH2"},
+        {"auth_token": token()[0], "mechanism": "PLAIN"},
+        {"mechanism": "XOAUTH2"},
+        {"security": "none", "ssl_context": ssl.create_default_context()},
+        {"username": "a@x\r\nMAIL FROM:<y>", "password": "x"},
+        {"local_hostname": "evil\r\nRSET"},
+    ],
+    ids=[
+        "security",
+        "port",
+        "timeout",
+        "token-and-password",
+        "no-username",
+        "mech-vs-password",
+        "mech-vs-token",
+        "mech-without-credential",
+        "context-without-tls",
+        "username-crlf",
+        "ehlo-crlf",
+    ],
+)
+def test_configuration_errors(kwargs: dict[str, Any]) -> None:
+    """Inconsistent options fail at construction with ConfigurationError."""
+    with pytest.raises(ConfigurationError):
+        SMTPSession("smtp.example.org", **kwargs)
+
+
+def test_username_defaults_to_token_account() -> None:
+    """An AuthToken's account is the default username."""
+    assert SMTPSession("smtp.example.org", auth_token=token()[0]).username == ALICE
+
+
+def test_send_result() -> None:
+    """SendResult: ok, a read-only refused map, raise_for_status."""
+    sent = SendResult("sent", 250, "OK", {"x@example.org": (550, "no")})
+    assert sent.ok
+    assert sent.raise_for_status() is sent
+    with pytest.raises(TypeError):
+        sent.refused["y"] = (1, "")  # type: ignore[index]
+    failed = SendResult("failed", 552, "too big")
+    assert not failed.ok
+    with pytest.raises(SMTPError) as caught:
+        failed.raise_for_status()
+    assert caught.value.code == 552
+
+
+def test_file_attachment(dev: SMTPServer, certs: CertificateSet, tmp_path: Path) -> None:
+    """Attachments by path arrive intact."""
+    path = tmp_path / "report.pdf"
+    path.write_bytes(bytes(range(256)) * 100)
+    with session(dev.port, certs.client_context()) as s:
+        assert s.send(mail(attachments=[path])).ok
+    [received] = dev.wait_for_messages(1)
+    [part] = received.message.iter_attachments()
+    assert part.get_content() == path.read_bytes()
