@@ -584,7 +584,7 @@ def _cmd_providers(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_dev_server(args: argparse.Namespace, out: TextIO) -> int:
-    from ._demo import run_dev_server
+    from .devserver._run import run_dev_server
 
     return run_dev_server(
         smtp_port=args.smtp_port,

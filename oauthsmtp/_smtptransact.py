@@ -9,8 +9,10 @@ server's replies (RFC 5321 §3.3):
   message. After a failed envelope, ``RSET`` goes out with the next envelope.
 * Without PIPELINING, one command and one reply at a time.
 
-A message's ``body_sent`` flag is set before its body is written, so that a connection
-lost before the end-of-data reply makes it ``"unknown"`` rather than sent twice.
+Invariants the caller relies on after a :class:`ConnectionLost`: a job leaves ``todo`` as
+soon as its result is set; ``body_sent`` is set before the body is written, so a connection
+lost before the end-of-data reply makes that job ``"unknown"`` rather than sent twice; and
+an end-of-data reply of ``421`` is an explicit refusal, so that job may be sent again.
 """
 
 from __future__ import annotations
@@ -198,14 +200,15 @@ def _pipelined(conn: Connection, ext: Mapping[str, str], todo: deque[Job]) -> No
             body = encode_data(out.data) if accepted else b".\r\n"  # 354 despite no recipient
             job.body_sent = True
             conn.write(body + following, [f"[message, {len(body)} bytes]", *follow_log])
-            job.result = _outcome(out, mail, rcpts, data_reply, _read(conn))
+            job.result = _outcome(out, mail, rcpts, data_reply, _read_end(conn, job))
+            todo.popleft()
         else:
             job.result = _outcome(out, mail, rcpts, data_reply, None)
+            todo.popleft()  # final before RSET: a drop now must not send it again
             conn.write(b"RSET\r\n" + following, ["RSET", *follow_log])
             reset = _read(conn)
             if reset.code != 250:
                 raise SMTPError(f"RSET refused: {reset}", code=reset.code)
-        todo.popleft()
         if nxt is None:
             return
         job = nxt
@@ -225,11 +228,12 @@ def _lockstep(conn: Connection, ext: Mapping[str, str], todo: deque[Job]) -> Non
             job.body_sent = True
             body = encode_data(out.data)
             conn.write(body, [f"[message, {len(body)} bytes]"])
-            job.result = _outcome(out, mail, rcpts, data_reply, _read(conn))
+            job.result = _outcome(out, mail, rcpts, data_reply, _read_end(conn, job))
+            todo.popleft()
         else:
             job.result = _outcome(out, mail, rcpts, data_reply, None)
+            todo.popleft()  # final before RSET: a drop now must not send it again
             _call(conn, b"RSET\r\n")
-        todo.popleft()
 
 
 def _call(conn: Connection, line: bytes) -> Reply:
@@ -237,8 +241,19 @@ def _call(conn: Connection, line: bytes) -> Reply:
     return _read(conn)
 
 
-def _read(conn: Connection) -> Reply:
+def _read_end(conn: Connection, job: Job) -> Reply:
+    """Read the end-of-data reply; a 421 refused the message, so it may be sent again."""
     reply = conn.read_reply()
+    if reply.code == 421:
+        job.body_sent = False  # not accepted (RFC 5321 §4.1.1.4): resend on a new connection
+    return _closing(conn, reply)
+
+
+def _read(conn: Connection) -> Reply:
+    return _closing(conn, conn.read_reply())
+
+
+def _closing(conn: Connection, reply: Reply) -> Reply:
     if reply.code == 421:  # RFC 5321 §3.8: the server is closing the channel
         conn.close()
         raise SMTPConnectionError(

@@ -53,6 +53,7 @@ MAX_REPLY_LINES = 128
 """Most lines accepted in one multi-line reply (an EHLO answer has about 15)."""
 
 _RECV_SIZE = 65536
+_SEND_SIZE = 256 * 1024
 
 
 class SMTPTimeoutError(SMTPError, TimeoutError):
@@ -261,6 +262,9 @@ class Connection:
             raise SMTPTimeoutError(f"connecting to {host}:{port} timed out") from exc
         except OSError as exc:
             raise SMTPConnectionError(f"cannot connect to {host}:{port}: {exc}") from exc
+        # Writes are already coalesced (a whole pipelined group per write), so Nagle's
+        # algorithm could only delay them.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls is not None:
             sock = _wrap(sock, tls, host, port)
         try:
@@ -283,6 +287,7 @@ class Connection:
                 "CVE-2011-0411); connection closed"
             )
         try:
+            self._sock.settimeout(self.timeout)
             self._sock = _wrap(self._sock, context, host, port)
         except SMTPError:
             self.closed = True
@@ -290,7 +295,10 @@ class Connection:
         self._parser = ReplyParser()
 
     def write(self, data: bytes, log: Sequence[str]) -> None:
-        """Send ``data`` within the timeout; ``log`` is what DEBUG shows for it (masked).
+        """Send ``data``; ``log`` is what DEBUG shows for it (masked by the caller).
+
+        The timeout bounds each stretch without progress, not the whole write, so a large
+        message on a slow link is not cut off while it is still moving.
 
         Raises:
             SMTPTimeoutError, SMTPConnectionError: the connection is then closed.
@@ -300,9 +308,11 @@ class Connection:
         if logger.isEnabledFor(logging.DEBUG):
             for line in log:
                 logger.debug("C: %s", line)
+        view = memoryview(data)
         try:
             self._sock.settimeout(self.timeout)
-            self._sock.sendall(data)
+            while view:
+                view = view[self._sock.send(view[:_SEND_SIZE]) :]
         except TimeoutError as exc:
             self.close()
             raise SMTPTimeoutError(

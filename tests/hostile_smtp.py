@@ -77,6 +77,7 @@ class Connection:
         self.envelope: Received | None = None
         self.bodies = 0
         self.mails = 0
+        self.resets = 0
         self._buffer = b""
 
     # -- I/O ---------------------------------------------------------------------------
@@ -140,7 +141,8 @@ class HostileServer:
         tls_context: server-side TLS context (for STARTTLS or implicit TLS).
         implicit_tls: TLS from the first byte (like port 465).
         starttls: "ok", "missing" (not offered; a STARTTLS command gets 502), "refuse"
-            (offered, answered 454) or "inject" (``220`` plus an injected line in one write).
+            (offered, answered 454), "syntax" (answered 501) or "inject" (``220`` plus an
+            injected line in one write).
         pre_tls_auth: AUTH mechanisms advertised before TLS (a stripping attacker's bait).
         auth: AUTH mechanisms advertised after TLS.
         extensions: other EHLO keywords after TLS.
@@ -158,6 +160,9 @@ class HostileServer:
             and close without answering its end of data.
         drop_on_mail: ``{connection index: k}``: close on the k-th MAIL, without a reply.
         bye_on_mail: ``{connection index: k}``: answer the k-th MAIL with 421 and close.
+        drop_on_rset: ``{connection index: k}``: close on the k-th RSET, without a reply.
+        bye_on_data: ``{connection index: k}``: answer the k-th end of data with 421 and close
+            (the message is not accepted).
         reject_rcpt: recipients refused with 550.
         reject_mail: senders refused with 550.
         data_reply: the end-of-data reply.
@@ -182,6 +187,8 @@ class HostileServer:
         drop_before_data_reply: dict[int, int] | None = None,
         drop_on_mail: dict[int, int] | None = None,
         bye_on_mail: dict[int, int] | None = None,
+        bye_on_data: dict[int, int] | None = None,
+        drop_on_rset: dict[int, int] | None = None,
         reject_rcpt: tuple[str, ...] = (),
         reject_mail: tuple[str, ...] = (),
         data_reply: str = "250 2.0.0 OK queued",
@@ -202,6 +209,8 @@ class HostileServer:
         self.drop_before_data_reply = drop_before_data_reply or {}
         self.drop_on_mail = drop_on_mail or {}
         self.bye_on_mail = bye_on_mail or {}
+        self.bye_on_data = bye_on_data or {}
+        self.drop_on_rset = drop_on_rset or {}
         self.reject_rcpt = set(reject_rcpt)
         self.reject_mail = set(reject_mail)
         self.data_reply = data_reply
@@ -273,6 +282,7 @@ class HostileServer:
             except OSError:
                 return
             sock.settimeout(5)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle delays
             with self._lock:
                 conn = Connection(self, sock, len(self.connections))
                 self.connections.append(conn)
@@ -311,7 +321,7 @@ class HostileServer:
                 keywords.append("PIPELINING")
         else:
             keywords += list(self.extensions)
-            if self.starttls in ("ok", "refuse", "inject"):
+            if self.starttls in ("ok", "refuse", "syntax", "inject"):
                 keywords.append("STARTTLS")
             if self.pre_tls_auth:
                 keywords.append("AUTH " + " ".join(self.pre_tls_auth))
@@ -336,6 +346,8 @@ class HostileServer:
             conn.send("502 5.5.1 STARTTLS not available")
         elif self.starttls == "refuse":
             conn.send("454 4.7.0 TLS not available due to temporary reason")
+        elif self.starttls == "syntax":
+            conn.send("501 5.5.4 Syntax error")
         elif self.starttls == "inject":
             conn.send("220 2.0.0 Ready to start TLS", "250-INJECTED AUTH PLAIN")
             conn.start_tls()
@@ -347,6 +359,10 @@ class HostileServer:
         conn.send("250 2.0.0 OK")
 
     def _on_rset(self, conn: Connection, line: str) -> None:
+        conn.resets += 1
+        if self.drop_on_rset.get(conn.index) == conn.resets:
+            raise _Dropped
+        conn.envelope = None
         conn.send("250 2.0.0 OK")
 
     def _on_quit(self, conn: Connection, line: str) -> bool:
@@ -464,6 +480,9 @@ class HostileServer:
         envelope.data = conn.read_data()
         conn.envelope = None
         conn.bodies += 1
+        if self.bye_on_data.get(conn.index) == conn.bodies:
+            conn.send("421 4.3.2 Service shutting down, message not accepted")
+            raise _Dropped
         self.messages.append(envelope)
         if self.drop_before_data_reply.get(conn.index) == conn.bodies:
             raise _Dropped

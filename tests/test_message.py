@@ -320,3 +320,17 @@ def test_bare_line_endings_normalized_and_8bit_detected() -> None:
 def test_dot_stuffing(data: bytes, wire: bytes) -> None:
     """Lines starting with '.' get another '.'; the body ends with CRLF.CRLF (RFC 5321 §4.5.2)."""
     assert encode_data(data) == wire
+
+
+@pytest.mark.parametrize("size", [0, 1, 56, 57, 58, 1000, 300_001])
+def test_fast_attachment_encoding_matches_email_package(size: int) -> None:
+    """prepare_message's spliced base64 decodes to the same bytes, in 76-character lines."""
+    data = bytes(i % 251 for i in range(size))
+    mail = Email(sender=ALICE, to=[BOB], attachments=[("a.bin", data)])
+    out = prepare_message(mail)
+    [part] = parse(out.data).iter_attachments()
+    assert part.get_content() == data
+    assert part["Content-Transfer-Encoding"] == "base64"
+    assert max(len(line) for line in out.data.split(b"\r\n")) <= 78
+    [slow] = mail.to_message().iter_attachments()
+    assert slow.get_content() == data

@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import FakeBrowser
 
 import oauthsmtp
 from oauthsmtp import MemoryStore
 from oauthsmtp.devserver import AuthServer
 from oauthsmtp.devserver._certs import make_certificates
 from oauthsmtp.devserver._smtpserver import SMTPServer
-
-from conftest import FakeBrowser
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -64,16 +63,17 @@ def test_real_browser_login_and_send(
     """Chromium approves on the consent page; the token works for SMTP."""
     monkeypatch.setenv("FAKE_BROWSER_MODE", "record")  # only record the URL; Chromium opens it
     certs = make_certificates(tmp_path / "certs")
-    with AuthServer(mode="consent", user="user@example.test") as auth, SMTPServer(
-        auth.validate_access_token, certificates=certs
-    ) as smtp:
+    with (
+        AuthServer(mode="consent", user="user@example.test") as auth,
+        SMTPServer(auth.validate_access_token, certificates=certs) as smtp,
+    ):
         params = auth.parameters(auth.register_client(), redirect_url="http://127.0.0.1:0/callback")
         result: list[Any] = []
 
         def login() -> None:
             try:
                 result.append(oauthsmtp.auth_identify(params, store=MemoryStore(), timeout=60))
-            except BaseException as exc:  # noqa: BLE001 - handed to the test
+            except BaseException as exc:
                 result.append(exc)
 
         thread = threading.Thread(target=login)

@@ -255,7 +255,7 @@ def test_emailmessage_is_accepted(dev: SMTPServer, certs: CertificateSet) -> Non
 
 
 # -- rule 21: TLS before AUTH, failing closed ------------------------------------------------
-@pytest.mark.parametrize("mode", ["missing", "refuse", "inject"])
+@pytest.mark.parametrize("mode", ["missing", "refuse", "syntax", "inject"])
 def test_starttls_fails_closed(
     hostile: Callable[..., HostileServer], certs: CertificateSet, mode: str
 ) -> None:
@@ -267,8 +267,8 @@ def test_starttls_fails_closed(
     assert b"AUTH" not in server.received
     assert GOOD.encode() not in server.received
     assert not isinstance(caught.value, SMTPAuthError)
-    if mode == "refuse":
-        assert caught.value.code == 454
+    expected = {"refuse": 454, "syntax": 501}.get(mode)
+    assert caught.value.code == expected
 
 
 def test_stripping_server_is_never_given_a_password(
@@ -560,6 +560,22 @@ def test_failed_envelope_is_reset(
     assert subjects(server) == ["m0", "m3"]
 
 
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_drop_on_rset_does_not_resend_the_failed_message(
+    hostile: Callable[..., HostileServer], certs: CertificateSet, pipelining: bool
+) -> None:
+    """A message already refused stays refused when the connection drops at its RSET."""
+    server = hostile(
+        reject_mail=("blocked@example.org",), drop_on_rset={0: 1}, pipelining=pipelining
+    )
+    batch = [mail(0), mail(1, sender="blocked@example.org"), mail(2)]
+    with session(server.port, certs.client_context()) as s:
+        results = s.send_many(batch)
+    assert [r.status for r in results] == ["sent", "failed", "sent"]
+    assert server.received.count(b"MAIL FROM:<blocked@example.org>") == 1
+    assert subjects(server) == ["m0", "m2"]
+
+
 def test_without_pipelining(hostile: Callable[..., HostileServer], certs: CertificateSet) -> None:
     """Lockstep mode gives the same results."""
     server = hostile(pipelining=False, reject_rcpt=("gone@example.org",))
@@ -600,11 +616,11 @@ def test_drop_before_end_of_data_reply_is_unknown(
     assert auth.reads == 2  # the token is read again for the new connection
 
 
-@pytest.mark.parametrize("how", ["drop_on_mail", "bye_on_mail"])
+@pytest.mark.parametrize("how", ["drop_on_mail", "bye_on_mail", "bye_on_data"])
 def test_drop_before_body_resends_once(
     hostile: Callable[..., HostileServer], certs: CertificateSet, how: str
 ) -> None:
-    """Lost (or 421) before a body was sent: that message is sent once, on the new connection."""
+    """Lost before a body was sent, or a 421 refusing it: it is sent once, on a new connection."""
     server = hostile(**{how: {0: 2}})
     with session(server.port, certs.client_context()) as s:
         results = s.send_many([mail(i) for i in range(3)])

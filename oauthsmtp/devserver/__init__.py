@@ -19,5 +19,18 @@ does not import it.
 from __future__ import annotations
 
 from ._authserver import AuthServer, DevClient, TokenInfo
+from ._certs import CertificateSet, make_certificates
+from ._provider import DevProvider, headless_login
+from ._smtpserver import ReceivedMessage, SMTPServer
 
-__all__ = ["AuthServer", "DevClient", "TokenInfo"]
+__all__ = [
+    "AuthServer",
+    "CertificateSet",
+    "DevClient",
+    "DevProvider",
+    "ReceivedMessage",
+    "SMTPServer",
+    "TokenInfo",
+    "headless_login",
+    "make_certificates",
+]

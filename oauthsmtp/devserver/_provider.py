@@ -1,0 +1,564 @@
+"""The development provider: the authorization server and the SMTP server, wired together.
+
+:class:`DevProvider` is what ``oauthsmtp dev-server``, the demo and the pytest fixtures run:
+an :class:`~oauthsmtp.devserver.AuthServer` on a loopback HTTP port, an
+:class:`~oauthsmtp.devserver.SMTPServer` (STARTTLS and implicit TLS) that accepts the access
+tokens that server issues, one confidential client registered for convenience, and a page
+listing the received messages at :attr:`DevProvider.web_url`::
+
+    from oauthsmtp import Email
+    from oauthsmtp.devserver import DevProvider
+
+    with DevProvider() as provider:
+        token = provider.login()                      # the real authorization-code flow
+        with provider.session(auth_token=token) as session:
+            session.send(Email(sender=provider.user, to=["bob@example.test"],
+                               subject="Hello", text="Hi Bob."))
+        [message] = provider.wait_for_messages(1)
+
+:func:`headless_login` runs :func:`oauthsmtp._flow.browser_login` (the same code as
+``oauthsmtp.auth_identify``: loopback listener, PKCE, state, ``iss`` check, code exchange)
+with a small HTTP client in a background thread as its ``opener`` (in place of the user's
+browser): it follows the authorization URL and its redirects and, on a consent page, approves.
+
+For development and tests only: nothing here protects anything.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import logging
+import os
+import re
+import shlex
+import ssl
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
+
+from .._errors import AccessDenied, AuthorizationError, ConfigurationError
+from .._params import OAuth2Parameters
+from .._token import AuthToken
+from ._authserver import AuthServer, DevClient
+from ._certs import CertificateSet
+from ._mailpages import PATH as MESSAGES_PATH
+from ._mailpages import MessagesPage
+from ._smtpserver import ReceivedMessage, SMTPServer
+
+if TYPE_CHECKING:
+    from .._smtp import Security, SMTPSession
+    from .._store import TokenStore
+
+__all__ = ["DevProvider", "headless_login"]
+
+_LOG = logging.getLogger("oauthsmtp.devserver")
+
+HOST = "127.0.0.1"
+"""The loopback address both servers listen on."""
+
+DEFAULT_REDIRECT_URL = "http://127.0.0.1:0/callback"
+"""The redirect URL of :meth:`DevProvider.parameters`: loopback, any free port."""
+
+CLI_REDIRECT_URL = "http://localhost:9000"
+"""The redirect URL in :meth:`DevProvider.login_command` (the command line's default)."""
+
+_MAX_HOPS = 10
+_HIDDEN = re.compile(r'<input type="hidden" name="(request_id|csrf_token)" value="([^"]*)"')
+
+
+# --------------------------------------------------------------------------- headless login
+
+
+class _HeadlessBrowser:
+    """Follows an authorization URL the way a browser whose user approves would."""
+
+    def __init__(self, params: OAuth2Parameters, *, email: str | None, timeout: float) -> None:
+        self.params = params
+        self.email = email
+        self.timeout = timeout
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+    def open(self, url: str) -> bool:
+        """The ``opener`` of ``browser_login``: browse in a background thread; True."""
+        self.thread = threading.Thread(
+            target=self._run, args=(url,), name="oauthsmtp-headless-browser", daemon=True
+        )
+        self.thread.start()
+        return True
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join(self.timeout)
+
+    def _run(self, url: str) -> None:
+        query = parse_qs(urlsplit(url).query)
+        redirect_uri = (query.get("redirect_uri") or [""])[0]
+        try:
+            self._browse(url, redirect_uri)
+        except Exception as exc:
+            self.error = exc
+            _LOG.debug("headless browser failed: %s", type(exc).__name__)
+            self._abort(redirect_uri, (query.get("state") or [""])[0])
+
+    def _browse(self, url: str, redirect_uri: str) -> None:
+        import requests  # a runtime dependency; imported here like the rest of the login
+
+        loopback = _origin(redirect_uri)
+        method, data = "GET", None
+        with requests.Session() as http:
+            http.trust_env = False  # no proxy may stand between us and loopback
+            for _ in range(_MAX_HOPS):
+                with http.request(
+                    method, url, data=data, allow_redirects=False, timeout=self.timeout
+                ) as response:
+                    if _origin(url) == loopback:
+                        return  # the redirect reached the client: the flow decides the rest
+                    if response.is_redirect:
+                        url = urljoin(url, response.headers["Location"])
+                        method, data = "GET", None
+                        continue
+                    fields = dict(_HIDDEN.findall(response.text))
+                    if response.status_code != 200 or set(fields) != {"request_id", "csrf_token"}:
+                        raise AuthorizationError(
+                            f"the headless browser got HTTP {response.status_code} from "
+                            f"{urlsplit(url).path} and does not know what to do with it"
+                        )
+                    email = self.email or _consent_email(response.text)
+                    url = urljoin(url, "/authorize")
+                    method = "POST"
+                    data = {
+                        "request_id": html.unescape(fields["request_id"]),
+                        "csrf_token": html.unescape(fields["csrf_token"]),
+                        "decision": "approve",
+                        "email": email,
+                    }
+            raise AuthorizationError("the headless browser followed too many redirects")
+
+    def _abort(self, redirect_uri: str, state: str) -> None:
+        """End the waiting login at once (instead of at its timeout) with an error response."""
+        if not redirect_uri or not state:
+            return
+        import requests
+
+        values = {
+            "error": "temporarily_unavailable",
+            "error_description": "the headless browser failed",
+            "state": state,
+        }
+        if self.params.issuer:
+            values["iss"] = self.params.issuer
+        separator = "&" if "?" in redirect_uri else "?"
+        try:
+            with requests.Session() as http:
+                http.trust_env = False
+                http.get(redirect_uri + separator + urlencode(values), timeout=5).close()
+        except requests.RequestException:
+            pass  # the login will time out instead
+
+
+def _bind_error(server: str, port: object, exc: OSError) -> OSError:
+    """An OSError that says which server and port could not be opened."""
+    where = "a free port" if port in (0, "0 or 0") else f"port {port}"
+    reason = exc.strerror or str(exc)
+    return OSError(exc.errno, f"{server} cannot listen on {HOST} {where}: {reason}")
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _consent_email(page: str) -> str:
+    match = re.search(r'<input type="email" id="email" name="email" value="([^"]*)"', page)
+    return html.unescape(match.group(1)) if match else ""
+
+
+def headless_login(
+    params: OAuth2Parameters,
+    *,
+    account: str | None = None,
+    store: TokenStore | None = None,
+    email: str | None = None,
+    timeout: float = 30.0,
+) -> AuthToken:
+    """Log in through the real authorization-code flow, with no browser and no person.
+
+    Runs the library's browser login (loopback listener on ``params.redirect_url``, PKCE,
+    state and ``iss`` checks, code exchange, granted-scope check) and, in place of the
+    user's browser, a small HTTP client in a background thread that follows the
+    authorization URL and its redirects back to the loopback listener. On the development
+    server's consent page it approves as ``email``. Meant for the development provider
+    (or any provider that approves without a person); a real provider's login page would
+    stop it.
+
+    Args:
+        params: the client; its ``redirect_url`` must be a loopback URL (port 0: any free port).
+        account: the account the token is for (the store key, and ``AuthToken.account``).
+        store: where the token is saved and refreshed through; a new
+            :class:`~oauthsmtp.MemoryStore` when None.
+        email: the address to approve as on a consent page; default ``account``, else the
+            page's pre-filled address. Ignored when the server approves by itself.
+        timeout: seconds allowed for the whole login.
+
+    Returns:
+        an :class:`~oauthsmtp.AuthToken` that refreshes itself through ``store``.
+
+    Raises:
+        AccessDenied: the server denied the request.
+        AuthorizationError: the flow failed (including the headless browser's own failures).
+        TokenError: the token endpoint refused the code.
+    """
+    from .._flow import TokenManager, browser_login
+    from .._store import MemoryStore, TokenKey
+
+    store = store if store is not None else MemoryStore()
+    key = TokenKey(params.token_url, params.client_id, account or "")
+    manager = TokenManager(params, store, key)
+    browser = _HeadlessBrowser(params, email=email or account, timeout=timeout)
+    try:
+        state = browser_login(
+            params, timeout=timeout, out=io.StringIO(), save=manager.save, opener=browser.open
+        )
+    except AuthorizationError as exc:
+        browser.join()
+        failure = browser.error
+        if failure is not None and not isinstance(exc, AccessDenied):
+            raise AuthorizationError(f"headless login failed: {failure}") from failure
+        raise
+    browser.join()
+    return AuthToken(state, refresher=manager, account=account)
+
+
+# --------------------------------------------------------------------------- the provider
+
+
+class DevProvider:
+    """An OAuth2 authorization server and an SMTP server on loopback, for development and tests.
+
+    Both servers listen on 127.0.0.1. The SMTP server accepts XOAUTH2 and OAUTHBEARER with
+    the access tokens the authorization server issued (and nothing else), on a STARTTLS
+    port and an implicit-TLS port, with a certificate from a throwaway CA
+    (:attr:`ca_path`). One confidential client (:attr:`client`) is registered on
+    construction; register more with ``provider.auth.register_client()``.
+
+    Args:
+        http_port: the authorization server's port; 0 picks a free one.
+        smtp_port: the SMTP submission (STARTTLS) port; 0 picks a free one.
+        smtps_port: the implicit-TLS SMTP port; 0 picks a free one, None opens none.
+        maildir: when set, each received message is also written there as an ``.eml`` file.
+        mode: ``"auto"`` approves every valid authorization request as :attr:`user`,
+            ``"deny"`` refuses, ``"consent"`` shows a consent page (settable: :attr:`mode`).
+        user: the mailbox identity auto mode approves as (settable: :attr:`user`).
+        access_token_lifetime: seconds an access token lives.
+        rotate_refresh_tokens: issue a new refresh token on each refresh (and revoke the old).
+        certificates: the SMTP server's certificate set; a fresh CA and certificate in a
+            temporary folder when None.
+
+    Raises:
+        ConfigurationError: an invalid option (port, mode, user, ...).
+
+    A provider runs once: :meth:`start` it (or use ``with``), then :meth:`stop` it.
+    """
+
+    def __init__(
+        self,
+        *,
+        http_port: int = 0,
+        smtp_port: int = 0,
+        smtps_port: int | None = 0,
+        maildir: str | os.PathLike[str] | None = None,
+        mode: str = "auto",
+        user: str = "user@example.test",
+        access_token_lifetime: int = 3600,
+        rotate_refresh_tokens: bool = True,
+        certificates: CertificateSet | None = None,
+    ) -> None:
+        for name, value in (("smtp_port", smtp_port), ("smtps_port", smtps_port)):
+            if value is None and name == "smtps_port":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+                raise ConfigurationError(f"{name} must be an integer from 0 to 65535")
+        self.auth = AuthServer(
+            HOST,
+            http_port,
+            mode=mode,
+            user=user,
+            access_token_lifetime=access_token_lifetime,
+            rotate_refresh_tokens=rotate_refresh_tokens,
+        )
+        self.smtp = SMTPServer(
+            self.auth.validate_access_token,
+            host=HOST,
+            port=smtp_port,
+            tls_port=smtps_port,
+            maildir=None if maildir is None else Path(maildir),
+            certificates=certificates,
+        )
+        self._http_port = http_port
+        self.client: DevClient = self.auth.register_client()
+        self.auth.add_page(MESSAGES_PATH, MessagesPage(lambda: self.smtp.messages))
+        self._lock = threading.Lock()
+        self._running = False
+
+    def __repr__(self) -> str:
+        if not self._running:
+            return "<DevProvider not running>"
+        return (
+            f"<DevProvider {self.auth.issuer} smtp={HOST}:{self.smtp.port}"
+            f" smtps={self.smtp.tls_port} mode={self.mode!r}>"
+        )
+
+    # -- lifecycle
+
+    def start(self) -> DevProvider:
+        """Start both servers; returns self.
+
+        Raises:
+            RuntimeError: the provider was already started.
+            OSError: a port cannot be bound (nothing is left running).
+        """
+        with self._lock:
+            try:
+                self.auth.start()
+            except OSError as exc:
+                raise _bind_error("the authorization server", self._http_port, exc) from exc
+            try:
+                self.smtp.start()
+            except BaseException as exc:
+                self.auth.stop()
+                if isinstance(exc, OSError):
+                    ports = f"{self.smtp.port} or {self.smtp.tls_port}"
+                    raise _bind_error("the SMTP server", ports, exc) from exc
+                raise
+            self._running = True
+        return self
+
+    def stop(self) -> None:
+        """Stop both servers and close their connections (idempotent)."""
+        with self._lock:
+            self._running = False
+            try:
+                self.smtp.stop()
+            finally:
+                self.auth.stop()
+
+    def __enter__(self) -> DevProvider:
+        """Start the provider (unless it is running) and return it."""
+        return self if self._running else self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._running
+
+    # -- settings
+
+    @property
+    def user(self) -> str:
+        """The identity auto mode approves as (and the consent page's default); settable."""
+        return self.auth.user
+
+    @user.setter
+    def user(self, value: str) -> None:
+        self.auth.user = value
+
+    @property
+    def mode(self) -> str:
+        """``"auto"``, ``"deny"`` or ``"consent"``; settable while running."""
+        return self.auth.mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        self.auth.mode = value
+
+    # -- addresses
+
+    @property
+    def host(self) -> str:
+        """The address both servers listen on, ``127.0.0.1``."""
+        return HOST
+
+    @property
+    def issuer(self) -> str:
+        """The authorization server's issuer, ``http://127.0.0.1:PORT``."""
+        return self.auth.issuer
+
+    @property
+    def smtp_port(self) -> int:
+        """The SMTP submission port (STARTTLS)."""
+        return self.smtp.port
+
+    @property
+    def smtps_port(self) -> int | None:
+        """The implicit-TLS SMTP port, or None when it was not opened."""
+        return self.smtp.tls_port
+
+    @property
+    def ca_path(self) -> Path:
+        """The PEM file of the CA that signed the SMTP server's certificate (trust this)."""
+        return self.smtp.ca_path
+
+    @property
+    def web_url(self) -> str:
+        """The URL of the received-messages page."""
+        return self.auth.issuer + MESSAGES_PATH
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Return a client TLS context that trusts the development CA (and nothing else)."""
+        return self.smtp.certificates.client_context()
+
+    # -- clients and tokens
+
+    def parameters(
+        self, redirect_url: str = DEFAULT_REDIRECT_URL, **overrides: Any
+    ) -> OAuth2Parameters:
+        """Return :class:`~oauthsmtp.OAuth2Parameters` for :attr:`client` against this provider.
+
+        Args:
+            redirect_url: the loopback redirect URL; by default ``http://127.0.0.1:0/callback``
+                (any free port, so tests never collide on 9000).
+            overrides: any other ``OAuth2Parameters`` field, replacing the value given here.
+        """
+        return self.auth.parameters(self.client, redirect_url, **overrides)
+
+    def login(
+        self,
+        account: str | None = None,
+        *,
+        store: TokenStore | None = None,
+        timeout: float = 30.0,
+        **overrides: Any,
+    ) -> AuthToken:
+        """Log in as ``account`` through the real authorization-code flow, headless.
+
+        See :func:`headless_login`. In ``"auto"`` mode the provider approves as :attr:`user`,
+        so ``account`` must be :attr:`user` (the default); in ``"consent"`` mode the consent
+        page is approved as ``account``; in ``"deny"`` mode :class:`~oauthsmtp.AccessDenied`
+        is raised.
+
+        Args:
+            account: the mailbox; default :attr:`user`.
+            store: where the token is saved and refreshed through (default: a new MemoryStore).
+            timeout: seconds allowed for the login.
+            overrides: passed to :meth:`parameters` (e.g. ``redirect_url=``, ``scope=``).
+
+        Raises:
+            ConfigurationError: ``account`` differs from :attr:`user` in auto mode.
+        """
+        account = account or self.user
+        if self.mode == "auto" and account.casefold() != self.user.casefold():
+            raise ConfigurationError(
+                f"in auto mode the provider approves as {self.user!r}: set provider.user = "
+                f"{account!r} first, or use consent mode"
+            )
+        return headless_login(
+            self.parameters(**overrides), account=account, store=store, timeout=timeout
+        )
+
+    def session(
+        self,
+        *,
+        security: Security = "starttls",
+        auth_token: Any = None,
+        username: str | None = None,
+        **kwargs: Any,
+    ) -> SMTPSession:
+        """Return an :class:`~oauthsmtp.SMTPSession` for this provider's SMTP server (not started).
+
+        The host is 127.0.0.1, the port the one for ``security`` (``"starttls"``: the
+        submission port, ``"ssl"``: the implicit-TLS port), and the TLS context trusts the
+        development CA.
+
+        Args:
+            security: ``"starttls"``, ``"ssl"`` or ``"none"``.
+            auth_token: the token to authenticate with (e.g. from :meth:`login`).
+            username: the SASL user; default the token's account, else :attr:`user`.
+            kwargs: other :class:`~oauthsmtp.SMTPSession` options (``password=``,
+                ``mechanism=``, ``timeout=``, ``asynchronous=``, ``port=``, ``ssl_context=``).
+        """
+        from .._smtp import SMTPSession
+
+        port = kwargs.pop("port", None)
+        if port is None:
+            port = self.smtp.tls_port if security == "ssl" else self.smtp.port
+            if port is None:
+                raise ConfigurationError("this provider has no implicit-TLS port (smtps_port=None)")
+        if security != "none":
+            kwargs.setdefault("ssl_context", self.ssl_context())
+        if username is None:
+            username = getattr(auth_token, "account", None) or self.user
+        return SMTPSession(
+            HOST, port, security=security, auth_token=auth_token, username=username, **kwargs
+        )
+
+    # -- received mail
+
+    @property
+    def messages(self) -> list[ReceivedMessage]:
+        """The messages received so far, oldest first (a copy)."""
+        return self.smtp.messages
+
+    def wait_for_messages(self, count: int, timeout: float = 10) -> list[ReceivedMessage]:
+        """Block until at least ``count`` messages arrived, and return them all.
+
+        Raises:
+            TimeoutError: fewer arrived within ``timeout`` seconds.
+        """
+        return self.smtp.wait_for_messages(count, timeout)
+
+    def clear(self) -> None:
+        """Forget the received messages and the SMTP server's AUTH log (files stay)."""
+        self.smtp.clear()
+
+    # -- the command line
+
+    def login_command(self, account: str | None = None) -> str:
+        """Return a ready-to-paste ``oauthsmtp login`` line (POSIX shell) for this provider.
+
+        The line starts with ``SSL_CERT_FILE=<ca path>`` so that the command line trusts
+        the development CA; later ``oauthsmtp send`` commands need the same variable.
+        The redirect URL is the command line's default, ``http://localhost:9000``.
+        """
+        secret = self.client.client_secret
+        words = [
+            "oauthsmtp",
+            "login",
+            "--account",
+            account or self.user,
+            "--provider",
+            "custom",
+            "--client-id",
+            self.client.client_id,
+            *(["--client-secret", secret] if secret else []),
+            "--auth-url",
+            self.auth.authorization_endpoint,
+            "--token-url",
+            self.auth.token_endpoint,
+            "--scope",
+            self.auth.scope,
+            "--revocation-url",
+            self.auth.revocation_endpoint,
+            "--issuer",
+            self.auth.issuer,
+            "--redirect-url",
+            CLI_REDIRECT_URL,
+            "--smtp-host",
+            HOST,
+            "--smtp-port",
+            str(self.smtp.port),
+            "--security",
+            "starttls",
+        ]
+        return f"SSL_CERT_FILE={shlex.quote(str(self.ca_path))} {shlex.join(words)}"

@@ -1,0 +1,502 @@
+"""The development provider: DevProvider, its received-messages page, and `oauthsmtp dev-server`."""
+
+from __future__ import annotations
+
+import queue
+import re
+import shlex
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from email.message import EmailMessage
+from pathlib import Path
+from typing import IO
+
+import pytest
+import requests
+
+from oauthsmtp import AccessDenied, ConfigurationError, OAuth2Parameters, SMTPAuthError
+from oauthsmtp._message import Email
+from oauthsmtp._smtp import SMTPSession
+from oauthsmtp.devserver import (
+    AuthServer,
+    CertificateSet,
+    DevProvider,
+    ReceivedMessage,
+    headless_login,
+    make_certificates,
+)
+from oauthsmtp.devserver._mailpages import MessagesPage, printable, summarize
+
+BOB = "bob@example.org"
+HOSTILE_SUBJECT = "<script>alert('pwned')</script> & \"quotes\""
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+def provider(certs: CertificateSet, tmp_path: Path) -> Iterator[DevProvider]:
+    with DevProvider(certificates=certs, maildir=tmp_path / "mail") as running:
+        yield running
+
+
+def get(url: str, **kwargs: object) -> requests.Response:
+    with requests.Session() as http:
+        http.trust_env = False
+        response = http.get(url, timeout=10, **kwargs)  # type: ignore[arg-type]
+        response.close()
+        return response
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def send(provider: DevProvider, subject: str, *, security: str = "starttls") -> None:
+    token = provider.login()
+    with provider.session(auth_token=token, security=security) as session:  # type: ignore[arg-type]
+        result = session.send(Email(sender=provider.user, to=[BOB], subject=subject, text="Hi."))
+    assert result.ok, result
+
+
+# -- DevProvider ------------------------------------------------------------------------------
+
+
+def test_start_and_stop(certs: CertificateSet) -> None:
+    """Both servers listen while running, and nothing does after stop()."""
+    provider = DevProvider(certificates=certs)
+    assert not provider.running
+    assert repr(provider) == "<DevProvider not running>"
+    with provider as same:
+        assert same is provider
+        assert provider.running
+        ports = [provider.smtp_port, provider.smtps_port]
+        http_port = int(provider.issuer.rsplit(":", 1)[1])
+        assert all(port_open(p) for p in [*ports, http_port] if p is not None)
+        assert provider.issuer == provider.auth.issuer
+        assert provider.web_url == provider.issuer + "/messages"
+        assert provider.ca_path == certs.ca_cert
+        assert provider.host == "127.0.0.1"
+        assert f"smtp=127.0.0.1:{provider.smtp_port}" in repr(provider)
+        assert get(provider.auth.metadata_url).json()["issuer"] == provider.issuer
+    assert not provider.running
+    assert not any(port_open(p) for p in [*ports, http_port] if p is not None)
+    provider.stop()  # idempotent
+
+
+def test_start_failure_leaves_nothing_running(certs: CertificateSet) -> None:
+    """A busy SMTP port fails start() and the authorization server is stopped again."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        provider = DevProvider(certificates=certs, smtp_port=port)
+        with pytest.raises(OSError, match=r"[Aa]ddress already in use"):
+            provider.start()
+        assert not provider.running
+        assert provider.auth._httpd is None
+
+
+def test_fixed_ports_and_no_implicit_tls(certs: CertificateSet) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    with DevProvider(certificates=certs, http_port=free, smtps_port=None) as provider:
+        assert provider.issuer == f"http://127.0.0.1:{free}"
+        assert provider.smtps_port is None
+        with pytest.raises(ConfigurationError, match="implicit-TLS"):
+            provider.session(security="ssl")
+
+
+@pytest.mark.parametrize("bad", [{"smtp_port": -1}, {"smtps_port": 70000}, {"mode": "maybe"}])
+def test_bad_options(bad: dict[str, object]) -> None:
+    with pytest.raises(ConfigurationError):
+        DevProvider(**bad)  # type: ignore[arg-type]
+
+
+def test_parameters(provider: DevProvider) -> None:
+    params = provider.parameters()
+    assert isinstance(params, OAuth2Parameters)
+    assert params.client_id == provider.client.client_id
+    assert params.client_secret == provider.client.client_secret
+    assert params.auth_url == provider.auth.authorization_endpoint
+    assert params.token_url == provider.auth.token_endpoint
+    assert params.revocation_url == provider.auth.revocation_endpoint
+    assert params.issuer == provider.issuer
+    assert params.redirect_url == "http://127.0.0.1:0/callback"
+    other = provider.parameters("http://localhost:9000", scope="offline_access")
+    assert other.redirect_url == "http://localhost:9000"
+    assert other.scope == ("offline_access",)
+
+
+def test_login_and_send_over_starttls_and_implicit_tls(provider: DevProvider) -> None:
+    """A token from the real flow is accepted on both ports; messages are recorded."""
+    send(provider, "over STARTTLS")
+    send(provider, "over implicit TLS", security="ssl")
+    first, second = provider.wait_for_messages(2)
+    assert [first.subject, second.subject] == ["over STARTTLS", "over implicit TLS"]
+    assert first.user == provider.user
+    assert first.path is not None
+    assert first.path.read_bytes() == first.data
+    log = provider.auth.requests_log
+    assert ("GET", "/authorize") in log
+    assert ("POST", "/token") in log
+    provider.clear()
+    assert provider.messages == []
+
+
+def test_login_token_refreshes_and_is_checked_by_smtp(provider: DevProvider) -> None:
+    token = provider.login()
+    old = token.state.access_token
+    token.refresh()
+    assert token.state.access_token != old
+    assert provider.auth.validate_access_token(old) is not None  # rotation keeps access tokens
+    provider.auth.revoke_all_refresh_tokens()
+    provider.auth.expire_access_tokens()
+    with pytest.raises(Exception, match="log"):  # LoginRequired: log in again
+        token.refresh()
+
+
+def test_login_modes(provider: DevProvider) -> None:
+    """auto approves as .user only; consent approves as the account; deny raises."""
+    with pytest.raises(ConfigurationError, match="auto mode"):
+        provider.login("someone.else@example.test")
+    provider.user = "carol@example.test"
+    assert provider.login().account == "carol@example.test"
+    provider.mode = "consent"
+    token = provider.login("dave@example.test")
+    with provider.session(auth_token=token) as session:
+        assert session.username == "dave@example.test"
+        session.send(Email(sender="dave@example.test", to=[BOB], subject="consent", text="."))
+    assert provider.wait_for_messages(1)[0].user == "dave@example.test"
+    provider.mode = "deny"
+    with pytest.raises(AccessDenied):
+        provider.login()
+
+
+def test_session_defaults(provider: DevProvider) -> None:
+    session = provider.session()
+    assert (session.host, session.port, session.security) == (
+        "127.0.0.1",
+        provider.smtp_port,
+        "starttls",
+    )
+    assert session.username == provider.user
+    tls = provider.session(security="ssl")
+    assert tls.port == provider.smtps_port
+    assert provider.session(port=2525).port == 2525
+    assert provider.ssl_context().verify_mode.name == "CERT_REQUIRED"
+
+
+def test_wrong_token_is_refused(provider: DevProvider) -> None:
+    class Fake:
+        access_token = "not-a-token"
+        account = "user@example.test"
+
+        def refresh(self) -> None:
+            raise AccessDenied("no")
+
+    session = provider.session(auth_token=Fake())
+    with pytest.raises((SMTPAuthError, AccessDenied)):
+        session.start()
+    session.close()
+    assert provider.messages == []
+
+
+def test_headless_login_reports_an_unreachable_server(provider: DevProvider) -> None:
+    """The headless browser's failure ends the login at once, not at its timeout."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    params = provider.parameters(auth_url=f"http://127.0.0.1:{dead}/authorize")
+    started = time.monotonic()
+    with pytest.raises(Exception, match="headless login failed"):
+        headless_login(params, timeout=20)
+    assert time.monotonic() - started < 10
+
+
+def test_login_command(provider: DevProvider) -> None:
+    words = shlex.split(provider.login_command())
+    assert words[0] == f"SSL_CERT_FILE={provider.ca_path}"
+    assert words[1:3] == ["oauthsmtp", "login"]
+    options = dict(zip(words[3::2], words[4::2], strict=True))
+    assert options == {
+        "--account": provider.user,
+        "--provider": "custom",
+        "--client-id": provider.client.client_id,
+        "--client-secret": provider.client.client_secret,
+        "--auth-url": provider.auth.authorization_endpoint,
+        "--token-url": provider.auth.token_endpoint,
+        "--scope": provider.auth.scope,
+        "--revocation-url": provider.auth.revocation_endpoint,
+        "--issuer": provider.issuer,
+        "--redirect-url": "http://localhost:9000",
+        "--smtp-host": "127.0.0.1",
+        "--smtp-port": str(provider.smtp_port),
+        "--security": "starttls",
+    }
+    assert "--account other@example.test" in provider.login_command("other@example.test")
+
+
+# -- the received-messages page ---------------------------------------------------------------
+
+
+def test_messages_page_lists_newest_first(provider: DevProvider) -> None:
+    empty = get(provider.web_url)
+    assert empty.status_code == 200
+    assert 'id="no-messages"' in empty.text
+    send(provider, "first")
+    send(provider, "second")
+    page = get(provider.web_url)
+    assert page.status_code == 200
+    assert page.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert page.headers["Cache-Control"] == "no-store"
+    assert page.text.index(">second</a>") < page.text.index(">first</a>")
+    assert '<a href="/messages/2">second</a>' in page.text
+    assert f'<td class="from">{provider.user}</td>' in page.text
+    assert f'<td class="to">{BOB}</td>' in page.text
+    assert re.search(r'<td class="when">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d</td>', page.text)
+    assert 'id="count">2 messages' in page.text
+    assert "<script" not in page.text
+    assert "http" not in page.text.split("<body>")[1]
+    assert get(provider.web_url + "/").status_code == 200
+
+
+def test_one_message_and_its_eml(provider: DevProvider) -> None:
+    send(provider, "look at me")
+    [message] = provider.messages
+    page = get(provider.web_url + "/1")
+    assert page.status_code == 200
+    assert '<h1 id="subject">look at me</h1>' in page.text
+    assert '<pre id="text">Hi.\n</pre>' in page.text
+    assert f"<tr><th>RCPT TO</th><td>{BOB}</td></tr>" in page.text
+    assert f"<tr><th>Authenticated as</th><td>{provider.user}</td></tr>" in page.text
+    assert "<tr><th>Message-ID</th><td>&lt;" in page.text
+    raw = get(provider.web_url + "/1.eml")
+    assert raw.status_code == 200
+    assert raw.headers["Content-Type"] == "message/rfc822"
+    assert raw.headers["Content-Disposition"] == 'attachment; filename="message-1.eml"'
+    assert raw.content == message.data
+    for missing in ("/2", "/0", "/01", "/x", "/1/extra", "/2.eml", "/-1", "/1.txt"):
+        assert get(provider.web_url + missing).status_code == 404, missing
+
+
+def test_hostile_subject_is_escaped(provider: DevProvider) -> None:
+    token = provider.login()
+    msg = EmailMessage()
+    msg["From"] = f'"<img src=x onerror=alert(1)>" <{provider.user}>'
+    msg["To"] = BOB
+    msg["Subject"] = HOSTILE_SUBJECT
+    msg.set_content("<script>alert('body')</script>\n")
+    with provider.session(auth_token=token) as session:
+        assert session.send(msg).ok
+    for path in ("", "/1"):
+        text = get(provider.web_url + path).text
+        assert "<script" not in text
+        assert "<img" not in text
+        assert (
+            "&lt;script&gt;alert(&#x27;pwned&#x27;)&lt;/script&gt; &amp; &quot;quotes&quot;" in text
+        )
+    detail = get(provider.web_url + "/1").text
+    assert "&lt;script&gt;alert(&#x27;body&#x27;)&lt;/script&gt;" in detail
+
+
+def test_page_refuses_other_methods_and_hosts(provider: DevProvider) -> None:
+    with requests.Session() as http:
+        http.trust_env = False
+        with http.post(provider.web_url, data={"a": "b"}, timeout=10) as post:
+            assert post.status_code == 405
+            assert post.headers["Allow"] == "GET, HEAD"
+        with http.head(provider.web_url, timeout=10) as head:
+            assert head.status_code == 200
+            assert head.content == b""
+    port = provider.issuer.rsplit(":", 1)[1]
+    for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example"):
+        assert get(provider.web_url, headers={"Host": host}).status_code == 421, host
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", "[::1]", f"LOCALHOST:{port}"):
+        assert get(provider.web_url, headers={"Host": host}).status_code == 200, host
+
+
+def test_add_page_protects_the_authorization_routes() -> None:
+    server = AuthServer()
+
+    def page(path: str, query: str) -> tuple[int, str, bytes]:
+        return 200, "text/plain", f"{path}?{query}".encode()
+
+    for prefix in ("/authorize", "/token", "/token/x", "/revoke", "/introspect"):
+        with pytest.raises(ConfigurationError, match="overlaps"):
+            server.add_page(prefix, page)
+    for bad in ("", "/", "messages", "/messages/", "/a b", "/.well-known", "/x?y"):
+        with pytest.raises(ConfigurationError, match="path_prefix"):
+            server.add_page(bad, page)
+    server.add_page("/hello", page)
+    with pytest.raises(ConfigurationError, match="overlaps"):
+        server.add_page("/hello/world", page)
+    with server:
+        answer = get(server.issuer + "/hello/there?x=1")
+        assert answer.status_code == 200
+        assert answer.text == "/hello/there?x=1"
+        assert answer.headers["Content-Type"] == "text/plain"
+        assert "Content-Security-Policy" not in answer.headers
+        assert get(server.issuer + "/hellothere").status_code == 404
+        assert get(server.authorization_endpoint).status_code == 400  # still the real endpoint
+
+
+def received(data: bytes) -> ReceivedMessage:
+    return ReceivedMessage(
+        mail_from="<script>@example.org",
+        rcpt_tos=("x@example.org",),
+        data=data,
+        user=None,
+        received_at=datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc),
+        path=None,
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'Subject: \x1b[2J<b>clear</b>\r\nFrom: "<i>" <a@example.org>\r\n\r\nbody\x1b[31m\r\n',
+        b"Subject: =?utf-8?q?=3Cscript=3E?=\r\nTo: (<script>) <<<>>>@@\r\n\r\n",
+        b"From: a@example.org\r\nContent-Type: text/html; charset=bogus\r\n\r\n<script>x</script>",
+        b"\xff\xfe not an email at all <script>",
+        b"",
+    ],
+)
+def test_rendering_hostile_messages(data: bytes) -> None:
+    page = MessagesPage(lambda: [received(data)])
+    for path in ("/messages", "/messages/1"):
+        result = page(path, "")
+        status, body = result[0], result[2].decode()
+        assert status == 200
+        assert "<script" not in body
+        assert "<i>" not in body
+        assert "<b>" not in body
+        assert "\x1b" not in body
+    summary = summarize(received(data))
+    assert "\x1b" not in printable(summary.subject)
+
+
+def test_printable() -> None:
+    assert printable("a\x1b[2Jb\r\nc\td\x7f\x9b") == "a\\x1b[2Jb\\r\\nc d\\x7f\\x9b"
+    assert printable("Zoë ✓") == "Zoë ✓"
+
+
+# -- oauthsmtp dev-server -----------------------------------------------------------------------
+
+
+class Lines:
+    """Reads a pipe in a thread so that the test can wait for lines with a timeout."""
+
+    def __init__(self, pipe: IO[str]) -> None:
+        self.seen: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _read(self, pipe: IO[str]) -> None:
+        for line in pipe:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def until(self, pattern: str, timeout: float = 20) -> re.Match[str]:
+        end = time.monotonic() + timeout
+        for line in self.seen:
+            if match := re.search(pattern, line):
+                return match
+        while (left := end - time.monotonic()) > 0:
+            try:
+                line = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.seen.append(line)
+            if match := re.search(pattern, line):
+                return match
+        raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.seen)}")
+
+    def rest(self) -> str:
+        self._thread.join(10)
+        while (line := self._queue.get_nowait() if not self._queue.empty() else None) is not None:
+            self.seen.append(line)
+        return "".join(self.seen)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize(("stop", "extra"), [(signal.SIGINT, []), (signal.SIGTERM, ["--consent"])])
+def test_dev_server_command(tmp_path: Path, stop: signal.Signals, extra: list[str]) -> None:
+    """`oauthsmtp dev-server`: info block, a message through the printed port, a clean stop."""
+    maildir = tmp_path / "mail"
+    command = [sys.executable, "-m", "oauthsmtp", "dev-server", "--maildir", str(maildir), *extra]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8"
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        try:
+            out = Lines(proc.stdout)
+            out.until(r"^Waiting for messages; press Ctrl-C to stop\.$")
+
+            def value(label: str) -> str:
+                return out.until(rf"^  {label}:\s+(\S+)").group(1)
+
+            issuer = value("issuer")
+            ca_path = Path(value("CA certificate"))
+            assert ca_path.is_file()
+            assert value("folder") == str(maildir)
+            assert value("web page") == issuer + "/messages"
+            assert value("approves as").startswith("on" if extra else "user@example.test")
+            login_line = out.until(r"^  (SSL_CERT_FILE=\S+ oauthsmtp login .*)$").group(1)
+            assert f"--issuer {issuer}" in login_line
+            params = OAuth2Parameters(
+                client_id=value("client id"),
+                client_secret=value("client secret"),
+                auth_url=value("authorize"),
+                token_url=value("token"),
+                revocation_url=value("revocation"),
+                scope=value("scope"),
+                issuer=issuer,
+                redirect_url="http://127.0.0.1:0/callback",
+            )
+            token = headless_login(params, account="user@example.test")
+            with SMTPSession(
+                value("host"),
+                int(value("STARTTLS port")),
+                auth_token=token,
+                ssl_context=ssl.create_default_context(cafile=str(ca_path)),
+            ) as session:
+                result = session.send(
+                    Email(sender="user@example.test", to=[BOB], subject="via the CLI", text=".")
+                )
+            assert result.ok
+            arrival = out.until(
+                rf"from user@example.test  to {BOB}  subject: via the CLI  \[(.+)\]$"
+            )
+            eml = maildir / arrival.group(1)
+            assert eml.is_file()
+            assert b"Subject: via the CLI" in eml.read_bytes()
+            assert get(issuer + "/messages").text.count('<tr id="message-') == 1
+        finally:
+            proc.send_signal(stop)
+            code = proc.wait(timeout=20)
+        stdout = out.rest()
+        stderr = proc.stderr.read()
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    assert "Traceback" not in stdout
+    assert "Stopped. 1 message received" in stdout
+    assert list(maildir.glob("*.eml")) == [eml]
