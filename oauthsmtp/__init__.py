@@ -1,12 +1,12 @@
 """oauthsmtp: send email through OAuth2-protected SMTP servers without storing a password.
 
-The public API is what ``__all__`` lists. Names from heavier modules (the
-login flow, the SMTP session, the token stores) are imported on first use so
-that ``import oauthsmtp`` stays cheap for short-lived commands.
+The public API is what ``__all__`` lists. Only the exception classes are
+imported eagerly; every other name is imported on first use, so that
+``import oauthsmtp`` stays cheap for short-lived commands such as
+``oauthsmtp token`` used as a password command.
 """
 
 import importlib as _importlib
-import typing as _typing
 
 from ._errors import (
     AccessDenied,
@@ -22,17 +22,21 @@ from ._errors import (
     TokenError,
     TokenStoreError,
 )
-from ._params import OAuth2Parameters
-from ._token import AuthToken
 from ._version import __version__
 
-if _typing.TYPE_CHECKING:
+TYPE_CHECKING = False  # typing itself is not imported at run time
+if TYPE_CHECKING:
+    from typing import Any
+
     from . import providers
     from ._flow import auth_identify, refresh_token, revoke_token
     from ._message import Email
+    from ._params import OAuth2Parameters
     from ._smtp import SendResult, SMTPSession
     from ._smtpwire import SMTPConnectionError, SMTPTimeoutError
     from ._store import FileStore, KeyringStore, MemoryStore, TokenStore, default_store
+    from ._token import AuthToken
+del TYPE_CHECKING
 
 __all__ = [
     "AccessDenied",
@@ -67,6 +71,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "OAuth2Parameters": "._params",
+    "AuthToken": "._token",
     "auth_identify": "._flow",
     "refresh_token": "._flow",
     "revoke_token": "._flow",
@@ -84,7 +90,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> _typing.Any:
+def __getattr__(name: str) -> "Any":  # a string: typing is not imported at run time
     module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module 'oauthsmtp' has no attribute {name!r}")

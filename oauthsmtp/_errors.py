@@ -23,8 +23,10 @@ client secret or a SASL string.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+TYPE_CHECKING = False  # typing is not imported at run time: `import oauthsmtp` stays cheap
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 __all__ = [
     "AccessDenied",

@@ -21,9 +21,15 @@ from typing import IO
 import pytest
 import requests
 
-from oauthsmtp import AccessDenied, ConfigurationError, OAuth2Parameters, SMTPAuthError
+from oauthsmtp import (
+    AccessDenied,
+    AuthorizationError,
+    ConfigurationError,
+    OAuth2Parameters,
+    SMTPAuthError,
+)
 from oauthsmtp._message import Email
-from oauthsmtp._smtp import SMTPSession
+from oauthsmtp._smtp import Security, SMTPSession
 from oauthsmtp.devserver import (
     AuthServer,
     CertificateSet,
@@ -49,10 +55,10 @@ def provider(certs: CertificateSet, tmp_path: Path) -> Iterator[DevProvider]:
         yield running
 
 
-def get(url: str, **kwargs: object) -> requests.Response:
+def get(url: str, headers: dict[str, str] | None = None) -> requests.Response:
     with requests.Session() as http:
         http.trust_env = False
-        response = http.get(url, timeout=10, **kwargs)  # type: ignore[arg-type]
+        response = http.get(url, timeout=10, headers=headers)
         response.close()
         return response
 
@@ -63,9 +69,9 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def send(provider: DevProvider, subject: str, *, security: str = "starttls") -> None:
+def send(provider: DevProvider, subject: str, *, security: Security = "starttls") -> None:
     token = provider.login()
-    with provider.session(auth_token=token, security=security) as session:  # type: ignore[arg-type]
+    with provider.session(auth_token=token, security=security) as session:
         result = session.send(Email(sender=provider.user, to=[BOB], subject=subject, text="Hi."))
     assert result.ok, result
 
@@ -80,7 +86,7 @@ def test_start_and_stop(certs: CertificateSet) -> None:
     assert repr(provider) == "<DevProvider not running>"
     with provider as same:
         assert same is provider
-        assert provider.running
+        assert same.running
         ports = [provider.smtp_port, provider.smtps_port]
         http_port = int(provider.issuer.rsplit(":", 1)[1])
         assert all(port_open(p) for p in [*ports, http_port] if p is not None)
@@ -102,10 +108,31 @@ def test_start_failure_leaves_nothing_running(certs: CertificateSet) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         provider = DevProvider(certificates=certs, smtp_port=port)
-        with pytest.raises(OSError, match=r"[Aa]ddress already in use"):
+        with pytest.raises(
+            OSError, match=f"the SMTP server cannot listen on 127.0.0.1 port {port}"
+        ):
             provider.start()
         assert not provider.running
         assert provider.auth._httpd is None
+        other = DevProvider(certificates=certs, http_port=port)
+        with pytest.raises(OSError, match=f"authorization server cannot listen .* port {port}"):
+            other.start()
+        assert other.smtp._thread is None
+
+
+def test_dev_server_command_reports_a_busy_port(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        command = [sys.executable, "-m", "oauthsmtp", "dev-server", "--smtp-port", str(port)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.startswith(
+        f"oauthsmtp: error: the SMTP server cannot listen on 127.0.0.1 port {port}: "
+    )
+    assert done.stderr.count("\n") == 1
 
 
 def test_fixed_ports_and_no_implicit_tls(certs: CertificateSet) -> None:
@@ -221,9 +248,11 @@ def test_headless_login_reports_an_unreachable_server(provider: DevProvider) -> 
         dead = probe.getsockname()[1]
     params = provider.parameters(auth_url=f"http://127.0.0.1:{dead}/authorize")
     started = time.monotonic()
-    with pytest.raises(Exception, match="headless login failed"):
+    with pytest.raises(AuthorizationError, match="headless login failed: ConnectionError") as info:
         headless_login(params, timeout=20)
     assert time.monotonic() - started < 10
+    assert "state=" not in str(info.value)
+    assert f"127.0.0.1:{dead}" in str(info.value)
 
 
 def test_login_command(provider: DevProvider) -> None:
@@ -419,20 +448,23 @@ class Lines:
                 return match
         while (left := end - time.monotonic()) > 0:
             try:
-                line = self._queue.get(timeout=left)
+                item = self._queue.get(timeout=left)
             except queue.Empty:
                 break
-            if line is None:
+            if item is None:
                 break
-            self.seen.append(line)
-            if match := re.search(pattern, line):
+            self.seen.append(item)
+            if match := re.search(pattern, item):
                 return match
         raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.seen)}")
 
     def rest(self) -> str:
+        """Everything read, once the pipe has closed."""
         self._thread.join(10)
-        while (line := self._queue.get_nowait() if not self._queue.empty() else None) is not None:
-            self.seen.append(line)
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None:
+                self.seen.append(item)
         return "".join(self.seen)
 
 

@@ -34,6 +34,7 @@ import re
 import shlex
 import ssl
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -104,6 +105,17 @@ class _HeadlessBrowser:
             _LOG.debug("headless browser failed: %s", type(exc).__name__)
             self._abort(redirect_uri, (query.get("state") or [""])[0])
 
+    def describe_error(self) -> str:
+        """The failure, without the URLs (they carry the state, and the code on the way back)."""
+        error = self.error
+        if isinstance(error, AuthorizationError):
+            return str(error)
+        where = urlsplit(self.params.auth_url)
+        return (
+            f"{type(error).__name__} while following the authorization URL "
+            f"(is the server at {where.scheme}://{where.netloc} running?)"
+        )
+
     def _browse(self, url: str, redirect_uri: str) -> None:
         import requests  # a runtime dependency; imported here like the rest of the login
 
@@ -160,11 +172,13 @@ class _HeadlessBrowser:
             pass  # the login will time out instead
 
 
-def _bind_error(server: str, port: object, exc: OSError) -> OSError:
-    """An OSError that says which server and port could not be opened."""
-    where = "a free port" if port in (0, "0 or 0") else f"port {port}"
-    reason = exc.strerror or str(exc)
-    return OSError(exc.errno, f"{server} cannot listen on {HOST} {where}: {reason}")
+def _bind_error(server: str, ports: Sequence[int | None], exc: OSError) -> OSError:
+    """An OSError that says which server and ports could not be opened (same errno)."""
+    fixed = [str(port) for port in ports if port]
+    where = f"port {' or '.join(fixed)}" if fixed else "a free port"
+    error = OSError(f"{server} cannot listen on {HOST} {where}: {exc.strerror or exc}")
+    error.errno = exc.errno
+    return error
 
 
 def _origin(url: str) -> str:
@@ -227,7 +241,8 @@ def headless_login(
         browser.join()
         failure = browser.error
         if failure is not None and not isinstance(exc, AccessDenied):
-            raise AuthorizationError(f"headless login failed: {failure}") from failure
+            message = f"headless login failed: {browser.describe_error()}"
+            raise AuthorizationError(message) from None
         raise
     browser.join()
     return AuthToken(state, refresher=manager, account=account)
@@ -299,6 +314,7 @@ class DevProvider:
             certificates=certificates,
         )
         self._http_port = http_port
+        self._smtp_ports = (smtp_port, smtps_port)
         self.client: DevClient = self.auth.register_client()
         self.auth.add_page(MESSAGES_PATH, MessagesPage(lambda: self.smtp.messages))
         self._lock = threading.Lock()
@@ -325,14 +341,13 @@ class DevProvider:
             try:
                 self.auth.start()
             except OSError as exc:
-                raise _bind_error("the authorization server", self._http_port, exc) from exc
+                raise _bind_error("the authorization server", [self._http_port], exc) from exc
             try:
                 self.smtp.start()
             except BaseException as exc:
                 self.auth.stop()
                 if isinstance(exc, OSError):
-                    ports = f"{self.smtp.port} or {self.smtp.tls_port}"
-                    raise _bind_error("the SMTP server", ports, exc) from exc
+                    raise _bind_error("the SMTP server", self._smtp_ports, exc) from exc
                 raise
             self._running = True
         return self
