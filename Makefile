@@ -20,6 +20,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
 	@touch $(STAMP)
 
+# The demo needs only the package and its dev-provider extra.
+$(VENV)/.installed-demo: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
 venv: $(STAMP)
 
 test: $(STAMP)
@@ -30,7 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check oauthsmtp tests examples
 	$(BIN)/mypy oauthsmtp
 
-demo: $(STAMP)
+demo: $(VENV)/.installed-demo
 	$(BIN)/python -m oauthsmtp demo
 
 bench: $(STAMP)

@@ -6,6 +6,7 @@ messages arrived at the development SMTP server.
 
 from __future__ import annotations
 
+import io
 import shutil
 import sys
 import tempfile
@@ -90,7 +91,7 @@ def run_demo(*, out: TextIO | None = None, use_browser: bool | None = None) -> i
             state = browser_login(
                 params,
                 timeout=300,
-                out=sys.stderr,
+                out=sys.stderr if interactive else io.StringIO(),
                 save=manager.save,
                 opener=None if interactive else _headless_opener,
             )
@@ -105,9 +106,7 @@ def run_demo(*, out: TextIO | None = None, use_browser: bool | None = None) -> i
                 process, gets it without a browser:""",
             )
             token = auth_identify(params, account=ACCOUNT, store=store, interactive=False)
-            out.write(
-                f"   auth_identify(..., interactive=False) -> a valid token: {token.valid}\n"
-            )
+            out.write(f"   auth_identify(..., interactive=False) -> a valid token: {token.valid}\n")
 
             _say(
                 out,
@@ -149,12 +148,13 @@ def run_demo(*, out: TextIO | None = None, use_browser: bool | None = None) -> i
                 ask; here a refresh is forced. The provider rotates the refresh token, and the
                 new one is saved before the new access token is used.""",
             )
-            before = token.expires_at
+            old = token.state
             token.refresh()
+            saved = auth_identify(params, account=ACCOUNT, store=store, interactive=False)
             out.write(
-                f"   new access token, valid until "
-                f"{token.expires_at.isoformat(timespec='seconds') if token.expires_at else '?'}"
-                f" (was {before.isoformat(timespec='seconds') if before else '?'})\n"
+                f"   new access token: {token.state.access_token != old.access_token}; "
+                f"refresh token rotated: {token.refresh_token != old.refresh_token}; "
+                f"new one saved: {saved.refresh_token == token.refresh_token}\n"
             )
             second = Email(
                 sender=ACCOUNT,
