@@ -178,13 +178,20 @@ def build_parser() -> argparse.ArgumentParser:
     logout = command(
         "logout",
         "forget an account's tokens (and revoke them with --revoke)",
-        "Delete the account's tokens and client secret from the token store. With --revoke, "
-        "first ask the provider to revoke the refresh token (Gmail supports this).",
+        "Delete the account's tokens from the token store (the recorded settings and client "
+        "secret stay, so `oauthsmtp login --account EMAIL` works again; --forget removes them "
+        "too). With --revoke, first ask the provider to revoke the refresh token.",
     )
     _account_arg(logout)
-    logout.add_argument("--revoke", action="store_true")
     logout.add_argument(
-        "--forget", action="store_true", help="also remove the account's recorded settings"
+        "--revoke",
+        action="store_true",
+        help="first ask the provider to revoke the refresh token (RFC 7009; Gmail supports it)",
+    )
+    logout.add_argument(
+        "--forget",
+        action="store_true",
+        help="also remove the account's recorded settings and client secret",
     )
 
     command(
@@ -299,9 +306,10 @@ def _cmd_login(args: argparse.Namespace, out: TextIO) -> int:
         default_host = info.smtp_host
         if provider == "microsoft" and tenant == "consumers":
             default_host = providers.OUTLOOK_COM_SMTP_HOST
-        smtp_host = args.smtp_host or default_host
-        smtp_port = args.smtp_port or info.smtp_port
-        security = args.security or info.security
+        same = previous if previous is not None and previous.provider == provider else None
+        smtp_host = args.smtp_host or (same.smtp_host if same else default_host)
+        smtp_port = args.smtp_port or (same.smtp_port if same else info.smtp_port)
+        security = args.security or (same.security if same else info.security)
     else:
         same = previous if previous is not None and previous.provider == "custom" else None
         auth_url = args.auth_url or (same.auth_url if same else None)
@@ -452,8 +460,13 @@ def _cmd_send(args: argparse.Namespace, out: TextIO) -> int:
         auth_token=token,
     ) as session:
         result = session.send(email)
+    if result.status == "unknown":
+        raise CommandError(
+            "the connection was lost before the server confirmed the message: it may or may "
+            "not have been delivered; check the recipient's mailbox before sending it again"
+        )
     if not result.ok:
-        raise CommandError(f"the server did not accept the message: {result.code} {result.message}")
+        raise CommandError(f"the server refused the message: {result.code} {result.message}")
     refused = getattr(result, "refused", {}) or {}
     for rcpt, (code, text) in refused.items():
         print(f"oauthsmtp: warning: {rcpt} refused: {code} {text}", file=sys.stderr)
@@ -558,8 +571,8 @@ def _cmd_logout(args: argparse.Namespace, out: TextIO) -> int:
             except OAuthSMTPError as exc:
                 revoked_note = f" (revocation failed: {exc}; the local copy is deleted anyway)"
     store.delete(settings.token_key)
-    store.delete(secret_key(settings))
     if args.forget:
+        store.delete(secret_key(settings))
         registry.remove(args.account)
     print(f"oauthsmtp: logged out {args.account}{revoked_note}.", file=sys.stderr)
     return EXIT_OK
@@ -631,7 +644,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
     debug = bool(getattr(args, "debug", False))
     if debug:
-        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s"
+        )
         logging.getLogger("oauthsmtp").setLevel(logging.DEBUG)
     try:
         return _COMMANDS[args.command](args, out)
@@ -643,6 +658,24 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             traceback.print_exc(file=sys.stderr)
         print(f"{PROG}: error: {exc}{_hint(exc)}", file=sys.stderr)
         return _exit_code(exc)
+    except ModuleNotFoundError as exc:
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+        print(
+            f"{PROG}: error: the module {exc.name!r} is missing; the development provider needs "
+            "the optional extra: pip install 'oauthsmtp[dev]'",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    except Exception as exc:
+        if debug:
+            raise
+        print(
+            f"{PROG}: error: unexpected {type(exc).__name__}; run again with --debug for "
+            "details and report it",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
 
 
 def _exit_code(exc: BaseException) -> int:

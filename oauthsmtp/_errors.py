@@ -15,7 +15,9 @@ it is mixed in so that ordinary ``except`` clauses keep working::
     ├── TokenError                           the token endpoint failed (RFC 6749 §5.2)
     ├── TokenStoreError                      the keyring or token file failed
     └── SMTPError                            the SMTP conversation failed
-        └── SMTPAuthError                    AUTH was refused (code and provider error attached)
+        ├── SMTPAuthError                    AUTH was refused (code and provider error attached)
+        ├── SMTPTimeoutError (TimeoutError)  a socket operation passed its deadline (_smtpwire)
+        └── SMTPConnectionError (ConnectionError)  the connection was refused or lost (_smtpwire)
 
 Messages never contain a token, an authorization code, a PKCE verifier, a
 client secret or a SASL string.

@@ -214,6 +214,13 @@ def test_login_token_status_send_logout(
     assert cli("token", "--account", ACCOUNT, check=3).stdout == ""
     assert "not logged in" in cli("status").stdout
 
+    # The settings and client secret stay: logging in again needs only --account.
+    (tmp_path / "home" / "browser.json").unlink()
+    cli("login", "--account", ACCOUNT, "--timeout", "30")
+    assert auth.validate_access_token(cli("token", "--account", ACCOUNT).stdout.strip())
+    cli("logout", "--account", ACCOUNT, "--forget")
+    assert "No accounts" in cli("status").stdout
+
 
 def test_expired_token_is_refreshed_silently(
     cli: CLI, servers: tuple[AuthServer, SMTPServer], tmp_path: Path

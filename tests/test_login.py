@@ -217,3 +217,50 @@ def test_secrets_do_not_reach_output_or_logs(
     assert client.client_secret is not None
     assert client.client_secret not in captured
     assert "code=" not in captured.replace("code_challenge", "")
+
+
+def test_s256_refusal_is_final_never_plain(fake_browser: FakeBrowser) -> None:
+    """A server that refuses S256 ends the login; oauthsmtp never retries with plain (rule 1)."""
+    import http.server
+    from urllib.parse import parse_qs, urlencode, urlsplit
+
+    seen: list[dict[str, list[str]]] = []
+
+    class RefusesS256(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            query = parse_qs(urlsplit(self.path).query)
+            seen.append(query)
+            back = urlencode(
+                {
+                    "error": "invalid_request",
+                    "error_description": "transform algorithm not supported",
+                    "state": query["state"][0],
+                }
+            )
+            self.send_response(302)
+            self.send_header("Location", f"{query['redirect_uri'][0]}?{back}")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RefusesS256)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        params = oauthsmtp.OAuth2Parameters(
+            client_id="cid",
+            auth_url=f"{base}/authorize",
+            token_url=f"{base}/token",
+            scope="x",
+            redirect_url=REDIRECT,
+        )
+        with pytest.raises(oauthsmtp.AuthorizationError) as info:
+            oauthsmtp.auth_identify(params, store=MemoryStore(), timeout=20)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert info.value.error == "invalid_request"
+    assert len(seen) == 1
+    assert seen[0]["code_challenge_method"] == ["S256"]
