@@ -81,8 +81,10 @@ def login(cli: CLI, auth: AuthServer, smtp: SMTPServer) -> subprocess.CompletedP
         "login",
         "--account", ACCOUNT,
         "--provider", "custom",
-        "--client-id", client.client_id,
-        "--client-secret", client.client_secret or "",
+        f"--client-id={client.client_id}",
+        # The = form: a generated secret may start with "-", which argparse would take for
+        # an option (docs/cli.md says the same to users).
+        f"--client-secret={client.client_secret or ''}",
         "--auth-url", auth.authorization_endpoint,
         "--token-url", auth.token_endpoint,
         "--revocation-url", auth.revocation_endpoint,
@@ -286,7 +288,7 @@ def test_no_browser_prints_url_and_waits(cli: CLI, servers: tuple[AuthServer, SM
     auth, _ = servers
     client = auth.register_client()
     proc = cli(
-        "login", "--account", ACCOUNT, "--provider", "custom", "--client-id", client.client_id,
+        "login", "--account", ACCOUNT, "--provider", "custom", f"--client-id={client.client_id}",
         "--auth-url", auth.authorization_endpoint, "--token-url", auth.token_endpoint,
         "--scope", auth.scope, "--smtp-host", "127.0.0.1", "--redirect-url",
         "http://127.0.0.1:0/cb", "--no-browser", "--timeout", "1",

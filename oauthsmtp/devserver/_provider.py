@@ -554,9 +554,9 @@ class DevProvider:
             account or self.user,
             "--provider",
             "custom",
-            "--client-id",
-            self.client.client_id,
-            *(["--client-secret", secret] if secret else []),
+            # The = form: a generated secret may start with "-".
+            f"--client-id={self.client.client_id}",
+            *([f"--client-secret={secret}"] if secret else []),
             "--auth-url",
             self.auth.authorization_endpoint,
             "--token-url",

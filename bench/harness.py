@@ -1,0 +1,226 @@
+"""Shared pieces of the benchmark: helper processes, statistics, tables, machine facts.
+
+Nothing here knows about SMTP or OAuth2; the scenario modules do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+PYTHON = sys.executable
+BIN = Path(PYTHON).parent  # the virtual environment's bin folder (the `oauthsmtp` script)
+
+PEERS = Path(
+    os.environ.get("OAUTHSMTP_BENCH_PEERS", Path.home() / ".cache" / "oauthsmtp-bench")
+).expanduser()
+"""Where optional peers live, outside the repository: ``python/`` (aiosmtplib installed with
+``pip install --target``) and ``node/`` (nodemailer installed with ``npm install --prefix``)."""
+
+
+# --------------------------------------------------------------------------- helper processes
+
+
+class Helper:
+    """A Python helper process: it prints one JSON line when ready, then answers commands.
+
+    Each command is one line on its stdin; each answer one JSON line on its stdout. Closing
+    stdin tells it to stop. Its stderr is the benchmark's stderr, so failures are visible.
+    """
+
+    def __init__(self, script: str, *args: str, env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(  # noqa: S603 - our own script, fixed arguments
+            [PYTHON, str(BENCH / script), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.info: dict[str, Any] = self._read()
+
+    def _read(self) -> dict[str, Any]:
+        assert self.process.stdout is not None  # noqa: S101 - set by Popen(stdout=PIPE)
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"helper {self.process.args[1]} exited without answering")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def ask(self, command: str) -> dict[str, Any]:
+        """Send one command and return the helper's answer."""
+        assert self.process.stdin is not None  # noqa: S101 - set by Popen(stdin=PIPE)
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        """Ask the helper to stop (close its stdin) and wait for it."""
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> Helper:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def serve_commands(info: dict[str, Any], handlers: dict[str, Any]) -> None:
+    """The helper side of :class:`Helper`: announce ``info``, then answer until stdin closes.
+
+    ``handlers`` maps a command to a function of no arguments returning a JSON-able dict.
+    """
+    print(json.dumps(info), flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        handler = handlers.get(command)
+        answer = handler() if handler else {"error": f"unknown command {command!r}"}
+        print(json.dumps(answer), flush=True)
+
+
+@contextlib.contextmanager
+def patched_environ(**values: str) -> Iterator[None]:
+    """Set environment variables for the duration of a ``with`` block."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def median(values: Sequence[float]) -> float:
+    """The median (0.0 for no values)."""
+    return statistics.median(values) if values else 0.0
+
+
+def ms(seconds: float, digits: int = 1) -> str:
+    """Seconds as milliseconds, e.g. ``12.3``."""
+    return f"{seconds * 1000:.{digits}f}"
+
+
+def ratio(value: float, reference: float) -> str:
+    """``value / reference`` as ``1.23x`` (``-`` when the reference is 0)."""
+    return f"{value / reference:.2f}x" if reference else "-"
+
+
+def verdict(value: float, limit: float) -> str:
+    """``pass`` when ``value <= limit``, else ``FAIL``."""
+    return "pass" if value <= limit else "FAIL"
+
+
+# --------------------------------------------------------------------------- tables
+
+
+@dataclass
+class Table:
+    """A markdown table that is printed row by row while it is filled."""
+
+    title: str
+    columns: Sequence[str]
+    intro: str = ""
+    rows: list[list[str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        print(f"\n### {self.title}\n", flush=True)
+        if self.intro:
+            print(self.intro + "\n", flush=True)
+        print(self._line(self.columns), flush=True)
+        print(self._line(["---"] * len(self.columns)), flush=True)
+
+    @staticmethod
+    def _line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cells) + " |"
+
+    def add(self, *cells: object) -> None:
+        """Add a row (and print it)."""
+        row = [str(cell) for cell in cells]
+        row += [""] * (len(self.columns) - len(row))
+        self.rows.append(row)
+        print(self._line(row), flush=True)
+
+    def note(self, text: str) -> None:
+        """Add a note printed under the table."""
+        self.notes.append(text)
+        print(f"\n{text}", flush=True)
+
+    def markdown(self) -> str:
+        """The whole table as markdown, with its title, intro and notes."""
+        parts = [f"### {self.title}", ""]
+        if self.intro:
+            parts += [self.intro, ""]
+        parts += [self._line(self.columns), self._line(["---"] * len(self.columns))]
+        parts += [self._line(row) for row in self.rows]
+        for text in self.notes:
+            parts += ["", text]
+        return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- machine facts
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _os_name() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return f"{line.split('=', 1)[1].strip(chr(34))}, kernel {platform.release()}"
+    except OSError:
+        pass
+    return platform.platform()
+
+
+def _version(distribution: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine() -> dict[str, str]:
+    """What the numbers were measured on."""
+    return {
+        "CPU": _cpu_model(),
+        "cores": str(os.cpu_count()),
+        "OS": _os_name(),
+        "Python": f"{platform.python_version()} ({platform.python_implementation()})",
+        "oauthsmtp": _version("oauthsmtp"),
+        "authlib": _version("authlib"),
+        "keyring": _version("keyring"),
+        "aiosmtpd (server)": _version("aiosmtpd"),
+    }
