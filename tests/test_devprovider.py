@@ -259,7 +259,14 @@ def test_login_command(provider: DevProvider) -> None:
     words = shlex.split(provider.login_command())
     assert words[0] == f"SSL_CERT_FILE={provider.ca_path}"
     assert words[1:3] == ["oauthsmtp", "login"]
-    options = dict(zip(words[3::2], words[4::2], strict=True))
+    # --client-id=X / --client-secret=Y use the = form (a secret may start with "-").
+    split: list[str] = []
+    for word in words[3:]:
+        if word.startswith(("--client-id=", "--client-secret=")):
+            split.extend(word.split("=", 1))
+        else:
+            split.append(word)
+    options = dict(zip(split[0::2], split[1::2], strict=True))
     assert options == {
         "--account": provider.user,
         "--provider": "custom",
