@@ -137,7 +137,7 @@ def verdict(value: float, limit: float) -> str:
 
 @dataclass
 class Table:
-    """A markdown table that is printed row by row while it is filled."""
+    """A markdown table with a title, an introduction and notes."""
 
     title: str
     columns: Sequence[str]
@@ -145,28 +145,19 @@ class Table:
     rows: list[list[str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        print(f"\n### {self.title}\n", flush=True)
-        if self.intro:
-            print(self.intro + "\n", flush=True)
-        print(self._line(self.columns), flush=True)
-        print(self._line(["---"] * len(self.columns)), flush=True)
-
     @staticmethod
     def _line(cells: Sequence[str]) -> str:
         return "| " + " | ".join(cells) + " |"
 
     def add(self, *cells: object) -> None:
-        """Add a row (and print it)."""
+        """Add a row (missing trailing cells are left empty)."""
         row = [str(cell) for cell in cells]
         row += [""] * (len(self.columns) - len(row))
         self.rows.append(row)
-        print(self._line(row), flush=True)
 
     def note(self, text: str) -> None:
-        """Add a note printed under the table."""
+        """Add a paragraph shown under the table."""
         self.notes.append(text)
-        print(f"\n{text}", flush=True)
 
     def markdown(self) -> str:
         """The whole table as markdown, with its title, intro and notes."""
@@ -178,6 +169,15 @@ class Table:
         for text in self.notes:
             parts += ["", text]
         return "\n".join(parts)
+
+    def show(self) -> None:
+        """Print the table (the console shows the same markdown as RESULTS.md)."""
+        print("\n" + self.markdown() + "\n", flush=True)
+
+
+def progress(text: str) -> None:
+    """One line of progress on the console (not in RESULTS.md)."""
+    print(f"  .. {text}", flush=True)
 
 
 # --------------------------------------------------------------------------- machine facts

@@ -245,7 +245,7 @@ def auth_identify(
     account: str | None = None,
     store: TokenStore | None = None,
     interactive: bool = True,
-    open_browser: bool = True,
+    open_browser: bool | Callable[[str], bool] = True,
     timeout: float = DEFAULT_TIMEOUT,
     force: bool = False,
 ) -> AuthToken:
@@ -263,7 +263,9 @@ def auth_identify(
         store: where tokens live; default: :func:`oauthsmtp.default_store`
             (the OS keyring, or the file store with ``OAUTHSMTP_STORE=file``).
         interactive: False raises :class:`LoginRequired` instead of opening a browser.
-        open_browser: False prints the URL (to stderr) instead of opening a browser.
+        open_browser: False prints the URL (to stderr) instead of opening a browser; a
+            callable is used instead of :mod:`webbrowser` to open the URL (it returns
+            whether it could; tests and kiosks use this).
         timeout: seconds to wait for the browser login.
         force: log in through the browser even when a token is cached.
 
@@ -304,7 +306,10 @@ def auth_identify(
         params = dataclasses.replace(
             params, extra_auth_params={**params.extra_auth_params, "login_hint": account}
         )
-    state = browser_login(params, open_browser=open_browser, timeout=timeout, save=manager.save)
+    opener = open_browser if callable(open_browser) else None
+    state = browser_login(
+        params, open_browser=bool(open_browser), timeout=timeout, save=manager.save, opener=opener
+    )
     return AuthToken(state, refresher=manager, account=account)
 
 

@@ -38,7 +38,9 @@ __all__ = [
     "SMTPConnectionError",
     "SMTPTimeoutError",
     "command",
+    "dot_stuff",
     "encode_data",
+    "end_of_data",
     "mail_from",
     "parse_ehlo",
     "rcpt_to",
@@ -54,6 +56,8 @@ MAX_REPLY_LINES = 128
 
 _RECV_SIZE = 65536
 _SEND_SIZE = 256 * 1024
+_COALESCE = 64 * 1024  # smaller buffers of one write are joined into one send
+_DOT_SCAN = 64  # dots examined one by one before dot-stuffing with a full replace
 
 
 class SMTPTimeoutError(SMTPError, TimeoutError):
@@ -203,17 +207,40 @@ def rcpt_to(recipient: str, *, utf8: bool = False) -> bytes:
     return command(f"RCPT TO:<{recipient}>", utf8=utf8)
 
 
-def encode_data(data: bytes) -> bytes:
-    """Dot-stuff a CRLF message and append the end-of-data line (RFC 5321 §4.5.2, §4.1.1.4).
+def _needs_stuffing(data: bytes) -> bool:
+    """True when some line may start with ``.``; False only when none does.
 
-    Works on bytes with two C-level replacements, however large the message.
+    ``bytes.find`` of one octet runs at memchr speed, and base64 has no ``.``, so a large
+    attachment is cleared in microseconds where a two-octet search takes a millisecond per
+    MB. After a few dots that do not start a line, the answer is "maybe".
     """
+    position = data.find(b".")
+    for _ in range(_DOT_SCAN):
+        if position < 0:
+            return False
+        if position == 0 or data[position - 1] == 0x0A:
+            return True
+        position = data.find(b".", position + 1)
+    return position >= 0
+
+
+def dot_stuff(data: bytes) -> bytes:
+    """Double every ``.`` that starts a line (RFC 5321 §4.5.2); ``data`` itself if none does."""
+    if not _needs_stuffing(data):
+        return data
     if data.startswith(b"."):
         data = b"." + data
-    data = data.replace(b"\n.", b"\n..")
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    return data + b".\r\n"
+    return data.replace(b"\n.", b"\n..")
+
+
+def end_of_data(data: bytes) -> bytes:
+    """What follows the (dot-stuffed) message: the end-of-data line (RFC 5321 §4.1.1.4)."""
+    return b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n"
+
+
+def encode_data(data: bytes) -> bytes:
+    """Dot-stuff a CRLF message and append the end-of-data line (RFC 5321 §4.5.2, §4.1.1.4)."""
+    return dot_stuff(data) + end_of_data(data)
 
 
 def _peer_is_loopback(address: object) -> bool:
@@ -294,10 +321,12 @@ class Connection:
             raise
         self._parser = ReplyParser()
 
-    def write(self, data: bytes, log: Sequence[str]) -> None:
-        """Send ``data``; ``log`` is what DEBUG shows for it (masked by the caller).
+    def write(self, data: bytes | Sequence[bytes], log: Sequence[str]) -> None:
+        """Send ``data`` (bytes, or buffers sent in turn); ``log`` is what DEBUG shows.
 
-        The timeout bounds each stretch without progress, not the whole write, so a large
+        The log lines are masked by the caller. Small buffers are joined, so a pipelined
+        group leaves in one segment; large ones are sent as they are, never copied. The
+        timeout bounds each stretch without progress, not the whole write, so a large
         message on a slow link is not cut off while it is still moving.
 
         Raises:
@@ -308,11 +337,12 @@ class Connection:
         if logger.isEnabledFor(logging.DEBUG):
             for line in log:
                 logger.debug("C: %s", line)
-        view = memoryview(data)
         try:
             self._sock.settimeout(self.timeout)
-            while view:
-                view = view[self._sock.send(view[:_SEND_SIZE]) :]
+            for buffer in _coalesce([data] if isinstance(data, bytes) else data):
+                view = memoryview(buffer)
+                while view:
+                    view = view[self._sock.send(view[:_SEND_SIZE]) :]
         except TimeoutError as exc:
             self.close()
             raise SMTPTimeoutError(
@@ -367,6 +397,22 @@ class Connection:
         """Close the socket (idempotent)."""
         self.closed = True
         self._sock.close()
+
+
+def _coalesce(buffers: Sequence[bytes]) -> list[bytes]:
+    out: list[bytes] = []
+    small: list[bytes] = []
+    for buffer in buffers:
+        if len(buffer) < _COALESCE:
+            small.append(buffer)
+            continue
+        if small:
+            out.append(b"".join(small))
+            small = []
+        out.append(buffer)
+    if small:
+        out.append(b"".join(small))
+    return out
 
 
 def _wrap(sock: socket.socket, context: ssl.SSLContext, host: str, port: int) -> ssl.SSLSocket:

@@ -278,3 +278,20 @@ def test_missing_mail_scope_fails_before_smtp() -> None:
     assert info.value.error == "insufficient_scope"
     assert "https://mail.google.com/" in str(info.value)
     _check_granted_scope(params, TokenState(access_token="a", scope=("https://mail.google.com/",)))
+
+
+def test_open_browser_accepts_an_opener(auth_server: AuthServer) -> None:
+    """open_browser may be a callable that opens the URL instead of webbrowser."""
+    opened: list[str] = []
+
+    def opener(url: str) -> bool:
+        opened.append(url)
+        threading.Thread(target=lambda: requests.get(url, timeout=10).close()).start()
+        return True
+
+    client = auth_server.register_client()
+    params = auth_server.parameters(client, redirect_url=REDIRECT)
+    token = oauthsmtp.auth_identify(params, store=MemoryStore(), open_browser=opener, timeout=20)
+    assert token.valid
+    assert len(opened) == 1
+    assert opened[0].startswith(auth_server.authorization_endpoint)

@@ -1,0 +1,311 @@
+"""Cold starts: fresh processes, timed from spawn to exit, side by side.
+
+Every comparison runs its commands interleaved (one run of each per round, the order
+rotating each round) after one untimed warm-up each, and reports the median. Three
+comparisons:
+
+* ``python -c pass`` against ``python -c "import oauthsmtp"``: what the import adds.
+* ``oauthsmtp token --account A`` with a valid cached token against a bare
+  ``python -c "import keyring; keyring.get_password(...)"`` reading the same entry from the
+  same Secret Service (a private gnome-keyring on a private D-Bus, started with
+  ``tests/secret_service.py``); and ``oauthsmtp token`` with the file store.
+* A fresh process that refreshes an expired cached token and sends one message with
+  oauthsmtp against one that sends the same message with smtplib and a token in hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import BENCH, BIN, PYTHON, ROOT, Helper, Table, median, ms, patched_environ, progress
+from harness import ratio, verdict
+from messages import RECIPIENT
+from refresh import expire_cached, parameters
+
+import oauthsmtp
+from oauthsmtp._accounts import AccountRegistry, AccountSettings, secret_key
+from oauthsmtp._store import TokenKey
+from oauthsmtp.devserver import headless_login
+
+IMPORT_LIMIT = 0.030  # seconds `import oauthsmtp` may add
+TOKEN_LIMIT = 1.5  # `oauthsmtp token` / keyring.get_password
+ONESHOT_LIMIT = 2.0  # refresh + send / smtplib send with a token in hand
+
+
+@dataclass
+class Command:
+    """A command to time; ``before`` runs (untimed) before each run."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str] | None = None
+    before: Callable[[], None] | None = None
+
+
+def _run(command: Command) -> float:
+    if command.before is not None:
+        command.before()
+    start = time.perf_counter()
+    done = subprocess.run(  # noqa: S603 - our interpreter and scripts, fixed arguments
+        command.argv, env=command.env, capture_output=True, text=True, check=False
+    )
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{command.name} failed ({done.returncode}): {done.stderr[-500:]}")
+    return elapsed
+
+
+def time_commands(commands: list[Command], runs: int) -> dict[str, list[float]]:
+    """Seconds per run of each command: one warm-up each, then ``runs`` interleaved rounds."""
+    for command in commands:
+        _run(command)
+    times: dict[str, list[float]] = {command.name: [] for command in commands}
+    for round_ in range(runs):
+        shift = round_ % len(commands)
+        for command in commands[shift:] + commands[:shift]:
+            times[command.name].append(_run(command))
+    return times
+
+
+# --------------------------------------------------------------------------- import
+
+
+def import_table(runs: int) -> Table:
+    """What ``import oauthsmtp`` adds to a bare interpreter start."""
+    bare, imported = "python -c pass", 'python -c "import oauthsmtp"'
+    times = time_commands(
+        [Command(bare, [PYTHON, "-c", "pass"]), Command(imported, [PYTHON, "-c", "import oauthsmtp"])],
+        runs,
+    )
+    added = median(times[imported]) - median(times[bare])
+    progress(f"import oauthsmtp adds {ms(added)} ms")
+    table = Table(
+        f"Start-up: `import oauthsmtp` (median of {runs} runs each, interleaved)",
+        ["command", "median (ms)", "fastest (ms)", "added by the import (ms)", "target", "result"],
+    )
+    table.add(bare, ms(median(times[bare])), ms(min(times[bare])), "", "", "")
+    table.add(
+        imported,
+        ms(median(times[imported])),
+        ms(min(times[imported])),
+        ms(added),
+        f"<= {ms(IMPORT_LIMIT, 0)} ms added",
+        verdict(added, IMPORT_LIMIT),
+    )
+    return table
+
+
+# --------------------------------------------------------------------------- oauthsmtp token
+
+
+def _record_account(info: dict[str, Any], home: Path, store: oauthsmtp.TokenStore) -> TokenKey:
+    """What ``oauthsmtp login`` leaves behind: settings, client secret and a valid token."""
+    params = parameters(info)
+    settings = AccountSettings(
+        account=info["account"],
+        provider="custom",
+        client_id=params.client_id,
+        auth_url=params.auth_url,
+        token_url=params.token_url,
+        scope=params.scopes,
+        redirect_url=params.redirect_url,
+        smtp_host=info["smtp_host"],
+        smtp_port=info["smtp_port"],
+        security="starttls",
+        revocation_url=params.revocation_url,
+        issuer=params.issuer,
+        has_client_secret=params.client_secret is not None,
+    )
+    AccountRegistry(home).put(settings)
+    if params.client_secret is not None:
+        store.save(secret_key(settings), params.client_secret)
+    headless_login(params, account=info["account"], store=store)
+    return settings.token_key
+
+
+@contextlib.contextmanager
+def _secret_service() -> Iterator[Any]:
+    """The tests' private Secret Service, or None (with the reason printed) when unavailable."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        from secret_service import _missing, running_secret_service
+    finally:
+        sys.path.pop(0)
+    missing = _missing()
+    if missing:
+        progress(f"no Secret Service: missing {', '.join(missing)}")
+        yield None
+        return
+    with running_secret_service() as service:
+        yield service
+
+
+def _keyring_commands(
+    info: dict[str, Any], service: Any, folder: Path, account: str
+) -> list[Command]:
+    """The keyring baseline and ``oauthsmtp token`` with the keyring store."""
+    home = folder / "home-keyring"
+    env = {
+        **os.environ,
+        **service.env,
+        "OAUTHSMTP_HOME": str(home),
+        "OAUTHSMTP_STORE": "keyring",
+        "XDG_CONFIG_HOME": str(service.directory / "config"),
+        "XDG_DATA_HOME": str(service.directory / "data"),
+    }
+    with patched_environ(OAUTHSMTP_HOME=str(home), **service.env):
+        store = oauthsmtp.KeyringStore(backend=service.backend())
+        key = _record_account(info, home, store)
+        name, user = store._service_name(key), store._username(key)
+    baseline = f"import keyring; keyring.get_password({name!r}, {user!r})"
+    _check_output([PYTHON, "-c", baseline.replace("keyring.get", "print(keyring.get") + ")"], env)
+    return [
+        Command("python -c \"import keyring; keyring.get_password(...)\"", [PYTHON, "-c", baseline], env),
+        Command(f"oauthsmtp token --account {account} (keyring)", _token_argv(account), env),
+    ]
+
+
+def _file_command(info: dict[str, Any], folder: Path, account: str) -> Command:
+    """``oauthsmtp token`` with the file store."""
+    home = folder / "home-file"
+    env = {**os.environ, "OAUTHSMTP_HOME": str(home), "OAUTHSMTP_STORE": "file"}
+    _record_account(info, home, oauthsmtp.FileStore(home / "tokens"))
+    return Command(f"oauthsmtp token --account {account} (file store)", _token_argv(account), env)
+
+
+def _token_argv(account: str) -> list[str]:
+    return [str(BIN / "oauthsmtp"), "token", "--account", account]
+
+
+def _check_output(argv: list[str], env: dict[str, str]) -> None:
+    """Run once and make sure it printed something (the entry exists, the token was found)."""
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)  # noqa: S603
+    if done.returncode != 0 or done.stdout.strip() in ("", "None"):
+        raise RuntimeError(
+            f"{argv[0]} {argv[1]} printed {done.stdout[:40]!r} (exit {done.returncode}, "
+            f"{done.stderr[-300:]!r}): the benchmark's setup is wrong"
+        )
+
+
+def token_table(servers: Helper, runs: int) -> Table:
+    """``oauthsmtp token`` with a valid cached token, against a bare keyring read."""
+    info, account = servers.info, servers.info["account"]
+    table = Table(
+        f"Start-up: `oauthsmtp token` with a valid cached token (median of {runs} runs each, "
+        "interleaved)",
+        ["command", "median (ms)", "fastest (ms)", "vs keyring.get_password", "target", "result"],
+        intro=(
+            "Both keyring commands read from the same real Secret Service (gnome-keyring on a "
+            "private D-Bus). `oauthsmtp token` reads the account's settings, the client "
+            "secret and the token, and prints the access token: the whole of a password "
+            "command for msmtp or git send-email. This is also issue 3's 'time to obtain a "
+            "cached valid token in a fresh process'."
+        ),
+    )
+    with tempfile.TemporaryDirectory(prefix="oauthsmtp-bench-") as raw, _secret_service() as service:
+        folder = Path(raw)
+        commands = [Command("python -c pass", [PYTHON, "-c", "pass"])]
+        if service is not None:
+            commands += _keyring_commands(info, service, folder, account)
+        commands.append(_file_command(info, folder, account))
+        for command in commands:
+            if command.name.startswith("oauthsmtp token"):
+                _check_output(command.argv, command.env or {})
+        times = time_commands(commands, runs)
+    baseline = median(times[commands[1].name]) if service is not None else 0.0
+    for command in commands:
+        value = median(times[command.name])
+        limited = "(keyring)" in command.name
+        table.add(
+            command.name,
+            ms(value),
+            ms(min(times[command.name])),
+            ratio(value, baseline),
+            f"<= {TOKEN_LIMIT}x" if limited else "",
+            verdict(value / baseline, TOKEN_LIMIT) if limited and baseline else "",
+        )
+    if service is None:
+        table.note("The Secret Service rows did not run: dbus-daemon or gnome-keyring is missing.")
+    progress("oauthsmtp token timed")
+    return table
+
+
+# --------------------------------------------------------------------------- refresh + send
+
+
+def oneshot_table(servers: Helper, runs: int) -> Table:
+    """A cold "refresh the token and send one message" against smtplib with a token in hand."""
+    info = servers.info
+    params = parameters(info)
+    table = Table(
+        f"Start-up: one message from a fresh process (median of {runs} runs each, interleaved)",
+        ["process", "median (ms)", "fastest (ms)", "vs smtplib", "target", "result"],
+        intro=(
+            "oauthsmtp: load the cached token from a FileStore (expired before each run), "
+            "refresh it at the token endpoint, send one message (STARTTLS, XOAUTH2). "
+            "smtplib: send the same message with an access token already in hand."
+        ),
+    )
+    with tempfile.TemporaryDirectory(prefix="oauthsmtp-bench-") as raw:
+        folder = Path(raw)
+        store = oauthsmtp.FileStore(folder / "tokens")
+        headless_login(params, account=info["account"], store=store)
+        key = TokenKey(params.token_url, params.client_id, info["account"])
+        in_hand = headless_login(params, account=info["account"]).access_token
+        config = {
+            "params": info["params"],
+            "account": info["account"],
+            "recipient": RECIPIENT,
+            "store": str(store.directory),
+            "smtp_host": info["smtp_host"],
+            "smtp_port": info["smtp_port"],
+            "ca_file": info["ca_file"],
+            "access_token": in_hand,
+        }
+        config_path = folder / "oneshot.json"
+        config_path.write_text(json.dumps(config))
+        script = str(BENCH / "oneshot.py")
+        smtp_name = "smtplib: send one message, token in hand"
+        ours = "oauthsmtp: refresh the expired token + send one message"
+        before = servers.ask("stats")
+        times = time_commands(
+            [
+                Command(smtp_name, [PYTHON, script, "smtplib", str(config_path)]),
+                Command(
+                    ours,
+                    [PYTHON, script, "oauthsmtp", str(config_path)],
+                    before=lambda: expire_cached(store, key),
+                ),
+            ],
+            runs,
+        )
+        after = servers.ask("stats")
+    refreshes = after["token_requests"] - before["token_requests"]
+    sent = after["messages"] - before["messages"]
+    servers.ask("clear")
+    if refreshes != runs + 1 or sent != 2 * (runs + 1):
+        raise RuntimeError(f"one-shot runs: {refreshes} refreshes and {sent} messages seen")
+    reference = median(times[smtp_name])
+    value = median(times[ours])
+    table.add(smtp_name, ms(reference), ms(min(times[smtp_name])), "1.00x", "", "")
+    table.add(
+        ours,
+        ms(value),
+        ms(min(times[ours])),
+        ratio(value, reference),
+        f"<= {ONESHOT_LIMIT}x",
+        verdict(value / reference, ONESHOT_LIMIT),
+    )
+    table.note(f"Every oauthsmtp run made exactly one token request ({refreshes} in {runs + 1} runs).")
+    progress("one-shot timed")
+    return table

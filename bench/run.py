@@ -1,0 +1,178 @@
+"""Run oauthsmtp's benchmark suite and write ``bench/RESULTS.md``.
+
+Usage::
+
+    .venv/bin/python bench/run.py             # everything (what `make bench` runs)
+    .venv/bin/python bench/run.py --quick     # a fifth of the messages and fewer runs
+    .venv/bin/python bench/run.py --only send,refresh --output /tmp/results.md
+
+Sections (see bench/README.md for what each measures):
+
+``send``     every client on loopback and through the 20 ms delay proxy, small and 1 MB
+``refresh``  token requests for 8 threads and 4 processes on an expired cached token
+``startup``  ``import oauthsmtp``, ``oauthsmtp token``, a cold "refresh + send one message"
+
+The servers (oauthsmtp's development provider) and the delay proxy run in their own
+processes; the clients run in this one, so its CPU time is the client's alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shlex
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import coldstart
+import refresh
+import throughput
+from clients import Target
+from harness import BENCH, ROOT, Helper, Table, machine
+from messages import LARGE, SMALL
+
+from oauthsmtp.devserver import headless_login
+
+SECTIONS = ("send", "refresh", "startup")
+ONE_WAY_DELAY_MS = 10.0
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Run oauthsmtp's benchmarks.")
+    parser.add_argument(
+        "--quick", action="store_true", help="a fifth of the messages, fewer start-up runs"
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run (default: all of {', '.join(SECTIONS)})",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=BENCH / "RESULTS.md",
+        help="where to write the markdown results (default: bench/RESULTS.md)",
+    )
+    args = parser.parse_args(argv)
+    args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+    return args
+
+
+@contextlib.contextmanager
+def running_servers() -> Iterator[tuple[Helper, Helper]]:
+    """The server process, and the delay proxy in front of its SMTP port."""
+    with Helper("servers.py") as servers:
+        target = f"{servers.info['smtp_host']}:{servers.info['smtp_port']}"
+        with Helper("proxy.py", "--target", target, "--delay-ms", str(ONE_WAY_DELAY_MS)) as proxy:
+            yield servers, proxy
+
+
+def send_tables(servers: Helper, proxy: Helper, *, quick: bool) -> list[Table]:
+    """Loopback and delay-proxy tables, small messages first."""
+    info = servers.info
+    token = headless_login(refresh.parameters(info), account=info["account"])
+    common = {"ca_file": info["ca_file"], "account": info["account"], "token": token}
+    direct = Target("loopback", info["smtp_host"], info["smtp_port"], **common)
+    delayed = Target("delay proxy", "127.0.0.1", proxy.info["port"], **common)
+    rtt = 2 * proxy.info["delay"]
+    tables = []
+    for kind, count in ((SMALL, 100 if quick else 500), (LARGE, 10 if quick else 50)):
+        print(f"\n== sending, {kind.name}: loopback", flush=True)
+        tables.append(throughput.loopback_table(servers, direct, kind, count))
+        tables[-1].show()
+        print(f"\n== sending, {kind.name}: through the delay proxy", flush=True)
+        tables.append(throughput.delay_table(servers, delayed, kind, count, rtt))
+        tables[-1].show()
+    return tables
+
+
+def other_tables(section: str, servers: Helper, *, quick: bool) -> list[Table]:
+    """The refresh and start-up sections."""
+    print(f"\n== {section}", flush=True)
+    runs = 20 if quick else 30
+    if section == "refresh":
+        tables = [refresh.refresh_table(servers)]
+    else:
+        tables = [
+            coldstart.import_table(runs),
+            coldstart.token_table(servers, runs),
+            coldstart.oneshot_table(servers, 10 if quick else 20),
+        ]
+    for table in tables:
+        table.show()
+    return tables
+
+
+def targets_summary(tables: list[Table]) -> Table:
+    """Every row of every table that has a target, with its result."""
+    summary = Table("Targets at a glance", ["table", "row", "target", "result"])
+    for table in tables:
+        columns = list(table.columns)
+        if "result" not in columns:
+            continue
+        result_at = columns.index("result")
+        target_at = next(i for i, c in enumerate(columns) if "target" in c)
+        for row in table.rows:
+            if row[target_at] or row[result_at] in ("pass", "FAIL"):
+                summary.add(table.title.split(":")[0], row[0], row[target_at], row[result_at])
+    return summary
+
+
+def write_results(path: Path, args: argparse.Namespace, tables: list[Table], took: float) -> None:
+    """RESULTS.md: the machine, the date, the command, the summary and every table."""
+    command = ".venv/bin/python bench/run.py" + "".join(
+        f" {shlex.quote(a)}" for a in sys.argv[1:]
+    )
+    facts = machine()
+    lines = [
+        "# oauthsmtp benchmark results",
+        "",
+        f"Generated by `{command}` (`make bench` runs it without options) on "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; the whole run took "
+        f"{took / 60:.1f} minutes. Mode: {'quick (a fifth of the messages)' if args.quick else 'full'}. "
+        "See bench/README.md for what each scenario does and docs/performance.md for what "
+        "the numbers mean.",
+        "",
+        "| machine | |",
+        "| --- | --- |",
+        *(f"| {name} | {value} |" for name, value in facts.items()),
+        "",
+        targets_summary(tables).markdown(),
+        "",
+        "## Tables",
+        "",
+    ]
+    lines += [table.markdown() + "\n" for table in tables]
+    path.write_text("\n".join(lines).rstrip() + "\n")
+    try:
+        shown = path.relative_to(ROOT)
+    except ValueError:
+        shown = path
+    print(f"\nwrote {shown}", flush=True)
+
+
+def main(argv: list[str]) -> int:
+    """Run the chosen sections, print the tables, write the results file."""
+    args = parse_args(argv)
+    started = time.perf_counter()
+    tables: list[Table] = []
+    with running_servers() as (servers, proxy):
+        if "send" in args.sections:
+            tables += send_tables(servers, proxy, quick=args.quick)
+        for section in ("refresh", "startup"):
+            if section in args.sections:
+                tables += other_tables(section, servers, quick=args.quick)
+    took = time.perf_counter() - started
+    print(f"\nthe benchmark took {took:.0f} s", flush=True)
+    write_results(args.output, args, tables, took)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
