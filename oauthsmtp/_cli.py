@@ -551,17 +551,11 @@ def _cmd_logout(args: argparse.Namespace, out: TextIO) -> int:
     if args.revoke:
         raw = store.load(settings.token_key)
         if raw is not None:
-            from ._endpoint import revoke
+            from ._flow import revoke_state
 
             params = settings.parameters(_client_secret(store, settings))
-            state = AuthToken.from_json(raw).state
-            secret, hint = (
-                (state.refresh_token, "refresh_token")
-                if state.refresh_token
-                else (state.access_token, "access_token")
-            )
             try:
-                done = revoke(params, secret, hint=hint)
+                done = revoke_state(params, AuthToken.from_json(raw).state)
                 revoked_note = (
                     " and revoked at the provider"
                     if done

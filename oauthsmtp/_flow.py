@@ -336,6 +336,17 @@ def refresh_token(params: OAuth2Parameters, token: AuthToken) -> AuthToken:
     return token
 
 
+def revoke_state(params: OAuth2Parameters, state: TokenState) -> bool:
+    """Revoke the refresh token of ``state`` (or its access token when it has none).
+
+    Returns:
+        True when the provider confirmed; False when it has no revocation endpoint.
+    """
+    if state.refresh_token:
+        return _endpoint.revoke(params, state.refresh_token, hint="refresh_token")
+    return _endpoint.revoke(params, state.access_token, hint="access_token")
+
+
 def revoke_token(params: OAuth2Parameters, token: AuthToken) -> bool:
     """Revoke ``token`` at the provider (RFC 7009) and forget it locally.
 
@@ -351,14 +362,8 @@ def revoke_token(params: OAuth2Parameters, token: AuthToken) -> bool:
         TokenError: the provider refused or was unreachable (the local copy is
             deleted all the same).
     """
-    state = token.state
-    secret, hint = (
-        (state.refresh_token, "refresh_token")
-        if state.refresh_token
-        else (state.access_token, "access_token")
-    )
     try:
-        return _endpoint.revoke(params, secret, hint=hint)
+        return revoke_state(params, token.state)
     finally:
         manager = token._refresher
         if isinstance(manager, TokenManager):
