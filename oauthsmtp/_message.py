@@ -21,13 +21,13 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from email.headerregistry import Address
+from email.headerregistry import Address, AddressHeader
 from email.message import EmailMessage, Message
 from pathlib import Path
 from typing import TYPE_CHECKING, Union, cast
 
 from ._errors import ConfigurationError
-from ._mime import Attachment, base64_lines, render
+from ._mime import Attachment, base64_lines, flatten, render
 
 if TYPE_CHECKING:
     from email.policy import Policy
@@ -151,7 +151,21 @@ def _parse_address_list(field_name: str, value: str) -> tuple[Address, ...]:
     from email import policy
 
     header = policy.default.header_factory("To", value)  # any address-list field
-    defects = [d for d in header.defects if type(d).__name__ not in _TOLERATED_DEFECTS]
+    return _clean_addresses(field_name, value, header)
+
+
+def _header_addresses(field_name: str, value: object) -> tuple[Address, ...]:
+    """The addresses of a header of a message: its own parse for an EmailMessage's header
+    objects (no second parse), else a parse of its unfolded text."""
+    if isinstance(value, AddressHeader):
+        return _clean_addresses(field_name, str(value), value)
+    return _parse_address_list(field_name, _unfold(str(value)))
+
+
+def _clean_addresses(field_name: str, value: str, header: AddressHeader) -> tuple[Address, ...]:
+    """The header's addresses, refused if the parser recorded a defect it had to guess at."""
+    recorded: Sequence[object] = getattr(header, "defects", ())  # BaseHeader.defects
+    defects = [d for d in recorded if type(d).__name__ not in _TOLERATED_DEFECTS]
     if defects:
         raise ConfigurationError(
             f"{field_name}: the address {value!r} does not parse cleanly ({defects[0]}); "
@@ -471,7 +485,7 @@ def prepare_message(message: Email | Message) -> OutgoingMessage:
             fields[lowered] = [
                 address
                 for value in message.get_all(name, [])
-                for address in _parse_address_list(name, _unfold(str(value)))
+                for address in _header_addresses(name, value)
             ]
     if blind:
         fields.setdefault("bcc", []).extend(blind)
@@ -569,9 +583,14 @@ def _serialize(message: Message, *, smtputf8: bool) -> bytes:
         )
     else:
         policy = message.policy.clone(linesep="\r\n")
-    data = message.as_bytes(policy=policy)
-    crlf = data.count(b"\r\n")
-    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
-        # RFC 5321 §2.3.8: no bare CR or LF on the wire.
-        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    data = flatten(message, policy)
+    # RFC 5321 §2.3.8: no bare CR or LF on the wire. With an EmailPolicy, the generator
+    # writes every header with the policy's separator and flatten() every body; only a
+    # message/* part may carry raw text, and a legacy (compat32) header raw 8-bit lines.
+    if not isinstance(policy, email_policy.EmailPolicy) or any(
+        part.get_content_maintype() == "message" for part in message.walk()
+    ):
+        crlf = data.count(b"\r\n")
+        if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
     return data

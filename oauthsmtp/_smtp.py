@@ -1,7 +1,7 @@
-"""SMTPSession: send email over one authenticated connection (WinDev ``emailSMTPSession``).
+"""SMTPSession: send email over authenticated connections (WinDev ``emailSMTPSession``).
 
 The session connects, secures and authenticates, then sends one message or a batch over
-the same connection:
+the same connection (or, when asked, a pool of a few connections):
 
 * **TLS fails closed** (SECURITY.md rules 21-23). ``security="starttls"`` requires STARTTLS
   (RFC 3207): not offered, refused, or a certificate that does not verify, and the session
@@ -12,8 +12,11 @@ the same connection:
   token, refreshed once and retried once after a ``535``, or PLAIN/LOGIN with a password.
 * **Batches** (RFC 2920): when the server offers PIPELINING, a message's envelope
   (MAIL, RCPT..., DATA) goes out in one write, and after the ``354`` its body goes out in
-  the same write as the next message's envelope, so a batch costs about one round trip
-  per message. Each message gets its own :class:`SendResult`.
+  the same write as the next message's envelope, so a batch costs one round trip per
+  message (plus one). Each message gets its own :class:`SendResult`.
+* **A pool** (``connections=N``): a batch is shared by up to N connections, each
+  pipelined, opened on demand and kept for later calls; never more than N are open, and
+  fewer once the server refuses one as too many (``432 4.3.2``, :mod:`._smtppool`).
 * **Drops**: if the connection is lost mid-batch, the session reconnects (reading the
   token again) and carries on. A message whose body was sent but whose end-of-data reply
   never came is reported ``"unknown"`` and is not sent again; the others are sent once.
@@ -25,7 +28,6 @@ import logging
 import queue
 import ssl
 import threading
-from collections import deque
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from email.message import Message
@@ -36,7 +38,8 @@ from ._errors import ConfigurationError, OAuthSMTPError, SMTPError
 from ._message import Email, prepare_message
 from ._params import is_loopback_host
 from ._smtpauth import authenticate, check_mechanism
-from ._smtptransact import ConnectionLost, Job, SendResult, failed, transact, unknown
+from ._smtppool import Channel, Gate, deliver, quit_all
+from ._smtptransact import Job, SendResult, failed
 from ._smtpwire import Connection, SMTPConnectionError, SMTPTimeoutError, command, parse_ehlo
 
 if TYPE_CHECKING:
@@ -56,7 +59,6 @@ logger = logging.getLogger("oauthsmtp.smtp")
 Security = Literal["starttls", "ssl", "none"]
 _DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "ssl": 465, "none": 25}
 _ASYNC_BATCH = 100
-_QUIT_TIMEOUT = 5.0
 
 
 class TokenSource(Protocol):
@@ -73,6 +75,12 @@ class TokenSource(Protocol):
 def _address_literal(ip: str) -> str:
     ip = ip.split("%")[0]
     return f"[IPv6:{ip}]" if ":" in ip else f"[{ip}]"
+
+
+def _check_connections(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"connections must be a whole number >= 1, not {value!r}")
+    return value
 
 
 def _check_text(name: str, value: object) -> str:
@@ -102,6 +110,12 @@ class SMTPSession:
             a background thread sends; :meth:`close` waits for every queued message.
         local_hostname: the EHLO name; default is the address literal of the local end
             (RFC 5321 §4.1.4), which needs no DNS lookup and discloses no host name.
+        connections: how many connections :meth:`send_many` (and asynchronous sending)
+            may use at once; 1 (the default) sends everything over one connection. More
+            connections are opened when a batch needs them and kept until :meth:`close`.
+            Providers cap them: Microsoft 365 allows about 3 per mailbox and answers
+            ``432 4.3.2`` beyond; the session then carries on with the connections the
+            server accepted and never opens more than that again.
 
     Raises:
         ConfigurationError: inconsistent or malformed options (both a token and a password,
@@ -122,6 +136,7 @@ class SMTPSession:
         ssl_context: ssl.SSLContext | None = None,
         asynchronous: bool = False,
         local_hostname: str | None = None,
+        connections: int = 1,
     ) -> None:
         if security not in _DEFAULT_PORTS:
             raise ConfigurationError(
@@ -160,9 +175,9 @@ class SMTPSession:
         self.local_hostname = (
             None if local_hostname is None else _check_text("local_hostname", local_hostname)
         )
-        self._conn: Connection | None = None
-        self._extensions: dict[str, str] = {}
-        self.auth_mechanism: str | None = None
+        self.connections = _check_connections(connections)
+        self._channels: list[Channel] = [Channel()]
+        self._limit: int | None = None  # connections the server accepted when it refused more
         self._lock = threading.RLock()
         self._state_lock = threading.Lock()
         self._queue: queue.Queue[Job | None] | None = None
@@ -172,12 +187,22 @@ class SMTPSession:
     @property
     def connected(self) -> bool:
         """True while a connection is open (it may still have been dropped by the server)."""
-        return self._conn is not None and not self._conn.closed
+        return any(channel.connected for channel in self._channels)
 
     @property
     def extensions(self) -> Mapping[str, str]:
         """The EHLO keywords of the current connection (after TLS), upper case."""
-        return MappingProxyType(self._extensions)
+        return MappingProxyType(self._main().extensions)
+
+    @property
+    def auth_mechanism(self) -> str | None:
+        """The SASL mechanism the current connection authenticated with, or None."""
+        return self._main().mechanism
+
+    @property
+    def open_connections(self) -> int:
+        """How many connections are open now (at most ``connections``)."""
+        return sum(1 for channel in self._channels if channel.connected)
 
     def start(self) -> SMTPSession:
         """Connect, secure and authenticate now (WinDev ``EmailStartSession``); returns self.
@@ -190,7 +215,7 @@ class SMTPSession:
         """
         with self._lock:
             if not self.connected:
-                self._connect()
+                self._connect(self._channels[0], None)
         if self.asynchronous:
             self._ensure_worker()
         return self
@@ -207,7 +232,8 @@ class SMTPSession:
             work_queue.put(None)
             worker.join()
         with self._lock:
-            self._disconnect(quit=True)
+            quit_all(self._channels)
+            self._channels = self._channels[:1]
 
     def __enter__(self) -> SMTPSession:
         return self.start()
@@ -235,24 +261,35 @@ class SMTPSession:
         if job.error is not None:
             raise job.error
         with self._lock:
-            self._deliver([job])
+            self._deliver([job], self.connections)
         assert job.result is not None  # noqa: S101 - _deliver sets it or raises
         return job.result
 
-    def send_many(self, messages: Iterable[Email | Message]) -> list[SendResult]:
-        """Send messages over one connection, pipelined when the server allows it.
+    def send_many(
+        self, messages: Iterable[Email | Message], *, connections: int | None = None
+    ) -> list[SendResult]:
+        """Send messages, pipelined when the server allows it, over one or more connections.
 
         One bad message does not stop the batch: a malformed one gets a ``"failed"`` result
         without reaching the server, a refused one the server's code and text.
 
+        Args:
+            messages: the messages to send.
+            connections: share the batch between up to this many connections (threads);
+                None uses the session's ``connections``. Never more are open at once, and
+                never more than the server accepted once it refused one (``432 4.3.2``).
+                In asynchronous mode the session's setting applies.
+
         Returns:
-            One :class:`SendResult` per message, in order.
+            One :class:`SendResult` per message, in the order of ``messages``.
 
         Raises:
+            ConfigurationError: ``connections`` is not a whole number >= 1.
             SMTPError, LoginRequired, TokenError: only when the session could not be
                 established before any message of the batch got an answer; after that, a
                 failure to reconnect makes the remaining messages ``"failed"``.
         """
+        width = self.connections if connections is None else _check_connections(connections)
         jobs = [self._prepare(m) for m in messages]
         if self.asynchronous:
             futures = [self._submit(job) for job in jobs if job.error is None]
@@ -264,7 +301,7 @@ class SMTPSession:
         else:
             with self._lock:
                 try:
-                    self._deliver(jobs)
+                    self._deliver(jobs, width)
                 except OAuthSMTPError as exc:
                     self._settle(jobs, exc)
         return [job.result or failed("not sent") for job in jobs]
@@ -286,10 +323,22 @@ class SMTPSession:
             self._context = ssl.create_default_context()
         return self._context
 
-    def _connect(self) -> None:
+    def _main(self) -> Channel:
+        """The first connected channel (or the first channel)."""
+        return next((c for c in self._channels if c.connected), self._channels[0])
+
+    def _connect(self, channel: Channel, gate: Gate | None) -> None:
+        """Open, secure and authenticate a connection for ``channel``.
+
+        Args:
+            channel: where the connection goes.
+            gate: called after TLS and before AUTH; raises to give up.
+        """
         conn, extensions = self._open()
         try:
-            conn, extensions, self.auth_mechanism = authenticate(
+            if gate is not None:
+                gate()
+            conn, extensions, mechanism = authenticate(
                 conn,
                 extensions,
                 reopen=self._open,
@@ -303,8 +352,8 @@ class SMTPSession:
         except BaseException:
             conn.close()
             raise
-        self._conn, self._extensions = conn, extensions
-        logger.debug("session ready: %s:%d (AUTH %s)", self.host, self.port, self.auth_mechanism)
+        channel.attach(conn, extensions, mechanism)
+        logger.debug("session ready: %s:%d (AUTH %s)", self.host, self.port, mechanism)
 
     def _open(self) -> tuple[Connection, dict[str, str]]:
         """Open, greet, EHLO and secure a connection; return it with its trusted extensions."""
@@ -362,21 +411,6 @@ class SMTPSession:
             f"{self.host} refused EHLO: {reply}", code=reply.code, server_message=reply.text
         )
 
-    def _disconnect(self, *, quit: bool) -> None:
-        conn, self._conn = self._conn, None
-        self._extensions = {}
-        self.auth_mechanism = None
-        if conn is None or conn.closed:
-            return
-        if quit:
-            try:
-                conn.timeout = min(conn.timeout, _QUIT_TIMEOUT)
-                conn.write(b"QUIT\r\n", ["QUIT"])
-                conn.read_reply()
-            except SMTPError:
-                pass
-        conn.close()
-
     # -- messages -----------------------------------------------------------------------
     def _prepare(self, message: Email | Message) -> Job:
         """Validate and serialize a message; a refused one becomes a failed job, not a raise."""
@@ -399,29 +433,45 @@ class SMTPSession:
             if job.result is None:
                 job.result = failed(f"not sent: {error}")
 
-    def _deliver(self, jobs: Sequence[Job]) -> None:
-        """Send every job without a result, reconnecting after drops (caller holds the lock)."""
-        todo = deque(job for job in jobs if job.result is None and job.outgoing is not None)
-        futile = 0
-        while todo:
-            if not self.connected:
-                self._disconnect(quit=False)
-                self._connect()
-            assert self._conn is not None  # noqa: S101 - _connect sets it or raises
-            before = len(todo)
-            try:
-                transact(self._conn, self._extensions, todo)
-            except ConnectionLost as lost:
-                self._disconnect(quit=False)
-                head = todo[0] if todo else None
-                if head is not None and head.body_sent and head.result is None:
-                    head.result = unknown()
-                    todo.popleft()
-                futile = 0 if len(todo) < before else futile + 1
-                if futile > 1:
-                    raise lost.error from lost.error.__cause__
-                if todo:
-                    logger.info("connection to %s lost (%s); reconnecting", self.host, lost)
+    def _deliver(self, jobs: Sequence[Job], allowed: int) -> None:
+        """Send every job without a result over up to ``allowed`` connections.
+
+        The caller holds the lock. Open connections beyond ``allowed`` (or beyond what the
+        server accepted) are closed first, so never more than that are open at once.
+        """
+        if self._limit is not None:
+            allowed = min(allowed, self._limit)
+        self._trim(allowed)
+        pending = sum(1 for job in jobs if job.result is None and job.outgoing is not None)
+        if not pending:
+            return
+        width = min(allowed, pending)
+        # The list is replaced, never changed in place: other threads may read it.
+        self._channels = self._channels + [Channel() for _ in range(width - len(self._channels))]
+        deliver(
+            jobs,
+            self._channels[:width],
+            connect=self._connect,
+            host=self.host,
+            on_limit=self._learn_limit,
+        )
+
+    def _learn_limit(self, accepted: int) -> None:
+        if self._limit is None or accepted < self._limit:
+            logger.info(
+                "%s refused a connection as one too many (432 4.3.2); using at most %d",
+                self.host,
+                accepted,
+            )
+            self._limit = accepted
+
+    def _trim(self, allowed: int) -> None:
+        """Close connections beyond ``allowed`` (QUIT); open ones are kept, and put first."""
+        channels = sorted(self._channels, key=lambda channel: not channel.connected)
+        keep = max(allowed, 1)
+        self._channels = channels[:keep]
+        if channels[keep:]:
+            quit_all(channels[keep:])
 
     # -- asynchronous mode ----------------------------------------------------------------
     def _ensure_worker(self) -> queue.Queue[Job | None]:
@@ -465,7 +515,7 @@ class SMTPSession:
             error: BaseException | None = None
             with self._lock:
                 try:
-                    self._deliver(live)
+                    self._deliver(live, self.connections)
                 except Exception as exc:  # every error must reach a future
                     error = exc
             for job in live:

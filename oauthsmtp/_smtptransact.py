@@ -1,24 +1,28 @@
 """Mail transactions on one authenticated connection, and their results.
 
-:func:`transact` sends queued messages and sets each one's :class:`SendResult` from the
-server's replies (RFC 5321 §3.3):
+:func:`transact` takes messages from a :class:`JobQueue` (shared by every connection of a
+batch) and sets each one's :class:`SendResult` from the server's replies (RFC 5321 §3.3):
 
 * With PIPELINING (RFC 2920 §3.1) a message's MAIL, RCPT... and DATA go out in one write;
   after the ``354``, its body and the *next* message's envelope go out in one write, and
-  the replies are read in order. A batch therefore costs about one round trip per
-  message. After a failed envelope, ``RSET`` goes out with the next envelope.
+  the replies are read in order. A batch therefore costs one round trip per message, plus
+  one. After a failed envelope, ``RSET`` goes out with the next envelope. The next
+  message is taken from the queue only when its envelope is written, so connections
+  sharing a queue balance themselves.
 * Without PIPELINING, one command and one reply at a time.
 
-Invariants the caller relies on after a :class:`ConnectionLost`: a job leaves ``todo`` as
-soon as its result is set; ``body_sent`` is set before the body is written, so a connection
-lost before the end-of-data reply makes that job ``"unknown"`` rather than sent twice; and
-an end-of-data reply of ``421`` is an explicit refusal, so that job may be sent again.
+Invariants the caller relies on after a :class:`ConnectionLost` (see :meth:`Lane.recover`):
+a job leaves the lane as soon as its result is set; ``body_sent`` is set before the body is
+written, so a connection lost before the end-of-data reply makes that job ``"unknown"``
+rather than sent twice; and an end-of-data reply of ``421`` or ``432 4.3.2`` is an explicit
+refusal, so that job goes back to the queue and is sent again.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -31,12 +35,25 @@ from ._smtpwire import (
     Reply,
     SMTPConnectionError,
     SMTPTimeoutError,
-    encode_data,
+    dot_stuff,
+    end_of_data,
     mail_from,
     rcpt_to,
 )
 
-__all__ = ["ConnectionLost", "Job", "SendResult", "failed", "transact", "unknown"]
+__all__ = [
+    "ConnectionLost",
+    "Job",
+    "JobQueue",
+    "Lane",
+    "SendResult",
+    "failed",
+    "is_connection_limit",
+    "transact",
+    "unknown",
+]
+
+_LIMIT_WORDS = ("concurrent", "connections", "thread limit", "too many")
 
 
 @dataclass(frozen=True)
@@ -112,37 +129,131 @@ class Job:
     future: Future[SendResult] | None = None
 
 
+def is_connection_limit(code: int | None, text: str | None) -> bool:
+    """True for a refusal because of too many concurrent connections.
+
+    Microsoft 365 answers ``432 4.3.2 Concurrent connections limit exceeded`` (or
+    ``432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded``) beyond three
+    connections per mailbox. Other servers may say so with another 4xx code and the
+    enhanced code 4.3.2 (RFC 3463); those count when the text says it is about connections,
+    since 4.3.2 also means a server that is shutting down. ``432 4.7.12`` (RFC 4954 §6, a
+    password transition) is not one.
+    """
+    if code is None or not 400 <= code < 500:
+        return False
+    status = (text or "").split(" ", 1)[0]
+    if code == 432:
+        return not status.startswith("4.7.")
+    lowered = (text or "").lower()
+    return status == "4.3.2" and any(word in lowered for word in _LIMIT_WORDS)
+
+
+class JobQueue:
+    """Jobs waiting for a connection, in order; shared by the connections of a batch.
+
+    Thread-safe: each job is taken by one connection at a time, and a connection that is
+    lost gives back the jobs it had taken but not sent.
+    """
+
+    def __init__(self, jobs: Iterable[Job] = ()) -> None:
+        self._jobs: deque[Job] = deque(jobs)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def take(self) -> Job | None:
+        """The next job, or None when the queue is empty."""
+        with self._lock:
+            return self._jobs.popleft() if self._jobs else None
+
+    def give_back(self, jobs: Sequence[Job]) -> None:
+        """Put jobs back at the front, in their order."""
+        with self._lock:
+            self._jobs.extendleft(reversed(jobs))
+
+
+@dataclass(eq=False)
+class Lane:
+    """The jobs one connection has taken and not finished, and how many it finished.
+
+    Attributes:
+        inflight: jobs taken from the queue, oldest first; at most two with PIPELINING
+            (the one whose body is on its way and the next, whose envelope went with it).
+        finished: how many jobs got their result on this lane.
+    """
+
+    inflight: deque[Job] = field(default_factory=deque)
+    finished: int = 0
+
+    def take(self, queue: JobQueue, extensions: Mapping[str, str]) -> Job | None:
+        """Take the next job this server can carry; others get a failed result at once."""
+        while (job := queue.take()) is not None:
+            assert job.outgoing is not None  # noqa: S101 - the queue holds prepared jobs
+            problem = _unsendable(job.outgoing, extensions)
+            if problem is None:
+                self.inflight.append(job)
+                return job
+            job.result = failed(problem)
+            self.finished += 1
+        return None
+
+    def finish(self, job: Job, result: SendResult) -> None:
+        """Set the final result of the oldest job in flight."""
+        job.result = result
+        self.inflight.remove(job)
+        self.finished += 1
+
+    def recover(self, queue: JobQueue) -> None:
+        """After a lost connection: a job whose body may have arrived is ``"unknown"``;
+        the others go back to the queue, to be sent on another connection."""
+        back: list[Job] = []
+        for job in self.inflight:
+            if job.result is not None:
+                continue
+            if job.body_sent:
+                job.result = unknown()
+                self.finished += 1
+            else:
+                back.append(job)
+        self.inflight.clear()
+        queue.give_back(back)
+
+
 class ConnectionLost(Exception):
-    """The connection became unusable in a transaction; ``error`` says how."""
+    """The connection became unusable in a transaction; ``error`` says how.
+
+    Attributes:
+        error: the error (its ``code`` is the server's reply code when a reply caused it).
+        limit: the server refused the connection as one too many (``432 4.3.2``).
+    """
 
     def __init__(self, error: OAuthSMTPError) -> None:
         super().__init__(str(error))
         self.error = error
+        code, text = getattr(error, "code", None), getattr(error, "server_message", None)
+        self.limit = is_connection_limit(code, text)
 
 
-def transact(conn: Connection, extensions: Mapping[str, str], todo: deque[Job]) -> None:
-    """Send the jobs of ``todo`` in order on ``conn``, popping each once its result is set.
+def transact(conn: Connection, extensions: Mapping[str, str], queue: JobQueue, lane: Lane) -> None:
+    """Send jobs from ``queue`` on ``conn`` until the queue is empty.
 
     Args:
         conn: an authenticated connection.
         extensions: its EHLO keywords (after TLS).
-        todo: jobs with a prepared message and no result.
+        queue: jobs with a prepared message and no result.
+        lane: this connection's jobs in flight; empty on entry.
 
     Raises:
-        ConnectionLost: a timeout, a drop, a ``421`` or a malformed reply; the connection
-            is closed and ``todo[0]`` is the job that was under way.
+        ConnectionLost: a timeout, a drop, a ``421``, a ``432 4.3.2`` or a malformed
+            reply; the connection is closed and ``lane.inflight`` holds the jobs under way
+            (call :meth:`Lane.recover`).
     """
-    for job in list(todo):
-        assert job.outgoing is not None  # noqa: S101 - the caller filters
-        problem = _unsendable(job.outgoing, extensions)
-        if problem:
-            job.result = failed(problem)
-            todo.remove(job)
     try:
         if "PIPELINING" in extensions:
-            _pipelined(conn, extensions, todo)
+            _pipelined(conn, extensions, queue, lane)
         else:
-            _lockstep(conn, extensions, todo)
+            _lockstep(conn, extensions, queue, lane)
     except (SMTPTimeoutError, SMTPConnectionError) as exc:
         raise ConnectionLost(exc) from exc
     except SMTPError as exc:
@@ -179,10 +290,16 @@ def _envelope(out: OutgoingMessage, ext: Mapping[str, str]) -> tuple[bytes, list
     return b"".join(lines), [line.decode("utf-8").rstrip() for line in lines]
 
 
-def _pipelined(conn: Connection, ext: Mapping[str, str], todo: deque[Job]) -> None:
-    if not todo:
+def _body(out: OutgoingMessage) -> tuple[list[bytes], int]:
+    """The message as written after ``354``: dot-stuffed, then the end-of-data line."""
+    stuffed = dot_stuff(out.data)
+    return [stuffed, end_of_data(out.data)], len(stuffed)
+
+
+def _pipelined(conn: Connection, ext: Mapping[str, str], queue: JobQueue, lane: Lane) -> None:
+    job = lane.take(queue, ext)
+    if job is None:
         return
-    job = todo[0]
     assert job.outgoing is not None  # noqa: S101
     conn.write(*_envelope(job.outgoing, ext))
     while True:
@@ -191,20 +308,22 @@ def _pipelined(conn: Connection, ext: Mapping[str, str], todo: deque[Job]) -> No
         mail = _read(conn)
         rcpts = [_read(conn) for _ in out.recipients]
         data_reply = _read(conn)
-        nxt = todo[1] if len(todo) > 1 else None
+        nxt = lane.take(queue, ext)
         following, follow_log = (
             _envelope(nxt.outgoing, ext) if nxt is not None and nxt.outgoing else (b"", [])
         )
         if data_reply.code == 354:
-            accepted = mail.code < 300 and any(r.code < 300 for r in rcpts)
-            body = encode_data(out.data) if accepted else b".\r\n"  # 354 despite no recipient
+            if mail.code < 300 and any(r.code < 300 for r in rcpts):
+                chunks, size = _body(out)
+            else:  # 354 despite no accepted recipient: end the data at once
+                chunks, size = [b".\r\n"], 0
+            chunks[-1] += following
             job.body_sent = True
-            conn.write(body + following, [f"[message, {len(body)} bytes]", *follow_log])
-            job.result = _outcome(out, mail, rcpts, data_reply, _read_end(conn, job))
-            todo.popleft()
+            conn.write(chunks, [f"[message, {size} bytes]", *follow_log])
+            lane.finish(job, _outcome(out, mail, rcpts, data_reply, _read_end(conn, job)))
         else:
-            job.result = _outcome(out, mail, rcpts, data_reply, None)
-            todo.popleft()  # final before RSET: a drop now must not send it again
+            # Final before RSET: a drop now must not send it again.
+            lane.finish(job, _outcome(out, mail, rcpts, data_reply, None))
             conn.write(b"RSET\r\n" + following, ["RSET", *follow_log])
             reset = _read(conn)
             if reset.code != 250:
@@ -214,9 +333,8 @@ def _pipelined(conn: Connection, ext: Mapping[str, str], todo: deque[Job]) -> No
         job = nxt
 
 
-def _lockstep(conn: Connection, ext: Mapping[str, str], todo: deque[Job]) -> None:
-    while todo:
-        job = todo[0]
+def _lockstep(conn: Connection, ext: Mapping[str, str], queue: JobQueue, lane: Lane) -> None:
+    while (job := lane.take(queue, ext)) is not None:
         out = job.outgoing
         assert out is not None  # noqa: S101
         mail = _call(conn, _mail(out, ext))
@@ -226,13 +344,12 @@ def _lockstep(conn: Connection, ext: Mapping[str, str], todo: deque[Job]) -> Non
         data_reply = _call(conn, b"DATA\r\n") if any(r.code < 300 for r in rcpts) else None
         if data_reply is not None and data_reply.code == 354:
             job.body_sent = True
-            body = encode_data(out.data)
-            conn.write(body, [f"[message, {len(body)} bytes]"])
-            job.result = _outcome(out, mail, rcpts, data_reply, _read_end(conn, job))
-            todo.popleft()
+            chunks, size = _body(out)
+            conn.write(chunks, [f"[message, {size} bytes]"])
+            lane.finish(job, _outcome(out, mail, rcpts, data_reply, _read_end(conn, job)))
         else:
-            job.result = _outcome(out, mail, rcpts, data_reply, None)
-            todo.popleft()  # final before RSET: a drop now must not send it again
+            # Final before RSET: a drop now must not send it again.
+            lane.finish(job, _outcome(out, mail, rcpts, data_reply, None))
             _call(conn, b"RSET\r\n")
 
 
@@ -242,9 +359,9 @@ def _call(conn: Connection, line: bytes) -> Reply:
 
 
 def _read_end(conn: Connection, job: Job) -> Reply:
-    """Read the end-of-data reply; a 421 refused the message, so it may be sent again."""
+    """Read the end-of-data reply; a 421 or 432 refused the message: it may be sent again."""
     reply = conn.read_reply()
-    if reply.code == 421:
+    if reply.code == 421 or is_connection_limit(reply.code, reply.text):
         job.body_sent = False  # not accepted (RFC 5321 §4.1.1.4): resend on a new connection
     return _closing(conn, reply)
 
@@ -254,12 +371,13 @@ def _read(conn: Connection) -> Reply:
 
 
 def _closing(conn: Connection, reply: Reply) -> Reply:
-    if reply.code == 421:  # RFC 5321 §3.8: the server is closing the channel
+    if reply.code == 421 or is_connection_limit(reply.code, reply.text):
+        # RFC 5321 §3.8: the server is closing the channel; or it refuses this connection
+        # as one too many, and would refuse every transaction on it.
         conn.close()
+        what = "is closing the connection" if reply.code == 421 else "refuses this connection"
         raise SMTPConnectionError(
-            f"the server is closing the connection: {reply}",
-            code=reply.code,
-            server_message=reply.text,
+            f"the server {what}: {reply}", code=reply.code, server_message=reply.text
         )
     return reply
 

@@ -7,8 +7,9 @@ module is small on purpose:
 
 * :class:`ReplyParser` turns received bytes into :class:`Reply` values, with a cap on the
   length of a line and on the number of lines in one reply (RFC 5321 §4.2.1, §4.5.3.1.5).
-* :func:`command`, :func:`mail_from`, :func:`rcpt_to` and :func:`encode_data` build bytes for
-  the wire and refuse CR, LF and NUL in arguments (SECURITY.md rule 29).
+* :func:`command`, :func:`mail_from` and :func:`rcpt_to` build command lines and refuse CR,
+  LF and NUL in arguments (SECURITY.md rule 29); :func:`dot_stuff` and :func:`end_of_data`
+  prepare a message for ``DATA`` without copying it when nothing needs stuffing.
 * :class:`Connection` owns one socket: every read and write has a deadline, TLS is set up
   with the caller's verifying context, and protocol lines go to the ``oauthsmtp.smtp``
   logger at DEBUG with secrets masked by the caller.

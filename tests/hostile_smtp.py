@@ -4,8 +4,9 @@
 ways a real network bends a client: STARTTLS stripped, refused or followed by injected
 lines; a self-signed or wrong-host certificate; only ``AUTH LOGIN``; a 1 MB reply line or
 endless continuation lines; a flood of SASL challenges; dropped connections after a given
-number of replies; Microsoft's ``535 5.7.139`` and ``535 5.7.3``; and a PIPELINING server
-that records whether each envelope arrived in one write.
+number of replies; Microsoft's ``535 5.7.139`` and ``535 5.7.3``; Microsoft's cap on
+concurrent connections (``432 4.3.2``); and a PIPELINING server that records whether each
+envelope arrived in one write.
 
 Everything the client sent is recorded per connection (raw chunks, command lines, decoded
 AUTH responses, messages), so tests can assert what did and did not cross the wire.
@@ -33,6 +34,10 @@ TENANT_DISABLED = (
     "[AM0PR02CA0001.eurprd02.prod.outlook.com]"
 )
 MS_BAD_TOKEN = "535 5.7.3 Authentication unsuccessful [SN2PR00CA0018.namprd00.prod.outlook.com]"
+MS_CONNECTION_LIMIT = (
+    "432 4.3.2 Concurrent connections limit exceeded. Visit https://aka.ms/concurrent_sending "
+    "for more information. [Hostname=AM0PR02MB0001.eurprd02.prod.outlook.com]"
+)
 
 
 class _Dropped(Exception):
@@ -78,6 +83,8 @@ class Connection:
         self.bodies = 0
         self.mails = 0
         self.resets = 0
+        self.over_limit = False  # opened while max_connections others were open
+        self.open = False
         self._buffer = b""
 
     # -- I/O ---------------------------------------------------------------------------
@@ -166,6 +173,12 @@ class HostileServer:
         reject_rcpt: recipients refused with 550.
         reject_mail: senders refused with 550.
         data_reply: the end-of-data reply.
+        max_connections: accept this many concurrent connections; each one beyond (counted
+            when it opens) is refused with Microsoft's ``432 4.3.2`` at ``limit_at``.
+        limit_at: "greeting" (instead of 220, then silence), "mail" (every MAIL), or
+            "data" (every end of data; the message is not kept).
+        data_delay: seconds to wait before answering each end of data (a busy server), so
+            that every connection of a pool gets work.
     """
 
     def __init__(
@@ -192,6 +205,9 @@ class HostileServer:
         reject_rcpt: tuple[str, ...] = (),
         reject_mail: tuple[str, ...] = (),
         data_reply: str = "250 2.0.0 OK queued",
+        max_connections: int | None = None,
+        limit_at: str = "mail",
+        data_delay: float = 0.0,
     ) -> None:
         self.tls_context = tls_context
         self.implicit_tls = implicit_tls
@@ -214,6 +230,12 @@ class HostileServer:
         self.reject_rcpt = set(reject_rcpt)
         self.reject_mail = set(reject_mail)
         self.data_reply = data_reply
+        self.max_connections = max_connections
+        self.limit_at = limit_at
+        self.data_delay = data_delay
+        self.open_now = 0
+        self.peak_open = 0
+        self.refused_over_limit = 0
 
         self.connections: list[Connection] = []
         self.auth_attempts: list[AuthAttempt] = []
@@ -286,6 +308,12 @@ class HostileServer:
             with self._lock:
                 conn = Connection(self, sock, len(self.connections))
                 self.connections.append(conn)
+                slots = sum(1 for c in self.connections if c.open and not c.over_limit)
+                if self.max_connections is not None and slots >= self.max_connections:
+                    conn.over_limit = True
+                conn.open = True
+                self.open_now += 1
+                self.peak_open = max(self.peak_open, self.open_now)
                 thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
                 self._threads.append(thread)
             thread.start()
@@ -294,6 +322,9 @@ class HostileServer:
         try:
             if self.implicit_tls:
                 conn.start_tls()
+            if conn.over_limit and self.limit_at == "greeting":
+                self._refuse_over_limit(conn)
+                return
             conn.send("220 hostile.test ESMTP ready")
             while not self._stopping.is_set():
                 line = conn.readline()
@@ -309,7 +340,15 @@ class HostileServer:
         except Exception as exc:  # a bug in a test server must fail the test
             self.errors.append(exc)
         finally:
+            with self._lock:  # before closing: a client may reconnect at once
+                conn.open = False
+                self.open_now -= 1
             conn.sock.close()
+
+    def _refuse_over_limit(self, conn: Connection) -> None:
+        with self._lock:
+            self.refused_over_limit += 1
+        conn.send(MS_CONNECTION_LIMIT)
 
     def _ehlo_lines(self, conn: Connection) -> list[str]:
         keywords: list[str] = []
@@ -451,6 +490,9 @@ class HostileServer:
         if not conn.authenticated and (self.auth or self.pre_tls_auth):
             conn.send("530 5.7.0 Authentication required")
             return
+        if conn.over_limit and self.limit_at == "mail":
+            self._refuse_over_limit(conn)
+            return
         address = line[10:].split(">", 1)[0].lstrip("<")
         conn.envelope = Received(address, [], b"", line)
         if address in self.reject_mail:
@@ -483,9 +525,14 @@ class HostileServer:
         if self.bye_on_data.get(conn.index) == conn.bodies:
             conn.send("421 4.3.2 Service shutting down, message not accepted")
             raise _Dropped
+        if conn.over_limit and self.limit_at == "data":
+            self._refuse_over_limit(conn)
+            return
         self.messages.append(envelope)
         if self.drop_before_data_reply.get(conn.index) == conn.bodies:
             raise _Dropped
+        if self.data_delay:
+            time.sleep(self.data_delay)
         conn.send(self.data_reply)
 
 

@@ -334,3 +334,204 @@ def test_fast_attachment_encoding_matches_email_package(size: int) -> None:
     assert max(len(line) for line in out.data.split(b"\r\n")) <= 78
     [slow] = mail.to_message().iter_attachments()
     assert slow.get_content() == data
+
+
+# -- the direct serializer (oauthsmtp._mime) against the email package -------------------------
+def _lf(content: object) -> object:
+    if isinstance(content, Message):  # message/rfc822: compare what it says
+        return (content["Subject"], _lf(content.get_payload()))
+    return content.replace("\r\n", "\n") if isinstance(content, str) else content
+
+
+def _summary(msg: EmailMessage) -> dict[str, object]:
+    """What a recipient sees: decoded headers, bodies and attachments (line ends as LF)."""
+    text = msg.get_body(("plain",))
+    html = msg.get_body(("html",))
+    return {
+        # Without white space: CPython's address parser keeps the (RFC 2047 §6.2: ignored)
+        # space between two encoded-words of a display name, wherever either side folds.
+        "headers": {
+            name: "".join(str(msg[name]).split())
+            for name in ("From", "To", "Cc", "Reply-To", "Subject", "X-Mailer", "References")
+            if msg[name] is not None
+        },
+        "text": None if text is None else _lf(text.get_content()),
+        "html": None if html is None else _lf(html.get_content()),
+        "attachments": [
+            (a.get_filename(), a.get_content_type(), _lf(a.get_content()))
+            for a in msg.iter_attachments()
+        ],
+    }
+
+
+FAST_CASES = {
+    "plain": Email(sender=ALICE, to=[BOB], subject="Hello", text="Hi.\n.dot line\n"),
+    "names": Email(
+        sender="Zoë Ü <zoe@example.org>",
+        to=["Jürgen <j@example.org>", "John Q. Public <jqp@example.org>", 'a "q" <q@example.org>'],
+        cc=[
+            *(f"Person {i} <p{i}@example.org>" for i in range(12)),
+            "Jürgen Müller-Lüdenscheidt von und zu Großherzogtum Sachsen-Anhalt <jm@example.org>",
+            '"Very Long Plain Name With Many Words In It, Indeed, Quoted" <v@example.org>',
+        ],
+        reply_to=["replies@example.org"],
+        subject="Grüße aus Köln, " * 8,
+        text="Schöne Grüße",
+    ),
+    "long-ascii-subject": Email(sender=ALICE, to=[BOB], subject="word " * 60 + "end"),
+    "headers": Email(
+        sender=ALICE,
+        to=[BOB],
+        text="x",
+        headers={"X-Mailer": "oauthsmtp", "References": " ".join(f"<{i}@x.org>" for i in range(9))},
+    ),
+    "alternative": Email(sender=ALICE, to=[BOB], text="plain", html="<p>" + "h" * 200 + "</p>"),
+    "html-only": Email(sender=ALICE, to=[BOB], html="<p>only</p>"),
+    "cjk": Email(sender=ALICE, to=[BOB], text="你好世界。\n" * 40),
+    "qp": Email(sender=ALICE, to=[BOB], text="ä line " + "x" * 200 + "\r\nbare\rcr\n"),
+    "empty": Email(sender=ALICE, to=[BOB]),
+    "attachments": Email(
+        sender=ALICE,
+        to=[BOB],
+        text="see attached",
+        html="<b>see</b>",
+        attachments=[
+            ("report.pdf", b"%PDF-1.4" * 100),
+            ("été à.txt", b"caf\xc3\xa9"),
+            ('quote".bin', b"\x00\x01"),
+            ("empty.dat", b""),
+            ("inner.eml.bin", b"x", "message/partial"),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", FAST_CASES.values(), ids=FAST_CASES.keys())
+def test_direct_serialization_matches_email_package(case: Email) -> None:
+    """The fast path says what the email package says, in 7-bit lines of at most 78."""
+    from oauthsmtp._message import _prepare_email
+
+    fast = _prepare_email(case)
+    assert fast is not None  # these all take the fast path
+    assert fast.data.isascii()
+    assert fast.data.endswith(b"\r\n")
+    assert fast.data.count(b"\n") == fast.data.count(b"\r\n") == fast.data.count(b"\r")
+    assert max(len(line) for line in fast.data.split(b"\r\n")) <= 78
+    assert _summary(parse(fast.data)) == _summary(parse(case.to_message().as_bytes()))
+    assert parse(fast.data).defects == []
+    assert fast.recipients == case.envelope_recipients
+    assert fast.sender == case.envelope_sender
+    assert str(parse(fast.data)["Subject"]) == case.subject
+
+
+def test_long_display_name_decodes_exactly() -> None:
+    """A display name split into several encoded-words decodes to itself (RFC 2047 §6.2)."""
+    from email.header import decode_header, make_header
+
+    name = "Jürgen Müller-Lüdenscheidt von und zu Großherzogtum Sachsen-Anhalt"
+    out = prepare_message(Email(sender=ALICE, to=[f"{name} <j@example.org>"]))
+    [field] = out.data.split(b"\r\n\r\n")[0].split(b"\r\nTo: ")[1:]
+    phrase = field.split(b"<j@example.org>")[0].decode("ascii").replace("\r\n", "")
+    assert phrase.count("=?utf-8?b?") > 1
+    assert str(make_header(decode_header(phrase))).strip() == name
+
+
+def test_subject_that_looks_encoded_stays_literal() -> None:
+    """A subject that looks like an RFC 2047 encoded-word is encoded, so it reads as typed."""
+    out = prepare_message(Email(sender=ALICE, to=[BOB], subject="=?utf-8?q?not_encoded?="))
+    assert str(parse(out.data)["Subject"]) == "=?utf-8?q?not_encoded?="
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        Email(sender=ALICE, to=[BOB], headers={"X-Note": "café"}),
+        Email(sender=ALICE, to=[BOB], attachments=[("n" * 90 + ".txt", b"x")]),
+        Email(sender=ALICE, to=["ñoño@example.org"]),
+        Email(sender=ALICE, to=[BOB], attachments=[("fwd.eml", b"Subject: x\r\n\r\nhi\r\n")]),
+    ],
+    ids=["non-ascii-header", "long-filename", "smtputf8", "rfc822"],
+)
+def test_fallback_to_email_package(case: Email) -> None:
+    """What the fast path does not write simply goes through the email package, correctly."""
+    from oauthsmtp._message import _prepare_email
+
+    assert _prepare_email(case) is None
+    out = prepare_message(case)
+    assert out.data.count(b"\n") == out.data.count(b"\r\n")
+    assert _summary(parse(out.data)) == _summary(parse(case.to_message().as_bytes()))
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "bob@example.org",
+        "first.last+tag@sub.example.co.uk",
+        "o'brien@example.org",
+        "Bob Smith <bob@example.org>",
+        "B <b@localhost>",
+        "John Q. Public <jqp@example.org>",
+        '"Smith, John" <j@example.org>',
+        "=?utf-8?q?Z=C3=B6e?= <zoe@example.org>",
+        "<bare@example.org>",
+        "Zoë <zoe@example.org>",
+        "a..b@example.org",
+    ],
+)
+def test_simple_address_parser_agrees(address: str) -> None:
+    """The quick parser of common addresses gives the general parser's answer, or none."""
+    from email.headerregistry import Address
+
+    from oauthsmtp._message import _parse_address_list, _simple_address
+
+    quick = _simple_address(address)
+    if quick is not None:
+        [general] = _parse_address_list("to", address)
+        assert (quick.display_name, quick.username, quick.domain) == (
+            general.display_name,
+            general.username,
+            general.domain,
+        )
+        assert isinstance(quick, Address)
+
+
+@pytest.mark.parametrize(
+    ("data", "stuffed"),
+    [
+        (b"no dots\r\n", False),
+        (b"a.b.c\r\nd.e\r\n", False),
+        (b"x." * 200 + b"\r\n.late\r\n", True),
+        (b".first\r\n", True),
+        (b"a\r\n..\r\n", True),
+    ],
+    ids=["none", "inside-lines", "after-many-dots", "first", "double"],
+)
+def test_dot_stuffing_scan(data: bytes, stuffed: bool) -> None:
+    """The quick scan never misses a line that starts with '.' (RFC 5321 §4.5.2)."""
+    from oauthsmtp._smtpwire import dot_stuff
+
+    out = dot_stuff(data)
+    assert (out is not data) is stuffed
+    assert out == (b"." + data if data.startswith(b".") else data).replace(b"\n.", b"\n..")
+
+
+def test_emailmessage_line_endings_normalized() -> None:
+    """Bare CR and LF in an EmailMessage's bodies, preamble and parts become CRLF."""
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = ALICE, BOB, "s"
+    msg.set_content("one\rtwo\nthree\r\n\n\r.")
+    msg.add_attachment("att\rline\n", subtype="plain", cte="7bit")
+    msg.add_attachment(b"\x00" * 100, maintype="application", subtype="octet-stream")
+    msg.preamble = "pre\ramble\n"
+    inner = EmailMessage()
+    inner["Subject"] = "inner"
+    inner.set_content("in\rner\n")
+    msg.add_attachment(inner)
+    out = prepare_message(msg)
+    assert out.data.count(b"\n") == out.data.count(b"\r\n") == out.data.count(b"\r")
+    reparsed = parse(out.data)
+    body = reparsed.get_body(("plain",))
+    assert body is not None
+    assert body.get_content() == "one\r\ntwo\r\nthree\r\n\r\n\r\n.\r\n"
+    assert reparsed.get_boundary() is not None
+    assert reparsed.get_boundary() == msg.get_boundary()  # as as_bytes() would: set on msg

@@ -784,3 +784,227 @@ def test_file_attachment(dev: SMTPServer, certs: CertificateSet, tmp_path: Path)
     [received] = dev.wait_for_messages(1)
     [part] = received.message.iter_attachments()
     assert part.get_content() == path.read_bytes()
+
+
+# -- pipelining against the development server (aiosmtpd) ----------------------------------------
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "lock-step"])
+def test_batch_results_in_order_against_dev_server(certs: CertificateSet, pipelining: bool) -> None:
+    """Replies are matched to messages in order, a refused recipient in the middle included."""
+    with SMTPServer(
+        VALID.get, certificates=certs, pipelining=pipelining, reject_recipients=("x@example.org",)
+    ) as server:
+        batch = [mail(i) for i in range(6)]
+        batch[2] = mail(2, to=["x@example.org"])  # refused: the only recipient
+        batch[4] = mail(4, to=[BOB, "x@example.org", "carol@example.org"])  # one of three
+        with session(server.port, certs.client_context()) as s:
+            assert ("PIPELINING" in s.extensions) is pipelining
+            results = s.send_many(batch)
+        assert [r.status for r in results] == ["sent", "sent", "failed", "sent", "sent", "sent"]
+        assert (results[2].code, dict(results[2].refused)) == (
+            550,
+            {"x@example.org": (550, "5.1.1 user unknown")},
+        )
+        assert results[4].refused == {"x@example.org": (550, "5.1.1 user unknown")}
+        received = server.wait_for_messages(5)
+        assert [m.subject for m in received] == ["m0", "m1", "m3", "m4", "m5"]
+        assert received[3].rcpt_tos == (BOB, "carol@example.org")
+        assert server.connections == 1
+
+
+def test_one_megabyte_attachment_arrives_intact(dev: SMTPServer, certs: CertificateSet) -> None:
+    """A 1 MB attachment (Email and EmailMessage) decodes to the same bytes on the server."""
+    import os
+
+    payload = os.urandom(1024 * 1024) + b"\r\n.\r\n.." + bytes(range(256))
+    message = mail(1, attachments=[("blob.bin", payload)], text=".leading dot\n.\n")
+    stdlib = EmailMessage()
+    stdlib["From"], stdlib["To"], stdlib["Subject"] = ALICE, BOB, "m2"
+    stdlib.set_content(".a line with a dot\n")
+    stdlib.add_attachment(payload, maintype="application", subtype="octet-stream", filename="b")
+    with session(dev.port, certs.client_context()) as s:
+        assert [r.status for r in s.send_many([message, stdlib])] == ["sent", "sent"]
+    for received in dev.wait_for_messages(2):
+        [part] = received.message.iter_attachments()
+        assert part.get_content() == payload
+        body = received.message.get_body(("plain",))
+        assert body is not None
+        assert body.get_content().startswith(".")
+
+
+# -- a pool of connections ---------------------------------------------------------------------
+def test_pool_results_in_input_order(dev: SMTPServer, certs: CertificateSet) -> None:
+    """connections=4: one result per message in input order; connections reused later."""
+    batch = [mail(i) for i in range(40)]
+    batch[5] = mail(5, to=["nobody@example.org"])
+    batch[23] = mail(23, to=[BOB, "nobody@example.org"])
+    with session(dev.port, certs.client_context(), connections=4) as s:
+        results = s.send_many(batch)
+        assert 1 < s.open_connections <= 4
+        assert [r.status for r in results] == ["sent"] * 5 + ["failed"] + ["sent"] * 34
+        assert results[5].refused == {"nobody@example.org": (550, "5.1.1 user unknown")}
+        assert results[23].refused == {"nobody@example.org": (550, "5.1.1 user unknown")}
+        more = s.send_many([mail(i) for i in range(100, 140)])
+        assert all(r.ok for r in more)
+        assert s.send(mail(200)).ok
+        assert dev.connections <= 4  # never more, even across calls
+        assert len(dev.auth_log) == dev.connections  # each one opened once, then reused
+    received = dev.wait_for_messages(80)
+    assert sorted(m.subject for m in received) == sorted(
+        [f"m{i}" for i in range(40) if i != 5] + [f"m{i}" for i in range(100, 140)] + ["m200"]
+    )
+    assert [m.rcpt_tos for m in received if m.subject == "m23"] == [(BOB,)]
+
+
+def test_send_many_connections_argument(dev: SMTPServer, certs: CertificateSet) -> None:
+    """send_many(connections=) overrides the session's setting; surplus connections close."""
+    with session(dev.port, certs.client_context()) as s:
+        assert all(r.ok for r in s.send_many([mail(i) for i in range(9)], connections=3))
+        assert s.open_connections == 3
+        assert all(r.ok for r in s.send_many([mail(i) for i in range(4)], connections=2))
+        assert s.open_connections <= 2
+        with pytest.raises(ConfigurationError):
+            s.send_many([mail()], connections=0)
+    assert not s.connected
+    assert dev.connections == 3
+    with pytest.raises(ConfigurationError):
+        SMTPSession("smtp.example.org", connections=True)  # type: ignore[arg-type]
+
+
+def test_pool_never_exceeds_its_size(
+    hostile: Callable[..., HostileServer], certs: CertificateSet
+) -> None:
+    """However large the batch, no more than N connections are open at once."""
+    server = hostile(data_delay=0.01)
+    with session(server.port, certs.client_context(), connections=3) as s:
+        for round_ in range(3):
+            results = s.send_many([mail(i) for i in range(10 * round_, 10 * round_ + 10)])
+            assert all(r.ok for r in results)
+            assert s.open_connections == 3
+    assert server.peak_open == 3
+    assert len(server.connections) == 3
+    assert sorted(subjects(server)) == sorted(f"m{i}" for i in range(30))
+    assert not server.pipelining_violations
+
+
+@pytest.mark.parametrize("where", ["greeting", "mail", "data"])
+def test_pool_shrinks_on_connection_limit(
+    hostile: Callable[..., HostileServer], certs: CertificateSet, where: str
+) -> None:
+    """Beyond 2 connections the server answers 432 4.3.2: the pool carries on with 2.
+
+    Whether the refusal comes at the greeting, at MAIL or at the end of data, every message
+    is sent exactly once, and later batches never open more than the server accepted.
+    """
+    server = hostile(max_connections=2, limit_at=where, data_delay=0.01)
+    with session(server.port, certs.client_context(), connections=4) as s:
+        results = s.send_many([mail(i) for i in range(20)])
+        assert [r.status for r in results] == ["sent"] * 20
+        assert s.open_connections == 2
+        opened = len(server.connections)
+        later = s.send_many([mail(i) for i in range(20, 30)])
+        assert [r.status for r in later] == ["sent"] * 10
+    assert server.refused_over_limit >= 1
+    assert len(server.connections) == opened  # the pool did not try a third one again
+    assert sorted(subjects(server)) == sorted(f"m{i}" for i in range(30))  # once each
+
+
+def test_connection_limit_on_the_only_connection(
+    hostile: Callable[..., HostileServer], certs: CertificateSet
+) -> None:
+    """If the one connection is over the limit (others hold the slots), the batch fails clearly."""
+    server = hostile(max_connections=0, limit_at="mail")
+    with (
+        session(server.port, certs.client_context(), connections=2) as s,
+        pytest.raises(SMTPConnectionError) as caught,
+    ):
+        s.send_many([mail(0), mail(1)])
+    assert caught.value.code == 432
+    assert server.messages == []
+
+
+def test_pool_authenticates_once_with_a_bad_token(dev: SMTPServer, certs: CertificateSet) -> None:
+    """A refused token is refreshed once, by the first connection; the others never send AUTH."""
+    auth, refresher = token("expired-token", "still-bad-token", "never-used")
+    s = session(dev.port, certs.client_context(), auth_token=auth, connections=4)
+    with pytest.raises(SMTPAuthError):
+        s.send_many([mail(i) for i in range(8)])
+    s.close()
+    assert refresher.calls == 1
+    assert len(dev.auth_log) == 2  # the first attempt and its one retry
+    assert dev.wait_for_messages(0) == []
+
+
+def test_pool_refreshes_an_expired_token_once(dev: SMTPServer, certs: CertificateSet) -> None:
+    """An expired token is refreshed once for the whole pool, before any AUTH."""
+    auth, refresher = token("expired-token", "fresh-token")
+    auth.expire()
+    with session(dev.port, certs.client_context(), auth_token=auth, connections=4) as s:
+        assert all(r.ok for r in s.send_many([mail(i) for i in range(12)]))
+    assert refresher.calls == 1
+    assert [ok for _, _, ok in dev.auth_log] == [True] * 4
+
+
+def test_pool_in_asynchronous_mode(dev: SMTPServer, certs: CertificateSet) -> None:
+    """Asynchronous sending spreads queued messages over the pool; results reach the futures."""
+    with session(dev.port, certs.client_context(), asynchronous=True, connections=3) as s:
+        futures = [s.send(mail(i)) for i in range(15)]
+        batch = s.send_many([mail(i) for i in range(15, 20)])
+    assert [f.result().status for f in futures] == ["sent"] * 15
+    assert [r.status for r in batch] == ["sent"] * 5
+    assert dev.connections <= 3
+    assert sorted(m.subject for m in dev.wait_for_messages(20)) == sorted(
+        f"m{i}" for i in range(20)
+    )
+
+
+def test_pool_survives_a_dropped_connection(
+    hostile: Callable[..., HostileServer], certs: CertificateSet
+) -> None:
+    """One pool connection dropped mid-body: that message is unknown, the rest sent once."""
+    server = hostile(drop_before_data_reply={1: 2}, data_delay=0.01)
+    with session(server.port, certs.client_context(), connections=3) as s:
+        results = s.send_many([mail(i) for i in range(15)])
+    statuses = [r.status for r in results]
+    assert statuses.count("unknown") == 1
+    assert statuses.count("sent") == 14
+    assert len(server.connections) == 4  # the dropped one was replaced
+    stored = subjects(server)
+    assert sorted(stored) == sorted(f"m{i}" for i in range(15))  # the unknown one arrived too
+    assert server.peak_open <= 3
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "lock-step"])
+def test_drop_after_any_number_of_replies(
+    hostile: Callable[..., HostileServer], certs: CertificateSet, pipelining: bool
+) -> None:
+    """Wherever the connection drops, no message is lost or sent twice.
+
+    The server closes the first connection after n reply lines, for every n from the
+    greeting to past the end of the batch: "sent" means stored once, "failed" never
+    stored, "unknown" at most once, and at most one message is "unknown".
+    """
+    for n in range(12, 45):  # 12 reply lines: greeting, EHLO, STARTTLS, EHLO, AUTH
+        server = hostile(drop_after_replies={0: n}, pipelining=pipelining)
+        with session(server.port, certs.client_context()) as s:
+            results = s.send_many([mail(i, cc=["c@example.org"]) for i in range(5)])
+        stored = subjects(server)
+        for i, result in enumerate(results):
+            count = stored.count(f"m{i}")
+            assert count == {"sent": 1, "failed": 0, "unknown": count}[result.status], (n, i)
+            assert count <= 1, (n, i)
+        assert [r.status for r in results].count("unknown") <= 1, n
+        assert all(r.status != "failed" for r in results), n
+        server.stop()
+
+
+def test_connection_limit_replies() -> None:
+    """Which replies mean "too many connections" (and which do not)."""
+    from oauthsmtp._smtptransact import is_connection_limit
+
+    assert is_connection_limit(432, "4.3.2 Concurrent connections limit exceeded. Visit ...")
+    assert is_connection_limit(432, "4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded")
+    assert is_connection_limit(421, "4.3.2 The maximum number of concurrent connections has ...")
+    assert not is_connection_limit(421, "4.3.2 Service shutting down")
+    assert not is_connection_limit(432, "4.7.12 A password transition is needed")
+    assert not is_connection_limit(550, "5.3.2 concurrent connections")
+    assert not is_connection_limit(None, None)
