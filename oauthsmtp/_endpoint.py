@@ -1,10 +1,14 @@
-"""Talking to the token and revocation endpoints, through authlib and requests.
+"""Talking to the token and revocation endpoints.
 
-authlib builds the requests (grant parameters, client authentication, PKCE
-``code_verifier``); a compliance hook reads each answer with a size cap and
+The code exchange and revocation go through authlib and requests: authlib
+builds the requests (grant parameters, client authentication, PKCE
+``code_verifier``) and a compliance hook reads each answer with a size cap and
 hands it to :func:`oauthsmtp._token.parse_token_response`, so nothing
-authlib-parsed is trusted. Token requests are never redirected, always carry a
-timeout and verify TLS certificates (SECURITY.md rule 13).
+authlib-parsed is trusted. The refresh, which runs in every short-lived
+process, is one form POST made with the standard library (see
+:func:`_form_post`) and parsed by the same function. Token requests are never
+redirected, always carry a timeout and verify TLS certificates (SECURITY.md
+rule 13).
 """
 
 from __future__ import annotations
@@ -189,6 +193,86 @@ def _retry_delay(exc: TokenError, attempt: int) -> float | None:
     return float(min(MAX_BACKOFF, 0.5 * (2**attempt) + random.uniform(0, 0.25)))  # noqa: S311
 
 
+def _opener() -> Any:
+    """A urllib opener with verified TLS that never follows redirects."""
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None  # the 3xx then surfaces as an HTTPError and is refused
+
+    return urllib.request.build_opener(
+        NoRedirect(), urllib.request.HTTPSHandler(context=_tls_context())
+    )
+
+
+def _tls_context() -> Any:
+    """Verified TLS: the system's trust store (and SSL_CERT_FILE), plus certifi's bundle."""
+    import ssl
+
+    context = ssl.create_default_context()
+    for extra in (os.environ.get("REQUESTS_CA_BUNDLE"), _certifi_bundle()):
+        if extra:
+            context.load_verify_locations(cafile=extra)
+    return context
+
+
+def _certifi_bundle() -> str | None:
+    try:
+        import certifi
+    except ImportError:  # pragma: no cover - certifi comes with requests
+        return None
+    return str(certifi.where())
+
+
+def _form_post(
+    url: str, form: dict[str, str], *, what: str = "token endpoint"
+) -> tuple[int, str, bytes]:
+    """POST a form with the standard library; return (status, content type, capped body).
+
+    The refresh runs in short-lived processes (``oauthsmtp token`` as a password
+    command, cron jobs), where importing requests and authlib would cost more than
+    the request itself, so this one RFC 6749 §6 request is made with urllib. Like
+    the authlib path: TLS verified, no redirects followed, a timeout, at most
+    MAX_TOKEN_RESPONSE_BYTES + 1 bytes read.
+
+    Raises:
+        TokenError: the endpoint could not be reached.
+    """
+    import http.client
+    import ssl
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlencode
+
+    request = urllib.request.Request(  # noqa: S310 - the URL was validated as https/loopback
+        url, data=urlencode(form).encode("ascii"), headers=dict(_HEADERS), method="POST"
+    )
+    try:
+        with _opener().open(request, timeout=READ_TIMEOUT) as resp:
+            return resp.status, resp.headers.get("Content-Type", ""), _read_limited(resp)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            content_type = exc.headers.get("Content-Type", "") if exc.headers else ""
+            return exc.code, content_type, _read_limited(exc)
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLError):
+            why = "the TLS certificate could not be verified"
+        elif isinstance(reason, TimeoutError):
+            why = "the request timed out"
+        else:
+            why = "the connection failed"
+        raise TokenError(
+            f"could not reach the {what} at {_host(url)}: {why}; check the network and the URL"
+        ) from None
+
+
+def _read_limited(resp: Any) -> bytes:
+    data: bytes = resp.read(MAX_TOKEN_RESPONSE_BYTES + 1)
+    return data
+
+
 def refresh(
     params: OAuth2Parameters,
     state: TokenState,
@@ -201,31 +285,34 @@ def refresh(
     A refresh token in the answer replaces the old one (rotation); when the
     answer carries none, the old one is kept. Network errors, 5xx and 429 are
     retried ``attempts`` times in all with exponential backoff; OAuth errors
-    such as ``invalid_grant`` or ``invalid_client`` are not retried.
+    such as ``invalid_grant`` or ``invalid_client`` are not retried. The client
+    authenticates as on the code exchange: ``client_id`` and, when configured,
+    ``client_secret`` in the body (``client_secret_post``).
 
     Raises:
         TokenError: the refresh failed (``error`` tells ``invalid_grant`` apart).
     """
     if state.refresh_token is None:
         raise TokenError("no refresh token is held; log in again", error="invalid_grant")
+    form = {"grant_type": "refresh_token", "refresh_token": state.refresh_token}
+    if params.scopes:
+        form["scope"] = " ".join(params.scopes)
+    form["client_id"] = params.client_id
+    if params.client_secret is not None:
+        form["client_secret"] = params.client_secret
     last: TokenError | None = None
     for attempt in range(attempts):
-        hook = _StrictHook(params, state.refresh_token)
-
-        def call(session: Any, _: _StrictHook) -> Any:
-            return session.refresh_token(
-                params.token_url,
-                refresh_token=state.refresh_token,
-                scope=" ".join(params.scopes) if params.scopes else None,
-                headers=dict(_HEADERS),
-                timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
-                allow_redirects=False,
-                stream=True,
-            )
-
         log.debug("token: refreshing at %s (attempt %d)", _host(params.token_url), attempt + 1)
         try:
-            return _post(params, call, hook)
+            status, content_type, body = _form_post(params.token_url, form)
+            return parse_token_response(
+                status,
+                content_type,
+                body,
+                now=_now(),
+                requested_scope=params.scopes,
+                previous_refresh_token=state.refresh_token,
+            )
         except TokenError as exc:
             last = exc
             delay = _retry_delay(exc, attempt)

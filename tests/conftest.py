@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scripted_http import ScriptedServer
 
 from oauthsmtp.devserver import AuthServer
 
@@ -55,6 +56,16 @@ def fake_browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeBrowser
     monkeypatch.setattr(webbrowser, "_tryorder", None)
     monkeypatch.setattr(webbrowser, "_browsers", {})
     return FakeBrowser(log)
+
+
+@pytest.fixture
+def scripted() -> Iterator[ScriptedServer]:
+    """An HTTP server on loopback that answers scripted replies (tests/scripted_http.py)."""
+    server = ScriptedServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -1,4 +1,9 @@
-"""The token and revocation endpoints, with answers no real server gives (`responses`)."""
+"""The token and revocation endpoints, with answers no real server gives.
+
+The code exchange and revocation go through requests, mocked with `responses`;
+the refresh goes through the standard library and is tested against a scripted
+HTTP server on loopback (tests/scripted_http.py).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,14 @@ import logging
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
 import requests
 import responses
+from scripted_http import ScriptedServer
 
 from oauthsmtp import OAuth2Parameters, TokenError, _endpoint
 from oauthsmtp._token import TokenState
@@ -137,77 +145,143 @@ def test_network_error_names_the_host_only(mocked: responses.RequestsMock) -> No
         exchange()
 
 
-def test_refresh_keeps_old_refresh_token_and_sends_scope(mocked: responses.RequestsMock) -> None:
-    """No refresh_token in the answer: the old one is kept (Google); scope is sent."""
-    mocked.post(TOKEN_URL, json={"access_token": "at-2", "token_type": "Bearer", "expires_in": 60})
+def refresh_params(server: ScriptedServer, **kw: object) -> OAuth2Parameters:
+    return params(token_url=server.url(), **kw)
+
+
+def test_refresh_keeps_old_refresh_token_and_sends_scope(scripted: ScriptedServer) -> None:
+    """No refresh_token in the answer: the old one is kept (Google); scope and client sent."""
+    scripted.reply_json({"access_token": "at-2", "token_type": "Bearer", "expires_in": 60})
     old = TokenState(access_token="at-1", refresh_token="rt-1")
-    new = _endpoint.refresh(params(), old)
+    new = _endpoint.refresh(refresh_params(scripted), old)
     assert new.access_token == "at-2"
     assert new.refresh_token == "rt-1"
-    sent = form(mocked.calls[0])
+    sent = scripted.seen[0].form
     assert sent["grant_type"] == ["refresh_token"]
     assert sent["refresh_token"] == ["rt-1"]
     assert sent["scope"] == ["https://mail.google.com/"]
+    assert sent["client_id"] == ["client-1"]
+    assert sent["client_secret"] == ["client-secret-xyz"]
+    assert scripted.seen[0].headers["Accept"] == "application/json"
 
 
-def test_refresh_rotation_replaces_refresh_token(mocked: responses.RequestsMock) -> None:
+def test_public_client_refresh_sends_no_secret(scripted: ScriptedServer) -> None:
+    """A public client refreshes with client_id only."""
+    scripted.reply_json(GOOD)
+    _endpoint.refresh(refresh_params(scripted, secret=None), TokenState("a", refresh_token="r"))
+    assert "client_secret" not in scripted.seen[0].form
+    assert "Authorization" not in scripted.seen[0].headers
+
+
+def test_refresh_rotation_replaces_refresh_token(scripted: ScriptedServer) -> None:
     """A new refresh token replaces the old one (RFC 6749 §6)."""
-    mocked.post(TOKEN_URL, json={**GOOD, "refresh_token": "rt-2"})
-    new = _endpoint.refresh(params(), TokenState(access_token="at-1", refresh_token="rt-1"))
+    scripted.reply_json({**GOOD, "refresh_token": "rt-2"})
+    new = _endpoint.refresh(refresh_params(scripted), TokenState("at-1", refresh_token="rt-1"))
     assert new.refresh_token == "rt-2"
 
 
-def test_refresh_with_empty_refresh_token_is_an_error(mocked: responses.RequestsMock) -> None:
+def test_refresh_with_empty_refresh_token_is_an_error(scripted: ScriptedServer) -> None:
     """An empty refresh_token is malformed, not 'none'."""
-    mocked.post(TOKEN_URL, json={**GOOD, "refresh_token": ""})
+    scripted.reply_json({**GOOD, "refresh_token": ""})
     with pytest.raises(TokenError, match="refresh_token"):
-        _endpoint.refresh(params(), TokenState(access_token="a", refresh_token="rt-1"))
+        _endpoint.refresh(refresh_params(scripted), TokenState("a", refresh_token="rt-1"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"body": "<html>Wi-Fi login</html>", "Content_Type": "text/html"}, "JSON object"),
+        ({"status": 302, "Location": "https://evil.example/token"}, "redirect"),
+        ({"body": "{" + " " * (2 * 1024 * 1024)}, "more than"),
+    ],
+    ids=["html", "redirect", "huge"],
+)
+def test_refresh_refuses_odd_answers(
+    scripted: ScriptedServer, kwargs: dict[str, Any], needle: str
+) -> None:
+    """The refresh path is as strict as the exchange: no redirects, capped, JSON only."""
+    status = kwargs.pop("status", 200)
+    scripted.reply(status, **kwargs)
+    with pytest.raises(TokenError, match=needle):
+        _endpoint.refresh(refresh_params(scripted), TokenState("a", refresh_token="r"), attempts=1)
+    assert len(scripted.seen) == 1
 
 
 @pytest.mark.parametrize("status", [429, 503, 500])
 def test_refresh_retries_transient_failures_with_backoff(
-    mocked: responses.RequestsMock, status: int
+    scripted: ScriptedServer, status: int
 ) -> None:
     """429/5xx are retried a bounded number of times with growing delays (part (c) 15)."""
-    mocked.post(TOKEN_URL, status=status, body="busy", headers={"Retry-After": "1"})
-    mocked.post(TOKEN_URL, status=status, body="busy")
-    mocked.post(TOKEN_URL, json=GOOD)
+    scripted.reply(status, body="busy", Retry_After="1")
+    scripted.reply(status, body="busy")
+    scripted.reply_json(GOOD)
     delays: list[float] = []
     new = _endpoint.refresh(
-        params(), TokenState(access_token="a", refresh_token="r"), sleep=delays.append
+        refresh_params(scripted), TokenState("a", refresh_token="r"), sleep=delays.append
     )
     assert new.access_token == "at-1"
-    assert len(mocked.calls) == 3
+    assert len(scripted.seen) == 3
     assert len(delays) == 2
     assert 0 < delays[0] < delays[1] <= _endpoint.MAX_BACKOFF
 
 
-def test_refresh_gives_up_after_bounded_attempts(mocked: responses.RequestsMock) -> None:
+def test_refresh_gives_up_after_bounded_attempts(scripted: ScriptedServer) -> None:
     """A server that keeps failing is asked REFRESH_ATTEMPTS times, then TokenError."""
-    mocked.post(TOKEN_URL, status=503, body="down")
+    for _ in range(5):
+        scripted.reply(503, body="down")
     delays: list[float] = []
     with pytest.raises(TokenError) as info:
         _endpoint.refresh(
-            params(), TokenState(access_token="a", refresh_token="r"), sleep=delays.append
+            refresh_params(scripted), TokenState("a", refresh_token="r"), sleep=delays.append
         )
     assert info.value.status == 503
-    assert len(mocked.calls) == _endpoint.REFRESH_ATTEMPTS
+    assert len(scripted.seen) == _endpoint.REFRESH_ATTEMPTS
 
 
 @pytest.mark.parametrize(
     ("status", "error"), [(401, "invalid_client"), (400, "invalid_grant"), (400, "invalid_scope")]
 )
-def test_oauth_errors_are_not_retried(
-    mocked: responses.RequestsMock, status: int, error: str
-) -> None:
+def test_oauth_errors_are_not_retried(scripted: ScriptedServer, status: int, error: str) -> None:
     """401 invalid_client and other OAuth errors are final: exactly one request."""
-    mocked.post(TOKEN_URL, status=status, json={"error": error})
+    scripted.reply_json({"error": error}, status=status)
     with pytest.raises(TokenError) as info:
         _endpoint.refresh(
-            params(), TokenState(access_token="a", refresh_token="r"), sleep=lambda _: None
+            refresh_params(scripted), TokenState("a", refresh_token="r"), sleep=lambda _: None
         )
     assert info.value.error == error
-    assert len(mocked.calls) == 1
+    assert len(scripted.seen) == 1
+
+
+def test_refresh_network_error_is_retried_then_reported() -> None:
+    """Nobody listening: retried, then a TokenError naming the host (no secret)."""
+    delays: list[float] = []
+    with pytest.raises(TokenError, match=r"127\.0\.0\.1:9.*connection failed") as info:
+        _endpoint.refresh(
+            params(token_url="http://127.0.0.1:9/token"),
+            TokenState("a", refresh_token="rt-secret"),
+            sleep=delays.append,
+        )
+    assert len(delays) == _endpoint.REFRESH_ATTEMPTS - 1
+    assert "rt-secret" not in str(info.value)
+
+
+def test_refresh_verifies_tls_and_honours_ssl_cert_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An untrusted certificate fails; trusting its CA through SSL_CERT_FILE works."""
+    from oauthsmtp.devserver._certs import make_certificates
+
+    certs = make_certificates(tmp_path)
+    server = ScriptedServer(tls=certs.server_context()).start()
+    try:
+        state = TokenState("a", refresh_token="r")
+        with pytest.raises(TokenError, match="could not be verified"):
+            _endpoint.refresh(params(token_url=server.url()), state, attempts=1)
+        monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca_cert))
+        server.reply_json(GOOD)
+        assert _endpoint.refresh(params(token_url=server.url()), state).access_token == "at-1"
+    finally:
+        server.stop()
 
 
 def test_revocation_sends_token_and_hint(mocked: responses.RequestsMock) -> None:
@@ -257,14 +331,15 @@ def test_slow_endpoint_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_nothing_secret_is_logged(
-    mocked: responses.RequestsMock, caplog: pytest.LogCaptureFixture
+    mocked: responses.RequestsMock, scripted: ScriptedServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """DEBUG logs of a full exchange and refresh hold no code, verifier, token or secret."""
     caplog.set_level(logging.DEBUG)
     mocked.post(TOKEN_URL, json=GOOD)
     state = exchange()
-    mocked.post(TOKEN_URL, json={**GOOD, "access_token": "at-2", "refresh_token": "rt-2"})
-    _endpoint.refresh(params(), state)
+    mocked.add_passthru(scripted.base)
+    scripted.reply_json({**GOOD, "access_token": "at-2", "refresh_token": "rt-2"})
+    _endpoint.refresh(refresh_params(scripted), state)
     for secret in ("the-code", "v" * 43, "client-secret-xyz", "at-1", "rt-1", "at-2", "rt-2"):
         assert secret not in caplog.text
     assert json.dumps(GOOD) not in caplog.text

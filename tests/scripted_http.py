@@ -1,0 +1,91 @@
+"""A real HTTP server on loopback that answers scripted replies, for token-endpoint tests.
+
+Each POST takes the next reply from the script (status, headers, body) and is
+recorded (path, headers, form body), so tests can assert what the client sent
+and feed it answers no real token endpoint would give.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Seen:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def form(self) -> dict[str, list[str]]:
+        return parse_qs(self.body.decode(), keep_blank_values=True, strict_parsing=True)
+
+
+class ScriptedServer:
+    """Answers POSTs from a script of replies; records every request."""
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.replies: deque[Reply] = deque()
+        self.seen: list[Seen] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                server.seen.append(Seen(self.path, dict(self.headers), body))
+                reply = server.replies.popleft() if server.replies else Reply(500, b"no script")
+                self.send_response(reply.status)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                self.wfile.write(reply.body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        scheme = "https" if tls is not None else "http"
+        host = "localhost" if tls is not None else "127.0.0.1"
+        self.base = f"{scheme}://{host}:{self._httpd.server_address[1]}"
+
+    def url(self, path: str = "/token") -> str:
+        return self.base + path
+
+    def reply(self, status: int = 200, *, body: bytes | str = b"", **headers: str) -> None:
+        data = body.encode() if isinstance(body, str) else body
+        self.replies.append(
+            Reply(status, data, {k.replace("_", "-"): v for k, v in headers.items()})
+        )
+
+    def reply_json(self, data: object, status: int = 200) -> None:
+        self.reply(status, body=json.dumps(data), Content_Type="application/json")
+
+    def start(self) -> ScriptedServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(5)
