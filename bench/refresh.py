@@ -19,7 +19,8 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, replace
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ class Outcome:
     failed: int  # callers whose refresh was refused or failed
     distinct: int  # distinct access tokens handed out
     elapsed: float
+    errors: list[str] = field(default_factory=list)  # what the failed callers raised
 
 
 def parameters(info: dict[str, Any]) -> oauthsmtp.OAuth2Parameters:
@@ -67,8 +69,13 @@ def _logged_in_store(info: dict[str, Any], folder: Path) -> tuple[oauthsmtp.File
     return store, key
 
 
-def _in_threads(count: int, get: Any) -> tuple[list[str], int, float]:
-    """Call ``get()`` in ``count`` threads released together; (tokens, failures, seconds)."""
+def _describe(exc: Exception) -> str:
+    """The exception's type and first words (an OAuth error code, never a token)."""
+    return f"{type(exc).__name__}: {str(exc)[:60]}".rstrip(": ")
+
+
+def _in_threads(count: int, get: Any) -> tuple[list[str], list[str], float]:
+    """Call ``get()`` in ``count`` threads released together; (tokens, errors, seconds)."""
     barrier = threading.Barrier(count)
     tokens: list[str] = []
     failures: list[str] = []
@@ -78,7 +85,7 @@ def _in_threads(count: int, get: Any) -> tuple[list[str], int, float]:
         try:
             tokens.append(get())
         except Exception as exc:  # counted, not raised: a refused refresh is a result
-            failures.append(type(exc).__name__)
+            failures.append(_describe(exc))
 
     threads = [threading.Thread(target=caller) for _ in range(count)]
     with Stopwatch() as clock:
@@ -86,7 +93,7 @@ def _in_threads(count: int, get: Any) -> tuple[list[str], int, float]:
             thread.start()
         for thread in threads:
             thread.join(60)
-    return tokens, len(failures), clock.wall
+    return tokens, failures, clock.wall
 
 
 def oauthsmtp_threads(servers: Helper, count: int) -> Outcome:
@@ -103,9 +110,9 @@ def oauthsmtp_threads(servers: Helper, count: int) -> Outcome:
             return token.access_token
 
         before = servers.ask("stats")["token_requests"]
-        tokens, failed, elapsed = _in_threads(count, get)
+        tokens, errors, elapsed = _in_threads(count, get)
         requests = servers.ask("stats")["token_requests"] - before
-    return Outcome(requests, len(tokens), failed, len(set(tokens)), elapsed)
+    return Outcome(requests, len(tokens), len(errors), len(set(tokens)), elapsed, errors)
 
 
 def _authlib_token(info: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +135,7 @@ def authlib_threads(servers: Helper, count: int) -> Outcome:
         client_id=params["client_id"],
         client_secret=params["client_secret"],
         token_endpoint=params["token_url"],
-        token_endpoint_auth_method="client_secret_post",
+        token_endpoint_auth_method="client_secret_post",  # noqa: S106 - a method name
         token=_authlib_token(servers.info),
         update_token=lambda token, **_: None,  # where an application would save it
     )
@@ -138,10 +145,10 @@ def authlib_threads(servers: Helper, count: int) -> Outcome:
         return str(session.token["access_token"])
 
     before = servers.ask("stats")["token_requests"]
-    tokens, failed, elapsed = _in_threads(count, get)
+    tokens, errors, elapsed = _in_threads(count, get)
     requests = servers.ask("stats")["token_requests"] - before
     session.close()
-    return Outcome(requests, len(tokens), failed, len(set(tokens)), elapsed)
+    return Outcome(requests, len(tokens), len(errors), len(set(tokens)), elapsed, errors)
 
 
 def _in_processes(count: int, mode: str, config: dict[str, Any], folder: Path) -> Outcome:
@@ -165,7 +172,8 @@ def _in_processes(count: int, mode: str, config: dict[str, Any], folder: Path) -
         (folder / "go").touch()
         answers = [json.loads(worker.communicate(timeout=60)[0]) for worker in workers]
     tokens = [a["token"] for a in answers if a["ok"]]
-    return Outcome(0, len(tokens), count - len(tokens), len(set(tokens)), clock.wall)
+    errors = [a["error"] for a in answers if not a["ok"]]
+    return Outcome(0, len(tokens), len(errors), len(set(tokens)), clock.wall, errors)
 
 
 def oauthsmtp_processes(servers: Helper, count: int) -> Outcome:
@@ -174,7 +182,11 @@ def oauthsmtp_processes(servers: Helper, count: int) -> Outcome:
     with tempfile.TemporaryDirectory(prefix="oauthsmtp-bench-") as raw:
         folder = Path(raw)
         store, _ = _logged_in_store(info, folder)
-        config = {"params": info["params"], "account": info["account"], "store": str(store.directory)}
+        config = {
+            "params": info["params"],
+            "account": info["account"],
+            "store": str(store.directory),
+        }
         before = servers.ask("stats")["token_requests"]
         outcome = _in_processes(count, "oauthsmtp", config, folder)
         outcome.requests = servers.ask("stats")["token_requests"] - before
@@ -221,13 +233,20 @@ def refresh_table(servers: Helper) -> Table:
             "refresh token used twice is refused with invalid_grant."
         ),
     )
+    ours, shared = "oauthsmtp auth_identify, one FileStore", "authlib OAuth2Session (shared)"
     rows = [
-        ("8 threads", "oauthsmtp auth_identify, one FileStore", oauthsmtp_threads, 8, True),
-        ("4 processes", "oauthsmtp auth_identify, one FileStore", oauthsmtp_processes, 4, True),
-        ("8 threads", "authlib OAuth2Session (shared), ensure_active_token", authlib_threads, 8, False),
-        ("4 processes", "authlib OAuth2Session per process, token file", authlib_processes, 4, False),
+        ("8 threads", ours, oauthsmtp_threads, 8, True),
+        ("4 processes", ours, oauthsmtp_processes, 4, True),
+        ("8 threads", f"{shared}, ensure_active_token", authlib_threads, 8, False),
+        (
+            "4 processes",
+            "authlib OAuth2Session per process, token file",
+            authlib_processes,
+            4,
+            False,
+        ),
     ]
-    for callers, client, scenario, count, ours in rows:
+    for callers, client, scenario, count, single_flight in rows:
         outcome = scenario(servers, count)
         progress(f"{client}, {callers}: {outcome.requests} token requests")
         table.add(
@@ -238,9 +257,18 @@ def refresh_table(servers: Helper) -> Table:
             outcome.failed,
             outcome.distinct,
             ms(outcome.elapsed),
-            "= 1" if ours else "",
-            _single_flight(outcome, count) if ours else "",
+            "= 1" if single_flight else "",
+            _single_flight(outcome, count) if single_flight else "",
         )
+        for error, times in Counter(outcome.errors).items():
+            table.note(f"{client}, {callers}: {times} caller(s) raised `{error}`.")
+        if single_flight:
+            table.check(
+                f"refresh requests, {callers}",
+                "1 request",
+                f"{outcome.requests} request(s), {outcome.working}/{count} callers served",
+                _single_flight(outcome, count),
+            )
     table.note(
         "google-auth is not installed here; the issue reports 8 requests for 8 threads, "
         "like authlib."

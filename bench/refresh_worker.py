@@ -57,7 +57,7 @@ def _authlib(config: dict[str, Any]) -> Callable[[], str]:
         client_id=params["client_id"],
         client_secret=params["client_secret"],
         token_endpoint=params["token_url"],
-        token_endpoint_auth_method="client_secret_post",
+        token_endpoint_auth_method="client_secret_post",  # noqa: S106 - a method name
         token=json.loads(path.read_text()),
         update_token=update_token,
     )
@@ -81,7 +81,11 @@ def main() -> None:
     try:
         result = {"ok": True, "token": _fingerprint(get()), "error": ""}
     except Exception as exc:  # report, do not crash: the parent counts failures
-        result = {"ok": False, "token": "", "error": f"{type(exc).__name__}: {exc}"[:200]}
+        result = {
+            "ok": False,
+            "token": "",
+            "error": f"{type(exc).__name__}: {str(exc)[:60]}".rstrip(": "),
+        }
     print(json.dumps(result), flush=True)
 
 

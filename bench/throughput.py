@@ -48,7 +48,9 @@ class Contender:
 
 def contenders() -> list[Contender]:
     """Every client, in table order (the reference, smtplib on one connection, first)."""
-    pool = None if clients.pool_supported() else "not available yet (no connections= in SMTPSession)"
+    pool = (
+        None if clients.pool_supported() else "not available yet (SMTPSession has no connections=)"
+    )
     return [
         Contender(REFERENCE, clients.smtplib_one_connection),
         Contender("smtplib, connection per message", clients.smtplib_per_message, share=0.2),
@@ -107,7 +109,7 @@ def _run_all(
         started = time.perf_counter()
         run = contender.run(target, kind, n)
         received = servers.ask("stats")["messages"]
-        expected = n + (1 if contender.name.startswith("nodemailer") else 0)  # its warm-up
+        expected = n + run.extra  # warm-up messages count at the server too
         if received != expected:
             raise RuntimeError(f"{contender.name}: the server got {received}, not {expected}")
         servers.ask("clear")
@@ -148,12 +150,18 @@ def loopback_table(servers: Helper, target: Target, kind: Kind, count: int) -> T
     reference = runs.get(REFERENCE)
     for name, run in runs.items():
         if isinstance(run, str):
-            table.add(name, "-", "-", "-", "-", "-", "-", "-", run)
+            table.add(name, "-", "-", "-", "-", "-", "-", "", run)
             continue
         cpu_target, cpu_result = "", ""
         if name == CPU_TARGET_CLIENT:
             cpu_target = f"<= {ms(cpu_limit, 1)} ms"
             cpu_result = verdict(median(run.cpu), cpu_limit)
+            table.check(
+                f"client CPU per message, {kind.name}",
+                cpu_target,
+                f"{ms(median(run.cpu), 2)} ms",
+                cpu_result,
+            )
         table.add(
             run.client,
             run.count,
@@ -199,8 +207,14 @@ def delay_table(servers: Helper, target: Target, kind: Kind, count: int, rtt: fl
         target_cell = f"<= {limit}" if limit is not None else ""
         if isinstance(run, str):
             table.add(name, "-", "-", "-", "-", "-", "-", target_cell, run)
+            if limit is not None:
+                table.check(f"round trips / message, {name}", target_cell, "-", run)
             continue
         trips = run.per_message / rtt
+        if limit is not None:
+            table.check(
+                f"round trips / message, {name}", target_cell, f"{trips:.2f}", verdict(trips, limit)
+            )
         table.add(
             run.client,
             run.count,
