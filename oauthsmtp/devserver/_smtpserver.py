@@ -22,23 +22,21 @@ tests can use it directly::
 
 Tokens and SASL blobs are never logged; protocol events go to the ``oauthsmtp.devserver.smtp``
 logger at DEBUG.
+
+This module is the facade: :class:`SMTPServer` (settings, its thread and event loop, what it
+saw) and the names other modules import. The parts are private modules of one concept each:
+``_smtpsasl`` (the XOAUTH2 and OAUTHBEARER parsers and the error challenge), ``_smtpsession``
+(the aiosmtpd protocol and hooks, one per connection) and ``_smtpmessages``
+(:class:`ReceivedMessage` and its ``.eml`` file).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import collections
-import email.message
-import email.parser
-import email.policy
 import functools
 import ipaddress
-import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import socket
@@ -47,16 +45,24 @@ import tempfile
 import threading
 import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from ._authserver import SCOPE
 from ._certs import DEFAULT_HOSTS, CertificateSet, make_certificates
+from ._smtpmessages import ReceivedMessage, _write_atomically
+from ._smtpsasl import OAuthBearerFields
+from ._smtpsession import (
+    _ACCEPTED,
+    _BAD_CREDENTIALS,
+    _Handler,
+    _Protocol,
+    _shutdown,
+    _ValidatorFailedError,
+)
 
 __all__ = [
     "OAuthBearerFields",
@@ -73,68 +79,6 @@ SMTP_SCOPE = SCOPE
 
 TOKEN_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
 PASSWORD_MECHANISMS = ("PLAIN", "LOGIN")
-
-# Real access tokens are 1-3 KB, so an AUTH line with an initial response is up to ~4 KB of
-# base64. RFC 4954 §4: servers must accept AUTH lines of at least 12288 octets.
-AUTH_LINE_LIMIT = 12288
-# RFC 5321 §4.5.3.1.6: 998 octets + CRLF, plus one for dot-stuffing.
-DATA_LINE_LIMIT = 1001
-
-_BAD_CREDENTIALS = "535 5.7.8 Username and Password not accepted."
-_ACCEPTED = "235 2.7.0 Accepted"
-_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-_SASLNAME_ESCAPE = re.compile(r"=(?!2C|3D)")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-@dataclass(frozen=True)
-class ReceivedMessage:
-    """One message the server accepted.
-
-    Attributes:
-        mail_from: The envelope sender (``MAIL FROM``).
-        rcpt_tos: The envelope recipients the server accepted, in order.
-        data: The message exactly as received, after dot-unstuffing (CRLF line ends).
-        user: The identity that authenticated on the connection, or None.
-        received_at: When the end of data arrived (UTC).
-        path: The ``.eml`` file written for it, when the server has a maildir.
-        mail_options: The ``MAIL FROM`` parameters, upper-cased (e.g. ``("SMTPUTF8",)``).
-    """
-
-    mail_from: str
-    rcpt_tos: tuple[str, ...]
-    data: bytes
-    user: str | None
-    received_at: datetime
-    path: Path | None
-    mail_options: tuple[str, ...] = ()
-
-    @property
-    def message(self) -> email.message.EmailMessage:
-        """The message parsed with ``email.policy.default``."""
-        return email.parser.BytesParser(policy=email.policy.default).parsebytes(self.data)
-
-    @property
-    def subject(self) -> str:
-        """The decoded Subject header, or ``""``."""
-        return str(self.message.get("Subject", ""))
-
-
-@dataclass(frozen=True)
-class OAuthBearerFields:
-    """What an OAUTHBEARER client sent besides its token (RFC 7628 §3.1).
-
-    Attributes:
-        authzid: The ``a=`` user of the GS2 header, unescaped, or None when absent.
-        host: The ``host`` key/value pair, or None.
-        port: The ``port`` key/value pair as sent (a string), or None.
-        extra: Any other key/value pairs, except ``auth``.
-    """
-
-    authzid: str | None
-    host: str | None
-    port: str | None
-    extra: Mapping[str, str] = field(default_factory=dict)
 
 
 class SMTPServer:
@@ -503,284 +447,6 @@ class SMTPServer:
             raise _ValidatorFailedError from None
         user = getattr(info, "user", None)
         return user if isinstance(user, str) else None
-
-    def _failure_challenge(self, mechanism: str) -> str:
-        if mechanism == "XOAUTH2":  # Gmail's live form (SECURITY.md part (b))
-            body = {"status": "400", "schemes": "Bearer", "scope": self.scope}
-        else:  # RFC 7628 §3.2.2
-            body = {"status": "invalid_token", "scope": self.scope, "schemes": "bearer"}
-        text = json.dumps(body, separators=(",", ":"))
-        return "334 " + base64.b64encode(text.encode()).decode("ascii")
-
-
-class _ValidatorFailedError(Exception):
-    pass
-
-
-class _Session(Session):
-    # aiosmtpd 1.4 made login_data a property that logs a deprecation warning on every AUTH;
-    # a plain attribute keeps the dev server's console quiet.
-    login_data: Any = None
-
-
-class _Protocol(SMTP):
-    """aiosmtpd's SMTP with room for real-size tokens and our own AUTH-required check."""
-
-    # The stream limit: what one line may hold before aiosmtpd's own per-command checks.
-    line_length_limit = AUTH_LINE_LIMIT
-
-    def __init__(
-        self, handler: _Handler, *, live: set[_Protocol], require_auth: bool, **kwargs: Any
-    ):
-        self._live = live
-        self._require_auth = require_auth
-        super().__init__(handler, **kwargs)
-        # After the reader exists: DATA lines keep the RFC 5321 limit.
-        self.line_length_limit = DATA_LINE_LIMIT
-        # An instance dict: aiosmtpd's class-level one is shared by every SMTP in the process.
-        self.command_size_limits = collections.defaultdict(
-            lambda: SMTP.command_size_limit, {"AUTH": AUTH_LINE_LIMIT}
-        )
-
-    def _create_session(self) -> Session:
-        return _Session(self.loop)
-
-    async def check_auth_needed(self, caller_method: str) -> bool:
-        # aiosmtpd's own auth_required warns (an error under pytest) on the implicit-TLS port.
-        assert self.session is not None  # noqa: S101 (set in connection_made)
-        if self._require_auth and not self.session.authenticated:
-            await self.push("530 5.7.0 Authentication required")
-            return True
-        return False
-
-    def connection_lost(self, error: Exception | None) -> None:
-        self._live.discard(self)
-        super().connection_lost(error)
-
-    async def read_line(self) -> bytes:
-        """Read one client line (a SASL response) without logging it."""
-        line: bytes = await self._reader.readline()
-        return line
-
-
-class _Handler:
-    """aiosmtpd hooks and SASL mechanisms for one connection."""
-
-    def __init__(self, server: SMTPServer) -> None:
-        self._server = server
-
-    async def handle_EHLO(
-        self, smtp: _Protocol, session: Session, envelope: Envelope, hostname: str, lines: list[str]
-    ) -> list[str]:
-        session.host_name = hostname  # aiosmtpd leaves this to the hook when there is one
-        # lines: "250-<hostname>", one "250-<extension>" each, then "250 HELP".
-        out = lines[:1]
-        for line in lines[1:-1]:
-            if line[4:].upper().startswith("AUTH "):
-                if self._server.mechanisms:  # in our order, like the providers' lists
-                    out.append("250-AUTH " + " ".join(self._server.mechanisms))
-            else:
-                out.append(line)
-        if self._server.pipelining:
-            out.append("250-PIPELINING")
-        out.append(lines[-1])
-        return out
-
-    async def handle_RCPT(
-        self,
-        smtp: _Protocol,
-        session: Session,
-        envelope: Envelope,
-        address: str,
-        options: list[str],
-    ) -> str:
-        if address.casefold() in self._server.reject_recipients:
-            return "550 5.1.1 user unknown"
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(options)
-        return "250 2.1.5 OK"
-
-    async def handle_DATA(self, smtp: _Protocol, session: Session, envelope: Envelope) -> str:
-        user = session.auth_data if isinstance(session.auth_data, str) else None
-        self._server._store(envelope, user)
-        return "250 2.0.0 OK queued"
-
-    async def handle_exception(self, error: Exception) -> str:
-        if isinstance(error, ssl.SSLError) or isinstance(error.__cause__, ssl.SSLError):
-            logger.debug("TLS failed: %s", error.__cause__ or error)
-        else:  # a bug here; the validator's errors (which may quote a token) never get here
-            logger.error("SMTP session error", exc_info=error)
-        return "451 4.3.0 Internal server error"
-
-    async def auth_XOAUTH2(self, smtp: _Protocol, args: list[str]) -> AuthResult:
-        """Google's XOAUTH2: ``user=U^Aauth=Bearer T^A^A``, base64."""
-        blob = await _sasl_response(smtp, args)
-        if blob is None:
-            return AuthResult(success=False, handled=True)
-        parsed = _parse_xoauth2(blob)
-        if parsed is None:
-            self._server._record_auth("XOAUTH2", None, False)
-            await smtp.push("501 5.5.2 Malformed XOAUTH2 response")
-            return AuthResult(success=False, handled=True)
-        user, token = parsed
-        return await self._finish("XOAUTH2", smtp, user, token, None)
-
-    async def auth_OAUTHBEARER(self, smtp: _Protocol, args: list[str]) -> AuthResult:
-        """RFC 7628 OAUTHBEARER: ``n,a=U,^Ahost=H^Aport=P^Aauth=Bearer T^A^A``, base64."""
-        blob = await _sasl_response(smtp, args)
-        if blob is None:
-            return AuthResult(success=False, handled=True)
-        parsed = _parse_oauthbearer(blob)
-        if parsed is None:
-            self._server._record_auth("OAUTHBEARER", None, False)
-            await smtp.push("501 5.5.2 Malformed OAUTHBEARER response")
-            return AuthResult(success=False, handled=True)
-        fields, token = parsed
-        return await self._finish("OAUTHBEARER", smtp, fields.authzid, token, fields)
-
-    async def _finish(
-        self,
-        mechanism: str,
-        smtp: _Protocol,
-        claimed: str | None,
-        token: str,
-        fields: OAuthBearerFields | None,
-    ) -> AuthResult:
-        server = self._server
-        try:
-            # An empty token is RFC 7628 §4.3's discovery probe: it gets the error challenge.
-            owner = await server._validate(token) if token else None
-        except _ValidatorFailedError:
-            server._record_auth(mechanism, claimed, False, fields)
-            await smtp.push("454 4.7.0 Temporary authentication failure")
-            return AuthResult(success=False, handled=True)
-        if owner is not None and (claimed is None or claimed.casefold() == owner.casefold()):
-            user = claimed or owner
-            server._record_auth(mechanism, user, True, fields)
-            return AuthResult(success=True, auth_data=user, message=_ACCEPTED)
-        server._record_auth(mechanism, claimed, False, fields)
-        await smtp.push(server._failure_challenge(mechanism))
-        reply = (await smtp.read_line()).strip()
-        if reply == b"*":  # RFC 4954 §4: the client cancelled
-            await smtp.push("501 5.7.0 Authentication aborted")
-        elif mechanism == "OAUTHBEARER" and reply != b"AQ==":
-            await smtp.push("501 5.5.2 Expected AQ== (%x01) after the error challenge")
-        else:  # Gmail answers 535 to whatever follows its XOAUTH2 challenge
-            await smtp.push(_BAD_CREDENTIALS)
-        return AuthResult(success=False, handled=True)
-
-
-async def _shutdown(servers: list[asyncio.AbstractServer], live: set[_Protocol]) -> None:
-    for server in servers:
-        server.close()
-    for protocol in list(live):
-        transport = protocol.transport
-        if isinstance(transport, asyncio.WriteTransport):
-            transport.abort()  # close() would wait for a TLS close_notify exchange
-        elif transport is not None:
-            transport.close()
-    for server in servers:
-        await server.wait_closed()
-    current = asyncio.current_task()
-    tasks = [task for task in asyncio.all_tasks() if task is not current]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _sasl_response(smtp: _Protocol, args: list[str]) -> bytes | None:
-    """The initial response, or the answer to an empty ``334`` challenge; None if answered."""
-    if len(args) == 1:
-        response = await smtp.challenge_auth("")
-        return response if isinstance(response, bytes) else None
-    if args[1] == "=":  # RFC 4954 §4: an empty initial response
-        return b""
-    try:
-        return base64.b64decode(args[1], validate=True)
-    except (binascii.Error, ValueError):
-        await smtp.push("501 5.5.2 Can't decode base64")
-        return None
-
-
-def _parse_xoauth2(blob: bytes) -> tuple[str, str] | None:
-    """``(user, token)`` from a decoded XOAUTH2 response, or None if malformed."""
-    try:
-        text = blob.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if not text.endswith("\x01\x01"):
-        return None
-    pairs = _kvpairs(text[:-2].split("\x01"))
-    if pairs is None or set(pairs) != {"user", "auth"}:
-        return None
-    user, token = pairs["user"], _bearer(pairs["auth"])
-    if not user or _CONTROL.search(user) or token is None:
-        return None
-    return user, token
-
-
-def _parse_oauthbearer(blob: bytes) -> tuple[OAuthBearerFields, str] | None:
-    """The fields and token of a decoded OAUTHBEARER response (RFC 7628 §3.1), or None."""
-    try:
-        text = blob.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    parts = text.split(",", 2)
-    if len(parts) != 3 or parts[0] not in ("n", "y"):  # "p=": channel binding is not supported
-        return None
-    _, gs2_authzid, rest = parts
-    authzid = None
-    if gs2_authzid:
-        if not gs2_authzid.startswith("a=") or _SASLNAME_ESCAPE.search(gs2_authzid[2:]):
-            return None
-        authzid = gs2_authzid[2:].replace("=2C", ",").replace("=3D", "=")
-        if not authzid or _CONTROL.search(authzid):
-            return None
-    if not rest.startswith("\x01") or not rest.endswith("\x01\x01"):
-        return None
-    inner = rest[1:-2]
-    pairs = _kvpairs(inner.split("\x01") if inner else [])
-    if pairs is None or "auth" not in pairs:
-        return None
-    auth = pairs.pop("auth")
-    token = _bearer(auth) if auth else ""
-    if token is None:
-        return None
-    host, port = pairs.pop("host", None), pairs.pop("port", None)
-    return OAuthBearerFields(authzid=authzid, host=host, port=port, extra=pairs), token
-
-
-def _kvpairs(items: list[str]) -> dict[str, str] | None:
-    pairs: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.isascii() or not key.isalpha() or key in pairs:
-            return None
-        pairs[key] = value
-    return pairs
-
-
-def _bearer(value: str) -> str | None:
-    """The token of an ``auth=Bearer <token>`` value (scheme case-insensitive), or None."""
-    scheme, _, token = value.partition(" ")
-    if scheme.lower() != "bearer" or not _B64TOKEN.fullmatch(token):
-        return None
-    return token
-
-
-def _write_atomically(folder: Path, name: str, data: bytes) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / name
-    temporary = folder / f".{name}.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.replace(temporary, final)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return final
 
 
 def _is_loopback(host: str) -> bool:
