@@ -20,6 +20,9 @@ the same connection (or, when asked, a pool of a few connections):
 * **Drops**: if the connection is lost mid-batch, the session reconnects (reading the
   token again) and carries on. A message whose body was sent but whose end-of-data reply
   never came is reported ``"unknown"`` and is not sent again; the others are sent once.
+
+The session's connections are opened by its base class in :mod:`oauthsmtp._smtpconnect`
+(connect, TLS, AUTH), and its asynchronous mode is in :mod:`oauthsmtp._smtpasync`.
 """
 
 from __future__ import annotations
@@ -29,18 +32,19 @@ import queue
 import ssl
 import threading
 from collections.abc import Iterable, Mapping
-from concurrent.futures import Future
 from email.message import Message
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any
 
-from ._errors import ConfigurationError, OAuthSMTPError, SMTPError
+from ._errors import ConfigurationError, OAuthSMTPError
 from ._message import Email, prepare_message
 from ._params import is_loopback_host
-from ._smtpauth import authenticate, check_mechanism
-from ._smtppool import Channel, Gate, deliver, quit_all
+from ._smtpasync import _AsyncSender
+from ._smtpauth import check_mechanism
+from ._smtpconnect import Security, TokenSource, _Connector
+from ._smtppool import Channel, deliver, quit_all
 from ._smtptransact import Job, SendResult, failed
-from ._smtpwire import Connection, SMTPConnectionError, SMTPTimeoutError, command, parse_ehlo
+from ._smtpwire import SMTPConnectionError, SMTPTimeoutError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -56,25 +60,7 @@ __all__ = [
 
 logger = logging.getLogger("oauthsmtp.smtp")
 
-Security = Literal["starttls", "ssl", "none"]
 _DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "ssl": 465, "none": 25}
-_ASYNC_BATCH = 100
-
-
-class TokenSource(Protocol):
-    """What SMTPSession needs from a token (an :class:`~oauthsmtp.AuthToken` fits)."""
-
-    @property
-    def access_token(self) -> str:
-        """A usable access token (refreshed first when near expiry)."""
-
-    def refresh(self) -> Any:
-        """Get a new access token now; may raise LoginRequired or TokenError."""
-
-
-def _address_literal(ip: str) -> str:
-    ip = ip.split("%")[0]
-    return f"[IPv6:{ip}]" if ":" in ip else f"[{ip}]"
 
 
 def _check_connections(value: object) -> int:
@@ -89,7 +75,7 @@ def _check_text(name: str, value: object) -> str:
     return value
 
 
-class SMTPSession:
+class SMTPSession(_Connector, _AsyncSender):
     """An SMTP session for sending mail (WinDev ``emailSMTPSession``).
 
     Args:
@@ -313,103 +299,10 @@ class SMTPSession:
             f"username={self.username!r}, auth={auth!r}, connected={self.connected})"
         )
 
-    # -- connection -------------------------------------------------------------------
-    @property
-    def _has_credentials(self) -> bool:
-        return self._token is not None or self._password is not None
-
-    def _tls_context(self) -> ssl.SSLContext:
-        if self._context is None:
-            self._context = ssl.create_default_context()
-        return self._context
-
+    # -- channels ---------------------------------------------------------------------
     def _main(self) -> Channel:
         """The first connected channel (or the first channel)."""
         return next((c for c in self._channels if c.connected), self._channels[0])
-
-    def _connect(self, channel: Channel, gate: Gate | None) -> None:
-        """Open, secure and authenticate a connection for ``channel``.
-
-        Args:
-            channel: where the connection goes.
-            gate: called after TLS and before AUTH; raises to give up.
-        """
-        conn, extensions = self._open()
-        try:
-            if gate is not None:
-                gate()
-            conn, extensions, mechanism = authenticate(
-                conn,
-                extensions,
-                reopen=self._open,
-                host=self.host,
-                port=self.port,
-                username=self.username,
-                token=self._token,
-                password=self._password,
-                mechanism=self.mechanism,
-            )
-        except BaseException:
-            conn.close()
-            raise
-        channel.attach(conn, extensions, mechanism)
-        logger.debug("session ready: %s:%d (AUTH %s)", self.host, self.port, mechanism)
-
-    def _open(self) -> tuple[Connection, dict[str, str]]:
-        """Open, greet, EHLO and secure a connection; return it with its trusted extensions."""
-        tls = self._tls_context() if self.security == "ssl" else None
-        conn = Connection.open(self.host, self.port, timeout=self.timeout, tls=tls)
-        try:
-            greeting = conn.read_reply()
-            if greeting.code != 220:
-                raise SMTPError(
-                    f"{self.host} refused the session: {greeting}",
-                    code=greeting.code,
-                    server_message=greeting.text,
-                )
-            extensions = self._ehlo(conn)
-            if self.security == "starttls":
-                if "STARTTLS" not in extensions:
-                    raise SMTPError(
-                        f"{self.host}:{self.port} does not offer STARTTLS; refusing to go on "
-                        "without TLS (nothing was sent). Check the port (587 for STARTTLS, "
-                        "465 with security='ssl'), or whether something strips STARTTLS"
-                    )
-                conn.write(b"STARTTLS\r\n", ["STARTTLS"])
-                reply = conn.read_reply()
-                if reply.code != 220:
-                    raise SMTPError(
-                        f"{self.host} refused STARTTLS ({reply}); refusing to go on without TLS",
-                        code=reply.code,
-                        server_message=reply.text,
-                    )
-                conn.starttls(self._tls_context(), self.host, self.port)
-                extensions = self._ehlo(conn)  # RFC 3207 §4.2: forget the pre-TLS answer
-            elif self.security == "none" and self._has_credentials and not conn.peer_is_loopback:
-                raise ConfigurationError(
-                    "credentials are never sent without TLS; security='none' with "
-                    "credentials only works with a loopback address"
-                )
-        except BaseException:
-            conn.close()
-            raise
-        return conn, extensions
-
-    def _ehlo(self, conn: Connection) -> dict[str, str]:
-        name = self.local_hostname or _address_literal(conn.local_address)
-        conn.write(command("EHLO", name), [f"EHLO {name}"])
-        reply = conn.read_reply()
-        if reply.code == 250:
-            return parse_ehlo(reply)
-        if self.security == "none" and not self._has_credentials:
-            conn.write(command("HELO", name), [f"HELO {name}"])
-            helo = conn.read_reply()
-            if helo.code == 250:
-                return {}
-            reply = helo
-        raise SMTPError(
-            f"{self.host} refused EHLO: {reply}", code=reply.code, server_message=reply.text
-        )
 
     # -- messages -----------------------------------------------------------------------
     def _prepare(self, message: Email | Message) -> Job:
@@ -472,55 +365,3 @@ class SMTPSession:
         self._channels = channels[:keep]
         if channels[keep:]:
             quit_all(channels[keep:])
-
-    # -- asynchronous mode ----------------------------------------------------------------
-    def _ensure_worker(self) -> queue.Queue[Job | None]:
-        with self._state_lock:
-            if self._worker is None or self._queue is None:
-                self._queue = queue.Queue()
-                self._worker = threading.Thread(
-                    target=self._work, args=(self._queue,), name="oauthsmtp-send", daemon=True
-                )
-                self._worker.start()
-            return self._queue
-
-    def _submit(self, job: Job) -> Future[SendResult]:
-        job.future = Future()
-        if job.error is not None:  # refused before sending: the error goes to the future
-            job.future.set_running_or_notify_cancel()
-            job.future.set_exception(job.error)
-        else:
-            self._ensure_worker().put(job)
-        return job.future
-
-    def _work(self, work_queue: queue.Queue[Job | None]) -> None:
-        stop = False
-        while not stop:
-            item = work_queue.get()
-            if item is None:
-                return
-            batch = [item]
-            while len(batch) < _ASYNC_BATCH:
-                try:
-                    more = work_queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                batch.append(more)
-            live = [
-                j for j in batch if j.future is not None and j.future.set_running_or_notify_cancel()
-            ]
-            error: BaseException | None = None
-            with self._lock:
-                try:
-                    self._deliver(live, self.connections)
-                except Exception as exc:  # every error must reach a future
-                    error = exc
-            for job in live:
-                assert job.future is not None  # noqa: S101
-                if job.result is not None:
-                    job.future.set_result(job.result)
-                else:
-                    job.future.set_exception(error or SMTPError("not sent"))
