@@ -183,14 +183,26 @@ def exchange_code(
     return _post(params, call, hook)
 
 
-def _retry_delay(exc: TokenError, attempt: int) -> float | None:
-    """Seconds to wait before retrying, or None when the error is final."""
+def _retry_after(value: str | None) -> float:
+    """Seconds from a ``Retry-After`` header given in seconds (dates are ignored)."""
+    if value and value.strip().isdigit():
+        return float(value.strip())
+    return 0.0
+
+
+def _retry_delay(exc: TokenError, attempt: int, retry_after: float = 0.0) -> float | None:
+    """Seconds to wait before retrying, or None when the error is final.
+
+    Exponential backoff with jitter, at least what ``Retry-After`` asked for,
+    at most MAX_BACKOFF.
+    """
     retryable = exc.status is None or exc.status == 429 or exc.status >= 500
     if not retryable or exc.error in {"invalid_grant", "invalid_client", "unauthorized_client"}:
         return None
     if exc.error is not None and exc.status is not None and exc.status < 500:
         return None
-    return float(min(MAX_BACKOFF, 0.5 * (2**attempt) + random.uniform(0, 0.25)))  # noqa: S311
+    backoff = 0.5 * (2**attempt) + random.uniform(0, 0.25)  # noqa: S311 - jitter, not secrets
+    return float(min(MAX_BACKOFF, max(backoff, retry_after)))
 
 
 def _opener(url: str) -> Any:
@@ -238,14 +250,18 @@ def _certifi_bundle() -> str | None:
 
 def _form_post(
     url: str, form: dict[str, str], *, what: str = "token endpoint"
-) -> tuple[int, str, bytes]:
-    """POST a form with the standard library; return (status, content type, capped body).
+) -> tuple[int, str, bytes, str | None]:
+    """POST a form with the standard library.
 
     The refresh runs in short-lived processes (``oauthsmtp token`` as a password
     command, cron jobs), where importing requests and authlib would cost more than
     the request itself, so this one RFC 6749 §6 request is made with urllib. Like
     the authlib path: TLS verified, no redirects followed, a timeout, at most
     MAX_TOKEN_RESPONSE_BYTES + 1 bytes read.
+
+    Returns:
+        (status, content type, body capped at MAX_TOKEN_RESPONSE_BYTES + 1 bytes,
+        the ``Retry-After`` header or None).
 
     Raises:
         TokenError: the endpoint could not be reached.
@@ -261,11 +277,18 @@ def _form_post(
     )
     try:
         with _opener(url).open(request, timeout=READ_TIMEOUT) as resp:
-            return resp.status, resp.headers.get("Content-Type", ""), _read_limited(resp)
+            headers = resp.headers
+            return (
+                resp.status,
+                headers.get("Content-Type", ""),
+                _read_limited(resp),
+                headers.get("Retry-After"),
+            )
     except urllib.error.HTTPError as exc:
         with exc:
             content_type = exc.headers.get("Content-Type", "") if exc.headers else ""
-            return exc.code, content_type, _read_limited(exc)
+            retry_after = exc.headers.get("Retry-After") if exc.headers else None
+            return exc.code, content_type, _read_limited(exc), retry_after
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
         if isinstance(reason, ssl.SSLError):
@@ -314,8 +337,9 @@ def refresh(
     last: TokenError | None = None
     for attempt in range(attempts):
         log.debug("token: refreshing at %s (attempt %d)", _host(params.token_url), attempt + 1)
+        retry_after: str | None = None
         try:
-            status, content_type, body = _form_post(params.token_url, form)
+            status, content_type, body, retry_after = _form_post(params.token_url, form)
             return parse_token_response(
                 status,
                 content_type,
@@ -326,7 +350,7 @@ def refresh(
             )
         except TokenError as exc:
             last = exc
-            delay = _retry_delay(exc, attempt)
+            delay = _retry_delay(exc, attempt, _retry_after(retry_after))
             if delay is None or attempt + 1 >= attempts:
                 raise
             log.debug("token: refresh failed (%s); retrying in %.1f s", exc.status, delay)

@@ -40,7 +40,10 @@ def _now() -> datetime:
 
 def _login_hint(account: str | None) -> str:
     if account:
-        return f"oauthsmtp login --account {account}"
+        return (
+            f"oauthsmtp login --account {account} (from Python: "
+            f"oauthsmtp.auth_identify(params, account={account!r}))"
+        )
     return "oauthsmtp.auth_identify(params) again (or `oauthsmtp login --account ...`)"
 
 

@@ -212,7 +212,7 @@ def test_refresh_retries_transient_failures_with_backoff(
     scripted: ScriptedServer, status: int
 ) -> None:
     """429/5xx are retried a bounded number of times with growing delays (part (c) 15)."""
-    scripted.reply(status, body="busy", Retry_After="1")
+    scripted.reply(status, body="busy")
     scripted.reply(status, body="busy")
     scripted.reply_json(GOOD)
     delays: list[float] = []
@@ -223,6 +223,20 @@ def test_refresh_retries_transient_failures_with_backoff(
     assert len(scripted.seen) == 3
     assert len(delays) == 2
     assert 0 < delays[0] < delays[1] <= _endpoint.MAX_BACKOFF
+
+
+@pytest.mark.parametrize(("header", "expected"), [("4", 4.0), ("3600", _endpoint.MAX_BACKOFF)])
+def test_refresh_honours_retry_after_within_bounds(
+    scripted: ScriptedServer, header: str, expected: float
+) -> None:
+    """429 with Retry-After: wait at least that long, never more than MAX_BACKOFF."""
+    scripted.reply(429, body="slow down", Retry_After=header)
+    scripted.reply_json(GOOD)
+    delays: list[float] = []
+    _endpoint.refresh(
+        refresh_params(scripted), TokenState("a", refresh_token="r"), sleep=delays.append
+    )
+    assert delays == [expected]
 
 
 def test_refresh_gives_up_after_bounded_attempts(scripted: ScriptedServer) -> None:
