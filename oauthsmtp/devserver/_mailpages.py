@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from html import escape
 
 from ._authserver import PageResult
+from ._pages import html_page
 from ._smtpserver import ReceivedMessage
 
 __all__ = ["MessageSummary", "MessagesPage", "printable", "summarize"]
@@ -122,14 +123,7 @@ def _block(value: str) -> str:
 
 
 def _page(title: str, body: str) -> str:
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        '<meta name="referrer" content="no-referrer">\n'
-        f"<title>{_text(title)}</title>\n<style>{_STYLE}</style>\n</head>\n"
-        f"<body>\n<main>\n{body}\n{_NOTE}\n</main>\n</body>\n</html>\n"
-    )
+    return html_page(_text(title), body, style=_STYLE, note=_NOTE)
 
 
 def render_list(messages: Sequence[ReceivedMessage]) -> str:

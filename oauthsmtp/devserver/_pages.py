@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-__all__ = ["CONTENT_SECURITY_POLICY", "render_consent", "render_error"]
+__all__ = ["CONTENT_SECURITY_POLICY", "html_page", "render_consent", "render_error"]
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'"
@@ -43,15 +43,23 @@ _NOTE = (
 )
 
 
-def _page(title: str, body: str) -> str:
+def html_page(title_html: str, body: str, *, style: str, note: str) -> str:
+    """A complete, self-contained page of the dev server (no external resources).
+
+    ``title_html`` and ``body`` must already be escaped; ``style`` is inline CSS.
+    """
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         '<meta name="referrer" content="no-referrer">\n'
-        f"<title>{escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n"
-        f"<body>\n<main>\n{body}\n{_NOTE}\n</main>\n</body>\n</html>\n"
+        f"<title>{title_html}</title>\n<style>{style}</style>\n</head>\n"
+        f"<body>\n<main>\n{body}\n{note}\n</main>\n</body>\n</html>\n"
     )
+
+
+def _page(title: str, body: str) -> str:
+    return html_page(escape(title), body, style=_STYLE, note=_NOTE)
 
 
 def render_consent(
