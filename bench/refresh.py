@@ -29,7 +29,9 @@ from clients import Stopwatch
 from harness import BENCH, PYTHON, Helper, Table, ms, progress
 
 import oauthsmtp
-from oauthsmtp._store import TokenKey  # the store key: private, but the benchmark is ours
+from oauthsmtp._tokens.stores.choose import (
+    TokenKey,  # the store key: private, but the benchmark is ours
+)
 from oauthsmtp.devserver import headless_login
 
 

@@ -29,13 +29,19 @@ if TYPE_CHECKING:
     from typing import Any
 
     from . import providers
-    from ._flow import auth_identify, refresh_token, revoke_token
-    from ._message import Email
-    from ._params import OAuth2Parameters
-    from ._smtp import SendResult, SMTPSession
-    from ._smtpwire import SMTPConnectionError, SMTPTimeoutError
-    from ._store import FileStore, KeyringStore, MemoryStore, TokenStore, default_store
-    from ._token import AuthToken
+    from ._message.prepare import Email
+    from ._oauth.params import OAuth2Parameters
+    from ._smtp.session import SendResult, SMTPSession
+    from ._smtp.wire import SMTPConnectionError, SMTPTimeoutError
+    from ._tokens.identify import auth_identify, refresh_token, revoke_token
+    from ._tokens.stores.choose import (
+        FileStore,
+        KeyringStore,
+        MemoryStore,
+        TokenStore,
+        default_store,
+    )
+    from ._tokens.token import AuthToken
 del TYPE_CHECKING
 
 __all__ = [
@@ -71,22 +77,22 @@ __all__ = [
 ]
 
 _LAZY = {
-    "OAuth2Parameters": "._params",
-    "AuthToken": "._token",
-    "auth_identify": "._flow",
-    "refresh_token": "._flow",
-    "revoke_token": "._flow",
-    "FileStore": "._store",
-    "KeyringStore": "._store",
-    "MemoryStore": "._store",
-    "TokenStore": "._store",
-    "default_store": "._store",
+    "OAuth2Parameters": "._oauth.params",
+    "AuthToken": "._tokens.token",
+    "auth_identify": "._tokens.identify",
+    "refresh_token": "._tokens.identify",
+    "revoke_token": "._tokens.identify",
+    "FileStore": "._tokens.stores.choose",
+    "KeyringStore": "._tokens.stores.choose",
+    "MemoryStore": "._tokens.stores.choose",
+    "TokenStore": "._tokens.stores.choose",
+    "default_store": "._tokens.stores.choose",
     "providers": ".providers",
-    "Email": "._message",
-    "SMTPSession": "._smtp",
-    "SendResult": "._smtp",
-    "SMTPConnectionError": "._smtpwire",
-    "SMTPTimeoutError": "._smtpwire",
+    "Email": "._message.prepare",
+    "SMTPSession": "._smtp.session",
+    "SendResult": "._smtp.session",
+    "SMTPConnectionError": "._smtp.wire",
+    "SMTPTimeoutError": "._smtp.wire",
 }
 
 

@@ -18,9 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from oauthsmtp._oauth.params import OAuth2Parameters
+from oauthsmtp._tokens.stores.choose import TokenKey
+
 from ._errors import ConfigurationError
-from ._params import OAuth2Parameters
-from ._store import TokenKey
 
 __all__ = ["AccountSettings", "AccountRegistry", "secret_key"]
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from oauthsmtp._oauth.params import OAuth2Parameters
+
 from ._errors import ConfigurationError
-from ._params import OAuth2Parameters
 
 __all__ = [
     "GMAIL_SCOPE",

@@ -54,9 +54,9 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 if TYPE_CHECKING:
-    from ._params import OAuth2Parameters
-    from ._smtp import SMTPSession
-    from ._token import AuthToken
+    from oauthsmtp._oauth.params import OAuth2Parameters
+    from oauthsmtp._smtp.session import SMTPSession
+    from oauthsmtp._tokens.token import AuthToken
 
 __all__ = ["Mailbox", "SessionFactory"]
 

@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent(
     import json, socket, sys, threading
     import oauthsmtp
     from oauthsmtp import MemoryStore
-    from oauthsmtp._loopback import LoopbackListener
+    from oauthsmtp._oauth.loopback import LoopbackListener
     from oauthsmtp.devserver import AuthServer
 
     with AuthServer(mode="auto") as server:

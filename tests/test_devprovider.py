@@ -28,8 +28,8 @@ from oauthsmtp import (
     OAuth2Parameters,
     SMTPAuthError,
 )
-from oauthsmtp._message import Email
-from oauthsmtp._smtp import Security, SMTPSession
+from oauthsmtp._message.prepare import Email
+from oauthsmtp._smtp.session import Security, SMTPSession
 from oauthsmtp.devserver import (
     AuthServer,
     CertificateSet,

@@ -21,8 +21,9 @@ import requests
 import responses
 from scripted_http import ScriptedServer
 
-from oauthsmtp import OAuth2Parameters, TokenError, _endpoint
-from oauthsmtp._token import TokenState
+from oauthsmtp import OAuth2Parameters, TokenError
+from oauthsmtp._oauth import endpoint as _endpoint
+from oauthsmtp._tokens.token import TokenState
 
 TOKEN_URL = "https://auth.example.com/token"
 REVOKE_URL = "https://auth.example.com/revoke"

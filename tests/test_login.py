@@ -268,8 +268,8 @@ def test_s256_refusal_is_final_never_plain(fake_browser: FakeBrowser) -> None:
 
 def test_missing_mail_scope_fails_before_smtp() -> None:
     """A login that asked for the mail scope but was not granted it fails (rule 17)."""
-    from oauthsmtp._flow import _check_granted_scope
-    from oauthsmtp._token import TokenState
+    from oauthsmtp._tokens.identify import _check_granted_scope
+    from oauthsmtp._tokens.token import TokenState
 
     params = oauthsmtp.providers.gmail(client_id="id", client_secret="s")
     granted_less = TokenState(access_token="a", scope=("openid", "email"))

@@ -23,8 +23,8 @@ from oauthsmtp import (
     LoopbackError,
     OAuth2Parameters,
 )
-from oauthsmtp._authz import AuthorizationRequest, build_request
-from oauthsmtp._loopback import LoopbackListener
+from oauthsmtp._oauth.authz import AuthorizationRequest, build_request
+from oauthsmtp._oauth.loopback import LoopbackListener
 
 STATE = "state-abcdefghijklmnopqrstuvwxyz0123456789"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from oauthsmtp._errors import ConfigurationError
-from oauthsmtp._message import Email, prepare_message
-from oauthsmtp._smtpwire import encode_data
+from oauthsmtp._message.prepare import Email, prepare_message
+from oauthsmtp._smtp.wire import encode_data
 
 ALICE = "alice@example.org"
 BOB = "bob@example.org"
@@ -336,7 +336,7 @@ def test_fast_attachment_encoding_matches_email_package(size: int) -> None:
     assert slow.get_content() == data
 
 
-# -- the direct serializer (oauthsmtp._mime) against the email package -------------------------
+# -- the direct serializer (oauthsmtp._message.mime) against the email package -------------------------
 def _lf(content: object) -> object:
     if isinstance(content, Message):  # message/rfc822: compare what it says
         return (content["Subject"], _lf(content.get_payload()))
@@ -409,7 +409,7 @@ FAST_CASES = {
 @pytest.mark.parametrize("case", FAST_CASES.values(), ids=FAST_CASES.keys())
 def test_direct_serialization_matches_email_package(case: Email) -> None:
     """The fast path says what the email package says, in 7-bit lines of at most 78."""
-    from oauthsmtp._message import _prepare_email
+    from oauthsmtp._message.prepare import _prepare_email
 
     fast = _prepare_email(case)
     assert fast is not None  # these all take the fast path
@@ -454,7 +454,7 @@ def test_subject_that_looks_encoded_stays_literal() -> None:
 )
 def test_fallback_to_email_package(case: Email) -> None:
     """What the fast path does not write simply goes through the email package, correctly."""
-    from oauthsmtp._message import _prepare_email
+    from oauthsmtp._message.prepare import _prepare_email
 
     assert _prepare_email(case) is None
     out = prepare_message(case)
@@ -482,7 +482,7 @@ def test_simple_address_parser_agrees(address: str) -> None:
     """The quick parser of common addresses gives the general parser's answer, or none."""
     from email.headerregistry import Address
 
-    from oauthsmtp._message import _parse_address_list, _simple_address
+    from oauthsmtp._message.prepare import _parse_address_list, _simple_address
 
     quick = _simple_address(address)
     if quick is not None:
@@ -508,7 +508,7 @@ def test_simple_address_parser_agrees(address: str) -> None:
 )
 def test_dot_stuffing_scan(data: bytes, stuffed: bool) -> None:
     """The quick scan never misses a line that starts with '.' (RFC 5321 §4.5.2)."""
-    from oauthsmtp._smtpwire import dot_stuff
+    from oauthsmtp._smtp.wire import dot_stuff
 
     out = dot_stuff(data)
     assert (out is not data) is stuffed

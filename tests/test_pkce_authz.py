@@ -9,8 +9,8 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 
 from oauthsmtp import AccessDenied, AuthorizationError, CallbackError, OAuth2Parameters
-from oauthsmtp._authz import Outcome, build_request, check_callback
-from oauthsmtp._pkce import VERIFIER_PATTERN, make_state, make_verifier, s256_challenge
+from oauthsmtp._oauth.authz import Outcome, build_request, check_callback
+from oauthsmtp._oauth.pkce import VERIFIER_PATTERN, make_state, make_verifier, s256_challenge
 
 RFC7636_OCTETS = bytes(
     [116, 24, 223, 180, 151, 153, 224, 37, 79, 250, 96, 125, 216, 173, 187, 186,

@@ -22,9 +22,9 @@ from conftest import FakeBrowser
 
 import oauthsmtp
 from oauthsmtp import FileStore, LoginRequired, MemoryStore, OAuth2Parameters
-from oauthsmtp._flow import TokenManager
-from oauthsmtp._store import TokenKey
-from oauthsmtp._token import AuthToken
+from oauthsmtp._tokens.identify import TokenManager
+from oauthsmtp._tokens.stores.choose import TokenKey
+from oauthsmtp._tokens.token import AuthToken
 from oauthsmtp.devserver import AuthServer
 
 REDIRECT = "http://127.0.0.1:0/callback"

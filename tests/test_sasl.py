@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from oauthsmtp._errors import ConfigurationError
-from oauthsmtp._sasl import (
+from oauthsmtp._smtp.sasl import (
     OAUTHBEARER_FAILURE_RESPONSE,
     XOAUTH2_FAILURE_RESPONSE,
     classify_auth_failure,

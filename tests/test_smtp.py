@@ -23,11 +23,11 @@ import pytest
 from hostile_smtp import HostileServer
 
 from oauthsmtp._errors import ConfigurationError, SMTPAuthError, SMTPError
-from oauthsmtp._message import Email
-from oauthsmtp._sasl import oauthbearer_initial, xoauth2_initial
-from oauthsmtp._smtp import SendResult, SMTPSession
-from oauthsmtp._smtpwire import SMTPConnectionError, SMTPTimeoutError
-from oauthsmtp._token import AuthToken, TokenState
+from oauthsmtp._message.prepare import Email
+from oauthsmtp._smtp.sasl import oauthbearer_initial, xoauth2_initial
+from oauthsmtp._smtp.session import SendResult, SMTPSession
+from oauthsmtp._smtp.wire import SMTPConnectionError, SMTPTimeoutError
+from oauthsmtp._tokens.token import AuthToken, TokenState
 from oauthsmtp.devserver._certs import CertificateSet, make_certificates
 from oauthsmtp.devserver._smtpserver import SMTPServer
 
@@ -999,7 +999,7 @@ def test_drop_after_any_number_of_replies(
 
 def test_connection_limit_replies() -> None:
     """Which replies mean "too many connections" (and which do not)."""
-    from oauthsmtp._smtptransact import is_connection_limit
+    from oauthsmtp._smtp.transact import is_connection_limit
 
     assert is_connection_limit(432, "4.3.2 Concurrent connections limit exceeded. Visit ...")
     assert is_connection_limit(432, "4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded")

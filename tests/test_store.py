@@ -26,7 +26,7 @@ from keyring.backends import chainer, fail, null
 from keyring.compat import properties
 
 from oauthsmtp._errors import ConfigurationError, TokenStoreError
-from oauthsmtp._store import (
+from oauthsmtp._tokens.stores.choose import (
     FileStore,
     KeyringStore,
     MemoryStore,
@@ -269,7 +269,7 @@ def test_lock_is_reentrant_in_one_thread(store: Any) -> None:
 
 _COUNTER_SCRIPT = """
 import pathlib, sys, time
-from oauthsmtp._store import FileStore, KeyringStore, TokenKey
+from oauthsmtp._tokens.stores.choose import FileStore, KeyringStore, TokenKey
 
 kind, directory, me, total = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 store = FileStore(directory / "tokens") if kind == "file" else KeyringStore("oauthsmtp-test")

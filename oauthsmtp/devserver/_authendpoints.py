@@ -24,7 +24,8 @@ from urllib.parse import urlencode, urlsplit
 
 from authlib.oauth2.rfc6749 import OAuth2Error
 
-from .._errors import ConfigurationError
+from oauthsmtp._errors import ConfigurationError
+
 from ._authcore import _Core
 from ._authgrants import _HTTPRequest
 from ._authhttp import (

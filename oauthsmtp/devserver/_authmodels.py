@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from .._errors import ConfigurationError
+from oauthsmtp._errors import ConfigurationError
 
 SCOPE = "https://mail.oauthsmtp.test/smtp"
 """The scope that grants sending mail through the development SMTP server."""

@@ -42,8 +42,9 @@ from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, ClassVar
 
-from .._errors import ConfigurationError
-from .._params import OAuth2Parameters, is_loopback_host
+from oauthsmtp._errors import ConfigurationError
+from oauthsmtp._oauth.params import OAuth2Parameters, is_loopback_host
+
 from ._authcore import _Core
 from ._authendpoints import PageHandler, PageResult, _Endpoints, _Pending
 from ._authhttp import _HTTPServer

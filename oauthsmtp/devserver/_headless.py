@@ -1,6 +1,6 @@
 """Headless login: the real authorization-code flow, with a stand-in for the browser.
 
-:func:`headless_login` runs :func:`oauthsmtp._flow.browser_login` (the same code as
+:func:`headless_login` runs :func:`oauthsmtp._tokens.identify.browser_login` (the same code as
 ``oauthsmtp.auth_identify``: loopback listener, PKCE, state, ``iss`` check, code exchange)
 with a small HTTP client in a background thread as its ``opener`` (in place of the user's
 browser): it follows the authorization URL and its redirects and, on a consent page, approves.
@@ -19,12 +19,12 @@ import threading
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
-from .._errors import AccessDenied, AuthorizationError
-from .._params import OAuth2Parameters
-from .._token import AuthToken
+from oauthsmtp._errors import AccessDenied, AuthorizationError
+from oauthsmtp._oauth.params import OAuth2Parameters
+from oauthsmtp._tokens.token import AuthToken
 
 if TYPE_CHECKING:
-    from .._store import TokenStore
+    from oauthsmtp._tokens.stores.choose import TokenStore
 
 __all__ = ["headless_login"]
 
@@ -178,8 +178,8 @@ def headless_login(
         AuthorizationError: the flow failed (including the headless browser's own failures).
         TokenError: the token endpoint refused the code.
     """
-    from .._flow import TokenManager, browser_login
-    from .._store import MemoryStore, TokenKey
+    from oauthsmtp._tokens.identify import TokenManager, browser_login
+    from oauthsmtp._tokens.stores.choose import MemoryStore, TokenKey
 
     store = store if store is not None else MemoryStore()
     key = TokenKey(params.token_url, params.client_id, account or "")

@@ -34,9 +34,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ConfigurationError
-from .._params import OAuth2Parameters
-from .._token import AuthToken
+from oauthsmtp._errors import ConfigurationError
+from oauthsmtp._oauth.params import OAuth2Parameters
+from oauthsmtp._tokens.token import AuthToken
+
 from ._authserver import AuthServer, DevClient
 from ._certs import CertificateSet
 from ._headless import headless_login
@@ -45,8 +46,8 @@ from ._mailpages import MessagesPage
 from ._smtpserver import ReceivedMessage, SMTPServer
 
 if TYPE_CHECKING:
-    from .._smtp import Security, SMTPSession
-    from .._store import TokenStore
+    from oauthsmtp._smtp.session import Security, SMTPSession
+    from oauthsmtp._tokens.stores.choose import TokenStore
 
 __all__ = ["DevProvider", "headless_login"]
 
@@ -321,7 +322,7 @@ class DevProvider:
             kwargs: other :class:`~oauthsmtp.SMTPSession` options (``password=``,
                 ``mechanism=``, ``timeout=``, ``asynchronous=``, ``port=``, ``ssl_context=``).
         """
-        from .._smtp import SMTPSession
+        from oauthsmtp._smtp.session import SMTPSession
 
         port = kwargs.pop("port", None)
         if port is None:

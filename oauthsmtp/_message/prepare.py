@@ -1,0 +1,204 @@
+"""Preparing a message for sending: its envelope, its checks and its bytes, once.
+
+:func:`prepare_message` takes an :class:`~oauthsmtp.Email` (built in
+:mod:`oauthsmtp._message.email`) or any :class:`email.message.Message` and returns an
+:class:`OutgoingMessage`: the explicit envelope (SECURITY.md rule 29) and the serialized
+bytes, Bcc removed. Everything that could inject a command or a header (CR, LF or NUL in an
+address or a header) and every address header the :mod:`email` package parses with a defect
+(e.g. ``alice@example.org)<bob@example.org>``) is refused with :class:`ConfigurationError`
+before anything reaches a server (the checks are in :mod:`oauthsmtp._message.addresses`): the
+library never guesses which address was meant.
+
+This module is also where the rest of the package imports the message names from
+(``Email``, ``check_header``, ``parse_address``, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from email.headerregistry import Address
+from email.message import Message
+from typing import TYPE_CHECKING, cast
+
+from oauthsmtp._errors import ConfigurationError
+
+from .addresses import _header_addresses, _unfold, check_header, parse_address
+from .addresses import _parse_address_list as _parse_address_list
+from .addresses import _simple_address as _simple_address
+from .email import AttachmentSpec, Email, _describe, _read
+from .mime import Attachment, flatten, render
+
+if TYPE_CHECKING:
+    from email.policy import Policy
+
+__all__ = [
+    "AttachmentSpec",
+    "Email",
+    "OutgoingMessage",
+    "check_header",
+    "parse_address",
+    "prepare_message",
+]
+
+_ADDRESS_HEADERS = ("from", "sender", "reply-to", "to", "cc", "bcc")
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A message ready for the wire.
+
+    Attributes:
+        sender: the envelope sender (``MAIL FROM``).
+        recipients: the envelope recipients (``RCPT TO``), de-duplicated, in order.
+        data: the RFC 5322 message, CRLF line endings, Bcc removed; not yet dot-stuffed.
+        smtputf8: an address is not ASCII, so the server must offer SMTPUTF8 (RFC 6531 §3.4).
+        eight_bit: ``data`` has octets above 127 (``BODY=8BITMIME``, RFC 6152).
+    """
+
+    sender: str
+    recipients: tuple[str, ...]
+    data: bytes = field(repr=False)
+    smtputf8: bool = False
+    eight_bit: bool = False
+
+
+def prepare_message(message: Email | Message) -> OutgoingMessage:
+    """Validate a message, take its envelope from its headers and serialize it once.
+
+    For a :class:`~email.message.Message`, the envelope sender is ``Sender`` or else the
+    single ``From`` address; the recipients are every address in To, Cc and Bcc. Headers of
+    every MIME part are checked for CR/LF/NUL, address headers for parse defects.
+
+    Raises:
+        ConfigurationError: injection attempts, malformed or missing addresses, ``Resent-*``
+            headers (whose envelope rules this library does not implement), or a message
+            that needs SMTPUTF8 but does not use an ``email.policy.EmailPolicy``.
+        OSError: an attachment file of an :class:`Email` cannot be read.
+    """
+    blind: list[Address] = []
+    deferred: list[tuple[bytes, bytes]] = []
+    if isinstance(message, Email):
+        fast = _prepare_email(message)
+        if fast is not None:
+            return fast
+        blind = [parse_address("bcc", value) for value in message.bcc]
+        message = message._build(deferred)  # Bcc is envelope-only: never a header
+    elif not isinstance(message, Message):
+        raise ConfigurationError(
+            f"send() takes an oauthsmtp.Email or an email.message.EmailMessage, "
+            f"not {type(message).__name__}"
+        )
+    for part in message.walk():
+        for name, value in part.items():
+            check_header(name, _unfold(str(value)))
+    fields: dict[str, list[Address]] = {}
+    for name in message:
+        lowered = name.lower()
+        if lowered.startswith("resent-"):
+            raise ConfigurationError(
+                "Resent-* headers are not supported; build a new message to forward one"
+            )
+        if lowered in _ADDRESS_HEADERS and lowered not in fields:
+            fields[lowered] = [
+                address
+                for value in message.get_all(name, [])
+                for address in _header_addresses(name, value)
+            ]
+    if blind:
+        fields.setdefault("bcc", []).extend(blind)
+    senders = fields.get("sender") or fields.get("from") or []
+    if len(senders) != 1:
+        raise ConfigurationError(
+            f"the message needs exactly one From address (or a Sender header), found {len(senders)}"
+        )
+    recipients = dict.fromkeys(
+        a.addr_spec for key in ("to", "cc", "bcc") for a in fields.get(key, [])
+    )
+    if not recipients:
+        raise ConfigurationError("the message has no recipient (To, Cc or Bcc)")
+    every = [a for addresses in fields.values() for a in addresses]
+    smtputf8 = not all(a.addr_spec.isascii() for a in every)
+    data = _serialize(message, smtputf8=smtputf8)
+    for placeholder, content in deferred:
+        if data.count(placeholder) != 1:  # pragma: no cover - 192 random bits
+            raise ConfigurationError("attachment placeholder collision; try again")
+        data = data.replace(placeholder, content)
+    return OutgoingMessage(
+        sender=senders[0].addr_spec,
+        recipients=tuple(recipients),
+        data=data,
+        smtputf8=smtputf8,
+        eight_bit=not data.isascii(),
+    )
+
+
+def _prepare_email(email: Email) -> OutgoingMessage | None:
+    """Serialize an Email without the email package (see :mod:`oauthsmtp._message.mime`).
+
+    Returns None for what the fast path leaves to the email package: a non-ASCII address
+    (SMTPUTF8), a ``message/rfc822`` attachment, or a header it cannot write simply.
+    """
+    from email.utils import formatdate, make_msgid
+
+    parsed = email._parsed
+    mailboxes = (parsed.sender, *parsed.to, *parsed.cc, *parsed.bcc, *parsed.reply_to)
+    if not all(a.addr_spec.isascii() for a in mailboxes):
+        return None
+    described = [_describe(spec) for spec in email.attachments]
+    if any(kind[1:] == ("message", "rfc822") for kind in described):
+        return None
+    attachments: list[Attachment] = []
+    for spec, (filename, maintype, subtype) in zip(email.attachments, described, strict=True):
+        if maintype in ("message", "multipart"):  # RFC 2046 forbids base64 for these
+            maintype, subtype = "application", "octet-stream"
+        attachments.append((filename, _read(spec), maintype, subtype))
+    headers = cast("tuple[tuple[str, str], ...]", email.headers)  # see Email.__post_init__
+    given = {name.lower() for name, _ in headers}
+    data = render(
+        sender=(parsed.sender.display_name, parsed.sender.addr_spec),
+        to=[(a.display_name, a.addr_spec) for a in parsed.to],
+        cc=[(a.display_name, a.addr_spec) for a in parsed.cc],
+        reply_to=[(a.display_name, a.addr_spec) for a in parsed.reply_to],
+        subject=email.subject,
+        headers=headers,
+        text=email.text,
+        html=email.html,
+        attachments=attachments,
+        date="" if "date" in given else formatdate(localtime=True),
+        message_id="" if "message-id" in given else make_msgid(domain=parsed.sender.domain),
+    )
+    if data is None:
+        return None
+    return OutgoingMessage(
+        sender=parsed.sender.addr_spec, recipients=email.envelope_recipients, data=data
+    )
+
+
+def _serialize(message: Message, *, smtputf8: bool) -> bytes:
+    import copy
+    from email import policy as email_policy
+
+    if "bcc" in message:
+        message = copy.copy(message)  # __delitem__ rebinds the header list: no mutation
+        del message["bcc"]
+    policy: Policy
+    if isinstance(message.policy, email_policy.EmailPolicy):
+        policy = email_policy.SMTPUTF8 if smtputf8 else email_policy.SMTP
+    elif smtputf8:
+        raise ConfigurationError(
+            "a message with non-ASCII addresses must be an EmailMessage "
+            "(policy=email.policy.default) to be sent with SMTPUTF8"
+        )
+    else:
+        policy = message.policy.clone(linesep="\r\n")
+    data = flatten(message, policy)
+    # RFC 5321 §2.3.8: no bare CR or LF on the wire. With an EmailPolicy, the generator
+    # writes every header with the policy's separator and flatten() every body; only a
+    # message/* part may carry raw text, and a legacy (compat32) header raw 8-bit lines.
+    if not isinstance(policy, email_policy.EmailPolicy) or any(
+        part.get_content_maintype() == "message" for part in message.walk()
+    ):
+        crlf = data.count(b"\r\n")
+        if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    return data

@@ -1,0 +1,267 @@
+"""SMTP AUTH for SMTPSession: choosing a mechanism, the SASL exchange, refresh-and-retry.
+
+Rules (SECURITY.md 24-27, RFC 4954):
+
+* Only mechanisms the server offers after TLS are used. A token uses OAUTHBEARER when
+  offered, else XOAUTH2; a password uses PLAIN, else LOGIN. Nothing that fits means an
+  :class:`SMTPAuthError`: a token never falls back to a password mechanism or back.
+* The initial response goes on the AUTH line only if the line stays within 512 octets
+  (RFC 4954 §4, RFC 5321 §4.5.3.1.4); otherwise the client waits for an empty ``334``.
+* An error challenge (``334 <base64 JSON>``, RFC 7628 §3.2.2) is answered with an empty
+  line (XOAUTH2) or ``AQ==`` (OAUTHBEARER, §3.2.3); its JSON is kept as diagnostics. A
+  challenge that is not base64 is answered ``*`` (cancel). More than
+  :data:`MAX_CHALLENGES` challenges cancel the exchange.
+* After a refusal that a fresh token may cure (``535 5.7.8``, ``535 5.7.3``...), the token
+  is refreshed once and AUTH retried once; configuration errors (``535 5.7.139``, ...)
+  are never retried.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from oauthsmtp._errors import ConfigurationError, SMTPAuthError
+
+from .sasl import (
+    OAUTHBEARER_FAILURE_RESPONSE,
+    XOAUTH2_FAILURE_RESPONSE,
+    classify_auth_failure,
+    decode_error_challenge,
+    is_base64,
+    login_responses,
+    oauthbearer_initial,
+    plain_initial,
+    xoauth2_initial,
+)
+from .wire import Connection, Reply, SMTPConnectionError
+
+if TYPE_CHECKING:
+    from .session import TokenSource
+
+__all__ = ["MAX_CHALLENGES", "authenticate", "check_mechanism", "choose_mechanism"]
+
+logger = logging.getLogger("oauthsmtp.smtp")
+
+MAX_CHALLENGES = 5
+"""More server challenges than this in one AUTH exchange cancel it."""
+
+OAUTH_MECHANISMS = ("OAUTHBEARER", "XOAUTH2")
+PASSWORD_MECHANISMS = ("PLAIN", "LOGIN")
+_MAX_AUTH_LINE = 512
+
+Reopen = Callable[[], "tuple[Connection, dict[str, str]]"]
+
+
+def check_mechanism(mechanism: str | None, *, token: bool, password: str | None) -> str | None:
+    """Validate ``mechanism=`` against the kind of credential; return it upper-cased.
+
+    Raises:
+        ConfigurationError: a mechanism that does not fit the credential, or one given
+            without any credential.
+    """
+    if mechanism is None:
+        return None
+    allowed = OAUTH_MECHANISMS if token else PASSWORD_MECHANISMS if password is not None else ()
+    name = mechanism.upper() if isinstance(mechanism, str) else ""
+    if name not in allowed:
+        kind = "a token" if token else "a password" if password is not None else "no credential"
+        raise ConfigurationError(
+            f"mechanism={mechanism!r} does not fit {kind}; "
+            f"choose one of {', '.join(allowed) or '(none: pass auth_token= or password=)'}"
+        )
+    return name
+
+
+def choose_mechanism(offered: str, *, forced: str | None, oauth: bool, host: str) -> str:
+    """Pick the mechanism from the post-TLS ``AUTH`` keyword's parameters (RFC 4954 §3).
+
+    Raises:
+        SMTPAuthError: nothing offered fits the credential (never a downgrade).
+    """
+    advertised = offered.upper().split()
+    wanted = (forced,) if forced else OAUTH_MECHANISMS if oauth else PASSWORD_MECHANISMS
+    for name in wanted:
+        if name in advertised:
+            return name
+    kind = "an OAuth2 token" if oauth else "a password"
+    raise SMTPAuthError(
+        f"{host} offers AUTH {' '.join(advertised) or '(nothing)'} after TLS, which has no "
+        f"mechanism for {kind} ({' or '.join(wanted)}); oauthsmtp never falls back to "
+        "another kind of credential"
+    )
+
+
+def authenticate(
+    conn: Connection,
+    extensions: dict[str, str],
+    *,
+    reopen: Reopen,
+    host: str,
+    port: int,
+    username: str | None,
+    token: TokenSource | None,
+    password: str | None,
+    mechanism: str | None,
+) -> tuple[Connection, dict[str, str], str | None]:
+    """Authenticate on ``conn``; return the connection that ended up authenticated.
+
+    Without credentials nothing is sent. With a token, a retryable refusal refreshes the
+    token once and retries once, on the same connection or, if the server closed it, on
+    a new one from ``reopen`` (then the returned connection is that one).
+
+    Raises:
+        SMTPAuthError: refused (code, server text, decoded provider error, hint), or no
+            mechanism fits.
+        LoginRequired, TokenError: the token could not be refreshed.
+        SMTPError: the connection failed during the exchange.
+    """
+    if token is None and password is None:
+        return conn, extensions, None
+    assert username is not None  # noqa: S101 - SMTPSession requires it with credentials
+    offered = extensions.get("AUTH", "")
+    if token is None:
+        assert password is not None  # noqa: S101
+        name = choose_mechanism(offered, forced=mechanism, oauth=False, host=host)
+        if name == "PLAIN":
+            responses = [plain_initial(username, password)]
+        else:
+            responses = list(login_responses(username, password))
+        _exchange(conn, name, responses, None, host=host, oauth=False)
+        return conn, extensions, name
+
+    name = choose_mechanism(offered, forced=mechanism, oauth=True, host=host)
+    try:
+        _oauth(conn, name, username, token.access_token, host, port, retried=False)
+        return conn, extensions, name
+    except SMTPAuthError as exc:
+        if not exc.retryable:
+            raise
+        logger.info("AUTH %s refused (%s); refreshing the token once and retrying", name, exc.code)
+    token.refresh()
+    if not conn.closed:
+        try:
+            _oauth(conn, name, username, token.access_token, host, port, retried=True)
+            return conn, extensions, name
+        except SMTPConnectionError:
+            logger.info("the server closed the connection after the refusal; reconnecting")
+    new_conn, new_extensions = reopen()
+    try:
+        name = choose_mechanism(
+            new_extensions.get("AUTH", ""), forced=mechanism, oauth=True, host=host
+        )
+        _oauth(new_conn, name, username, token.access_token, host, port, retried=True)
+    except BaseException:
+        new_conn.close()
+        raise
+    conn.close()
+    return new_conn, new_extensions, name
+
+
+def _oauth(
+    conn: Connection,
+    name: str,
+    username: str,
+    access_token: str,
+    host: str,
+    port: int,
+    *,
+    retried: bool,
+) -> None:
+    if name == "XOAUTH2":
+        blob, on_error = xoauth2_initial(username, access_token), XOAUTH2_FAILURE_RESPONSE
+    else:
+        blob = oauthbearer_initial(username, access_token, host.strip("[]"), port)
+        on_error = OAUTHBEARER_FAILURE_RESPONSE
+    _exchange(conn, name, [blob], on_error, host=host, oauth=True, retried=retried)
+
+
+def _exchange(
+    conn: Connection,
+    name: str,
+    responses: list[bytes],
+    on_error: bytes | None,
+    *,
+    host: str,
+    oauth: bool,
+    retried: bool = False,
+) -> None:
+    """Run one SASL exchange (RFC 4954 §4); return on ``235``, raise otherwise."""
+    pending = list(responses)
+    first = b"AUTH " + name.encode("ascii") + b" " + pending[0] + b"\r\n"
+    if name != "LOGIN" and len(first) <= _MAX_AUTH_LINE:
+        conn.write(first, [f"AUTH {name} [masked]"])
+        pending.pop(0)
+    else:
+        conn.write(f"AUTH {name}\r\n".encode("ascii"), [f"AUTH {name}"])
+    challenges = 0
+    provider_error: dict[str, Any] | None = None
+    cancelled: str | None = None
+    while True:
+        reply = conn.read_reply(mask=True)
+        if reply.code == 235:
+            return
+        if reply.code != 334:
+            raise _refusal(
+                name,
+                reply,
+                provider_error,
+                host=host,
+                oauth=oauth,
+                retried=retried,
+                cancelled=cancelled,
+            )
+        if cancelled is not None:
+            conn.close()
+            raise SMTPAuthError(
+                f"AUTH {name} with {host} cancelled ({cancelled}); the server went on challenging",
+                code=334,
+            )
+        challenges += 1
+        challenge = reply.lines[0].strip().encode("ascii", "replace") if reply.lines else b""
+        if challenges > MAX_CHALLENGES:
+            cancelled = f"more than {MAX_CHALLENGES} challenges"
+        elif pending:
+            conn.write(pending.pop(0) + b"\r\n", ["[masked]"])
+            continue
+        elif on_error is None:
+            cancelled = "an unexpected challenge"
+        elif not is_base64(challenge):
+            cancelled = "a challenge that is not base64 (RFC 4954 §4)"
+        else:
+            provider_error = decode_error_challenge(challenge)
+            logger.debug("AUTH %s error challenge: %s", name, provider_error)
+            conn.write(on_error + b"\r\n", [on_error.decode("ascii") or "(empty line)"])
+            continue
+        conn.write(b"*\r\n", ["*"])
+
+
+def _refusal(
+    name: str,
+    reply: Reply,
+    provider_error: dict[str, Any] | None,
+    *,
+    host: str,
+    oauth: bool,
+    retried: bool,
+    cancelled: str | None,
+) -> SMTPAuthError:
+    failure = classify_auth_failure(reply.code, reply.text, provider_error, oauth=oauth)
+    text = " ".join(reply.lines)
+    if cancelled is not None:
+        message = (
+            f"AUTH {name} with {host} cancelled ({cancelled}); the server said {reply.code} {text}"
+        )
+    else:
+        message = f"{host} refused AUTH {name}: {reply.code} {text}"
+        if retried:
+            message += " (after refreshing the token once)"
+        message += f". {failure.hint[0].upper()}{failure.hint[1:]}"
+    return SMTPAuthError(
+        message,
+        code=reply.code,
+        server_message=reply.text,
+        provider_error=provider_error,
+        retryable=failure.retryable and cancelled is None,
+    )

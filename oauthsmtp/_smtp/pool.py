@@ -1,0 +1,270 @@
+"""The connections of a session, and a batch shared between several of them.
+
+A session owns a list of :class:`Channel` objects, one per connection it may open (``N``,
+the ``connections=`` setting), and never more: each channel holds at most one connection
+at a time. :func:`deliver` sends a batch:
+
+* **One channel**: in the caller's thread, exactly as a single connection does: a drop
+  reconnects and carries on, and two connections in a row without progress end the batch.
+* **Several channels**: each runs in a thread and takes the next message from a shared
+  :class:`~oauthsmtp._smtp.transact.JobQueue` when it is ready for one, so fast and slow
+  connections balance themselves; results stay on the jobs, in the caller's order. When
+  no channel is connected yet, the first one authenticates before the others send AUTH
+  (they connect and start TLS meanwhile), so a token that must be refreshed is refreshed
+  once, and a refused token is reported once.
+* **A connection limit** (``432 4.3.2``, see
+  :func:`~oauthsmtp._smtp.transact.is_connection_limit`): the refused connection is
+  closed and its messages go back to the queue for the others; the session is told how
+  many connections the server did accept and never opens more from then on. A message
+  the server refused that way is sent again; nothing is lost or sent twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+from oauthsmtp._errors import OAuthSMTPError, SMTPError
+
+from .transact import ConnectionLost, Job, JobQueue, Lane, is_connection_limit, transact
+from .wire import Connection
+
+__all__ = ["Channel", "Connect", "deliver", "quit_all"]
+
+logger = logging.getLogger("oauthsmtp.smtp")
+
+_QUIT_TIMEOUT = 5.0
+
+Gate = Callable[[], None]
+"""Called between TLS and AUTH; raises to give up the connection."""
+
+Connect = Callable[["Channel", "Gate | None"], None]
+"""Opens, secures and authenticates a channel's connection (calling the gate before AUTH)."""
+
+
+class Channel:
+    """One connection slot of a session: the connection, its EHLO keywords and mechanism."""
+
+    def __init__(self) -> None:
+        self.conn: Connection | None = None
+        self.extensions: dict[str, str] = {}
+        self.mechanism: str | None = None
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is open (the server may have dropped it meanwhile)."""
+        return self.conn is not None and not self.conn.closed
+
+    def attach(self, conn: Connection, extensions: dict[str, str], mechanism: str | None) -> None:
+        """Hold a new, authenticated connection."""
+        self.conn, self.extensions, self.mechanism = conn, extensions, mechanism
+
+    def drop(self) -> None:
+        """Close the connection without QUIT (it failed, or its state is unknown)."""
+        conn, self.conn = self.conn, None
+        self.extensions, self.mechanism = {}, None
+        if conn is not None:
+            conn.close()
+
+
+def quit_all(channels: Sequence[Channel]) -> None:
+    """Send QUIT on every open connection, then read the answers and close (RFC 5321 §4.1.1.10).
+
+    The QUITs go out together, so closing N connections costs one round trip, not N.
+    """
+    sent: list[Connection] = []
+    for channel in channels:
+        conn = channel.conn
+        if conn is None or conn.closed:
+            channel.drop()
+            continue
+        try:
+            conn.timeout = min(conn.timeout, _QUIT_TIMEOUT)
+            conn.write(b"QUIT\r\n", ["QUIT"])
+            sent.append(conn)
+        except SMTPError:
+            pass
+    for conn in sent:
+        with contextlib.suppress(SMTPError):
+            conn.read_reply()
+    for channel in channels:
+        channel.drop()
+
+
+class _Limited(Exception):
+    """The server refused a connection as one too many (``error`` has its reply)."""
+
+    def __init__(self, error: SMTPError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Skipped(Exception):
+    """The first connection failed to authenticate, so this one did not try."""
+
+
+def deliver(
+    jobs: Sequence[Job],
+    channels: Sequence[Channel],
+    *,
+    connect: Connect,
+    host: str,
+    on_limit: Callable[[int], None],
+) -> None:
+    """Send every job that has a prepared message and no result, over ``channels``.
+
+    Args:
+        jobs: the batch; results are set on the jobs.
+        channels: the channels to use (connected ones first); one means no thread.
+        connect: opens and authenticates a channel.
+        host: the server's name, for log messages.
+        on_limit: called with the number of connections the server accepted at once,
+            when it refused one more.
+
+    Raises:
+        OAuthSMTPError: the error that stopped the batch; some jobs may have results.
+    """
+    queue = JobQueue(job for job in jobs if job.result is None and job.outgoing is not None)
+    if len(channels) == 1:
+        _drive(channels[0], queue, Lane(), connect=connect, gate=None, pooled=False, host=host)
+        return
+    active = list(channels)
+    while len(queue):
+        active.sort(key=lambda channel: not channel.connected)
+        used = active[: len(queue)]
+        lanes, errors = _round(used, queue, connect=connect, host=host)
+        for error in errors:
+            if error is not None and not isinstance(error, _Skipped):
+                logger.info("a connection to %s stopped: %s", host, error)
+        expected = (OAuthSMTPError, _Limited, _Skipped)
+        unexpected = [e for e in errors if e is not None and not isinstance(e, expected)]
+        if unexpected:
+            raise unexpected[0]
+        accepted = sum(1 for channel in used if channel.connected)
+        if accepted and any(isinstance(e, _Limited) for e in errors):
+            # The refused connections were opened while these were open: the server takes
+            # this many at once (for this account, from this client and its neighbours).
+            on_limit(accepted)
+            active = sorted(active, key=lambda channel: not channel.connected)[:accepted]
+        if len(queue) and not any(lane.finished for lane in lanes):
+            raise _most_relevant(errors)
+
+
+def _most_relevant(errors: Sequence[BaseException | None]) -> BaseException:
+    for error in errors:
+        if isinstance(error, OAuthSMTPError):
+            return error
+    for error in errors:
+        if isinstance(error, _Limited):
+            return error.error
+    return SMTPError("no connection could send the batch")  # pragma: no cover - defensive
+
+
+def _round(
+    channels: Sequence[Channel],
+    queue: JobQueue,
+    *,
+    connect: Connect,
+    host: str,
+) -> tuple[list[Lane], list[BaseException | None]]:
+    """Run one worker per channel until the queue is empty or every worker stopped."""
+    lanes = [Lane() for _ in channels]
+    errors: list[BaseException | None] = [None] * len(channels)
+    first_done = threading.Event()
+    first_ok: list[bool] = []
+    gated = not any(channel.connected for channel in channels)
+
+    def gate() -> None:
+        first_done.wait()
+        if not first_ok:
+            raise _Skipped
+
+    def connect_first(channel: Channel, _gate: Gate | None) -> None:
+        connect(channel, None)
+        first_ok.append(True)
+        first_done.set()
+
+    def run(index: int) -> None:
+        try:
+            _drive(
+                channels[index],
+                queue,
+                lanes[index],
+                connect=connect_first if index == 0 and gated else connect,
+                gate=gate if index and gated else None,
+                pooled=True,
+                host=host,
+            )
+        except BaseException as exc:  # reported to the caller after the round
+            errors[index] = exc
+        finally:
+            if index == 0:
+                first_done.set()
+
+    threads: list[threading.Thread] = []
+    for i in range(1, len(channels)):
+        thread = threading.Thread(target=run, args=(i,), name=f"oauthsmtp-send-{i}", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError as exc:  # no more threads: carry on with those that started
+            logger.info("cannot start another connection thread: %s", exc)
+            lanes, errors = lanes[: len(threads) + 1], errors[: len(threads) + 1]
+            break
+        threads.append(thread)
+    run(0)
+    for thread in threads:
+        thread.join()
+    return lanes, errors
+
+
+def _drive(
+    channel: Channel,
+    queue: JobQueue,
+    lane: Lane,
+    *,
+    connect: Connect,
+    gate: Gate | None,
+    pooled: bool,
+    host: str,
+) -> None:
+    """Send jobs from the queue on one channel, reconnecting after drops.
+
+    In a pool, a connection the server refuses as one too many stops this worker (its
+    messages go back to the queue for the others); alone, it counts as a drop.
+
+    Raises:
+        _Limited: in a pool, the server refused this connection as one too many.
+        _Skipped: the first connection failed, so this one gave up before AUTH.
+        OAuthSMTPError: connecting failed, or two connections in a row made no progress.
+    """
+    futile = 0
+    while len(queue):
+        if not channel.connected:
+            channel.drop()
+            try:
+                connect(channel, gate)
+            except SMTPError as exc:
+                if pooled and is_connection_limit(exc.code, exc.server_message):
+                    raise _Limited(exc) from exc
+                raise
+            gate = None
+        assert channel.conn is not None  # noqa: S101 - connect sets it or raises
+        before = lane.finished
+        try:
+            transact(channel.conn, channel.extensions, queue, lane)
+        except ConnectionLost as lost:
+            channel.drop()
+            lane.recover(queue)
+            if pooled and lost.limit and isinstance(lost.error, SMTPError):
+                raise _Limited(lost.error) from lost.error
+            futile = 0 if lane.finished > before else futile + 1
+            if futile > 1:
+                raise lost.error from lost.error.__cause__
+            if len(queue) or lane.inflight:
+                logger.info("connection to %s lost (%s); reconnecting", host, lost)
+        except BaseException:
+            channel.drop()
+            lane.recover(queue)
+            raise

@@ -1,0 +1,406 @@
+"""Mail transactions on one authenticated connection, and their results.
+
+:func:`transact` takes messages from a :class:`JobQueue` (shared by every connection of a
+batch) and sets each one's :class:`SendResult` from the server's replies (RFC 5321 §3.3):
+
+* With PIPELINING (RFC 2920 §3.1) a message's MAIL, RCPT... and DATA go out in one write;
+  after the ``354``, its body and the *next* message's envelope go out in one write, and
+  the replies are read in order. A batch therefore costs one round trip per message, plus
+  one. After a failed envelope, ``RSET`` goes out with the next envelope. The next
+  message is taken from the queue only when its envelope is written, so connections
+  sharing a queue balance themselves.
+* Without PIPELINING, one command and one reply at a time.
+
+Invariants the caller relies on after a :class:`ConnectionLost` (see :meth:`Lane.recover`):
+a job leaves the lane as soon as its result is set; ``body_sent`` is set before the body is
+written, so a connection lost before the end-of-data reply makes that job ``"unknown"``
+rather than sent twice; and an end-of-data reply of ``421`` or ``432 4.3.2`` is an explicit
+refusal, so that job goes back to the queue and is sent again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+from oauthsmtp._errors import OAuthSMTPError, SMTPError
+from oauthsmtp._message.prepare import OutgoingMessage
+
+from .wire import (
+    Connection,
+    Reply,
+    SMTPConnectionError,
+    SMTPTimeoutError,
+    dot_stuff,
+    end_of_data,
+    mail_from,
+    rcpt_to,
+)
+
+__all__ = [
+    "ConnectionLost",
+    "Job",
+    "JobQueue",
+    "Lane",
+    "SendResult",
+    "failed",
+    "is_connection_limit",
+    "transact",
+    "unknown",
+]
+
+_LIMIT_WORDS = ("concurrent", "connections", "thread limit", "too many")
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The outcome of one message.
+
+    Attributes:
+        status: ``"sent"`` (the server accepted it), ``"failed"`` (it was refused, or never
+            sent), or ``"unknown"`` (the connection was lost after the body was sent and
+            before the server's answer: it may or may not have been accepted; it is not
+            sent again).
+        code: the server's final reply code for this message, or None if none arrived.
+        message: the server's reply text, or why the message was not sent.
+        refused: ``{recipient: (code, text)}`` for recipients the server refused; a
+            message can be ``"sent"`` to the others. Read-only.
+    """
+
+    status: Literal["sent", "failed", "unknown"]
+    code: int | None = None
+    message: str | None = None
+    refused: Mapping[str, tuple[int, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "refused", MappingProxyType(dict(self.refused)))
+
+    @property
+    def ok(self) -> bool:
+        """True when the server accepted the message (``status == "sent"``)."""
+        return self.status == "sent"
+
+    def raise_for_status(self) -> SendResult:
+        """Return self when ok; otherwise raise :class:`SMTPError` with the code and text."""
+        if self.ok:
+            return self
+        raise SMTPError(
+            f"message {self.status}: {self.code or ''} {self.message or ''}".strip(),
+            code=self.code,
+            server_message=self.message,
+        )
+
+
+def failed(message: str) -> SendResult:
+    """A failed result with no server reply."""
+    return SendResult("failed", None, message)
+
+
+def unknown() -> SendResult:
+    """The result of a message whose end-of-data reply never arrived."""
+    return SendResult(
+        "unknown",
+        None,
+        "the connection was lost after the message was sent and before the server "
+        "answered; it may or may not have been accepted, so it was not sent again",
+    )
+
+
+@dataclass(eq=False)
+class Job:
+    """One message on its way.
+
+    Attributes:
+        outgoing: the prepared message, or None when it was refused before sending.
+        result: set once the outcome is final.
+        error: why the message was refused before sending.
+        body_sent: its body (or part of it) may have reached the server.
+        future: the caller's future in asynchronous mode.
+    """
+
+    outgoing: OutgoingMessage | None
+    result: SendResult | None = None
+    error: Exception | None = None
+    body_sent: bool = False
+    future: Future[SendResult] | None = None
+
+
+def is_connection_limit(code: int | None, text: str | None) -> bool:
+    """True for a refusal because of too many concurrent connections.
+
+    Microsoft 365 answers ``432 4.3.2 Concurrent connections limit exceeded`` (or
+    ``432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded``) beyond three
+    connections per mailbox. Other servers may say so with another 4xx code and the
+    enhanced code 4.3.2 (RFC 3463); those count when the text says it is about connections,
+    since 4.3.2 also means a server that is shutting down. ``432 4.7.12`` (RFC 4954 §6, a
+    password transition) is not one.
+    """
+    if code is None or not 400 <= code < 500:
+        return False
+    status = (text or "").split(" ", 1)[0]
+    if code == 432:
+        return not status.startswith("4.7.")
+    lowered = (text or "").lower()
+    return status == "4.3.2" and any(word in lowered for word in _LIMIT_WORDS)
+
+
+class JobQueue:
+    """Jobs waiting for a connection, in order; shared by the connections of a batch.
+
+    Thread-safe: each job is taken by one connection at a time, and a connection that is
+    lost gives back the jobs it had taken but not sent.
+    """
+
+    def __init__(self, jobs: Iterable[Job] = ()) -> None:
+        self._jobs: deque[Job] = deque(jobs)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def take(self) -> Job | None:
+        """The next job, or None when the queue is empty."""
+        with self._lock:
+            return self._jobs.popleft() if self._jobs else None
+
+    def give_back(self, jobs: Sequence[Job]) -> None:
+        """Put jobs back at the front, in their order."""
+        with self._lock:
+            self._jobs.extendleft(reversed(jobs))
+
+
+@dataclass(eq=False)
+class Lane:
+    """The jobs one connection has taken and not finished, and how many it finished.
+
+    Attributes:
+        inflight: jobs taken from the queue, oldest first; at most two with PIPELINING
+            (the one whose body is on its way and the next, whose envelope went with it).
+        finished: how many jobs got their result on this lane.
+    """
+
+    inflight: deque[Job] = field(default_factory=deque)
+    finished: int = 0
+
+    def take(self, queue: JobQueue, extensions: Mapping[str, str]) -> Job | None:
+        """Take the next job this server can carry; others get a failed result at once."""
+        while (job := queue.take()) is not None:
+            assert job.outgoing is not None  # noqa: S101 - the queue holds prepared jobs
+            problem = _unsendable(job.outgoing, extensions)
+            if problem is None:
+                self.inflight.append(job)
+                return job
+            job.result = failed(problem)
+            self.finished += 1
+        return None
+
+    def finish(self, job: Job, result: SendResult) -> None:
+        """Set the final result of the oldest job in flight."""
+        job.result = result
+        self.inflight.remove(job)
+        self.finished += 1
+
+    def recover(self, queue: JobQueue) -> None:
+        """After a lost connection: a job whose body may have arrived is ``"unknown"``;
+        the others go back to the queue, to be sent on another connection."""
+        back: list[Job] = []
+        for job in self.inflight:
+            if job.result is not None:
+                continue
+            if job.body_sent:
+                job.result = unknown()
+                self.finished += 1
+            else:
+                back.append(job)
+        self.inflight.clear()
+        queue.give_back(back)
+
+
+class ConnectionLost(Exception):
+    """The connection became unusable in a transaction; ``error`` says how.
+
+    Attributes:
+        error: the error (its ``code`` is the server's reply code when a reply caused it).
+        limit: the server refused the connection as one too many (``432 4.3.2``).
+    """
+
+    def __init__(self, error: OAuthSMTPError) -> None:
+        super().__init__(str(error))
+        self.error = error
+        code, text = getattr(error, "code", None), getattr(error, "server_message", None)
+        self.limit = is_connection_limit(code, text)
+
+
+def transact(conn: Connection, extensions: Mapping[str, str], queue: JobQueue, lane: Lane) -> None:
+    """Send jobs from ``queue`` on ``conn`` until the queue is empty.
+
+    Args:
+        conn: an authenticated connection.
+        extensions: its EHLO keywords (after TLS).
+        queue: jobs with a prepared message and no result.
+        lane: this connection's jobs in flight; empty on entry.
+
+    Raises:
+        ConnectionLost: a timeout, a drop, a ``421``, a ``432 4.3.2`` or a malformed
+            reply; the connection is closed and ``lane.inflight`` holds the jobs under way
+            (call :meth:`Lane.recover`).
+    """
+    try:
+        if "PIPELINING" in extensions:
+            _pipelined(conn, extensions, queue, lane)
+        else:
+            _lockstep(conn, extensions, queue, lane)
+    except (SMTPTimeoutError, SMTPConnectionError) as exc:
+        raise ConnectionLost(exc) from exc
+    except SMTPError as exc:
+        conn.close()  # a malformed reply: the server's state is unknown
+        raise ConnectionLost(exc) from exc
+
+
+def _unsendable(out: OutgoingMessage, ext: Mapping[str, str]) -> str | None:
+    if out.smtputf8 and "SMTPUTF8" not in ext:
+        return "not sent: an address is not ASCII and the server does not offer SMTPUTF8"
+    if out.eight_bit and "8BITMIME" not in ext and "SMTPUTF8" not in ext:
+        return "not sent: the message has 8-bit data and the server does not offer 8BITMIME"
+    limit = ext.get("SIZE", "")
+    if limit.isdigit() and int(limit) > 0 and len(out.data) > int(limit):
+        return f"not sent: {len(out.data)} bytes exceeds the server's SIZE limit of {limit}"
+    return None
+
+
+def _mail(out: OutgoingMessage, ext: Mapping[str, str]) -> bytes:
+    """MAIL FROM with SIZE (RFC 1870), BODY=8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531)."""
+    params: list[str] = []
+    if "SIZE" in ext:
+        params.append(f"SIZE={len(out.data)}")
+    if out.eight_bit:
+        params.append("BODY=8BITMIME")
+    if out.smtputf8:
+        params.append("SMTPUTF8")
+    return mail_from(out.sender, params, utf8=out.smtputf8)
+
+
+def _envelope(out: OutgoingMessage, ext: Mapping[str, str]) -> tuple[bytes, list[str]]:
+    lines = [_mail(out, ext), *(rcpt_to(r, utf8=out.smtputf8) for r in out.recipients)]
+    lines.append(b"DATA\r\n")
+    return b"".join(lines), [line.decode("utf-8").rstrip() for line in lines]
+
+
+def _body(out: OutgoingMessage) -> tuple[list[bytes], int]:
+    """The message as written after ``354``: dot-stuffed, then the end-of-data line."""
+    stuffed = dot_stuff(out.data)
+    return [stuffed, end_of_data(out.data)], len(stuffed)
+
+
+def _pipelined(conn: Connection, ext: Mapping[str, str], queue: JobQueue, lane: Lane) -> None:
+    job = lane.take(queue, ext)
+    if job is None:
+        return
+    assert job.outgoing is not None  # noqa: S101
+    conn.write(*_envelope(job.outgoing, ext))
+    while True:
+        out = job.outgoing
+        assert out is not None  # noqa: S101
+        mail = _read(conn)
+        rcpts = [_read(conn) for _ in out.recipients]
+        data_reply = _read(conn)
+        nxt = lane.take(queue, ext)
+        following, follow_log = (
+            _envelope(nxt.outgoing, ext) if nxt is not None and nxt.outgoing else (b"", [])
+        )
+        if data_reply.code == 354:
+            if mail.code < 300 and any(r.code < 300 for r in rcpts):
+                chunks, size = _body(out)
+            else:  # 354 despite no accepted recipient: end the data at once
+                chunks, size = [b".\r\n"], 0
+            chunks[-1] += following
+            job.body_sent = True
+            conn.write(chunks, [f"[message, {size} bytes]", *follow_log])
+            lane.finish(job, _outcome(out, mail, rcpts, data_reply, _read_end(conn, job)))
+        else:
+            # Final before RSET: a drop now must not send it again.
+            lane.finish(job, _outcome(out, mail, rcpts, data_reply, None))
+            conn.write(b"RSET\r\n" + following, ["RSET", *follow_log])
+            reset = _read(conn)
+            if reset.code != 250:
+                raise SMTPError(f"RSET refused: {reset}", code=reset.code)
+        if nxt is None:
+            return
+        job = nxt
+
+
+def _lockstep(conn: Connection, ext: Mapping[str, str], queue: JobQueue, lane: Lane) -> None:
+    while (job := lane.take(queue, ext)) is not None:
+        out = job.outgoing
+        assert out is not None  # noqa: S101
+        mail = _call(conn, _mail(out, ext))
+        rcpts: list[Reply] = []
+        if mail.code < 300:
+            rcpts = [_call(conn, rcpt_to(r, utf8=out.smtputf8)) for r in out.recipients]
+        data_reply = _call(conn, b"DATA\r\n") if any(r.code < 300 for r in rcpts) else None
+        if data_reply is not None and data_reply.code == 354:
+            job.body_sent = True
+            chunks, size = _body(out)
+            conn.write(chunks, [f"[message, {size} bytes]"])
+            lane.finish(job, _outcome(out, mail, rcpts, data_reply, _read_end(conn, job)))
+        else:
+            # Final before RSET: a drop now must not send it again.
+            lane.finish(job, _outcome(out, mail, rcpts, data_reply, None))
+            _call(conn, b"RSET\r\n")
+
+
+def _call(conn: Connection, line: bytes) -> Reply:
+    conn.write(line, [line.decode("utf-8").rstrip()])
+    return _read(conn)
+
+
+def _read_end(conn: Connection, job: Job) -> Reply:
+    """Read the end-of-data reply; a 421 or 432 refused the message: it may be sent again."""
+    reply = conn.read_reply()
+    if reply.code == 421 or is_connection_limit(reply.code, reply.text):
+        job.body_sent = False  # not accepted (RFC 5321 §4.1.1.4): resend on a new connection
+    return _closing(conn, reply)
+
+
+def _read(conn: Connection) -> Reply:
+    return _closing(conn, conn.read_reply())
+
+
+def _closing(conn: Connection, reply: Reply) -> Reply:
+    if reply.code == 421 or is_connection_limit(reply.code, reply.text):
+        # RFC 5321 §3.8: the server is closing the channel; or it refuses this connection
+        # as one too many, and would refuse every transaction on it.
+        conn.close()
+        what = "is closing the connection" if reply.code == 421 else "refuses this connection"
+        raise SMTPConnectionError(
+            f"the server {what}: {reply}", code=reply.code, server_message=reply.text
+        )
+    return reply
+
+
+def _outcome(
+    out: OutgoingMessage,
+    mail: Reply,
+    rcpts: Sequence[Reply],
+    data: Reply | None,
+    end: Reply | None,
+) -> SendResult:
+    """The result of one transaction from its replies (RFC 5321 §3.3, RFC 2920 §3.1)."""
+    if mail.code >= 300:
+        return SendResult("failed", mail.code, mail.text)
+    refused = {
+        r: (rep.code, rep.text)
+        for r, rep in zip(out.recipients, rcpts, strict=True)
+        if rep.code >= 300
+    }
+    if len(refused) == len(out.recipients):
+        return SendResult("failed", rcpts[-1].code, rcpts[-1].text, refused)
+    if end is None:
+        reply = data if data is not None else rcpts[-1]
+        return SendResult("failed", reply.code, reply.text, refused)
+    return SendResult("sent" if end.code < 300 else "failed", end.code, end.text, refused)

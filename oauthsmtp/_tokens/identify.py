@@ -1,0 +1,379 @@
+"""The login: ``auth_identify``, explicit refresh and revocation (WinDev AuthIdentify).
+
+:func:`auth_identify` returns a cached token when the store has one (refreshed
+if needed) and otherwise runs the browser login: it binds the loopback
+listener first (so a busy port fails before any browser opens), opens the
+user's own browser (RFC 8252 §8.12: never an embedded view), waits for the
+redirect, exchanges the code and saves the token before returning it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import TextIO
+
+from oauthsmtp._errors import AuthorizationError, LoginRequired, TokenError, TokenStoreError
+from oauthsmtp._oauth import endpoint as _endpoint
+from oauthsmtp._oauth.authz import build_request
+from oauthsmtp._oauth.params import OAuth2Parameters
+from oauthsmtp._tokens.stores.choose import TokenKey, TokenStore, default_store
+from oauthsmtp.providers import MAIL_SCOPES
+
+from .token import AuthToken, TokenState
+
+__all__ = ["auth_identify", "refresh_token", "revoke_token"]
+
+log = logging.getLogger("oauthsmtp.login")
+
+DEFAULT_TIMEOUT = 300.0
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _login_hint(account: str | None) -> str:
+    if account:
+        return (
+            f"oauthsmtp login --account {account} (from Python: "
+            f"oauthsmtp.auth_identify(params, account={account!r}))"
+        )
+    return "oauthsmtp.auth_identify(params) again (or `oauthsmtp login --account ...`)"
+
+
+def _invalid_grant(account: str | None, exc: TokenError) -> LoginRequired:
+    who = f"for {account} " if account else ""
+    said = f" ({exc.error_description})" if exc.error_description else ""
+    return LoginRequired(
+        f"the saved login {who}is no longer valid: the provider answered invalid_grant{said}. "
+        "Likely causes: the user revoked the app's access; a Google OAuth app in "
+        '"Testing" status issues refresh tokens that expire after 7 days (publish the app '
+        "to avoid this); Microsoft refresh tokens lapse after about 90 days unused; a password "
+        f"change. Log in again: {_login_hint(account)}",
+        account=account,
+    )
+
+
+class TokenManager:
+    """Loads, saves and refreshes one account's token in a store, single-flight.
+
+    Used as an :class:`AuthToken` refresher: calling it with the state the
+    caller holds returns a fresh state. Under the store's cross-process lock it
+    first re-reads the store: when another thread or process already refreshed
+    (the stored access token differs from the caller's and is still valid),
+    that token is returned and no request is made. A rotated refresh token is
+    saved before the new access token is handed out (RFC 6749 §6).
+    """
+
+    def __init__(
+        self,
+        params: OAuth2Parameters,
+        store: TokenStore,
+        key: TokenKey,
+        *,
+        refresh: Callable[[OAuth2Parameters, TokenState], TokenState] = _endpoint.refresh,
+    ) -> None:
+        self.params = params
+        self.store = store
+        self.key = key
+        self._refresh = refresh
+        self._thread_lock = threading.Lock()
+
+    @property
+    def account(self) -> str | None:
+        return self.key.account or None
+
+    def load(self) -> TokenState | None:
+        """The stored state, or None (an unreadable entry counts as absent)."""
+        raw = self.store.load(self.key)
+        if raw is None:
+            return None
+        try:
+            return AuthToken.from_json(raw).state
+        except ValueError:
+            log.warning("stored token for %r is unreadable; a new login is needed", self.account)
+            return None
+
+    def save(self, state: TokenState) -> None:
+        self.store.save(self.key, AuthToken(state).to_json())
+
+    def forget(self) -> None:
+        """Delete the stored token."""
+        self.store.delete(self.key)
+
+    def __call__(self, held: TokenState) -> TokenState:
+        with self._thread_lock, self.store.lock(self.key):
+            current = self.load()
+            if (
+                current is not None
+                and current.access_token != held.access_token
+                and not current.is_expired(_now())
+            ):
+                log.debug("token: another thread or process refreshed already")
+                return current
+            base = current if current is not None and current.refresh_token else held
+            if base.refresh_token is None:
+                raise LoginRequired(
+                    "the token has expired and no refresh token is held (Google needs "
+                    "access_type=offline and prompt=consent; Microsoft needs the offline_access "
+                    f"scope). Log in again: {_login_hint(self.account)}",
+                    account=self.account,
+                )
+            try:
+                new = self._refresh(self.params, base)
+            except TokenError as exc:
+                if exc.error == "invalid_grant":
+                    self.forget()
+                    raise _invalid_grant(self.account, exc) from None
+                raise
+            self.save(new)
+            return new
+
+
+def _check_granted_scope(params: OAuth2Parameters, state: TokenState) -> None:
+    """Rule 17: a login that asked for a mail scope must be granted it."""
+    missing = [s for s in params.scopes if s in MAIL_SCOPES and s not in state.scope]
+    if missing:
+        raise AuthorizationError(
+            f"the provider granted {' '.join(state.scope) or 'no scope'} but not "
+            f"{' '.join(missing)}, which is needed to send mail: the permission was probably "
+            "unticked on the consent screen. Log in again and allow sending email.",
+            error="insufficient_scope",
+        )
+
+
+def browser_usable() -> bool:
+    """False on a Unix machine with no display and no BROWSER: a console browser
+    would take over the terminal, and a graphical one cannot start."""
+    if os.environ.get("BROWSER"):
+        return True
+    if sys.platform in ("win32", "darwin"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _announce(url: str, port: int, timeout: float, *, opened: bool, out: TextIO) -> None:
+    wait = f"Waiting up to {int(timeout)} seconds for the login to finish..."
+    if opened:
+        print(
+            "oauthsmtp: your browser was opened to log in. If it did not open, visit:\n"
+            f"  {url}\n{wait}",
+            file=out,
+            flush=True,
+        )
+        return
+    print(
+        "oauthsmtp: open this URL in a browser to log in:\n"
+        f"  {url}\n"
+        f"If the browser runs on another machine, forward the port first:\n"
+        f"  ssh -L {port}:127.0.0.1:{port} USER@THIS-MACHINE\n{wait}",
+        file=out,
+        flush=True,
+    )
+
+
+def browser_login(
+    params: OAuth2Parameters,
+    *,
+    open_browser: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+    out: TextIO | None = None,
+    save: Callable[[TokenState], None] | None = None,
+    opener: Callable[[str], bool] | None = None,
+) -> TokenState:
+    """Run the authorization-code flow with PKCE once and return the new state.
+
+    ``save`` is called with the new state before the browser is told that the
+    login succeeded (so what the page says is true). ``opener`` replaces
+    ``webbrowser.open`` (the demo uses it to approve on a machine with no browser).
+
+    Raises:
+        LoopbackError: the redirect port cannot be opened (before any browser).
+        AuthorizationTimeout / AccessDenied / AuthorizationError / TokenError.
+    """
+    import webbrowser  # imported here: only the browser login needs them
+
+    from oauthsmtp._oauth.loopback import LoopbackListener
+
+    out = out if out is not None else sys.stderr
+    deadline = time.monotonic() + timeout
+    listener = LoopbackListener(params.redirect_url)
+    listener.open()
+    try:
+        request = build_request(params, redirect_uri=listener.redirect_uri)
+        opened = False
+        if opener is not None:
+            opened = opener(request.url)
+        elif open_browser and browser_usable():
+            try:
+                opened = webbrowser.open(request.url, new=1, autoraise=True)
+            except webbrowser.Error:
+                opened = False
+        _announce(request.url, listener.port, timeout, opened=opened, out=out)
+        result: list[TokenState] = []
+
+        def finish(code: str) -> tuple[int, str, str, bool]:
+            state = _endpoint.exchange_code(
+                params,
+                code=code,
+                code_verifier=request.code_verifier,
+                redirect_uri=request.redirect_uri,
+            )
+            _check_granted_scope(params, state)
+            if save is not None:
+                save(state)
+            result.append(state)
+            return (
+                200,
+                "Login complete",
+                "oauthsmtp received the authorization and saved the token.",
+                True,
+            )
+
+        listener.wait(request, deadline=deadline, finish=finish)
+    finally:
+        listener.close()
+    return result[0]
+
+
+def auth_identify(
+    params: OAuth2Parameters,
+    *,
+    account: str | None = None,
+    store: TokenStore | None = None,
+    interactive: bool = True,
+    open_browser: bool | Callable[[str], bool] = True,
+    timeout: float = DEFAULT_TIMEOUT,
+    force: bool = False,
+) -> AuthToken:
+    """Return a valid token for ``account``, logging in through the browser only if needed.
+
+    With a cached token for (token URL, client id, account) in ``store``, it is
+    returned (refreshed first if it is within the leeway of expiry) and no
+    browser opens. Otherwise (or with ``force=True``) the authorization-code flow
+    with PKCE runs through the user's browser and the loopback redirect URL,
+    and the new token is saved.
+
+    Args:
+        params: the OAuth2 client.
+        account: the mailbox the token is for (a key in the store).
+        store: where tokens live; default: :func:`oauthsmtp.default_store`
+            (the OS keyring, or the file store with ``OAUTHSMTP_STORE=file``).
+        interactive: False raises :class:`LoginRequired` instead of opening a browser.
+        open_browser: False prints the URL (to stderr) instead of opening a browser; a
+            callable is used instead of :mod:`webbrowser` to open the URL (it returns
+            whether it could; tests and kiosks use this).
+        timeout: seconds to wait for the browser login.
+        force: log in through the browser even when a token is cached.
+
+    Returns:
+        an :class:`AuthToken` that refreshes itself through the store.
+
+    Raises:
+        LoginRequired: no usable token and ``interactive`` is False.
+        LoopbackError: the redirect port is in use (raised before any browser opens).
+        AuthorizationError: denied (:class:`AccessDenied`), timed out
+            (:class:`AuthorizationTimeout`) or untrustworthy response.
+        TokenError: the token endpoint failed.
+        TokenStoreError: the store cannot be used.
+    """
+    store = store if store is not None else default_store()
+    key = TokenKey(params.token_url, params.client_id, account or "")
+    manager = TokenManager(params, store, key)
+    cached = manager.load()  # also proves the store is usable before any browser opens
+    if cached is not None and not force:
+        token = AuthToken(cached, refresher=manager, account=account)
+        if token.valid:
+            return token
+        try:
+            token.refresh()
+            return token
+        except LoginRequired:
+            if not interactive:
+                raise
+            log.info("the saved token for %r cannot be refreshed; logging in again", account)
+    if not interactive:
+        raise LoginRequired(
+            f"no saved login{f' for {account}' if account else ''}: log in first with "
+            f"{_login_hint(account)}",
+            account=account,
+        )
+    if account and "login_hint" not in params.extra_auth_params:
+        # OpenID Connect login_hint: Google and Microsoft preselect this account.
+        params = dataclasses.replace(
+            params, extra_auth_params={**params.extra_auth_params, "login_hint": account}
+        )
+    opener = open_browser if callable(open_browser) else None
+    state = browser_login(
+        params, open_browser=bool(open_browser), timeout=timeout, save=manager.save, opener=opener
+    )
+    return AuthToken(state, refresher=manager, account=account)
+
+
+def refresh_token(params: OAuth2Parameters, token: AuthToken) -> AuthToken:
+    """Refresh ``token`` now (WinDev AuthRefreshToken); returns the same object.
+
+    Tokens from :func:`auth_identify` refresh through their store (single
+    flight, rotation persisted); other tokens are refreshed directly with
+    ``params``.
+
+    Raises:
+        LoginRequired: the refresh token was refused (``invalid_grant``) or is missing.
+        TokenError: the token endpoint failed.
+    """
+    if isinstance(token._refresher, TokenManager):
+        return token.refresh()
+    try:
+        state = _endpoint.refresh(params, token.state)
+    except TokenError as exc:
+        if exc.error == "invalid_grant":
+            raise _invalid_grant(token.account, exc) from None
+        raise
+    token._replace_state(state)
+    return token
+
+
+def revoke_state(params: OAuth2Parameters, state: TokenState) -> bool:
+    """Revoke the refresh token of ``state`` (or its access token when it has none).
+
+    Returns:
+        True when the provider confirmed; False when it has no revocation endpoint.
+    """
+    if state.refresh_token:
+        return _endpoint.revoke(params, state.refresh_token, hint="refresh_token")
+    return _endpoint.revoke(params, state.access_token, hint="access_token")
+
+
+def revoke_token(params: OAuth2Parameters, token: AuthToken) -> bool:
+    """Revoke ``token`` at the provider (RFC 7009) and forget it locally.
+
+    The refresh token is revoked (which revokes its access tokens at Google);
+    without one, the access token. The stored copy is deleted whatever the
+    provider answers.
+
+    Returns:
+        True when the provider confirmed; False when it has no revocation endpoint
+        (the local copy is still deleted).
+
+    Raises:
+        TokenError: the provider refused or was unreachable (the local copy is
+            deleted all the same).
+    """
+    try:
+        return revoke_state(params, token.state)
+    finally:
+        manager = token._refresher
+        if isinstance(manager, TokenManager):
+            try:
+                manager.forget()
+            except TokenStoreError:
+                log.warning("could not delete the stored token for %r", manager.account)
+                raise
+        token._attach(None)

@@ -1,0 +1,311 @@
+"""Private files, directories and cross-process locks for the token stores (POSIX rules of
+SECURITY.md 32; Windows relies on per-user ACLs)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import pathlib
+import secrets
+import stat
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from oauthsmtp._errors import TokenStoreError
+
+if TYPE_CHECKING:
+    import filelock
+
+__all__: list[str] = []  # helpers for _store, _filestore and _keyringstore only
+
+log = logging.getLogger("oauthsmtp.store")
+
+_WINDOWS = sys.platform == "win32"
+
+MAX_FILE_BYTES = 1024 * 1024
+"""Token and index files larger than this are treated as corrupt, unread."""
+
+_LOCK_POLL_INTERVAL = 0.01
+
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a planted FIFO must not hang the open
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+
+
+# ---------------------------------------------------------------------------
+# private files and directories
+# ---------------------------------------------------------------------------
+
+
+def _os_detail(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def _ensure_private_dir(path: pathlib.Path) -> None:
+    """Create ``path`` (0700) if needed; insist it is ours and private.
+
+    A missing parent is created 0700 too (its own missing parents with the
+    default mode); an existing parent is left alone. On POSIX an
+    existing directory with group/other bits is chmod'ed to 0700; one owned by
+    another user is refused.
+
+    Raises:
+        TokenStoreError: the directory cannot be created or is not ours.
+    """
+    try:
+        os.makedirs(path.parent, mode=0o700, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+        st = os.stat(path)
+    except OSError as exc:
+        raise TokenStoreError(
+            f"cannot create the private directory {path}: {_os_detail(exc)}"
+        ) from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise TokenStoreError(f"{path} is not a directory; move it away")
+    if _WINDOWS:
+        return
+    if st.st_uid != os.geteuid():
+        raise TokenStoreError(
+            f"the directory {path} is owned by another user (uid {st.st_uid}); refusing to keep "
+            "tokens or locks there. Choose another folder with OAUTHSMTP_HOME"
+        )
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        try:
+            os.chmod(path, 0o700)
+        except OSError as exc:
+            raise TokenStoreError(
+                f"the directory {path} is accessible to other users and cannot be made "
+                f"private (chmod 700): {_os_detail(exc)}"
+            ) from exc
+        log.info("made %s private (mode 0700)", path)
+
+
+def _fsync_dir(path: pathlib.Path) -> None:
+    if _WINDOWS:
+        return  # directories cannot be opened for fsync there
+    try:
+        fd = os.open(path, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):  # some filesystems refuse fsync on directories
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace(source: str, target: str) -> None:
+    if not _WINDOWS:
+        os.replace(source, target)
+        return
+    # Windows refuses to replace a file another process has open for a moment.
+    for attempt in range(10):
+        try:
+            os.replace(source, target)
+            return
+        except PermissionError:
+            if attempt == 9:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
+def _atomic_write(path: pathlib.Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically with mode 0600 (SECURITY rule 32).
+
+    A temporary file is created in the same directory with
+    ``O_CREAT|O_EXCL|O_NOFOLLOW`` and mode 0600 (fchmod'ed again, whatever the
+    umask), written, fsynced, renamed over ``path`` and the directory fsynced.
+    On failure the temporary file is removed and ``path`` keeps its old content.
+
+    Raises:
+        OSError: the write failed (the caller wraps it without the data).
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        try:
+            if not _WINDOWS:
+                os.fchmod(fd, 0o600)
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _replace(os.fspath(tmp), os.fspath(path))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _read_file(path: pathlib.Path, *, private: bool) -> bytes | None:
+    """Read a small file without following a symbolic link.
+
+    Args:
+        path: the file.
+        private: refuse a file that another user owns or that group/others
+            may read or write (POSIX only).
+
+    Returns:
+        The content, None when the file does not exist, or ``b""`` plus a
+        WARNING when it is larger than :data:`MAX_FILE_BYTES` (callers then see
+        it as corrupt).
+
+    Raises:
+        TokenStoreError: ``path`` is a symbolic link, not a regular file, or
+            (``private``) not private.
+    """
+    if _WINDOWS and os.path.islink(path):
+        raise _symlink_error(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK | _O_BINARY)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK) and os.path.islink(path):
+            raise _symlink_error(path) from None
+        raise TokenStoreError(f"cannot read {path}: {_os_detail(exc)}") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise TokenStoreError(f"{path} is not a regular file; refusing to read it. Delete it")
+        if private and not _WINDOWS:
+            if st.st_uid != os.geteuid():
+                raise TokenStoreError(
+                    f"the token file {path} is owned by another user (uid {st.st_uid}); refusing "
+                    "to trust it. Delete it and log in again"
+                )
+            mode = stat.S_IMODE(st.st_mode)
+            if mode & 0o077:
+                raise TokenStoreError(
+                    f"the token file {path} is accessible to other users (mode {mode:04o}); "
+                    f"refusing to use it. If nobody else can have read it, run `chmod 600 {path}`; "
+                    "otherwise delete it, log in again and revoke the old token"
+                )
+        if st.st_size > MAX_FILE_BYTES:
+            log.warning("%s is larger than %d bytes; ignoring it", path, MAX_FILE_BYTES)
+            return b""
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > MAX_FILE_BYTES:
+                log.warning("%s is larger than %d bytes; ignoring it", path, MAX_FILE_BYTES)
+                return b""
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise TokenStoreError(f"cannot read {path}: {_os_detail(exc)}") from exc
+    finally:
+        os.close(fd)
+
+
+def _symlink_error(path: pathlib.Path) -> TokenStoreError:
+    return TokenStoreError(
+        f"{path} is a symbolic link; token files are never read or written through a link. "
+        "Delete the link (e.g. `oauthsmtp logout`) and log in again"
+    )
+
+
+def _load_json_object(data: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+# ---------------------------------------------------------------------------
+# locks
+# ---------------------------------------------------------------------------
+
+
+class _InterProcessLock:
+    """A thread lock plus a ``filelock.FileLock`` on one lock file.
+
+    ``filelock`` locks (``flock``/``LockFileEx``) exclude other processes, and
+    separate ``FileLock`` objects in separate threads exclude each other too,
+    but only by polling, and one thread taking a second ``FileLock`` object on
+    a path it holds is refused as a deadlock. So every lock file has one
+    process-wide instance of this class: the re-entrant thread lock serializes
+    the threads of this process without polling, and the single non-thread-local
+    ``FileLock`` behind it (re-entrant as well) excludes the other processes.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._thread_lock = threading.RLock()
+        self._file_lock: filelock.FileLock | None = None
+
+    @contextlib.contextmanager
+    def hold(self, timeout: float, what: str) -> Iterator[None]:
+        import filelock
+
+        deadline = time.monotonic() + timeout
+        if not self._thread_lock.acquire(timeout=timeout):
+            raise _lock_timeout(what, timeout)
+        try:
+            if self._file_lock is None:
+                self._file_lock = filelock.FileLock(self.path, mode=0o600, thread_local=False)
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                self._file_lock.acquire(timeout=remaining, poll_interval=_LOCK_POLL_INTERVAL)
+            except filelock.Timeout:
+                raise _lock_timeout(what, timeout) from None
+            except OSError as exc:
+                raise TokenStoreError(
+                    f"cannot take the lock file {self.path}: {_os_detail(exc)}"
+                ) from exc
+            try:
+                yield
+            finally:
+                self._file_lock.release()
+        finally:
+            self._thread_lock.release()
+
+
+def _lock_timeout(what: str, timeout: float) -> TokenStoreError:
+    return TokenStoreError(
+        f"timed out after {timeout:g} s waiting for the token lock of {what}: another thread or "
+        "oauthsmtp process holds it (a refresh that hangs?)"
+    )
+
+
+_LOCKS: dict[str, _InterProcessLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _reset_locks_after_fork() -> None:
+    # A forked child must not inherit locks held by the parent's other threads.
+    global _LOCKS, _LOCKS_GUARD
+    _LOCKS = {}
+    _LOCKS_GUARD = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_locks_after_fork)
+
+
+def _interprocess_lock(path: pathlib.Path) -> _InterProcessLock:
+    name = os.path.realpath(path)
+    with _LOCKS_GUARD:
+        found = _LOCKS.get(name)
+        if found is None:
+            found = _LOCKS[name] = _InterProcessLock(name)
+        return found
