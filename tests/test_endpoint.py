@@ -23,7 +23,7 @@ from scripted_http import ScriptedServer
 
 from oauthsmtp import OAuth2Parameters, TokenError
 from oauthsmtp._oauth import endpoint as _endpoint
-from oauthsmtp._tokens.token import TokenState
+from oauthsmtp._oauth.tokenresponse import TokenState
 
 TOKEN_URL = "https://auth.example.com/token"
 REVOKE_URL = "https://auth.example.com/revoke"

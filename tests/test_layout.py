@@ -143,6 +143,10 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def _reaches_in(imp: Import) -> bool:
+    return imp.name is not None and _is_private(imp.name) and imp.target.startswith("oauthsmtp")
+
+
 def test_no_import_circles() -> None:
     circles = cycles(import_graph())
     assert not circles, "import circles:\n" + "\n".join(" <-> ".join(c) for c in circles)
@@ -152,7 +156,11 @@ def test_no_module_imports_another_modules_private_names() -> None:
     offenders = []
     for name, path in MODULES.items():
         for imp in imports_of(name, path):
-            if imp.name is not None and _is_private(imp.name) and imp.target.startswith("oauthsmtp"):
+            if (
+                imp.name is not None
+                and _is_private(imp.name)
+                and imp.target.startswith("oauthsmtp")
+            ):
                 offenders.append(f"{path.relative_to(ROOT)}:{imp.line}: {imp.target}.{imp.name}")
         offenders.extend(_private_attribute_uses(name, path))
     assert not offenders, "private names used across modules:\n" + "\n".join(offenders)
@@ -164,7 +172,11 @@ def test_tests_use_no_private_names() -> None:
     for path in sorted(TESTS.glob("*.py")):
         module = f"tests.{path.stem}"
         for imp in imports_of(module, path):
-            if imp.name is not None and _is_private(imp.name) and imp.target.startswith("oauthsmtp"):
+            if (
+                imp.name is not None
+                and _is_private(imp.name)
+                and imp.target.startswith("oauthsmtp")
+            ):
                 offenders.append(f"{path.relative_to(ROOT)}:{imp.line}: {imp.target}.{imp.name}")
         offenders.extend(_private_attribute_uses(module, path))
     assert not offenders, "tests reaching into private names:\n" + "\n".join(offenders)

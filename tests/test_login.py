@@ -268,16 +268,16 @@ def test_s256_refusal_is_final_never_plain(fake_browser: FakeBrowser) -> None:
 
 def test_missing_mail_scope_fails_before_smtp() -> None:
     """A login that asked for the mail scope but was not granted it fails (rule 17)."""
-    from oauthsmtp._tokens.identify import _check_granted_scope
-    from oauthsmtp._tokens.token import TokenState
+    from oauthsmtp._oauth.browser import check_granted_scope
+    from oauthsmtp._oauth.tokenresponse import TokenState
 
     params = oauthsmtp.providers.gmail(client_id="id", client_secret="s")
     granted_less = TokenState(access_token="a", scope=("openid", "email"))
     with pytest.raises(oauthsmtp.AuthorizationError) as info:
-        _check_granted_scope(params, granted_less)
+        check_granted_scope(params, granted_less)
     assert info.value.error == "insufficient_scope"
     assert "https://mail.google.com/" in str(info.value)
-    _check_granted_scope(params, TokenState(access_token="a", scope=("https://mail.google.com/",)))
+    check_granted_scope(params, TokenState(access_token="a", scope=("https://mail.google.com/",)))
 
 
 def test_open_browser_accepts_an_opener(auth_server: AuthServer) -> None:

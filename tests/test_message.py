@@ -336,7 +336,7 @@ def test_fast_attachment_encoding_matches_email_package(size: int) -> None:
     assert slow.get_content() == data
 
 
-# -- the direct serializer (oauthsmtp._message.mime) against the email package -------------------------
+# -- the direct serializer (oauthsmtp._message.mime) against the email package ---------
 def _lf(content: object) -> object:
     if isinstance(content, Message):  # message/rfc822: compare what it says
         return (content["Subject"], _lf(content.get_payload()))
@@ -409,9 +409,9 @@ FAST_CASES = {
 @pytest.mark.parametrize("case", FAST_CASES.values(), ids=FAST_CASES.keys())
 def test_direct_serialization_matches_email_package(case: Email) -> None:
     """The fast path says what the email package says, in 7-bit lines of at most 78."""
-    from oauthsmtp._message.prepare import _prepare_email
+    from oauthsmtp._message.prepare import prepare_email
 
-    fast = _prepare_email(case)
+    fast = prepare_email(case)
     assert fast is not None  # these all take the fast path
     assert fast.data.isascii()
     assert fast.data.endswith(b"\r\n")
@@ -454,9 +454,9 @@ def test_subject_that_looks_encoded_stays_literal() -> None:
 )
 def test_fallback_to_email_package(case: Email) -> None:
     """What the fast path does not write simply goes through the email package, correctly."""
-    from oauthsmtp._message.prepare import _prepare_email
+    from oauthsmtp._message.prepare import prepare_email
 
-    assert _prepare_email(case) is None
+    assert prepare_email(case) is None
     out = prepare_message(case)
     assert out.data.count(b"\n") == out.data.count(b"\r\n")
     assert _summary(parse(out.data)) == _summary(parse(case.to_message().as_bytes()))
@@ -482,11 +482,11 @@ def test_simple_address_parser_agrees(address: str) -> None:
     """The quick parser of common addresses gives the general parser's answer, or none."""
     from email.headerregistry import Address
 
-    from oauthsmtp._message.prepare import _parse_address_list, _simple_address
+    from oauthsmtp._message.addresses import parse_address_list, simple_address
 
-    quick = _simple_address(address)
+    quick = simple_address(address)
     if quick is not None:
-        [general] = _parse_address_list("to", address)
+        [general] = parse_address_list("to", address)
         assert (quick.display_name, quick.username, quick.domain) == (
             general.display_name,
             general.username,

@@ -24,10 +24,11 @@ from hostile_smtp import HostileServer
 
 from oauthsmtp._errors import ConfigurationError, SMTPAuthError, SMTPError
 from oauthsmtp._message.prepare import Email
+from oauthsmtp._oauth.tokenresponse import TokenState
 from oauthsmtp._smtp.sasl import oauthbearer_initial, xoauth2_initial
 from oauthsmtp._smtp.session import SendResult, SMTPSession
 from oauthsmtp._smtp.wire import SMTPConnectionError, SMTPTimeoutError
-from oauthsmtp._tokens.token import AuthToken, TokenState
+from oauthsmtp._tokens.token import AuthToken
 from oauthsmtp.devserver._certs import CertificateSet, make_certificates
 from oauthsmtp.devserver._smtpserver import SMTPServer
 

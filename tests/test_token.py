@@ -9,7 +9,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from oauthsmtp import AuthToken, LoginRequired, TokenError
-from oauthsmtp._tokens.token import MAX_TOKEN_RESPONSE_BYTES, TokenState, parse_token_response
+from oauthsmtp._oauth.tokenresponse import (
+    MAX_TOKEN_RESPONSE_BYTES,
+    TokenState,
+    parse_token_response,
+)
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 JSON = "application/json"

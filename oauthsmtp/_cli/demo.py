@@ -45,12 +45,8 @@ def _headless_opener(url: str) -> bool:
 def run_demo(*, out: TextIO | None = None, use_browser: bool | None = None) -> int:
     """Run the demo; returns the exit code (0 when both messages arrived)."""
     from oauthsmtp._message.prepare import Email
-    from oauthsmtp._tokens.identify import (
-        TokenManager,
-        auth_identify,
-        browser_login,
-        browser_usable,
-    )
+    from oauthsmtp._oauth.browser import browser_login, browser_usable
+    from oauthsmtp._tokens.identify import TokenManager, auth_identify
     from oauthsmtp._tokens.stores.choose import FileStore, TokenKey
     from oauthsmtp.devserver import DevProvider
 

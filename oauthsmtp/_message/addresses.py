@@ -37,7 +37,7 @@ _SIMPLE_ADDRESS = re.compile(
 )
 
 
-def _simple_address(value: str) -> Address | None:
+def simple_address(value: str) -> Address | None:
     match = _SIMPLE_ADDRESS.fullmatch(value)
     if match is None or "=?" in value:
         return None
@@ -46,7 +46,7 @@ def _simple_address(value: str) -> Address | None:
     return Address(match["name"], match["bracketed"], match["bdomain"])
 
 
-def _has_forbidden(value: str) -> bool:
+def has_forbidden(value: str) -> bool:
     return not _FORBIDDEN.isdisjoint(value)
 
 
@@ -71,7 +71,7 @@ def check_header(name: str, value: str) -> None:
         raise ConfigurationError(f"invalid header name {name!r}")
     if not isinstance(value, str):
         raise ConfigurationError(f"header {name} must be a string, not {type(value).__name__}")
-    if _has_forbidden(value):
+    if has_forbidden(value):
         raise ConfigurationError(f"header {name} contains CR, LF or NUL; refused")
 
 
@@ -93,12 +93,12 @@ def parse_address(field_name: str, value: str | Address) -> Address:
         value = str(value)
     if not isinstance(value, str):
         raise ConfigurationError(f"{field_name}: an address must be a string")
-    if _has_forbidden(value):
+    if has_forbidden(value):
         raise ConfigurationError(f"{field_name}: address contains CR, LF or NUL; refused")
-    simple = _simple_address(value)
+    simple = simple_address(value)
     if simple is not None:
         return simple
-    addresses = _parse_address_list(field_name, value)
+    addresses = parse_address_list(field_name, value)
     if len(addresses) != 1:
         raise ConfigurationError(
             f"{field_name}: expected one address, found {len(addresses)} in {value!r}"
@@ -106,19 +106,19 @@ def parse_address(field_name: str, value: str | Address) -> Address:
     return addresses[0]
 
 
-def _parse_address_list(field_name: str, value: str) -> tuple[Address, ...]:
+def parse_address_list(field_name: str, value: str) -> tuple[Address, ...]:
     from email import policy
 
     header = policy.default.header_factory("To", value)  # any address-list field
     return _clean_addresses(field_name, value, header)
 
 
-def _header_addresses(field_name: str, value: object) -> tuple[Address, ...]:
+def header_addresses(field_name: str, value: object) -> tuple[Address, ...]:
     """The addresses of a header of a message: its own parse for an EmailMessage's header
     objects (no second parse), else a parse of its unfolded text."""
     if isinstance(value, AddressHeader):
         return _clean_addresses(field_name, str(value), value)
-    return _parse_address_list(field_name, _unfold(str(value)))
+    return parse_address_list(field_name, unfold(str(value)))
 
 
 def _clean_addresses(field_name: str, value: str, header: AddressHeader) -> tuple[Address, ...]:
@@ -148,7 +148,7 @@ def _ascii_domain(address: Address) -> Address:
     return Address(address.display_name, address.username, domain)
 
 
-def _mailboxes(
+def mailboxes(
     field_name: str, values: str | Address | Iterable[str | Address]
 ) -> tuple[Address, ...]:
     if isinstance(values, (str, Address)):
@@ -156,7 +156,7 @@ def _mailboxes(
     return tuple(_ascii_domain(parse_address(field_name, v)) for v in values)
 
 
-def _unfold(value: str) -> str:
+def unfold(value: str) -> str:
     """Remove RFC 5322 §2.2.3 folding (CRLF followed by white space) from a raw value."""
     if "\n" not in value and "\r" not in value:
         return value

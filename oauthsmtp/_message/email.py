@@ -22,7 +22,7 @@ from typing import Union, cast
 
 from oauthsmtp._errors import ConfigurationError
 
-from .addresses import _has_forbidden, _mailboxes, check_header
+from .addresses import check_header, has_forbidden, mailboxes
 from .mime import base64_lines
 
 __all__ = ["AttachmentSpec", "Email"]
@@ -80,7 +80,7 @@ def _attachment(spec: AttachmentSpec) -> AttachmentSpec:
 
 
 def _check_filename(name: str) -> None:
-    if not name or _has_forbidden(name):
+    if not name or has_forbidden(name):
         raise ConfigurationError(f"invalid attachment name {name!r}")
 
 
@@ -150,8 +150,8 @@ class Email:
 
     def __post_init__(self) -> None:
         put = object.__setattr__
-        sender = _mailboxes("sender", self.sender)[0]
-        lists = {n: _mailboxes(n, getattr(self, n)) for n in ("to", "cc", "bcc", "reply_to")}
+        sender = mailboxes("sender", self.sender)[0]
+        lists = {n: mailboxes(n, getattr(self, n)) for n in ("to", "cc", "bcc", "reply_to")}
         put(self, "_parsed", _Parsed(sender=sender, **lists))
         put(self, "sender", str(sender))
         for name, addresses in lists.items():
@@ -228,7 +228,7 @@ class Email:
         return msg
 
 
-def _describe(spec: AttachmentSpec) -> tuple[str, str, str]:
+def describe_attachment(spec: AttachmentSpec) -> tuple[str, str, str]:
     """``(filename, maintype, subtype)`` of an attachment; the type is guessed from the name."""
     if isinstance(spec, tuple):
         filename, mime = spec[0], spec[2] if len(spec) == 3 else None
@@ -242,7 +242,7 @@ def _describe(spec: AttachmentSpec) -> tuple[str, str, str]:
     return filename, maintype, subtype
 
 
-def _read(spec: AttachmentSpec) -> bytes:
+def read_attachment(spec: AttachmentSpec) -> bytes:
     """The attachment's content (a file is read now)."""
     if isinstance(spec, tuple):
         return bytes(spec[1])
@@ -258,8 +258,8 @@ def _add_attachment(
     25 ms per MB); :func:`prepare_message` instead serializes a message whose attachment
     is a 24-byte random placeholder and then swaps in the encoded content in one pass.
     """
-    filename, maintype, subtype = _describe(spec)
-    data = _read(spec)
+    filename, maintype, subtype = describe_attachment(spec)
+    data = read_attachment(spec)
     if (maintype, subtype) == ("message", "rfc822"):
         from email import policy
         from email.parser import BytesParser

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, cast
 
 from oauthsmtp._errors import ConfigurationError
 
-from .addresses import _header_addresses, _unfold, check_header, parse_address
-from .addresses import _parse_address_list as _parse_address_list
-from .addresses import _simple_address as _simple_address
-from .email import AttachmentSpec, Email, _describe, _read
+from .addresses import check_header, header_addresses, parse_address, unfold
+from .addresses import parse_address_list as parse_address_list
+from .addresses import simple_address as simple_address
+from .email import AttachmentSpec, Email, describe_attachment, read_attachment
 from .mime import Attachment, flatten, render
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def prepare_message(message: Email | Message) -> OutgoingMessage:
     blind: list[Address] = []
     deferred: list[tuple[bytes, bytes]] = []
     if isinstance(message, Email):
-        fast = _prepare_email(message)
+        fast = prepare_email(message)
         if fast is not None:
             return fast
         blind = [parse_address("bcc", value) for value in message.bcc]
@@ -90,7 +90,7 @@ def prepare_message(message: Email | Message) -> OutgoingMessage:
         )
     for part in message.walk():
         for name, value in part.items():
-            check_header(name, _unfold(str(value)))
+            check_header(name, unfold(str(value)))
     fields: dict[str, list[Address]] = {}
     for name in message:
         lowered = name.lower()
@@ -102,7 +102,7 @@ def prepare_message(message: Email | Message) -> OutgoingMessage:
             fields[lowered] = [
                 address
                 for value in message.get_all(name, [])
-                for address in _header_addresses(name, value)
+                for address in header_addresses(name, value)
             ]
     if blind:
         fields.setdefault("bcc", []).extend(blind)
@@ -132,7 +132,7 @@ def prepare_message(message: Email | Message) -> OutgoingMessage:
     )
 
 
-def _prepare_email(email: Email) -> OutgoingMessage | None:
+def prepare_email(email: Email) -> OutgoingMessage | None:
     """Serialize an Email without the email package (see :mod:`oauthsmtp._message.mime`).
 
     Returns None for what the fast path leaves to the email package: a non-ASCII address
@@ -144,14 +144,14 @@ def _prepare_email(email: Email) -> OutgoingMessage | None:
     mailboxes = (parsed.sender, *parsed.to, *parsed.cc, *parsed.bcc, *parsed.reply_to)
     if not all(a.addr_spec.isascii() for a in mailboxes):
         return None
-    described = [_describe(spec) for spec in email.attachments]
+    described = [describe_attachment(spec) for spec in email.attachments]
     if any(kind[1:] == ("message", "rfc822") for kind in described):
         return None
     attachments: list[Attachment] = []
     for spec, (filename, maintype, subtype) in zip(email.attachments, described, strict=True):
         if maintype in ("message", "multipart"):  # RFC 2046 forbids base64 for these
             maintype, subtype = "application", "octet-stream"
-        attachments.append((filename, _read(spec), maintype, subtype))
+        attachments.append((filename, read_attachment(spec), maintype, subtype))
     headers = cast("tuple[tuple[str, str], ...]", email.headers)  # see Email.__post_init__
     given = {name.lower() for name, _ in headers}
     data = render(

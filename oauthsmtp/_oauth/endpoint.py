@@ -3,7 +3,7 @@
 The code exchange and revocation go through authlib and requests: authlib
 builds the requests (grant parameters, client authentication, PKCE
 ``code_verifier``) and a compliance hook reads each answer with a size cap and
-hands it to :func:`oauthsmtp._tokens.token.parse_token_response`, so nothing
+hands it to :func:`oauthsmtp._oauth.tokenresponse.parse_token_response`, so nothing
 authlib-parsed is trusted. The refresh, which runs in every short-lived
 process, is one form POST made with the standard library (see
 :func:`_form_post`) and parsed by the same function. Token requests are never
@@ -23,9 +23,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from oauthsmtp._errors import TokenError
-from oauthsmtp._tokens.token import MAX_TOKEN_RESPONSE_BYTES, TokenState, parse_token_response
 
 from .params import OAuth2Parameters
+from .tokenresponse import MAX_TOKEN_RESPONSE_BYTES, TokenState, parse_token_response
 
 __all__ = ["exchange_code", "refresh", "revoke"]
 

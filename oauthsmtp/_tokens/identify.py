@@ -11,28 +11,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import sys
 import threading
-import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import TextIO
 
-from oauthsmtp._errors import AuthorizationError, LoginRequired, TokenError, TokenStoreError
+from oauthsmtp._errors import LoginRequired, TokenError, TokenStoreError
 from oauthsmtp._oauth import endpoint as _endpoint
-from oauthsmtp._oauth.authz import build_request
+from oauthsmtp._oauth.browser import DEFAULT_TIMEOUT, browser_login
 from oauthsmtp._oauth.params import OAuth2Parameters
+from oauthsmtp._oauth.tokenresponse import TokenState
 from oauthsmtp._tokens.stores.choose import TokenKey, TokenStore, default_store
-from oauthsmtp.providers import MAIL_SCOPES
 
-from .token import AuthToken, TokenState
+from .token import AuthToken
 
 __all__ = ["auth_identify", "refresh_token", "revoke_token"]
 
 log = logging.getLogger("oauthsmtp.login")
-
-DEFAULT_TIMEOUT = 300.0
 
 
 def _now() -> datetime:
@@ -135,112 +129,6 @@ class TokenManager:
                 raise
             self.save(new)
             return new
-
-
-def _check_granted_scope(params: OAuth2Parameters, state: TokenState) -> None:
-    """Rule 17: a login that asked for a mail scope must be granted it."""
-    missing = [s for s in params.scopes if s in MAIL_SCOPES and s not in state.scope]
-    if missing:
-        raise AuthorizationError(
-            f"the provider granted {' '.join(state.scope) or 'no scope'} but not "
-            f"{' '.join(missing)}, which is needed to send mail: the permission was probably "
-            "unticked on the consent screen. Log in again and allow sending email.",
-            error="insufficient_scope",
-        )
-
-
-def browser_usable() -> bool:
-    """False on a Unix machine with no display and no BROWSER: a console browser
-    would take over the terminal, and a graphical one cannot start."""
-    if os.environ.get("BROWSER"):
-        return True
-    if sys.platform in ("win32", "darwin"):
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def _announce(url: str, port: int, timeout: float, *, opened: bool, out: TextIO) -> None:
-    wait = f"Waiting up to {int(timeout)} seconds for the login to finish..."
-    if opened:
-        print(
-            "oauthsmtp: your browser was opened to log in. If it did not open, visit:\n"
-            f"  {url}\n{wait}",
-            file=out,
-            flush=True,
-        )
-        return
-    print(
-        "oauthsmtp: open this URL in a browser to log in:\n"
-        f"  {url}\n"
-        f"If the browser runs on another machine, forward the port first:\n"
-        f"  ssh -L {port}:127.0.0.1:{port} USER@THIS-MACHINE\n{wait}",
-        file=out,
-        flush=True,
-    )
-
-
-def browser_login(
-    params: OAuth2Parameters,
-    *,
-    open_browser: bool = True,
-    timeout: float = DEFAULT_TIMEOUT,
-    out: TextIO | None = None,
-    save: Callable[[TokenState], None] | None = None,
-    opener: Callable[[str], bool] | None = None,
-) -> TokenState:
-    """Run the authorization-code flow with PKCE once and return the new state.
-
-    ``save`` is called with the new state before the browser is told that the
-    login succeeded (so what the page says is true). ``opener`` replaces
-    ``webbrowser.open`` (the demo uses it to approve on a machine with no browser).
-
-    Raises:
-        LoopbackError: the redirect port cannot be opened (before any browser).
-        AuthorizationTimeout / AccessDenied / AuthorizationError / TokenError.
-    """
-    import webbrowser  # imported here: only the browser login needs them
-
-    from oauthsmtp._oauth.loopback import LoopbackListener
-
-    out = out if out is not None else sys.stderr
-    deadline = time.monotonic() + timeout
-    listener = LoopbackListener(params.redirect_url)
-    listener.open()
-    try:
-        request = build_request(params, redirect_uri=listener.redirect_uri)
-        opened = False
-        if opener is not None:
-            opened = opener(request.url)
-        elif open_browser and browser_usable():
-            try:
-                opened = webbrowser.open(request.url, new=1, autoraise=True)
-            except webbrowser.Error:
-                opened = False
-        _announce(request.url, listener.port, timeout, opened=opened, out=out)
-        result: list[TokenState] = []
-
-        def finish(code: str) -> tuple[int, str, str, bool]:
-            state = _endpoint.exchange_code(
-                params,
-                code=code,
-                code_verifier=request.code_verifier,
-                redirect_uri=request.redirect_uri,
-            )
-            _check_granted_scope(params, state)
-            if save is not None:
-                save(state)
-            result.append(state)
-            return (
-                200,
-                "Login complete",
-                "oauthsmtp received the authorization and saved the token.",
-                True,
-            )
-
-        listener.wait(request, deadline=deadline, finish=finish)
-    finally:
-        listener.close()
-    return result[0]
 
 
 def auth_identify(

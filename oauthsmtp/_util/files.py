@@ -22,7 +22,19 @@ from oauthsmtp._errors import TokenStoreError
 if TYPE_CHECKING:
     import filelock
 
-__all__: list[str] = []  # helpers for _store, _filestore and _keyringstore only
+__all__ = [
+    "MAX_FILE_BYTES",
+    "atomic_write",
+    "ensure_private_dir",
+    "fsync_dir",
+    "interprocess_lock",
+    "load_json_object",
+    "lock_timeout",
+    "os_detail",
+    "read_file",
+    "replace_file",
+    "symlink_error",
+]
 
 log = logging.getLogger("oauthsmtp.store")
 
@@ -45,11 +57,11 @@ _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 # ---------------------------------------------------------------------------
 
 
-def _os_detail(exc: OSError) -> str:
+def os_detail(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
-def _ensure_private_dir(path: pathlib.Path) -> None:
+def ensure_private_dir(path: pathlib.Path) -> None:
     """Create ``path`` (0700) if needed; insist it is ours and private.
 
     A missing parent is created 0700 too (its own missing parents with the
@@ -67,7 +79,7 @@ def _ensure_private_dir(path: pathlib.Path) -> None:
         st = os.stat(path)
     except OSError as exc:
         raise TokenStoreError(
-            f"cannot create the private directory {path}: {_os_detail(exc)}"
+            f"cannot create the private directory {path}: {os_detail(exc)}"
         ) from exc
     if not stat.S_ISDIR(st.st_mode):
         raise TokenStoreError(f"{path} is not a directory; move it away")
@@ -84,12 +96,12 @@ def _ensure_private_dir(path: pathlib.Path) -> None:
         except OSError as exc:
             raise TokenStoreError(
                 f"the directory {path} is accessible to other users and cannot be made "
-                f"private (chmod 700): {_os_detail(exc)}"
+                f"private (chmod 700): {os_detail(exc)}"
             ) from exc
         log.info("made %s private (mode 0700)", path)
 
 
-def _fsync_dir(path: pathlib.Path) -> None:
+def fsync_dir(path: pathlib.Path) -> None:
     if _WINDOWS:
         return  # directories cannot be opened for fsync there
     try:
@@ -103,7 +115,7 @@ def _fsync_dir(path: pathlib.Path) -> None:
         os.close(fd)
 
 
-def _replace(source: str, target: str) -> None:
+def replace_file(source: str, target: str) -> None:
     if not _WINDOWS:
         os.replace(source, target)
         return
@@ -118,7 +130,7 @@ def _replace(source: str, target: str) -> None:
             time.sleep(0.05 * (attempt + 1))
 
 
-def _atomic_write(path: pathlib.Path, data: bytes) -> None:
+def atomic_write(path: pathlib.Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically with mode 0600 (SECURITY rule 32).
 
     A temporary file is created in the same directory with
@@ -143,15 +155,15 @@ def _atomic_write(path: pathlib.Path, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _replace(os.fspath(tmp), os.fspath(path))
+        replace_file(os.fspath(tmp), os.fspath(path))
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _read_file(path: pathlib.Path, *, private: bool) -> bytes | None:
+def read_file(path: pathlib.Path, *, private: bool) -> bytes | None:
     """Read a small file without following a symbolic link.
 
     Args:
@@ -169,15 +181,15 @@ def _read_file(path: pathlib.Path, *, private: bool) -> bytes | None:
             (``private``) not private.
     """
     if _WINDOWS and os.path.islink(path):
-        raise _symlink_error(path)
+        raise symlink_error(path)
     try:
         fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK | _O_BINARY)
     except FileNotFoundError:
         return None
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.EMLINK) and os.path.islink(path):
-            raise _symlink_error(path) from None
-        raise TokenStoreError(f"cannot read {path}: {_os_detail(exc)}") from exc
+            raise symlink_error(path) from None
+        raise TokenStoreError(f"cannot read {path}: {os_detail(exc)}") from exc
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -211,19 +223,19 @@ def _read_file(path: pathlib.Path, *, private: bool) -> bytes | None:
             chunks.append(chunk)
         return b"".join(chunks)
     except OSError as exc:
-        raise TokenStoreError(f"cannot read {path}: {_os_detail(exc)}") from exc
+        raise TokenStoreError(f"cannot read {path}: {os_detail(exc)}") from exc
     finally:
         os.close(fd)
 
 
-def _symlink_error(path: pathlib.Path) -> TokenStoreError:
+def symlink_error(path: pathlib.Path) -> TokenStoreError:
     return TokenStoreError(
         f"{path} is a symbolic link; token files are never read or written through a link. "
         "Delete the link (e.g. `oauthsmtp logout`) and log in again"
     )
 
 
-def _load_json_object(data: bytes) -> dict[str, Any] | None:
+def load_json_object(data: bytes) -> dict[str, Any] | None:
     try:
         value = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -259,7 +271,7 @@ class _InterProcessLock:
 
         deadline = time.monotonic() + timeout
         if not self._thread_lock.acquire(timeout=timeout):
-            raise _lock_timeout(what, timeout)
+            raise lock_timeout(what, timeout)
         try:
             if self._file_lock is None:
                 self._file_lock = filelock.FileLock(self.path, mode=0o600, thread_local=False)
@@ -267,10 +279,10 @@ class _InterProcessLock:
             try:
                 self._file_lock.acquire(timeout=remaining, poll_interval=_LOCK_POLL_INTERVAL)
             except filelock.Timeout:
-                raise _lock_timeout(what, timeout) from None
+                raise lock_timeout(what, timeout) from None
             except OSError as exc:
                 raise TokenStoreError(
-                    f"cannot take the lock file {self.path}: {_os_detail(exc)}"
+                    f"cannot take the lock file {self.path}: {os_detail(exc)}"
                 ) from exc
             try:
                 yield
@@ -280,7 +292,7 @@ class _InterProcessLock:
             self._thread_lock.release()
 
 
-def _lock_timeout(what: str, timeout: float) -> TokenStoreError:
+def lock_timeout(what: str, timeout: float) -> TokenStoreError:
     return TokenStoreError(
         f"timed out after {timeout:g} s waiting for the token lock of {what}: another thread or "
         "oauthsmtp process holds it (a refresh that hangs?)"
@@ -291,7 +303,7 @@ _LOCKS: dict[str, _InterProcessLock] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
-def _reset_locks_after_fork() -> None:
+def reset_locks_after_fork() -> None:
     # A forked child must not inherit locks held by the parent's other threads.
     global _LOCKS, _LOCKS_GUARD
     _LOCKS = {}
@@ -299,10 +311,10 @@ def _reset_locks_after_fork() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_locks_after_fork)
+    os.register_at_fork(after_in_child=reset_locks_after_fork)
 
 
-def _interprocess_lock(path: pathlib.Path) -> _InterProcessLock:
+def interprocess_lock(path: pathlib.Path) -> _InterProcessLock:
     name = os.path.realpath(path)
     with _LOCKS_GUARD:
         found = _LOCKS.get(name)

@@ -1,6 +1,6 @@
 """Headless login: the real authorization-code flow, with a stand-in for the browser.
 
-:func:`headless_login` runs :func:`oauthsmtp._tokens.identify.browser_login` (the same code as
+:func:`headless_login` runs :func:`oauthsmtp._oauth.browser.browser_login` (the same code as
 ``oauthsmtp.auth_identify``: loopback listener, PKCE, state, ``iss`` check, code exchange)
 with a small HTTP client in a background thread as its ``opener`` (in place of the user's
 browser): it follows the authorization URL and its redirects and, on a consent page, approves.
@@ -178,7 +178,8 @@ def headless_login(
         AuthorizationError: the flow failed (including the headless browser's own failures).
         TokenError: the token endpoint refused the code.
     """
-    from oauthsmtp._tokens.identify import TokenManager, browser_login
+    from oauthsmtp._oauth.browser import browser_login
+    from oauthsmtp._tokens.identify import TokenManager
     from oauthsmtp._tokens.stores.choose import MemoryStore, TokenKey
 
     store = store if store is not None else MemoryStore()

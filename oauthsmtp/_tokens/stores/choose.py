@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from oauthsmtp._errors import ConfigurationError
-from oauthsmtp._util.files import _lock_timeout
+from oauthsmtp._util.files import lock_timeout
 
 if TYPE_CHECKING:
     pass
@@ -77,7 +77,7 @@ log = logging.getLogger("oauthsmtp.store")
 DEFAULT_LOCK_TIMEOUT = 300.0
 """Seconds :meth:`TokenStore.lock` waits before giving up with :class:`TokenStoreError`."""
 
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 # ---------------------------------------------------------------------------
 # keys and the protocol
@@ -107,7 +107,7 @@ class TokenKey:
             value = getattr(self, name)
             if not isinstance(value, str):
                 raise ConfigurationError(f"TokenKey.{name} must be a string")
-            if _CONTROL_RE.search(value):
+            if CONTROL_RE.search(value):
                 raise ConfigurationError(f"TokenKey.{name} must not contain control characters")
         if not self.token_url or not self.client_id:
             raise ConfigurationError("TokenKey needs a token_url and a client_id")
@@ -281,7 +281,7 @@ class MemoryStore:
         with self._guard:
             lock = self._locks.setdefault(key, threading.RLock())
         if not lock.acquire(timeout=self.lock_timeout):
-            raise _lock_timeout(key.describe(), self.lock_timeout)
+            raise lock_timeout(key.describe(), self.lock_timeout)
         try:
             yield
         finally:

@@ -1,4 +1,4 @@
-"""FileStore: tokens in 0600 files under a 0700 folder (see :mod:`oauthsmtp._tokens.stores.choose`)."""
+"""FileStore: tokens in 0600 files under a 0700 folder."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING
 
 from oauthsmtp._errors import ConfigurationError, TokenStoreError
 from oauthsmtp._util.files import (
-    _atomic_write,
-    _ensure_private_dir,
-    _fsync_dir,
-    _interprocess_lock,
-    _load_json_object,
-    _os_detail,
-    _read_file,
-    _symlink_error,
+    atomic_write,
+    ensure_private_dir,
+    fsync_dir,
+    interprocess_lock,
+    load_json_object,
+    os_detail,
+    read_file,
+    symlink_error,
 )
 
 from .choose import DEFAULT_LOCK_TIMEOUT, TokenKey, oauthsmtp_home
@@ -94,7 +94,7 @@ class FileStore:
         return self.directory / f"{key.slug()}.json"
 
     def _parse(self, path: pathlib.Path, data: bytes) -> tuple[TokenKey, str] | None:
-        record = _load_json_object(data)
+        record = load_json_object(data)
         reason = None
         if record is None:
             reason = "not a JSON object"
@@ -125,7 +125,7 @@ class FileStore:
                 cannot be read.
         """
         path = self.path(key)
-        data = _read_file(path, private=True)
+        data = read_file(path, private=True)
         if data is None:
             return None
         parsed = self._parse(path, data)
@@ -146,10 +146,10 @@ class FileStore:
         """
         if not isinstance(value, str):
             raise TypeError("a token store saves strings")
-        _ensure_private_dir(self.directory)
+        ensure_private_dir(self.directory)
         path = self.path(key)
         if os.path.islink(path):
-            raise _symlink_error(path)
+            raise symlink_error(path)
         record = {
             "format": _FILE_FORMAT,
             "token_url": key.token_url,
@@ -159,10 +159,10 @@ class FileStore:
         }
         data = (json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
         try:
-            _atomic_write(path, data)
+            atomic_write(path, data)
         except OSError as exc:
             raise TokenStoreError(
-                f"cannot save the token for {key.describe()} in {path}: {_os_detail(exc)}"
+                f"cannot save the token for {key.describe()} in {path}: {os_detail(exc)}"
             ) from exc
 
     def delete(self, key: TokenKey) -> None:
@@ -173,16 +173,14 @@ class FileStore:
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise TokenStoreError(
-                f"cannot delete the token file {path}: {_os_detail(exc)}"
-            ) from exc
-        _fsync_dir(self.directory)
+            raise TokenStoreError(f"cannot delete the token file {path}: {os_detail(exc)}") from exc
+        fsync_dir(self.directory)
 
     def lock(self, key: TokenKey) -> AbstractContextManager[None]:
         """See :meth:`TokenStore.lock`: a ``filelock`` on ``<slug>.lock`` plus a thread lock."""
-        _ensure_private_dir(self.directory)
+        ensure_private_dir(self.directory)
         lock_path = self.directory / f"{key.slug()}.lock"
-        return _interprocess_lock(lock_path).hold(self.lock_timeout, key.describe())
+        return interprocess_lock(lock_path).hold(self.lock_timeout, key.describe())
 
     def keys(self) -> list[TokenKey]:
         """See :meth:`TokenStore.keys`; unreadable or corrupt files are skipped with a WARNING."""
@@ -192,7 +190,7 @@ class FileStore:
             return []
         except OSError as exc:
             raise TokenStoreError(
-                f"cannot list the token directory {self.directory}: {_os_detail(exc)}"
+                f"cannot list the token directory {self.directory}: {os_detail(exc)}"
             ) from exc
         found: list[TokenKey] = []
         for name in entries:
@@ -201,7 +199,7 @@ class FileStore:
                 continue
             path = self.directory / name
             try:
-                data = _read_file(path, private=True)
+                data = read_file(path, private=True)
             except TokenStoreError as exc:
                 log.warning("skipping a token file: %s", exc)
                 continue

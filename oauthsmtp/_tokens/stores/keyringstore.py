@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from oauthsmtp._errors import ConfigurationError, TokenStoreError
 from oauthsmtp._util.files import (
-    _atomic_write,
-    _ensure_private_dir,
-    _interprocess_lock,
-    _load_json_object,
-    _read_file,
+    atomic_write,
+    ensure_private_dir,
+    interprocess_lock,
+    load_json_object,
+    read_file,
 )
 
-from .choose import _CONTROL_RE, DEFAULT_LOCK_TIMEOUT, TokenKey, oauthsmtp_home
+from .choose import CONTROL_RE, DEFAULT_LOCK_TIMEOUT, TokenKey, oauthsmtp_home
 
 if TYPE_CHECKING:
     pass
@@ -174,7 +174,7 @@ class KeyringStore:
         backend: Any = None,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
-        if not isinstance(service, str) or not service or _CONTROL_RE.search(service):
+        if not isinstance(service, str) or not service or CONTROL_RE.search(service):
             raise ConfigurationError("KeyringStore needs a non-empty service name")
         if isinstance(max_chunk, bool) or not isinstance(max_chunk, int) or max_chunk < _MIN_CHUNK:
             raise ConfigurationError(f"KeyringStore max_chunk must be an int >= {_MIN_CHUNK}")
@@ -421,7 +421,7 @@ class KeyringStore:
 
         Plus a thread lock; the keyring itself is not touched.
         """
-        return _interprocess_lock(self._locks_dir() / f"{key.slug()}.lock").hold(
+        return interprocess_lock(self._locks_dir() / f"{key.slug()}.lock").hold(
             self.lock_timeout, key.describe()
         )
 
@@ -435,10 +435,10 @@ class KeyringStore:
     # -- index ----------------------------------------------------------------
     def _index_read(self) -> list[tuple[str, TokenKey]]:
         path = self.home / _INDEX_NAME
-        data = _read_file(path, private=False)
+        data = read_file(path, private=False)
         if data is None:
             return []
-        record = _load_json_object(data)
+        record = load_json_object(data)
         entries = record.get("entries") if record is not None else None
         if record is None or record.get("format") != _INDEX_FORMAT or not isinstance(entries, list):
             log.warning("ignoring the corrupt keyring index %s", path)
@@ -458,7 +458,7 @@ class KeyringStore:
 
     def _locks_dir(self) -> pathlib.Path:
         locks = self.home / "locks"
-        _ensure_private_dir(locks)
+        ensure_private_dir(locks)
         return locks
 
     def _index_update(self, key: TokenKey, *, present: bool) -> None:
@@ -467,7 +467,7 @@ class KeyringStore:
             if (entry in self._index_read()) == present:
                 return  # already right: no write (a refresh saves often)
         try:
-            lock = _interprocess_lock(self._locks_dir() / "keyring-index.lock")
+            lock = interprocess_lock(self._locks_dir() / "keyring-index.lock")
             with lock.hold(self.lock_timeout, "the keyring index"):
                 entries = [e for e in self._index_read() if e != entry]
                 if present:
@@ -485,7 +485,7 @@ class KeyringStore:
                     ],
                 }
                 data = (json.dumps(record, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
-                _atomic_write(self.home / _INDEX_NAME, data)
+                atomic_write(self.home / _INDEX_NAME, data)
         except (OSError, TokenStoreError) as exc:
             log.warning("could not update the keyring index (used by `oauthsmtp status`): %s", exc)
 

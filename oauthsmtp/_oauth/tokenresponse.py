@@ -1,0 +1,344 @@
+"""The strict parsing of token endpoint responses (pure).
+
+:func:`parse_token_response` turns the bytes a token endpoint answered into a
+:class:`TokenState` or a :class:`TokenError` (RFC 6749 §5.1-5.2, §7.1). It is
+pure: the clock is an argument. :class:`AuthToken` wraps the current state and,
+when it was given a refresher, refreshes itself when the access token is
+within the leeway of its expiry.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from oauthsmtp._errors import TokenError
+
+__all__ = [
+    "DEFAULT_LEEWAY",
+    "MAX_TOKEN_RESPONSE_BYTES",
+    "ServerResponse",
+    "TokenState",
+    "parse_token_response",
+]
+
+DEFAULT_LEEWAY = timedelta(seconds=60)
+"""A token this close to its expiry counts as expired and is refreshed first."""
+
+MISSING_EXPIRY_LIFETIME = timedelta(hours=1)
+"""A response without ``expires_in`` is trusted for at most this long."""
+
+MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024
+"""Token endpoint bodies larger than this are refused unread."""
+
+MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
+
+BEARER = "Bearer"
+
+_SECRET_KEYS = frozenset({"access_token", "refresh_token", "id_token", "code", "client_secret"})
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ServerResponse(Mapping[str, Any]):
+    """A read-only view of the token endpoint's answer; its repr masks secrets."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._data = dict(data)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        shown = {k: ("***" if k in _SECRET_KEYS else v) for k, v in self._data.items()}
+        return f"ServerResponse({shown!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ServerResponse):
+            return self._data == other._data
+        if isinstance(other, Mapping):
+            return self._data == dict(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class TokenState:
+    """One token endpoint answer, validated. Secrets are kept out of repr.
+
+    Attributes:
+        access_token: the bearer token.
+        token_type: always ``"Bearer"`` (other types are refused, RFC 6749 §7.1).
+        refresh_token: the refresh token, or None.
+        expires_at: when the access token expires (aware, UTC).
+        scope: the granted scope tokens; the requested ones when the server
+            did not say (RFC 6749 §5.1: omitted means "as requested").
+        obtained_at: when the answer was received (aware, UTC).
+        server_response: the whole answer, read-only and masked in repr.
+    """
+
+    access_token: str = field(repr=False)
+    token_type: str = BEARER
+    refresh_token: str | None = field(default=None, repr=False)
+    expires_at: datetime | None = None
+    scope: tuple[str, ...] = ()
+    obtained_at: datetime = field(default_factory=_utcnow)
+    server_response: ServerResponse = field(
+        default_factory=lambda: ServerResponse({}), repr=False, compare=False
+    )
+
+    def is_expired(self, now: datetime, leeway: timedelta = DEFAULT_LEEWAY) -> bool:
+        """True when the access token must not be used at ``now`` (within ``leeway``)."""
+        if self.expires_at is None:
+            return False
+        return now + leeway >= self.expires_at
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready form used by token stores."""
+        data: dict[str, Any] = {
+            "access_token": self.access_token,
+            "token_type": self.token_type,
+            "refresh_token": self.refresh_token,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "scope": " ".join(self.scope),
+            "obtained_at": self.obtained_at.isoformat(),
+        }
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TokenState:
+        """Rebuild a state from :meth:`to_dict` output; raises ValueError when malformed."""
+        if not isinstance(data, Mapping):
+            raise ValueError("token data must be a JSON object")
+        access = data.get("access_token")
+        if not isinstance(access, str) or not access:
+            raise ValueError("token data has no access_token")
+        refresh = data.get("refresh_token")
+        if refresh is not None and (not isinstance(refresh, str) or not refresh):
+            raise ValueError("token data has a malformed refresh_token")
+        token_type = data.get("token_type", BEARER)
+        if not isinstance(token_type, str) or token_type.lower() != "bearer":
+            raise ValueError("token data has an unsupported token_type")
+        scope = data.get("scope", "")
+        if not isinstance(scope, str):
+            raise ValueError("token data has a malformed scope")
+
+        def _when(key: str) -> datetime | None:
+            raw = data.get(key)
+            if raw is None:
+                return None
+            if not isinstance(raw, str):
+                raise ValueError(f"token data has a malformed {key}")
+            value = datetime.fromisoformat(raw)
+            if value.tzinfo is None:
+                raise ValueError(f"token data has a naive {key}")
+            return value.astimezone(timezone.utc)
+
+        obtained = _when("obtained_at") or _utcnow()
+        return cls(
+            access_token=access,
+            token_type=BEARER,
+            refresh_token=refresh,
+            expires_at=_when("expires_at"),
+            scope=tuple(scope.split()),
+            obtained_at=obtained,
+        )
+
+
+_HINTS = (
+    (
+        "AADSTS700025",
+        "this Microsoft app is a public client: do not send a client secret "
+        "(remove client_secret / --client-secret)",
+    ),
+    (
+        "AADSTS7000218",
+        "this Microsoft app registration expects a client secret (a Web platform): pass "
+        "the secret, or add a 'Mobile and desktop applications' platform with redirect "
+        "http://localhost and log in without one",
+    ),
+    (
+        "AADSTS50011",
+        "the redirect URL is not registered for this Microsoft app: add http://localhost "
+        "under 'Mobile and desktop applications'",
+    ),
+    (
+        "AADSTS65001",
+        "the user or an administrator has not consented to the SMTP.Send permission",
+    ),
+)
+
+
+def _hint(error: str, description: str) -> str:
+    """A short 'what to do' for well-known provider errors."""
+    for marker, advice in _HINTS:
+        if marker in description:
+            return f". Hint: {advice}"
+    if error == "invalid_client":
+        return ". Hint: check the client id and secret (and whether this client needs a secret)"
+    if error == "invalid_grant":
+        return ". Hint: the code or refresh token is expired or revoked; log in again"
+    return ""
+
+
+def _describe_body(content_type: str, body: bytes) -> str:
+    kind = content_type.split(";")[0].strip().lower() or "no content type"
+    return f"{kind}, {len(body)} bytes"
+
+
+def _reject_constant(value: str) -> Any:
+    raise ValueError(f"{value} is not valid JSON")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def load_json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        text = body.decode("utf-8")
+        data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _str_field(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    return value if isinstance(value, str) else None
+
+
+def parse_token_response(
+    status: int,
+    content_type: str,
+    body: bytes,
+    *,
+    now: datetime,
+    requested_scope: tuple[str, ...] = (),
+    previous_refresh_token: str | None = None,
+) -> TokenState:
+    """Validate a token endpoint answer (RFC 6749 §5.1, §5.2, §7.1).
+
+    Args:
+        status: the HTTP status code.
+        content_type: the ``Content-Type`` header ("" when absent).
+        body: the raw body (already capped by the caller).
+        now: when the answer arrived (aware).
+        requested_scope: used when the server omits ``scope`` (§5.1).
+        previous_refresh_token: kept when a refresh answer carries none (§6).
+
+    Returns:
+        the validated :class:`TokenState`.
+
+    Raises:
+        TokenError: for error answers (with ``error``/``error_description``),
+            non-JSON or non-object bodies, redirects, a missing or malformed
+            ``access_token``, a ``token_type`` other than Bearer, or a bad
+            ``expires_in``. The message never contains the body's secrets.
+    """
+    if len(body) > MAX_TOKEN_RESPONSE_BYTES:
+        raise TokenError(
+            f"the token endpoint answered more than {MAX_TOKEN_RESPONSE_BYTES} bytes; refused",
+            status=status,
+        )
+    data = load_json_object(body)
+    if 300 <= status < 400:
+        raise TokenError(
+            f"the token endpoint answered a redirect (HTTP {status}); token requests are never "
+            "redirected (check token_url)",
+            status=status,
+        )
+    if data is not None and isinstance(data.get("error"), str):
+        error = data["error"]
+        description = _str_field(data, "error_description")
+        message = f"the token endpoint refused the request: {error}"
+        if description:
+            message += f" ({description[:300]})"
+        message += _hint(error, description or "")
+        raise TokenError(message, error=error, error_description=description, status=status)
+    if status != 200:
+        raise TokenError(
+            f"the token endpoint answered HTTP {status} ({_describe_body(content_type, body)}) "
+            "without an OAuth error; try again later or check token_url",
+            status=status,
+        )
+    if data is None:
+        raise TokenError(
+            "the token endpoint did not answer a JSON object "
+            f"({_describe_body(content_type, body)}): is a proxy or captive portal in the way? "
+            "Check token_url",
+            status=status,
+        )
+    access = data.get("access_token")
+    if not isinstance(access, str) or not access.strip():
+        raise TokenError("the token endpoint's answer has no usable access_token", status=status)
+    if not access.isascii() or not access.isprintable() or "\x01" in access:
+        raise TokenError(
+            "the token endpoint's access_token has forbidden characters", status=status
+        )
+    token_type = data.get("token_type")
+    if not isinstance(token_type, str) or token_type.lower() != "bearer":
+        shown = token_type if isinstance(token_type, str) else None
+        raise TokenError(
+            f"the token endpoint issued token_type {shown!r}; only Bearer tokens can be used "
+            "(RFC 6749 §7.1)",
+            status=status,
+        )
+    expires_in = data.get("expires_in")
+    if expires_in is None:
+        expires_at = now + MISSING_EXPIRY_LIFETIME
+    else:
+        if isinstance(expires_in, str) and expires_in.isdigit():
+            expires_in = int(expires_in)  # some servers send a string
+        if (
+            isinstance(expires_in, bool)
+            or not isinstance(expires_in, (int, float))
+            or not math.isfinite(expires_in)
+            or expires_in < 0
+            or expires_in > MAX_EXPIRES_IN
+        ):
+            raise TokenError("the token endpoint sent an invalid expires_in", status=status)
+        expires_at = now + timedelta(seconds=float(expires_in))
+    refresh = data.get("refresh_token", None)
+    if refresh is None:
+        refresh = previous_refresh_token
+    elif not isinstance(refresh, str) or not refresh.strip():
+        raise TokenError(
+            "the token endpoint sent an empty or malformed refresh_token", status=status
+        )
+    scope_raw = data.get("scope")
+    if scope_raw is None:
+        scope = requested_scope
+    elif isinstance(scope_raw, str):
+        scope = tuple(scope_raw.split())
+    else:
+        raise TokenError("the token endpoint sent a malformed scope", status=status)
+    return TokenState(
+        access_token=access,
+        token_type=BEARER,
+        refresh_token=refresh,
+        expires_at=expires_at,
+        scope=scope,
+        obtained_at=now,
+        server_response=ServerResponse(data),
+    )
