@@ -22,8 +22,8 @@ from conftest import FakeBrowser
 
 import oauthsmtp
 from oauthsmtp import FileStore, LoginRequired, MemoryStore, OAuth2Parameters
-from oauthsmtp._tokens.identify import TokenManager
-from oauthsmtp._tokens.stores.choose import TokenKey
+from oauthsmtp._tokens.manager import TokenManager
+from oauthsmtp._tokens.stores.base import TokenKey
 from oauthsmtp._tokens.token import AuthToken
 from oauthsmtp.devserver import AuthServer
 

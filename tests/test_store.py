@@ -26,15 +26,9 @@ from keyring.backends import chainer, fail, null
 from keyring.compat import properties
 
 from oauthsmtp._errors import ConfigurationError, TokenStoreError
-from oauthsmtp._tokens.stores.choose import (
-    FileStore,
-    KeyringStore,
-    MemoryStore,
-    TokenKey,
-    TokenStore,
-    default_store,
-    oauthsmtp_home,
-)
+from oauthsmtp import FileStore, KeyringStore, MemoryStore, TokenStore, default_store
+from oauthsmtp._tokens.stores.base import TokenKey
+from oauthsmtp._util.home import oauthsmtp_home
 
 if TYPE_CHECKING:
     from secret_service import SecretService
@@ -269,7 +263,8 @@ def test_lock_is_reentrant_in_one_thread(store: Any) -> None:
 
 _COUNTER_SCRIPT = """
 import pathlib, sys, time
-from oauthsmtp._tokens.stores.choose import FileStore, KeyringStore, TokenKey
+from oauthsmtp import FileStore, KeyringStore
+from oauthsmtp._tokens.stores.base import TokenKey
 
 kind, directory, me, total = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 store = FileStore(directory / "tokens") if kind == "file" else KeyringStore("oauthsmtp-test")

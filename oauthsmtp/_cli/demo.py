@@ -46,8 +46,10 @@ def run_demo(*, out: TextIO | None = None, use_browser: bool | None = None) -> i
     """Run the demo; returns the exit code (0 when both messages arrived)."""
     from oauthsmtp._message.prepare import Email
     from oauthsmtp._oauth.browser import browser_login, browser_usable
-    from oauthsmtp._tokens.identify import TokenManager, auth_identify
-    from oauthsmtp._tokens.stores.choose import FileStore, TokenKey
+    from oauthsmtp._tokens.identify import auth_identify
+    from oauthsmtp._tokens.manager import TokenManager
+    from oauthsmtp._tokens.stores.base import TokenKey
+    from oauthsmtp._tokens.stores.filestore import FileStore
     from oauthsmtp.devserver import DevProvider
 
     out = out if out is not None else sys.stdout

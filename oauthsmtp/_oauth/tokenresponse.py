@@ -9,7 +9,6 @@ within the leeway of its expiry.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +16,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from oauthsmtp._errors import TokenError
+from oauthsmtp._util.clock import utcnow
+from oauthsmtp._util.jsonobject import load_json_object
 
 __all__ = [
     "DEFAULT_LEEWAY",
@@ -40,10 +41,6 @@ MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
 BEARER = "Bearer"
 
 _SECRET_KEYS = frozenset({"access_token", "refresh_token", "id_token", "code", "client_secret"})
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class ServerResponse(Mapping[str, Any]):
@@ -97,7 +94,7 @@ class TokenState:
     refresh_token: str | None = field(default=None, repr=False)
     expires_at: datetime | None = None
     scope: tuple[str, ...] = ()
-    obtained_at: datetime = field(default_factory=_utcnow)
+    obtained_at: datetime = field(default_factory=utcnow)
     server_response: ServerResponse = field(
         default_factory=lambda: ServerResponse({}), repr=False, compare=False
     )
@@ -149,7 +146,7 @@ class TokenState:
                 raise ValueError(f"token data has a naive {key}")
             return value.astimezone(timezone.utc)
 
-        obtained = _when("obtained_at") or _utcnow()
+        obtained = _when("obtained_at") or utcnow()
         return cls(
             access_token=access,
             token_type=BEARER,
@@ -199,28 +196,6 @@ def _hint(error: str, description: str) -> str:
 def _describe_body(content_type: str, body: bytes) -> str:
     kind = content_type.split(";")[0].strip().lower() or "no content type"
     return f"{kind}, {len(body)} bytes"
-
-
-def _reject_constant(value: str) -> Any:
-    raise ValueError(f"{value} is not valid JSON")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
-def load_json_object(body: bytes) -> dict[str, Any] | None:
-    try:
-        text = body.decode("utf-8")
-        data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _str_field(data: Mapping[str, Any], key: str) -> str | None:

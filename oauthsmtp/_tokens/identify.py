@@ -11,124 +11,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 from collections.abc import Callable
-from datetime import datetime, timezone
 
 from oauthsmtp._errors import LoginRequired, TokenError, TokenStoreError
 from oauthsmtp._oauth import endpoint as _endpoint
 from oauthsmtp._oauth.browser import DEFAULT_TIMEOUT, browser_login
 from oauthsmtp._oauth.params import OAuth2Parameters
 from oauthsmtp._oauth.tokenresponse import TokenState
-from oauthsmtp._tokens.stores.choose import TokenKey, TokenStore, default_store
 
+from .manager import TokenManager, invalid_grant_error, login_hint
+from .stores.base import TokenKey, TokenStore
+from .stores.choose import default_store
 from .token import AuthToken
 
 __all__ = ["auth_identify", "refresh_token", "revoke_token"]
 
 log = logging.getLogger("oauthsmtp.login")
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _login_hint(account: str | None) -> str:
-    if account:
-        return (
-            f"oauthsmtp login --account {account} (from Python: "
-            f"oauthsmtp.auth_identify(params, account={account!r}))"
-        )
-    return "oauthsmtp.auth_identify(params) again (or `oauthsmtp login --account ...`)"
-
-
-def _invalid_grant(account: str | None, exc: TokenError) -> LoginRequired:
-    who = f"for {account} " if account else ""
-    said = f" ({exc.error_description})" if exc.error_description else ""
-    return LoginRequired(
-        f"the saved login {who}is no longer valid: the provider answered invalid_grant{said}. "
-        "Likely causes: the user revoked the app's access; a Google OAuth app in "
-        '"Testing" status issues refresh tokens that expire after 7 days (publish the app '
-        "to avoid this); Microsoft refresh tokens lapse after about 90 days unused; a password "
-        f"change. Log in again: {_login_hint(account)}",
-        account=account,
-    )
-
-
-class TokenManager:
-    """Loads, saves and refreshes one account's token in a store, single-flight.
-
-    Used as an :class:`AuthToken` refresher: calling it with the state the
-    caller holds returns a fresh state. Under the store's cross-process lock it
-    first re-reads the store: when another thread or process already refreshed
-    (the stored access token differs from the caller's and is still valid),
-    that token is returned and no request is made. A rotated refresh token is
-    saved before the new access token is handed out (RFC 6749 §6).
-    """
-
-    def __init__(
-        self,
-        params: OAuth2Parameters,
-        store: TokenStore,
-        key: TokenKey,
-        *,
-        refresh: Callable[[OAuth2Parameters, TokenState], TokenState] = _endpoint.refresh,
-    ) -> None:
-        self.params = params
-        self.store = store
-        self.key = key
-        self._refresh = refresh
-        self._thread_lock = threading.Lock()
-
-    @property
-    def account(self) -> str | None:
-        return self.key.account or None
-
-    def load(self) -> TokenState | None:
-        """The stored state, or None (an unreadable entry counts as absent)."""
-        raw = self.store.load(self.key)
-        if raw is None:
-            return None
-        try:
-            return AuthToken.from_json(raw).state
-        except ValueError:
-            log.warning("stored token for %r is unreadable; a new login is needed", self.account)
-            return None
-
-    def save(self, state: TokenState) -> None:
-        self.store.save(self.key, AuthToken(state).to_json())
-
-    def forget(self) -> None:
-        """Delete the stored token."""
-        self.store.delete(self.key)
-
-    def __call__(self, held: TokenState) -> TokenState:
-        with self._thread_lock, self.store.lock(self.key):
-            current = self.load()
-            if (
-                current is not None
-                and current.access_token != held.access_token
-                and not current.is_expired(_now())
-            ):
-                log.debug("token: another thread or process refreshed already")
-                return current
-            base = current if current is not None and current.refresh_token else held
-            if base.refresh_token is None:
-                raise LoginRequired(
-                    "the token has expired and no refresh token is held (Google needs "
-                    "access_type=offline and prompt=consent; Microsoft needs the offline_access "
-                    f"scope). Log in again: {_login_hint(self.account)}",
-                    account=self.account,
-                )
-            try:
-                new = self._refresh(self.params, base)
-            except TokenError as exc:
-                if exc.error == "invalid_grant":
-                    self.forget()
-                    raise _invalid_grant(self.account, exc) from None
-                raise
-            self.save(new)
-            return new
 
 
 def auth_identify(
@@ -190,7 +88,7 @@ def auth_identify(
     if not interactive:
         raise LoginRequired(
             f"no saved login{f' for {account}' if account else ''}: log in first with "
-            f"{_login_hint(account)}",
+            f"{login_hint(account)}",
             account=account,
         )
     if account and "login_hint" not in params.extra_auth_params:
@@ -222,7 +120,7 @@ def refresh_token(params: OAuth2Parameters, token: AuthToken) -> AuthToken:
         state = _endpoint.refresh(params, token.state)
     except TokenError as exc:
         if exc.error == "invalid_grant":
-            raise _invalid_grant(token.account, exc) from None
+            raise invalid_grant_error(token.account, exc) from None
         raise
     token._replace_state(state)
     return token

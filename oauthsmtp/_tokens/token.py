@@ -11,21 +11,14 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from oauthsmtp._errors import LoginRequired
-from oauthsmtp._oauth.tokenresponse import (
-    DEFAULT_LEEWAY,
-    ServerResponse,
-    TokenState,
-    load_json_object,
-)
+from oauthsmtp._oauth.tokenresponse import DEFAULT_LEEWAY, ServerResponse, TokenState
+from oauthsmtp._util.clock import utcnow
+from oauthsmtp._util.jsonobject import load_json_object
 
 __all__ = ["AuthToken", "Refresher"]
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 Refresher = Callable[[TokenState], TokenState]

@@ -8,7 +8,6 @@ import os
 import pathlib
 import re
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING
 
 from oauthsmtp._errors import ConfigurationError, TokenStoreError
 from oauthsmtp._util.files import (
@@ -16,17 +15,14 @@ from oauthsmtp._util.files import (
     ensure_private_dir,
     fsync_dir,
     interprocess_lock,
-    load_json_object,
     os_detail,
     read_file,
     symlink_error,
 )
+from oauthsmtp._util.home import oauthsmtp_home
+from oauthsmtp._util.jsonobject import load_json_object
 
-from .choose import DEFAULT_LOCK_TIMEOUT, TokenKey, oauthsmtp_home
-
-if TYPE_CHECKING:
-    pass
-
+from .base import DEFAULT_LOCK_TIMEOUT, TokenKey
 
 __all__ = ["FileStore"]
 
@@ -49,7 +45,7 @@ class FileStore:
     ..., "account": ..., "token": "<serialized token>"}``, and
     ``<slug>.lock`` beside it while a lock is held.
 
-    Security (SECURITY rule 32), on POSIX:
+    Security (CWE-732; see docs/security.md, "Storage"), on POSIX:
 
     - the directory is created 0700, an existing one of ours with wider
       permissions is chmod'ed to 0700, and one owned by another user is refused;

@@ -1,4 +1,4 @@
-"""KeyringStore: tokens in the OS keyring (see :mod:`oauthsmtp._tokens.stores.choose`)."""
+"""KeyringStore: tokens in the OS keyring, chunked where one entry is too small."""
 
 from __future__ import annotations
 
@@ -12,22 +12,19 @@ import secrets
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from oauthsmtp._errors import ConfigurationError, TokenStoreError
 from oauthsmtp._util.files import (
     atomic_write,
     ensure_private_dir,
     interprocess_lock,
-    load_json_object,
     read_file,
 )
+from oauthsmtp._util.home import oauthsmtp_home
+from oauthsmtp._util.jsonobject import load_json_object
 
-from .choose import CONTROL_RE, DEFAULT_LOCK_TIMEOUT, TokenKey, oauthsmtp_home
-
-if TYPE_CHECKING:
-    pass
-
+from .base import CONTROL_RE, DEFAULT_LOCK_TIMEOUT, TokenKey
 
 __all__ = ["KeyringStore"]
 
@@ -89,7 +86,7 @@ def _leaks(text: str, secrets: Sequence[str], window: int = 12) -> bool:
 
 
 def _insecure_reason(backend: Any) -> str | None:
-    """Why ``backend`` must not hold tokens (SECURITY rule 31), or None when it may."""
+    """Why ``backend`` must not hold tokens (RFC 6749 §10.3-10.4), or None when it may."""
     from keyring.backends import chainer, fail, null
 
     cls = type(backend)
@@ -136,9 +133,10 @@ class KeyringStore:
     concurrent reader sees the complete old value or the complete new one. A
     head whose chunks are missing or do not match the checksum counts as absent.
 
-    Security (SECURITY rule 31): on first use the backend is checked and
-    refused with TokenStoreError when it would keep tokens in plain text or
-    nowhere: ``keyring.backends.fail.Keyring``, ``keyring.backends.null.Keyring``,
+    Security (RFC 6749 §10.3-10.4; docs/security.md, "Storage"): on first use
+    the backend is checked and refused with TokenStoreError when it would keep
+    tokens in plain text or nowhere: ``keyring.backends.fail.Keyring``,
+    ``keyring.backends.null.Keyring``,
     any backend whose class name contains ``Plaintext``, the ``keyrings.alt.file``
     backends, and a ``ChainerBackend`` that is empty or whose first (writing)
     backend is one of those. ``allow_insecure=True`` accepts them (with a WARNING).
