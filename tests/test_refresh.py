@@ -22,6 +22,8 @@ from conftest import FakeBrowser
 
 import oauthsmtp
 from oauthsmtp import FileStore, LoginRequired, MemoryStore, OAuth2Parameters
+from oauthsmtp._oauth.tokenresponse import TokenState
+from oauthsmtp._tokens.identify import logout
 from oauthsmtp._tokens.manager import TokenManager
 from oauthsmtp._tokens.stores.base import TokenKey
 from oauthsmtp._tokens.token import AuthToken
@@ -295,3 +297,175 @@ def test_refresh_token_function_for_detached_tokens(
     oauthsmtp.refresh_token(params, detached)
     assert detached.state.access_token != old
     assert server.validate_access_token(detached.access_token) is not None
+
+
+# ---------------------------------------------------------------------------
+# a failed save never loses the login; writes hold the store's lock
+# ---------------------------------------------------------------------------
+
+
+class FlakyStore(MemoryStore):
+    """A MemoryStore whose next ``failures`` saves raise, as a locked keyring or full disk would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 0
+
+    def save(self, key: TokenKey, value: str) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise oauthsmtp.TokenStoreError("the disk is full (test)")
+        super().save(key, value)
+
+
+def test_failed_save_during_refresh_keeps_the_rotated_token(
+    server: AuthServer, params: OAuth2Parameters, fake_browser: FakeBrowser
+) -> None:
+    """Rotation RT1 -> RT2 then save(RT2) fails: RT2 is handed out, saved on next use, login lives."""
+    store = FlakyStore()
+    token = oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, timeout=20)
+    first = token.refresh_token
+    store.failures = 1
+    token.refresh()  # the server rotated; the save failed; the new token is handed out anyway
+    rotated = token.refresh_token
+    assert rotated != first
+    assert stored_refresh_token(store, key_for(params)) == first
+    assert server.validate_access_token(token.access_token) is not None  # this use saves it
+    assert stored_refresh_token(store, key_for(params)) == rotated
+    token.refresh()  # sends RT2: no invalid_grant, nothing deleted
+    assert stored_refresh_token(store, key_for(params)) == token.refresh_token
+
+
+def test_store_that_keeps_failing_never_ends_the_login(
+    server: AuthServer, params: OAuth2Parameters, fake_browser: FakeBrowser
+) -> None:
+    """Every save fails for a while: refreshes keep working from memory, nothing is deleted."""
+    store = FlakyStore()
+    token = oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, timeout=20)
+    first = token.refresh_token
+    store.failures = 1000
+    for _ in range(3):
+        token.refresh()
+        assert server.validate_access_token(token.access_token) is not None
+    assert stored_refresh_token(store, key_for(params)) == first  # old entry kept, not deleted
+    store.failures = 0
+    token.access_token  # noqa: B018 - a use: the pending save goes through
+    assert stored_refresh_token(store, key_for(params)) == token.refresh_token
+    again = oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, interactive=False)
+    again.refresh()  # another caller, from the store: the saved refresh token is the live one
+
+
+def _state(access: str, refresh: str | None, *, valid: bool) -> TokenState:
+    delta = timedelta(hours=1) if valid else -timedelta(seconds=5)
+    return TokenState(
+        access_token=access,
+        refresh_token=refresh,
+        expires_at=datetime.now(timezone.utc) + delta,
+    )
+
+
+LOCAL = OAuth2Parameters(
+    client_id="cid", auth_url="https://a.example.test/auth", token_url="http://127.0.0.1:9/token"
+)
+LOCAL_KEY = TokenKey(LOCAL.token_url, "cid", ACCOUNT)
+
+
+def test_invalid_grant_reads_the_store_again_before_deleting() -> None:
+    """A writer outside our lock rotated the token meanwhile: its token is used, nothing deleted."""
+    store = MemoryStore()
+    store.save(LOCAL_KEY, AuthToken(_state("AT1", "RT1", valid=False)).to_json())
+    rotated = _state("AT-other", "RT-other", valid=True)
+
+    def refresh(params: OAuth2Parameters, state: TokenState) -> TokenState:
+        assert state.refresh_token == "RT1"
+        store.save(LOCAL_KEY, AuthToken(rotated).to_json())  # another process, meanwhile
+        raise oauthsmtp.TokenError("refused (test)", error="invalid_grant")
+
+    token = AuthToken(
+        _state("AT1", "RT1", valid=False),
+        refresher=TokenManager(LOCAL, store, LOCAL_KEY, refresh=refresh),
+    )
+    assert token.access_token == "AT-other"
+    assert store.load(LOCAL_KEY) == AuthToken(rotated).to_json()
+
+
+class SignallingFileStore(FileStore):
+    """A FileStore that says when a logout reached it (by taking the lock or deleting)."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory, lock_timeout=30)
+        self.logout_reached = threading.Event()
+        self.refresher_thread: threading.Thread | None = None
+
+    def lock(self, key: TokenKey):  # type: ignore[no-untyped-def]
+        if threading.current_thread() is not self.refresher_thread:
+            self.logout_reached.set()
+        return super().lock(key)
+
+    def delete(self, key: TokenKey) -> None:
+        self.logout_reached.set()
+        super().delete(key)
+
+
+@pytest.mark.parametrize("how", ["logout", "revoke_token"])
+def test_logout_during_a_refresh_in_flight_stays_logged_out(tmp_path: Path, how: str) -> None:
+    """The refresh holds the lock when the logout arrives: the logout waits, then deletes."""
+    store = SignallingFileStore(tmp_path)
+    store.save(LOCAL_KEY, AuthToken(_state("AT1", "RT1", valid=False)).to_json())
+
+    entered = threading.Event()
+    errors: list[BaseException] = []
+
+    def slow_refresh(params: OAuth2Parameters, state: TokenState) -> TokenState:
+        entered.set()
+        assert store.logout_reached.wait(20)  # the logout has started meanwhile
+        return _state("AT2", "RT2-live", valid=True)
+
+    def refresh_in_thread() -> None:
+        try:
+            token.refresh()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    token = AuthToken(
+        _state("AT1", "RT1", valid=False),
+        refresher=TokenManager(LOCAL, store, LOCAL_KEY, refresh=slow_refresh),
+    )
+    refresher = threading.Thread(target=refresh_in_thread)
+    store.refresher_thread = refresher
+    refresher.start()
+    assert entered.wait(20)  # the refresh holds the lock and is talking to the provider
+    if how == "logout":
+        logout(store, LOCAL_KEY)
+    else:
+        other = AuthToken(
+            _state("AT1", "RT1", valid=False),
+            refresher=TokenManager(LOCAL, store, LOCAL_KEY, refresh=slow_refresh),
+        )
+        assert oauthsmtp.revoke_token(replace(LOCAL, revocation_url=None), other) is False
+    refresher.join(30)
+    assert not refresher.is_alive()
+    assert errors == []
+    assert store.load(LOCAL_KEY) is None
+
+
+def test_refresh_after_a_logout_does_not_bring_the_login_back(tmp_path: Path) -> None:
+    """A token still held in memory after a logout: its refresh asks for a login, saves nothing."""
+    store = FileStore(tmp_path)
+    store.save(LOCAL_KEY, AuthToken(_state("AT1", "RT1", valid=False)).to_json())
+    calls: list[str] = []
+
+    def refresh(params: OAuth2Parameters, state: TokenState) -> TokenState:
+        calls.append("refresh")
+        return _state("AT2", "RT2", valid=True)
+
+    token = AuthToken(
+        _state("AT1", "RT1", valid=False),
+        refresher=TokenManager(LOCAL, store, LOCAL_KEY, refresh=refresh),
+    )
+    result = logout(store, LOCAL_KEY)
+    assert result.removed
+    with pytest.raises(LoginRequired, match="removed"):
+        token.refresh()
+    assert calls == []
+    assert store.load(LOCAL_KEY) is None

@@ -13,8 +13,6 @@ import json
 import sys
 from typing import Any, TextIO
 
-from oauthsmtp._errors import OAuthSMTPError
-
 from .main import EXIT_LOGIN_REQUIRED, EXIT_OK, EXIT_USAGE, CommandError
 
 __all__ = ["COMMANDS"]
@@ -339,32 +337,30 @@ def _cmd_status(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_logout(args: argparse.Namespace, out: TextIO) -> int:
     from oauthsmtp._accounts import secret_key
+    from oauthsmtp._tokens.identify import logout
     from oauthsmtp._tokens.stores.choose import default_store
-    from oauthsmtp._tokens.token import AuthToken
 
     registry = _settings_registry()
     settings = _require_settings(args.account)
     store = default_store()
+    params = settings.parameters(_client_secret(store, settings)) if args.revoke else None
+    # Revocation and deletion happen under the store's lock: a refresh in flight in
+    # another process cannot save its token back after this.
+    result = logout(store, settings.token_key, revoke_with=params)
     revoked_note = ""
-    if args.revoke:
-        raw = store.load(settings.token_key)
-        if raw is not None:
-            from oauthsmtp._tokens.identify import revoke_state
-
-            params = settings.parameters(_client_secret(store, settings))
-            try:
-                done = revoke_state(params, AuthToken.from_json(raw).state)
-                revoked_note = (
-                    " and revoked at the provider"
-                    if done
-                    else " (the provider has no revocation endpoint: remove the app's access "
-                    "in the account's security settings)"
-                )
-            except OAuthSMTPError as exc:
-                revoked_note = f" (revocation failed: {exc}; the local copy is deleted anyway)"
-    store.delete(settings.token_key)
+    if result.revoke_error is not None:
+        revoked_note = (
+            f" (revocation failed: {result.revoke_error}; the local copy is deleted anyway)"
+        )
+    elif result.revoked is True:
+        revoked_note = " and revoked at the provider"
+    elif result.revoked is False:
+        revoked_note = (
+            " (the provider has no revocation endpoint: remove the app's access "
+            "in the account's security settings)"
+        )
     if args.forget:
-        store.delete(secret_key(settings))
+        logout(store, secret_key(settings))
         registry.remove(args.account)
     print(f"oauthsmtp: logged out {args.account}{revoked_note}.", file=sys.stderr)
     return EXIT_OK

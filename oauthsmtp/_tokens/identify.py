@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from oauthsmtp._errors import LoginRequired, TokenError, TokenStoreError
+from oauthsmtp._errors import LoginRequired, OAuthSMTPError, TokenError, TokenStoreError
 from oauthsmtp._oauth import endpoint as _endpoint
 from oauthsmtp._oauth.browser import DEFAULT_TIMEOUT, browser_login
 from oauthsmtp._oauth.params import OAuth2Parameters
@@ -24,7 +25,14 @@ from .stores.base import TokenKey, TokenStore
 from .stores.choose import default_store
 from .token import AuthToken
 
-__all__ = ["auth_identify", "refresh_token", "revoke_token"]
+__all__ = [
+    "LogoutResult",
+    "auth_identify",
+    "logout",
+    "refresh_token",
+    "revoke_state",
+    "revoke_token",
+]
 
 log = logging.getLogger("oauthsmtp.login")
 
@@ -71,7 +79,7 @@ def auth_identify(
         TokenStoreError: the store cannot be used.
     """
     store = store if store is not None else default_store()
-    key = TokenKey(params.token_url, params.client_id, account or "")
+    key = TokenKey.for_account(params.token_url, params.client_id, account)
     manager = TokenManager(params, store, key)
     cached = manager.load()  # also proves the store is usable before any browser opens
     if cached is not None and not force:
@@ -137,12 +145,89 @@ def revoke_state(params: OAuth2Parameters, state: TokenState) -> bool:
     return _endpoint.revoke(params, state.access_token, hint="access_token")
 
 
+@dataclass(frozen=True)
+class LogoutResult:
+    """What :func:`logout` did.
+
+    Attributes:
+        removed: a value was stored for the key and is deleted now.
+        revoked: None when revocation was not asked for or there was nothing
+            to revoke; True when the provider confirmed; False when it has no
+            revocation endpoint.
+        revoke_error: why revocation failed (the local copy is deleted all the same).
+    """
+
+    removed: bool
+    revoked: bool | None = None
+    revoke_error: OAuthSMTPError | None = None
+
+
+def logout(
+    store: TokenStore,
+    key: TokenKey,
+    *,
+    revoke_with: OAuth2Parameters | None = None,
+    held: TokenState | None = None,
+) -> LogoutResult:
+    """Revoke (optionally) and delete the token stored for ``key``, under the store's lock.
+
+    Holding the lock means a refresh in flight in another process either
+    finishes first (and its new refresh token is the one revoked and deleted)
+    or starts after (and finds the entry gone, so it does not bring it back).
+
+    Args:
+        store: the token store.
+        key: the token's key (or any other key, e.g. the one of a client secret).
+        revoke_with: revoke at the provider first (RFC 7009), with these parameters.
+        held: a state the caller holds; revoked too when its refresh token is
+            not the stored one (a token whose save had failed).
+
+    Returns:
+        a :class:`LogoutResult`.
+
+    Raises:
+        TokenStoreError: the store could not be locked, read or changed.
+    """
+    with store.lock(key):
+        raw = store.load(key)
+        try:
+            stored = AuthToken.from_json(raw).state if raw is not None else None
+        except ValueError:
+            stored = None
+        revoked: bool | None = None
+        error: OAuthSMTPError | None = None
+        try:
+            if revoke_with is not None:
+                states = [s for s in (stored, held) if s is not None]
+                if (
+                    stored is not None
+                    and held is not None
+                    and (
+                        held.refresh_token == stored.refresh_token
+                        or (held.refresh_token is None and held.access_token == stored.access_token)
+                    )
+                ):
+                    states = [stored]
+                for state in states:
+                    try:
+                        done = revoke_state(revoke_with, state)
+                    except OAuthSMTPError as exc:
+                        error = error or exc
+                        continue
+                    revoked = done if revoked is None else revoked and done
+        finally:
+            store.delete(key)
+    return LogoutResult(removed=raw is not None, revoked=revoked, revoke_error=error)
+
+
 def revoke_token(params: OAuth2Parameters, token: AuthToken) -> bool:
     """Revoke ``token`` at the provider (RFC 7009) and forget it locally.
 
     The refresh token is revoked (which revokes its access tokens at Google);
-    without one, the access token. The stored copy is deleted whatever the
-    provider answers.
+    without one, the access token. For a token from :func:`auth_identify` the
+    revocation and the deletion happen under the store's lock (see
+    :func:`logout`), so the newest stored refresh token is the one revoked and
+    deleted. The stored copy is deleted whatever the provider answers.
 
     Returns:
         True when the provider confirmed; False when it has no revocation endpoint
@@ -151,15 +236,19 @@ def revoke_token(params: OAuth2Parameters, token: AuthToken) -> bool:
     Raises:
         TokenError: the provider refused or was unreachable (the local copy is
             deleted all the same).
+        TokenStoreError: the stored copy could not be deleted.
     """
+    manager = token._refresher
     try:
-        return revoke_state(params, token.state)
+        if not isinstance(manager, TokenManager):
+            return revoke_state(params, token.state)
+        try:
+            result = logout(manager.store, manager.key, revoke_with=params, held=token.state)
+        except TokenStoreError:
+            log.warning("could not delete the stored token for %r", manager.account)
+            raise
     finally:
-        manager = token._refresher
-        if isinstance(manager, TokenManager):
-            try:
-                manager.forget()
-            except TokenStoreError:
-                log.warning("could not delete the stored token for %r", manager.account)
-                raise
         token._attach(None)
+    if result.revoke_error is not None:
+        raise result.revoke_error
+    return bool(result.revoked)
