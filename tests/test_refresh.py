@@ -321,7 +321,7 @@ class FlakyStore(MemoryStore):
 def test_failed_save_during_refresh_keeps_the_rotated_token(
     server: AuthServer, params: OAuth2Parameters, fake_browser: FakeBrowser
 ) -> None:
-    """Rotation RT1 -> RT2 then save(RT2) fails: RT2 is handed out, saved on next use, login lives."""
+    """RT1 -> RT2, save(RT2) fails: RT2 is handed out, saved on its next use, the login lives."""
     store = FlakyStore()
     token = oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, timeout=20)
     first = token.refresh_token
@@ -424,7 +424,7 @@ def test_logout_during_a_refresh_in_flight_stays_logged_out(tmp_path: Path, how:
     def refresh_in_thread() -> None:
         try:
             token.refresh()
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     token = AuthToken(

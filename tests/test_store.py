@@ -25,8 +25,15 @@ from keyring.backend import KeyringBackend
 from keyring.backends import chainer, fail, null
 from keyring.compat import properties
 
-from oauthsmtp._errors import ConfigurationError, TokenStoreError
-from oauthsmtp import FileStore, KeyringStore, MemoryStore, TokenStore, default_store
+from oauthsmtp import (
+    ConfigurationError,
+    FileStore,
+    KeyringStore,
+    MemoryStore,
+    TokenStore,
+    TokenStoreError,
+    default_store,
+)
 from oauthsmtp._tokens.stores.base import TokenKey
 from oauthsmtp._util.home import oauthsmtp_home
 
