@@ -525,7 +525,9 @@ def test_interrupted_write_keeps_the_old_file(
     assert "NEW-SECRET" not in str(info.value)
     monkeypatch.undo()
     assert store.load(KEY) == TOKEN
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{KEY.slug()}.json"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock") == [
+        f"{KEY.slug()}.json"
+    ]
 
 
 def test_interrupted_write_during_fsync_keeps_the_old_file(
@@ -542,7 +544,7 @@ def test_interrupted_write_during_fsync_keeps_the_old_file(
         store.save(KEY, big_value(5000))
     monkeypatch.undo()
     assert store.load(KEY) == TOKEN
-    assert [p.name for p in tmp_path.iterdir()] == [f"{KEY.slug()}.json"]
+    assert [p.name for p in tmp_path.iterdir() if p.suffix != ".lock"] == [f"{KEY.slug()}.json"]
 
 
 def test_file_store_ignores_stray_files(tmp_path: pathlib.Path) -> None:
@@ -839,3 +841,182 @@ def test_token_key() -> None:
     for bad in (("", "c", "a"), ("https://a.test/t", "", "a"), ("https://a.test/t", "c", "a\nb")):
         with pytest.raises(ConfigurationError):
             TokenKey(*bad)
+
+
+# ---------------------------------------------------------------------------
+# kill -9 mid-write: leftovers never accumulate and the next save/delete removes them
+# ---------------------------------------------------------------------------
+
+_FILE_KILL_SCRIPT = """
+import os, signal, sys
+from oauthsmtp import FileStore
+from oauthsmtp._tokens.stores.base import TokenKey
+
+store = FileStore(sys.argv[1])
+key = TokenKey("https://auth.example.test/token", "client-1", "me@example.test")
+def fsync_then_die(fd):
+    os.kill(os.getpid(), signal.SIGKILL)  # the temporary file is complete, not yet renamed
+os.fsync = fsync_then_die
+n = sys.argv[2]
+store.save(key, '{"access_token":"at-SECRET-%s","refresh_token":"rt-SECRET-%s"}' % (n, n))
+"""
+
+
+def _run_killed(script: str, *args: str, env: dict[str, str] | None = None) -> None:
+    """Run ``script`` in a child that SIGKILLs itself; wait for it (bounded)."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args], env=env, cwd=ROOT, timeout=60, check=False
+    )
+    assert proc.returncode == -9  # it really died mid-write
+
+
+def _secret_files(directory: pathlib.Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if b"SECRET" in p.read_bytes())
+
+
+@posix_only
+def test_file_store_sweeps_what_a_killed_save_left(tmp_path: pathlib.Path) -> None:
+    """kill -9 between write and rename leaves a temp file; the next save and delete remove it."""
+    directory = tmp_path / "tokens"
+    for n in range(3):
+        _run_killed(_FILE_KILL_SCRIPT, str(directory), str(n))
+    leftovers = [p.name for p in directory.iterdir() if p.name.endswith(".tmp")]
+    assert len(leftovers) == 1  # each save swept the one before: they never accumulate
+    assert _secret_files(directory) == leftovers  # a whole token record
+    store = FileStore(directory)
+    store.save(KEY, TOKEN)
+    assert not [p for p in directory.iterdir() if p.name.endswith(".tmp")]
+    for n in range(3):
+        _run_killed(_FILE_KILL_SCRIPT, str(directory), str(n))
+    store.delete(KEY)  # `oauthsmtp logout`
+    assert _secret_files(directory) == []
+    assert store.load(KEY) is None
+
+
+_FILE_LOOP_SCRIPT = """
+import os, sys
+from oauthsmtp import FileStore
+from oauthsmtp._tokens.stores.base import TokenKey
+
+store = FileStore(sys.argv[1])
+key = TokenKey("https://auth.example.test/token", "client-1", "me@example.test")
+os.write(1, b"go\\n")
+i = 0
+while True:
+    i += 1
+    store.save(key, '{"access_token":"at-SECRET-%d","refresh_token":"rt-SECRET-%d"}' % (i, i))
+"""
+
+
+@posix_only
+def test_file_store_under_repeated_kill_9(tmp_path: pathlib.Path) -> None:
+    """Saves killed at random moments: the token stays readable; logout leaves no secret."""
+    import random
+
+    directory = tmp_path / "tokens"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    rng = random.Random(7)  # noqa: S311 - picks kill moments, nothing secret
+    store = FileStore(directory)
+    for _ in range(12):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _FILE_LOOP_SCRIPT, str(directory)],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == b"go\n"
+            time.sleep(rng.uniform(0.0, 0.05))  # a random point in the save loop
+            proc.kill()
+        finally:
+            proc.kill()
+            proc.communicate(timeout=30)
+        assert store.load(KEY) is not None  # old or new, never half
+        assert len([p for p in directory.iterdir() if p.name.endswith(".tmp")]) <= 1
+    store.delete(KEY)
+    assert _secret_files(directory) == []
+
+
+class KillingBackend:
+    """Wraps a real keyring backend; SIGKILLs the process at the n-th write or delete."""
+
+    def __init__(self, inner: Any, kill_at: int) -> None:
+        self.inner = inner
+        self.kill_at = kill_at
+        self.calls = 0
+
+    def _count(self) -> None:
+        self.calls += 1
+        if self.calls == self.kill_at:
+            os.kill(os.getpid(), 9)
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.inner.get_password(service, username)  # type: ignore[no-any-return]
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self._count()
+        self.inner.set_password(service, username, password)
+
+    def delete_password(self, service: str, username: str) -> None:
+        self._count()
+        self.inner.delete_password(service, username)
+
+
+_KEYRING_KILL_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[4])
+from keyring.backends import SecretService
+from oauthsmtp import KeyringStore
+from oauthsmtp._tokens.stores.base import TokenKey
+from test_store import KillingBackend
+
+service, account, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+key = TokenKey("https://auth.example.test/token", "client-1", account)
+backend = KillingBackend(SecretService.Keyring(), kill_at=0)
+store = KeyringStore(service, backend=backend, max_chunk=128)
+store.save(key, "OLD-SECRET-" * 30)  # three chunks
+backend.calls, backend.kill_at = 0, kill_at
+store.save(key, "NEW-SECRET-" * 30)  # killed at its kill_at-th keyring write or delete
+store.delete(key)  # reached only when kill_at is past the save's last call
+raise SystemExit("not killed")
+"""
+
+
+# The second save makes 9 keyring writes/deletes (journal, 3 chunks, head, 3 old chunks,
+# journal) and the delete 4 (3 chunks, head): a kill at each of them.
+@pytest.mark.parametrize("kill_at", range(1, 14))
+def test_keyring_store_leaves_no_chunk_after_kill_9(
+    secret_service: SecretService, home: pathlib.Path, kill_at: int
+) -> None:
+    """kill -9 at every keyring call of a chunked save (and the delete after it): the next save
+    and the next delete leave exactly what they should, no orphaned chunk."""
+    service = f"oauthsmtp-kill-{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, **secret_service.env, OAUTHSMTP_HOME=str(home))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _KEYRING_KILL_SCRIPT,
+            service,
+            "me@example.test",
+            str(kill_at),
+            str(ROOT / "tests"),
+        ],
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+        capture_output=True,
+    )
+    assert proc.returncode == -9, proc.stderr.decode(errors="replace")[-2000:]
+    store = KeyringStore(service, backend=secret_service.backend(), max_chunk=128)
+    value = store.load(KEY)
+    assert value in (None, "OLD-SECRET-" * 30, "NEW-SECRET-" * 30)
+    store.save(KEY, TOKEN)  # short: one entry
+    assert len(secret_service.items(f"{service}:{KEY.token_url}")) == 1
+    store.delete(KEY)
+    assert secret_service.items(f"{service}:{KEY.token_url}") == []

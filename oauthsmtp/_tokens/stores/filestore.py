@@ -17,6 +17,7 @@ from oauthsmtp._util.files import (
     interprocess_lock,
     os_detail,
     read_file,
+    sweep_temp_files,
     symlink_error,
 )
 from oauthsmtp._util.home import oauthsmtp_home
@@ -136,16 +137,19 @@ class FileStore:
     def save(self, key: TokenKey, value: str) -> None:
         """See :meth:`TokenStore.save`.
 
+        Takes ``key``'s lock (re-entrant: callers that hold it already are
+        fine), removes the temporary files an earlier writer killed mid-write
+        left (each may hold a whole token record), then writes atomically.
+
         Raises:
             TokenStoreError: the directory is not ours, the token path is a
                 symbolic link, or the write failed (the old file is kept).
+            ConfigurationError: ``value`` is not a string.
         """
         if not isinstance(value, str):
-            raise TypeError("a token store saves strings")
+            raise ConfigurationError("a token store saves strings")
         ensure_private_dir(self.directory)
         path = self.path(key)
-        if os.path.islink(path):
-            raise symlink_error(path)
         record = {
             "format": _FILE_FORMAT,
             "token_url": key.token_url,
@@ -153,24 +157,39 @@ class FileStore:
             "account": key.account,
             "token": value,
         }
-        data = (json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
-        try:
-            atomic_write(path, data)
-        except OSError as exc:
-            raise TokenStoreError(
-                f"cannot save the token for {key.describe()} in {path}: {os_detail(exc)}"
-            ) from exc
+        # ASCII with \u escapes: any str round-trips, even one with lone surrogates.
+        data = (json.dumps(record, sort_keys=True) + "\n").encode("ascii")
+        with self.lock(key):
+            if os.path.islink(path):
+                raise symlink_error(path)
+            sweep_temp_files(path)
+            try:
+                atomic_write(path, data)
+            except OSError as exc:
+                raise TokenStoreError(
+                    f"cannot save the token for {key.describe()} in {path}: {os_detail(exc)}"
+                ) from exc
 
     def delete(self, key: TokenKey) -> None:
-        """See :meth:`TokenStore.delete` (a symbolic link is removed, not followed)."""
+        """See :meth:`TokenStore.delete`.
+
+        Under ``key``'s lock: the file (a symbolic link is removed, not
+        followed) and any temporary file a killed writer left.
+        """
+        if not os.path.isdir(self.directory):
+            return  # nothing was ever stored here; do not create the folder
         path = self.path(key)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise TokenStoreError(f"cannot delete the token file {path}: {os_detail(exc)}") from exc
-        fsync_dir(self.directory)
+        with self.lock(key):
+            sweep_temp_files(path)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                raise TokenStoreError(
+                    f"cannot delete the token file {path}: {os_detail(exc)}"
+                ) from exc
+            fsync_dir(self.directory)
 
     def lock(self, key: TokenKey) -> AbstractContextManager[None]:
         """See :meth:`TokenStore.lock`: a ``filelock`` on ``<slug>.lock`` plus a thread lock."""

@@ -6,6 +6,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
+from oauthsmtp._errors import ConfigurationError
 from oauthsmtp._util.files import lock_timeout
 
 from .base import DEFAULT_LOCK_TIMEOUT, TokenKey
@@ -37,7 +38,7 @@ class MemoryStore:
     def save(self, key: TokenKey, value: str) -> None:
         """See :meth:`TokenStore.save`."""
         if not isinstance(value, str):
-            raise TypeError("a token store saves strings")
+            raise ConfigurationError("a token store saves strings")
         with self._guard:
             self._values[key] = value
 
