@@ -469,3 +469,28 @@ def test_refresh_after_a_logout_does_not_bring_the_login_back(tmp_path: Path) ->
         token.refresh()
     assert calls == []
     assert store.load(LOCAL_KEY) is None
+
+
+@pytest.mark.parametrize(
+    "expires_at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00Z"]
+)
+def test_stored_date_out_of_range_counts_as_unreadable(
+    expires_at: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stored expires_at in year 1 (or 9999): no OverflowError; a login is asked for."""
+    store = MemoryStore()
+    store.save(
+        LOCAL_KEY,
+        json.dumps({"access_token": "AT1", "refresh_token": "RT1", "expires_at": expires_at}),
+    )
+    with pytest.raises(LoginRequired, match="no saved login"):
+        oauthsmtp.auth_identify(LOCAL, account=ACCOUNT, store=store, interactive=False)
+    assert "unreadable" in caplog.text
+    assert "RT1" not in caplog.text
+
+
+@pytest.mark.parametrize("account", ["", "   ", "\t"])
+def test_empty_account_is_refused(account: str) -> None:
+    """account='' is a mistake (e.g. --account ''), not 'no account': ConfigurationError."""
+    with pytest.raises(oauthsmtp.ConfigurationError, match="account"):
+        oauthsmtp.auth_identify(LOCAL, account=account, store=MemoryStore(), interactive=False)

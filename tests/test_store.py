@@ -6,6 +6,7 @@ D-Bus session bus, see ``secret_service.py``) and against small in-test backends
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pathlib
@@ -34,6 +35,7 @@ from oauthsmtp import (
     TokenStoreError,
     default_store,
 )
+from oauthsmtp._accounts import AccountRegistry, AccountSettings, secret_key
 from oauthsmtp._tokens.stores.base import TokenKey
 from oauthsmtp._util.home import oauthsmtp_home
 
@@ -271,6 +273,7 @@ def test_lock_is_reentrant_in_one_thread(store: Any) -> None:
 _COUNTER_SCRIPT = """
 import pathlib, sys, time
 from oauthsmtp import FileStore, KeyringStore
+from oauthsmtp._accounts import AccountRegistry, AccountSettings, secret_key
 from oauthsmtp._tokens.stores.base import TokenKey
 
 kind, directory, me, total = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
@@ -850,6 +853,7 @@ def test_token_key() -> None:
 _FILE_KILL_SCRIPT = """
 import os, signal, sys
 from oauthsmtp import FileStore
+from oauthsmtp._accounts import AccountRegistry, AccountSettings, secret_key
 from oauthsmtp._tokens.stores.base import TokenKey
 
 store = FileStore(sys.argv[1])
@@ -898,6 +902,7 @@ def test_file_store_sweeps_what_a_killed_save_left(tmp_path: pathlib.Path) -> No
 _FILE_LOOP_SCRIPT = """
 import os, sys
 from oauthsmtp import FileStore
+from oauthsmtp._accounts import AccountRegistry, AccountSettings, secret_key
 from oauthsmtp._tokens.stores.base import TokenKey
 
 store = FileStore(sys.argv[1])
@@ -971,6 +976,7 @@ import sys
 sys.path.insert(0, sys.argv[4])
 from keyring.backends import SecretService
 from oauthsmtp import KeyringStore
+from oauthsmtp._accounts import AccountRegistry, AccountSettings, secret_key
 from oauthsmtp._tokens.stores.base import TokenKey
 from test_store import KillingBackend
 
@@ -1020,3 +1026,123 @@ def test_keyring_store_leaves_no_chunk_after_kill_9(
     assert len(secret_service.items(f"{service}:{KEY.token_url}")) == 1
     store.delete(KEY)
     assert secret_service.items(f"{service}:{KEY.token_url}") == []
+
+
+# ---------------------------------------------------------------------------
+# account settings: the non-secret half of a login, read as untrusted data
+# ---------------------------------------------------------------------------
+
+
+def _settings(**changes: Any) -> AccountSettings:
+    values: dict[str, Any] = {
+        "account": "me@example.test",
+        "provider": "custom",
+        "client_id": "client-1",
+        "auth_url": "https://auth.example.test/auth",
+        "token_url": "https://auth.example.test/token",
+        "scope": ("mail",),
+        "redirect_url": "http://localhost:9000",
+        "smtp_host": "smtp.example.test",
+        "smtp_port": 587,
+        "security": "starttls",
+    }
+    values.update(changes)
+    return AccountSettings(**values)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"account": ""},
+        {"account": "  "},
+        {"smtp_host": ""},
+        {"smtp_host": "smtp.example.test\r\nRCPT"},
+        {"smtp_host": "a b"},
+        {"smtp_port": -5},
+        {"smtp_port": 0},
+        {"smtp_port": 65536},
+        {"smtp_port": True},
+        {"smtp_port": "587"},
+        {"security": "tls"},
+        {"scope": "mail"},
+        {"client_id": None},
+        {"extra_auth_params": {"a": 1}},
+    ],
+    ids=repr,
+)
+def test_account_settings_refuse_values_no_command_could_use(changes: dict[str, Any]) -> None:
+    """`login --smtp-port -5`, `--smtp-host ''`, `--account ''` are refused, not recorded."""
+    with pytest.raises(ConfigurationError):
+        _settings(**changes)
+
+
+def test_empty_account_never_reaches_a_store() -> None:
+    """TokenKey.for_account refuses '' (None is 'no account'); so do the account settings."""
+    with pytest.raises(ConfigurationError, match="account"):
+        TokenKey.for_account("https://auth.example.test/token", "client-1", "")
+    assert TokenKey.for_account("https://auth.example.test/token", "client-1", None).account == ""
+    with pytest.raises(ConfigurationError):
+        TokenKey("https://auth.example.test/token", "client-1", " ")
+    assert secret_key(_settings()).account == "me@example.test#client-secret"
+
+
+def test_account_registry_skips_a_bad_entry(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One damaged entry (an account '' recorded by an older version) does not hide the rest."""
+    registry = AccountRegistry(tmp_path)
+    registry.put(_settings())
+    data = json.loads(registry.path.read_text())
+    data["accounts"][""] = dict(data["accounts"]["me@example.test"], account="")
+    data["accounts"]["port@example.test"] = dict(
+        data["accounts"]["me@example.test"], account="port@example.test", smtp_port=-5
+    )
+    registry.path.write_text(json.dumps(data))
+    assert list(registry.load_all()) == ["me@example.test"]
+    assert "ignoring the account" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "content", [b"not json", b"[]", b'{"accounts": []}', b'{"a": 1, "a": 2}', b"\xff" * 10]
+)
+def test_account_registry_damaged_file_says_what_to_do(
+    tmp_path: pathlib.Path, content: bytes
+) -> None:
+    registry = AccountRegistry(tmp_path)
+    registry.path.write_bytes(content)
+    with pytest.raises(ConfigurationError, match="damaged"):
+        registry.load_all()
+
+
+@posix_only
+def test_account_registry_writes_privately_and_sweeps_leftovers(tmp_path: pathlib.Path) -> None:
+    """accounts.json is 0600 whatever the umask; a killed writer's temp file is removed."""
+    registry = AccountRegistry(tmp_path)
+    stale = tmp_path / ".accounts.json.0123456789ab.tmp"
+    stale.write_text("{}")
+    old = os.umask(0)
+    try:
+        registry.put(_settings())
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(registry.path.stat().st_mode) == 0o600
+    assert not stale.exists()
+    assert registry.get("me@example.test") == _settings()
+
+
+def test_account_registry_concurrent_puts_keep_every_account(tmp_path: pathlib.Path) -> None:
+    """Logins in parallel: each one's record survives (read-modify-write under a lock)."""
+    registry = AccountRegistry(tmp_path)
+    names = [f"user{n}@example.test" for n in range(8)]
+    barrier = threading.Barrier(len(names))
+
+    def put(name: str) -> None:
+        barrier.wait(timeout=30)
+        AccountRegistry(tmp_path).put(_settings(account=name))
+
+    threads = [threading.Thread(target=put, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(registry.load_all()) == sorted(names)

@@ -49,6 +49,14 @@ class SavesLater(Protocol):
         ...
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _saver_of(refresher: object) -> SavesLater | None:
     return refresher if isinstance(refresher, SavesLater) else None
 
@@ -195,6 +203,14 @@ class AuthToken:
         for when in (state.expires_at, state.obtained_at):
             if when is not None and not _FIRST_YEAR <= when.year <= _LAST_YEAR:
                 raise ValueError("not a serialized AuthToken (a date out of range)")
+        # The same rule the token endpoint's answers pass (RFC 6750 §2.1 b64token is ASCII);
+        # a refresh token is sent form-encoded, so it must at least be text.
+        access = state.access_token
+        if not access.isascii() or not access.isprintable():
+            raise ValueError("not a serialized AuthToken (forbidden characters in access_token)")
+        refresh = state.refresh_token
+        if refresh is not None and (not refresh.isprintable() or not _is_utf8(refresh)):
+            raise ValueError("not a serialized AuthToken (forbidden characters in refresh_token)")
         return cls(state, refresher=refresher, account=account)
 
     def __repr__(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -16,13 +17,37 @@ from typing import Protocol, runtime_checkable
 
 from oauthsmtp._errors import ConfigurationError
 
-__all__ = ["CONTROL_RE", "DEFAULT_LOCK_TIMEOUT", "TokenKey", "TokenStore"]
+__all__ = [
+    "CONTROL_RE",
+    "DEFAULT_LOCK_TIMEOUT",
+    "TokenKey",
+    "TokenStore",
+    "check_lock_timeout",
+]
 
 DEFAULT_LOCK_TIMEOUT = 300.0
 """Seconds :meth:`TokenStore.lock` waits before giving up with :class:`TokenStoreError`."""
 
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 """Characters no key field or service name may hold (C0 controls and DEL)."""
+
+
+def check_lock_timeout(value: float) -> float:
+    """A store's ``lock_timeout`` argument, checked.
+
+    Raises:
+        ConfigurationError: not a finite number of seconds >= 0.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ConfigurationError(
+            f"lock_timeout must be a number of seconds >= 0, not {value!r:.20}"
+        )
+    return float(value)
 
 
 @dataclass(frozen=True, order=True)

@@ -23,7 +23,7 @@ from oauthsmtp._util.files import (
 from oauthsmtp._util.home import oauthsmtp_home
 from oauthsmtp._util.jsonobject import load_json_object
 
-from .base import DEFAULT_LOCK_TIMEOUT, TokenKey
+from .base import DEFAULT_LOCK_TIMEOUT, TokenKey, check_lock_timeout
 
 __all__ = ["FileStore"]
 
@@ -82,9 +82,11 @@ class FileStore:
     ) -> None:
         if directory is None:
             self.directory = oauthsmtp_home() / "tokens"
-        else:
+        elif isinstance(directory, (str, os.PathLike)) and str(directory).strip():
             self.directory = pathlib.Path(directory).expanduser().absolute()
-        self.lock_timeout = lock_timeout
+        else:
+            raise ConfigurationError("FileStore needs a folder path (or None for the default)")
+        self.lock_timeout = check_lock_timeout(lock_timeout)
 
     def path(self, key: TokenKey) -> pathlib.Path:
         """The file that holds ``key``'s token."""

@@ -24,7 +24,7 @@ from oauthsmtp._util.files import (
 from oauthsmtp._util.home import oauthsmtp_home
 from oauthsmtp._util.jsonobject import load_json_object
 
-from .base import CONTROL_RE, DEFAULT_LOCK_TIMEOUT, TokenKey
+from .base import CONTROL_RE, DEFAULT_LOCK_TIMEOUT, TokenKey, check_lock_timeout
 
 __all__ = ["KeyringStore"]
 
@@ -190,7 +190,7 @@ class KeyringStore:
         self.service = service
         self.allow_insecure = allow_insecure
         self.max_chunk = max_chunk
-        self.lock_timeout = lock_timeout
+        self.lock_timeout = check_lock_timeout(lock_timeout)
         self._backend_arg = backend
         self._backend: Any = None
         self._home: pathlib.Path | None = None

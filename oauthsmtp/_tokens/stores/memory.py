@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from oauthsmtp._errors import ConfigurationError
 from oauthsmtp._util.files import lock_timeout
 
-from .base import DEFAULT_LOCK_TIMEOUT, TokenKey
+from .base import DEFAULT_LOCK_TIMEOUT, TokenKey, check_lock_timeout
 
 __all__ = ["MemoryStore"]
 
@@ -25,7 +25,7 @@ class MemoryStore:
     """
 
     def __init__(self, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
-        self.lock_timeout = lock_timeout
+        self.lock_timeout = check_lock_timeout(lock_timeout)
         self._values: dict[TokenKey, str] = {}
         self._guard = threading.Lock()
         self._locks: dict[TokenKey, threading.RLock] = {}
