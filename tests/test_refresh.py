@@ -44,6 +44,14 @@ def params(server: AuthServer) -> OAuth2Parameters:
     return server.parameters(server.register_client(), redirect_url=REDIRECT)
 
 
+PARAMETER_FIELDS = ("client_id", "client_secret", "auth_url", "token_url", "redirect_url", "issuer")
+
+
+def log_in(params: OAuth2Parameters, store: oauthsmtp.TokenStore) -> AuthToken:
+    """A browser login (the fake browser consents) for ACCOUNT into ``store``."""
+    return oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, timeout=20)
+
+
 def key_for(params: OAuth2Parameters, account: str = ACCOUNT) -> TokenKey:
     return TokenKey(params.token_url, params.client_id, account)
 
@@ -66,7 +74,7 @@ def test_refresh_rotates_and_persists_before_handing_out(
 ) -> None:
     """token.refresh(): new access token; the rotated refresh token is in the store already."""
     store = MemoryStore()
-    token = oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, timeout=20)
+    token = log_in(params, store)
     old_access, old_refresh = token.state.access_token, token.refresh_token
     token.refresh()
     assert token.state.access_token != old_access
@@ -85,7 +93,7 @@ def test_expired_cached_token_is_refreshed_silently(
 ) -> None:
     """A later call with an expired cached token refreshes without a browser."""
     store = MemoryStore()
-    first = oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, timeout=20)
+    first = log_in(params, store)
     fake_browser.reset()
     expire_in_store(store, key_for(params))
     again = oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, interactive=False)
@@ -100,7 +108,7 @@ def test_access_token_property_refreshes_within_leeway(
 ) -> None:
     """Reading access_token when within the leeway refreshes first."""
     store = MemoryStore()
-    token = oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, timeout=20)
+    token = log_in(params, store)
     token.expire()
     assert not token.valid
     value = token.access_token
@@ -114,7 +122,7 @@ def test_eight_threads_cause_one_refresh(
 ) -> None:
     """8 threads, each with its own AuthToken on one store, expired token: 1 token request."""
     store = MemoryStore()
-    oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, timeout=20)
+    log_in(params, store)
     expire_in_store(store, key_for(params))
     # Each thread holds its own AuthToken and TokenManager, as separate callers would.
     tokens = [
@@ -168,19 +176,14 @@ def test_four_processes_cause_one_refresh(
 ) -> None:
     """4 processes sharing one FileStore, expired token: exactly 1 token request."""
     store = FileStore(tmp_path / "tokens")
-    oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, timeout=20)
+    log_in(params, store)
     expire_in_store(store, key_for(params))
     before = server.token_requests
     go = tmp_path / "go"
     arg = {
         "params": {
-            "client_id": params.client_id,
-            "client_secret": params.client_secret,
-            "auth_url": params.auth_url,
-            "token_url": params.token_url,
+            **{name: getattr(params, name) for name in PARAMETER_FIELDS},
             "scope": list(params.scopes),
-            "redirect_url": params.redirect_url,
-            "issuer": params.issuer,
         },
         "account": ACCOUNT,
         "store": str(tmp_path / "tokens"),
@@ -213,7 +216,7 @@ def test_invalid_grant_removes_the_token_and_asks_for_login(
 ) -> None:
     """invalid_grant on refresh: one request, token deleted, LoginRequired explaining why."""
     store = MemoryStore()
-    token = oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, timeout=20)
+    token = log_in(params, store)
     server.revoke_all_refresh_tokens()
     before = server.token_requests
     with pytest.raises(LoginRequired) as info:
@@ -232,7 +235,7 @@ def test_failed_refresh_keeps_the_last_good_token(
 ) -> None:
     """A network failure during refresh leaves the stored token untouched."""
     store = MemoryStore()
-    oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, timeout=20)
+    log_in(params, store)
     saved = store.load(key_for(params))
     broken = replace(params, token_url="http://127.0.0.1:9/token")  # discard port: refused
     manager = TokenManager(broken, store, key_for(params))
@@ -247,7 +250,7 @@ def test_revoke_token_revokes_at_the_provider_and_forgets_locally(
 ) -> None:
     """RFC 7009 revocation: the provider drops the token; the store forgets it."""
     store = MemoryStore()
-    token = oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, timeout=20)
+    token = log_in(params, store)
     access = token.state.access_token
     assert oauthsmtp.revoke_token(params, token) is True
     assert store.load(key_for(params)) is None
@@ -261,7 +264,7 @@ def test_revoke_without_endpoint_still_forgets(
 ) -> None:
     """No revocation URL (Microsoft): nothing to call, the local copy is still deleted."""
     store = MemoryStore()
-    token = oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, timeout=20)
+    token = log_in(params, store)
     assert oauthsmtp.revoke_token(replace(params, revocation_url=None), token) is False
     assert store.load(key_for(params)) is None
 
@@ -323,7 +326,7 @@ def test_failed_save_during_refresh_keeps_the_rotated_token(
 ) -> None:
     """RT1 -> RT2, save(RT2) fails: RT2 is handed out, saved on its next use, the login lives."""
     store = FlakyStore()
-    token = oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, timeout=20)
+    token = log_in(params, store)
     first = token.refresh_token
     store.failures = 1
     token.refresh()  # the server rotated; the save failed; the new token is handed out anyway
@@ -341,7 +344,7 @@ def test_store_that_keeps_failing_never_ends_the_login(
 ) -> None:
     """Every save fails for a while: refreshes keep working from memory, nothing is deleted."""
     store = FlakyStore()
-    token = oauthsmtp.auth_identify(params, account=ACCOUNT, store=store, timeout=20)
+    token = log_in(params, store)
     first = token.refresh_token
     store.failures = 1000
     for _ in range(3):
