@@ -1,5 +1,5 @@
 """Private files, directories and cross-process locks for the token stores and the account
-settings (POSIX modes and O_NOFOLLOW, see docs/security.md "Storage"; Windows relies on per-user
+settings (POSIX modes and O_NOFOLLOW, see docs/security.md#rule-32; Windows relies on per-user
 ACLs).
 
 Everything here takes paths and bytes and knows nothing of tokens; the stores above it decide
@@ -176,7 +176,7 @@ def sweep_temp_files(path: pathlib.Path) -> int:
 
 
 def atomic_write(path: pathlib.Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically with mode 0600 (docs/security.md, "Storage").
+    """Write ``data`` to ``path`` atomically with mode 0600 (docs/security.md#rule-32).
 
     A temporary file (:func:`temp_name`) is created in the same directory with
     ``O_CREAT|O_EXCL|O_NOFOLLOW`` and mode 0600 (fchmod'ed again, whatever the

@@ -9,7 +9,7 @@ Three stores exist (each in its own module, all implementing
     freedesktop systems, the login Keychain on macOS, the Windows Credential
     Manager on Windows. Backends that would keep tokens in plain text are
     refused unless ``allow_insecure=True`` (RFC 6749 §10.3-10.4; see
-    docs/security.md). Its locks and a small non-secret index of the stored
+    docs/security.md#rule-31). Its locks and a small non-secret index of the stored
     keys live under :func:`oauthsmtp_home`.
 
 :class:`FileStore`

@@ -46,7 +46,7 @@ class FileStore:
     ..., "account": ..., "token": "<serialized token>"}``, and
     ``<slug>.lock`` beside it while a lock is held.
 
-    Security (CWE-732; see docs/security.md, "Storage"), on POSIX:
+    Security (CWE-732; see docs/security.md#rule-32), on POSIX:
 
     - the directory is created 0700, an existing one of ours with wider
       permissions is chmod'ed to 0700, and one owned by another user is refused;

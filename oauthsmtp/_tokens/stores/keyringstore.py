@@ -144,7 +144,7 @@ class KeyringStore:
     names that the head does not use. :meth:`save` and :meth:`delete` hold the
     key's lock.
 
-    Security (RFC 6749 §10.3-10.4; docs/security.md, "Storage"): on first use
+    Security (RFC 6749 §10.3-10.4; docs/security.md#rule-31): on first use
     the backend is checked and refused with TokenStoreError when it would keep
     tokens in plain text or nowhere: ``keyring.backends.fail.Keyring``,
     ``keyring.backends.null.Keyring``,
