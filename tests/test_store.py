@@ -925,6 +925,7 @@ def test_file_store_under_repeated_kill_9(tmp_path: pathlib.Path) -> None:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     rng = random.Random(7)  # noqa: S311 - picks kill moments, nothing secret
     store = FileStore(directory)
+    store.save(KEY, TOKEN)  # so that load() has an old value to fall back on from the start
     for _ in range(12):
         proc = subprocess.Popen(
             [sys.executable, "-c", _FILE_LOOP_SCRIPT, str(directory)],
