@@ -497,3 +497,27 @@ def test_empty_account_is_refused(account: str) -> None:
     """account='' is a mistake (e.g. --account ''), not 'no account': ConfigurationError."""
     with pytest.raises(oauthsmtp.ConfigurationError, match="account"):
         oauthsmtp.auth_identify(LOCAL, account=account, store=MemoryStore(), interactive=False)
+
+
+def test_dead_login_is_reported_even_when_the_store_cannot_delete(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """invalid_grant plus a store that refuses the delete: LoginRequired, not TokenStoreError."""
+
+    class NoDelete(MemoryStore):
+        def delete(self, key: TokenKey) -> None:
+            raise oauthsmtp.TokenStoreError("the keyring is locked (test)")
+
+    store = NoDelete()
+    store.save(LOCAL_KEY, AuthToken(_state("AT1", "RT1", valid=False)).to_json())
+
+    def refused(params: OAuth2Parameters, state: TokenState) -> TokenState:
+        raise oauthsmtp.TokenError("refused (test)", error="invalid_grant")
+
+    token = AuthToken(
+        _state("AT1", "RT1", valid=False),
+        refresher=TokenManager(LOCAL, store, LOCAL_KEY, refresh=refused),
+    )
+    with pytest.raises(LoginRequired, match="invalid_grant"):
+        token.refresh()
+    assert "could not delete" in caplog.text

@@ -1147,3 +1147,29 @@ def test_account_registry_concurrent_puts_keep_every_account(tmp_path: pathlib.P
     for thread in threads:
         thread.join(60)
     assert sorted(registry.load_all()) == sorted(names)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda tmp: FileStore(tmp, lock_timeout=float("nan")),
+        lambda tmp: FileStore(tmp, lock_timeout=-1),
+        lambda tmp: MemoryStore(lock_timeout=float("inf")),
+        lambda tmp: KeyringStore(lock_timeout="5"),  # type: ignore[arg-type]
+        lambda tmp: FileStore(f"{tmp}/a\x00b"),
+        lambda tmp: FileStore(""),
+        lambda tmp: FileStore(5),  # type: ignore[arg-type]
+    ],
+    ids=["nan", "negative", "inf", "str", "nul", "empty", "int"],
+)
+def test_store_arguments_are_checked(make: Any, tmp_path: pathlib.Path) -> None:
+    """Bad constructor arguments give ConfigurationError, not a standard-library exception later."""
+    with pytest.raises(ConfigurationError):
+        make(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+def test_saving_a_non_string_is_our_error(kind: str, tmp_path: pathlib.Path) -> None:
+    store = MemoryStore() if kind == "memory" else FileStore(tmp_path)
+    with pytest.raises(ConfigurationError):
+        store.save(KEY, b"bytes")  # type: ignore[arg-type]

@@ -267,7 +267,11 @@ class TokenManager:
                 if raw_now is not None and (stored is None or stored.refresh_token in tried):
                     # The provider refused the very refresh token the store holds.
                     self._unsaved = None
-                    self.store.delete(self.key)
+                    try:
+                        self.store.delete(self.key)
+                    except TokenStoreError as error:
+                        # The login is over all the same: say so, not that the store failed.
+                        log.warning("could not delete the dead token: %s", error)
                 raise invalid_grant_error(self.account, exc) from None
             self._try_save(new, raw)
             return new

@@ -82,7 +82,11 @@ class FileStore:
     ) -> None:
         if directory is None:
             self.directory = oauthsmtp_home() / "tokens"
-        elif isinstance(directory, (str, os.PathLike)) and str(directory).strip():
+        elif (
+            isinstance(directory, (str, os.PathLike))
+            and str(directory).strip()
+            and "\x00" not in str(directory)
+        ):
             self.directory = pathlib.Path(directory).expanduser().absolute()
         else:
             raise ConfigurationError("FileStore needs a folder path (or None for the default)")

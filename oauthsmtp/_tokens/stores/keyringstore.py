@@ -20,6 +20,7 @@ from oauthsmtp._util.files import (
     ensure_private_dir,
     interprocess_lock,
     read_file,
+    sweep_temp_files,
 )
 from oauthsmtp._util.home import oauthsmtp_home
 from oauthsmtp._util.jsonobject import load_json_object
@@ -552,7 +553,8 @@ class KeyringStore:
                         for service, k in sorted(entries)
                     ],
                 }
-                data = (json.dumps(record, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+                data = (json.dumps(record, indent=1) + "\n").encode("ascii")
+                sweep_temp_files(self.home / _INDEX_NAME)
                 atomic_write(self.home / _INDEX_NAME, data)
         except (OSError, TokenStoreError) as exc:
             log.warning("could not update the keyring index (used by `oauthsmtp status`): %s", exc)
