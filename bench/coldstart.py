@@ -46,7 +46,7 @@ from refresh import expire_cached, parameters
 
 import oauthsmtp
 from oauthsmtp._accounts import AccountRegistry, AccountSettings, secret_key
-from oauthsmtp._tokens.stores.base import TokenKey
+from oauthsmtp import TokenKey
 from oauthsmtp.devserver import headless_login
 
 IMPORT_LIMIT = 0.030  # seconds `import oauthsmtp` may add

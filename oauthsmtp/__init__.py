@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from ._smtp.session import SendResult, SMTPSession
     from ._smtp.wire import SMTPConnectionError, SMTPTimeoutError
     from ._tokens.identify import auth_identify, refresh_token, revoke_token
-    from ._tokens.stores.base import TokenStore
+    from ._tokens.stores.base import TokenKey, TokenStore
     from ._tokens.stores.choose import default_store
     from ._tokens.stores.filestore import FileStore
     from ._tokens.stores.keyringstore import KeyringStore
@@ -74,6 +74,7 @@ __all__ = [
     "SMTPTimeoutError",
     "SendResult",
     "TokenError",
+    "TokenKey",
     "TokenStore",
     "TokenStoreError",
     "__version__",
@@ -93,6 +94,7 @@ _LAZY = {
     "FileStore": "._tokens.stores.filestore",
     "KeyringStore": "._tokens.stores.keyringstore",
     "MemoryStore": "._tokens.stores.memory",
+    "TokenKey": "._tokens.stores.base",
     "TokenStore": "._tokens.stores.base",
     "default_store": "._tokens.stores.choose",
     "providers": ".providers",

@@ -21,11 +21,10 @@ import pytest
 from conftest import FakeBrowser
 
 import oauthsmtp
-from oauthsmtp import FileStore, LoginRequired, MemoryStore, OAuth2Parameters
+from oauthsmtp import FileStore, LoginRequired, MemoryStore, OAuth2Parameters, TokenKey
 from oauthsmtp._oauth.tokenresponse import TokenState
 from oauthsmtp._tokens.identify import logout
 from oauthsmtp._tokens.manager import TokenManager
-from oauthsmtp._tokens.stores.base import TokenKey
 from oauthsmtp._tokens.token import AuthToken
 from oauthsmtp.devserver import AuthServer
 

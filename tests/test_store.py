@@ -31,12 +31,12 @@ from oauthsmtp import (
     FileStore,
     KeyringStore,
     MemoryStore,
+    TokenKey,
     TokenStore,
     TokenStoreError,
     default_store,
 )
 from oauthsmtp._accounts import AccountRegistry, AccountSettings, secret_key
-from oauthsmtp._tokens.stores.base import TokenKey
 from oauthsmtp._util.home import oauthsmtp_home
 
 if TYPE_CHECKING:
@@ -272,9 +272,7 @@ def test_lock_is_reentrant_in_one_thread(store: Any) -> None:
 
 _COUNTER_SCRIPT = """
 import pathlib, sys, time
-from oauthsmtp import FileStore, KeyringStore
-from oauthsmtp._accounts import AccountRegistry, AccountSettings, secret_key
-from oauthsmtp._tokens.stores.base import TokenKey
+from oauthsmtp import FileStore, KeyringStore, TokenKey
 
 kind, directory, me, total = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 store = FileStore(directory / "tokens") if kind == "file" else KeyringStore("oauthsmtp-test")
@@ -852,9 +850,7 @@ def test_token_key() -> None:
 
 _FILE_KILL_SCRIPT = """
 import os, signal, sys
-from oauthsmtp import FileStore
-from oauthsmtp._accounts import AccountRegistry, AccountSettings, secret_key
-from oauthsmtp._tokens.stores.base import TokenKey
+from oauthsmtp import FileStore, TokenKey
 
 store = FileStore(sys.argv[1])
 key = TokenKey("https://auth.example.test/token", "client-1", "me@example.test")
@@ -901,9 +897,7 @@ def test_file_store_sweeps_what_a_killed_save_left(tmp_path: pathlib.Path) -> No
 
 _FILE_LOOP_SCRIPT = """
 import os, sys
-from oauthsmtp import FileStore
-from oauthsmtp._accounts import AccountRegistry, AccountSettings, secret_key
-from oauthsmtp._tokens.stores.base import TokenKey
+from oauthsmtp import FileStore, TokenKey
 
 store = FileStore(sys.argv[1])
 key = TokenKey("https://auth.example.test/token", "client-1", "me@example.test")
@@ -976,9 +970,7 @@ _KEYRING_KILL_SCRIPT = """
 import sys
 sys.path.insert(0, sys.argv[4])
 from keyring.backends import SecretService
-from oauthsmtp import KeyringStore
-from oauthsmtp._accounts import AccountRegistry, AccountSettings, secret_key
-from oauthsmtp._tokens.stores.base import TokenKey
+from oauthsmtp import KeyringStore, TokenKey
 from test_store import KillingBackend
 
 service, account, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
