@@ -1,10 +1,13 @@
-"""The login: ``auth_identify``, explicit refresh and revocation (WinDev AuthIdentify).
+"""The login: ``auth_identify``, explicit refresh, revocation and logout (WinDev AuthIdentify).
 
 :func:`auth_identify` returns a cached token when the store has one (refreshed
 if needed) and otherwise runs the browser login: it binds the loopback
 listener first (so a busy port fails before any browser opens), opens the
 user's own browser (RFC 8252 §8.12: never an embedded view), waits for the
-redirect, exchanges the code and saves the token before returning it.
+redirect, exchanges the code and saves the token (under the store's lock)
+before returning it. :func:`logout` and :func:`revoke_token` revoke (RFC 7009)
+and delete under the same lock, so a refresh in flight elsewhere can neither
+outlive nor undo them.
 """
 
 from __future__ import annotations
