@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import keyring
@@ -985,16 +986,33 @@ raise SystemExit("not killed")
 """
 
 
+@pytest.fixture(scope="module")
+def killing_secret_service(secret_service: SecretService) -> Iterator[SecretService]:
+    """A Secret Service of their own for the kill -9 tests (skips like ``secret_service``).
+
+    Clients killed mid-session are hard on gnome-keyring; should one of these tests take
+    its daemon down, the other tests' Secret Service is not affected.
+    """
+    from secret_service import running_secret_service
+
+    with running_secret_service() as service:
+        yield service
+
+
 # The second save makes 9 keyring writes/deletes (journal, 3 chunks, head, 3 old chunks,
 # journal) and the delete 4 (3 chunks, head): a kill at each of them.
 @pytest.mark.parametrize("kill_at", range(1, 14))
 def test_keyring_store_leaves_no_chunk_after_kill_9(
-    secret_service: SecretService, home: pathlib.Path, kill_at: int
+    killing_secret_service: SecretService,
+    home: pathlib.Path,
+    kill_at: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """kill -9 at every keyring call of a chunked save (and the delete after it): the next save
     and the next delete leave exactly what they should, no orphaned chunk."""
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", killing_secret_service.address)
     service = f"oauthsmtp-kill-{uuid.uuid4().hex[:8]}"
-    env = dict(os.environ, **secret_service.env, OAUTHSMTP_HOME=str(home))
+    env = dict(os.environ, **killing_secret_service.env, OAUTHSMTP_HOME=str(home))
     proc = subprocess.run(
         [
             sys.executable,
@@ -1011,14 +1029,19 @@ def test_keyring_store_leaves_no_chunk_after_kill_9(
         check=False,
         capture_output=True,
     )
-    assert proc.returncode == -9, proc.stderr.decode(errors="replace")[-2000:]
-    store = KeyringStore(service, backend=secret_service.backend(), max_chunk=128)
+    daemon_log = killing_secret_service.directory / "gnome-keyring.log"
+    assert proc.returncode == -9, (
+        proc.stderr.decode(errors="replace")[-1500:]
+        + "\ngnome-keyring: "
+        + daemon_log.read_text(errors="replace")[-1000:]
+    )
+    store = KeyringStore(service, backend=killing_secret_service.backend(), max_chunk=128)
     value = store.load(KEY)
     assert value in (None, "OLD-SECRET-" * 30, "NEW-SECRET-" * 30)
     store.save(KEY, TOKEN)  # short: one entry
-    assert len(secret_service.items(f"{service}:{KEY.token_url}")) == 1
+    assert len(killing_secret_service.items(f"{service}:{KEY.token_url}")) == 1
     store.delete(KEY)
-    assert secret_service.items(f"{service}:{KEY.token_url}") == []
+    assert killing_secret_service.items(f"{service}:{KEY.token_url}") == []
 
 
 # ---------------------------------------------------------------------------
