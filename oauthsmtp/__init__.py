@@ -10,6 +10,7 @@ import importlib as _importlib
 
 from ._errors import (
     AccessDenied,
+    AccountMismatch,
     AuthorizationError,
     AuthorizationTimeout,
     CallbackError,
@@ -46,6 +47,7 @@ del TYPE_CHECKING
 
 __all__ = [
     "AccessDenied",
+    "AccountMismatch",
     "AuthToken",
     "AuthorizationError",
     "AuthorizationTimeout",

@@ -88,13 +88,28 @@ def test_implicit_flow_is_refused_with_an_explanation() -> None:
         ("client_id", "a\r\nb", "CR, LF"),
         ("response_type", "id_token", "code"),
         ("scope", "a\nb c\x00", "CR, LF"),
+        ("token_url", "http://[::1", "invalid host"),
+        ("redirect_url", "http://[::1", "invalid host"),
+        ("auth_url", "https://[zz]/a", "invalid host"),
+        ("revocation_url", "http://localhost:-1/r", "invalid port"),
+        ("scope", 123, "string or a list"),
+        ("scope", "caf\u00e9", "RFC 6749"),
+        ("extra_auth_params", [("a", "b")], "mapping"),
+        ("client_id", "a\x1bb", "control characters"),
     ],
 )
-def test_invalid_values_are_refused(field: str, value: str, needle: str) -> None:
-    """Every URL and text field is validated on construction."""
+def test_invalid_values_are_refused(field: str, value: object, needle: str) -> None:
+    """Every URL and text field is validated on construction; only ConfigurationError."""
     with pytest.raises(ConfigurationError, match=None) as info:
         make(**{field: value})
     assert needle in str(info.value)
+
+
+def test_absent_scope_and_extra_params_mean_none() -> None:
+    """scope=None and extra_auth_params=None are the same as leaving them out."""
+    params = make(scope=None, extra_auth_params=None)
+    assert params.scopes == ()
+    assert dict(params.extra_auth_params) == {}
 
 
 @pytest.mark.parametrize(
