@@ -345,28 +345,66 @@ def _certifi_bundle() -> str | None:
     return str(certifi.where())
 
 
+def _hashed_certificates(folder: str | None) -> bool:
+    """True when ``folder`` is an OpenSSL hashed certificate directory (``c_rehash`` names)."""
+    if not folder or not os.path.isdir(folder):
+        return False
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                name = entry.name
+                if len(name) >= 10 and name[8] == "." and name[9:].isdigit():
+                    return True
+    except OSError:
+        return False
+    return False
+
+
 def tls_context() -> ssl.SSLContext:
     """Verified TLS: the system trust store, plus ``SSL_CERT_FILE`` and ``REQUESTS_CA_BUNDLE``.
 
     Both variables *add* trust anchors (a private CA for a company's proxy or a
-    development server); a variable naming a missing file is an error that
-    says so. Where Python finds no system trust store at all (python.org
-    builds on macOS), certifi's bundle is loaded instead.
+    development server); a variable naming a file that cannot be read is an
+    error that says so. Where Python finds no system trust store at all
+    (python.org builds on macOS), certifi's bundle is loaded instead.
+
+    Where the system store is an OpenSSL hashed directory (Debian, Ubuntu,
+    Alpine), it is used as such: certificates are read when a chain needs
+    them, instead of parsing the whole bundle (~40 ms) in every short-lived
+    ``oauthsmtp token`` process; a variable that merely names the system
+    bundle adds nothing and is not parsed again.
 
     Raises:
         TokenError: a variable names a file that cannot be read.
     """
     import ssl
 
-    context = ssl.create_default_context()
     paths = ssl.get_default_verify_paths()
-    # OpenSSL lets SSL_CERT_FILE *replace* the default bundle: load the default as well.
-    for default in (paths.openssl_cafile,):
+    system_bundle = None
+    if _hashed_certificates(paths.openssl_capath):
+        context = ssl.create_default_context(capath=paths.openssl_capath)
+        if paths.openssl_cafile and os.path.isfile(paths.openssl_cafile):
+            system_bundle = os.path.realpath(paths.openssl_cafile)
+        if paths.capath and os.path.realpath(paths.capath) != os.path.realpath(
+            paths.openssl_capath
+        ):  # SSL_CERT_DIR names another folder
+            context.load_verify_locations(capath=paths.capath)
+    else:
+        context = ssl.create_default_context()
+        # OpenSSL lets SSL_CERT_FILE *replace* the default bundle: load the default too.
+        default = paths.openssl_cafile
         if default and os.path.isfile(default) and default != paths.cafile:
             context.load_verify_locations(cafile=default)
+            system_bundle = os.path.realpath(default)
+        elif paths.cafile == default:
+            system_bundle = os.path.realpath(default) if default else None
+    loaded = {system_bundle}
     for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
         extra = os.environ.get(name)
         if not extra:
+            continue
+        real = os.path.realpath(extra)
+        if real in loaded:
             continue
         try:
             context.load_verify_locations(cafile=extra)
@@ -375,7 +413,8 @@ def tls_context() -> ssl.SSLContext:
                 f"{name} names {extra!r}, which cannot be read as PEM certificates "
                 f"({getattr(exc, 'strerror', None) or type(exc).__name__}); fix or unset it"
             ) from None
-    if not (paths.cafile or paths.capath or paths.openssl_cafile):
+        loaded.add(real)
+    if not (paths.cafile or paths.capath or system_bundle):
         bundle = _certifi_bundle()
         if bundle:
             context.load_verify_locations(cafile=bundle)
