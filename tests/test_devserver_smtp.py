@@ -748,3 +748,45 @@ def test_start_stop_twice_leaves_nothing_behind(certs: CertificateSet, ctx: ssl.
     gc.collect()
     assert {t.ident for t in threading.enumerate()} == threads_before
     assert _open_fds() <= fds_before
+
+
+@pytest.mark.parametrize("port", ["submission", "implicit_tls"])
+def test_stop_after_quit_on_a_tls_connection(
+    make_server: Callable[..., SMTPServer],
+    ctx: ssl.SSLContext,
+    monkeypatch: pytest.MonkeyPatch,
+    port: str,
+) -> None:
+    """A TLS client said QUIT but keeps its socket: stop() ends it without a thread error.
+
+    aiosmtpd's QUIT closes the server's TLS transport twice, and on CPython 3.11.2
+    (Debian 12's python3) ``abort()`` on such a transport raises AttributeError in the
+    server thread, which pytest reports as an error at teardown of users' tests.
+    """
+    errors: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", errors.append)
+    server = make_server()
+    if port == "submission":
+        client = RawClient(socket.create_connection((server.host, server.port), timeout=5))
+        assert client.reply()[0] == 220
+        assert client.command("EHLO client.test")[0] == 250
+        client.starttls(ctx)
+    else:
+        assert server.tls_port is not None
+        sock = socket.create_connection((server.host, server.tls_port), timeout=5)
+        client = RawClient(ctx.wrap_socket(sock, server_hostname="localhost"))
+        assert client.reply()[0] == 220
+    try:
+        assert client.command("EHLO client.test")[0] == 250
+        assert client.command("QUIT")[0] == 221
+        server.stop()
+        assert [(e.exc_type, str(e.exc_value)) for e in errors] == []
+        assert f"oauthsmtp-devserver-smtp-{server.port}" not in {
+            t.name for t in threading.enumerate()
+        }
+        try:  # the server ended the connection (the socket's 5 s timeout bounds the wait)
+            assert client.sock.recv(100) == b""
+        except (ssl.SSLError, ConnectionError):
+            pass
+    finally:
+        client.close()
