@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import queue
 import re
 import shlex
 import signal
@@ -10,16 +9,15 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from pathlib import Path
-from typing import IO
 
 import pytest
 import requests
+from components import Lines, spawned
 
 from oauthsmtp import (
     AccessDenied,
@@ -434,56 +432,13 @@ def test_printable() -> None:
 # -- oauthsmtp dev-server -----------------------------------------------------------------------
 
 
-class Lines:
-    """Reads a pipe in a thread so that the test can wait for lines with a timeout."""
-
-    def __init__(self, pipe: IO[str]) -> None:
-        self.seen: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
-        self._thread.start()
-
-    def _read(self, pipe: IO[str]) -> None:
-        for line in pipe:
-            self._queue.put(line)
-        self._queue.put(None)
-
-    def until(self, pattern: str, timeout: float = 20) -> re.Match[str]:
-        end = time.monotonic() + timeout
-        for line in self.seen:
-            if match := re.search(pattern, line):
-                return match
-        while (left := end - time.monotonic()) > 0:
-            try:
-                item = self._queue.get(timeout=left)
-            except queue.Empty:
-                break
-            if item is None:
-                break
-            self.seen.append(item)
-            if match := re.search(pattern, item):
-                return match
-        raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.seen)}")
-
-    def rest(self) -> str:
-        """Everything read, once the pipe has closed."""
-        self._thread.join(10)
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if item is not None:
-                self.seen.append(item)
-        return "".join(self.seen)
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 @pytest.mark.parametrize(("stop", "extra"), [(signal.SIGINT, []), (signal.SIGTERM, ["--consent"])])
 def test_dev_server_command(tmp_path: Path, stop: signal.Signals, extra: list[str]) -> None:
     """`oauthsmtp dev-server`: info block, a message through the printed port, a clean stop."""
     maildir = tmp_path / "mail"
     command = [sys.executable, "-m", "oauthsmtp", "dev-server", "--maildir", str(maildir), *extra]
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8"
-    ) as proc:
+    with spawned(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         assert proc.stdout is not None
         assert proc.stderr is not None
         try:

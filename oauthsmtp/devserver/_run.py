@@ -27,7 +27,7 @@ from ._mailpages import printable, summarize
 from ._provider import DevProvider
 from ._smtpserver import ReceivedMessage
 
-__all__ = ["run_dev_server"]
+__all__ = ["Terminated", "run_dev_server", "sigterm_stops"]
 
 READY_LINE = "Waiting for messages; press Ctrl-C to stop."
 """The last line of the information block (scripts may wait for it)."""
@@ -35,19 +35,25 @@ READY_LINE = "Waiting for messages; press Ctrl-C to stop."
 _POLL = 1.0  # seconds between checks for new messages (Ctrl-C interrupts the wait at once)
 
 
-class _Terminated(KeyboardInterrupt):
-    """Raised in the main thread by the SIGTERM handler (handled like Ctrl-C)."""
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread by :func:`sigterm_stops`'s handler (handled like Ctrl-C)."""
 
 
 @contextlib.contextmanager
-def _sigterm_stops() -> Iterator[None]:
-    """Make SIGTERM end the wait like Ctrl-C does (main thread only; restored afterwards)."""
+def sigterm_stops() -> Iterator[None]:
+    """Make SIGTERM raise :class:`Terminated` (a KeyboardInterrupt) in the main thread.
+
+    Python's default for SIGTERM ends the process at once, skipping ``finally`` blocks and
+    ``with`` exits: servers are not stopped and temporary folders (with a private key) stay
+    behind. Inside this block SIGTERM unwinds like Ctrl-C instead. Only in the main thread
+    (elsewhere it does nothing); the previous handler is restored afterwards.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        raise _Terminated
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
@@ -162,7 +168,7 @@ def run_dev_server(
             shutil.rmtree(folder, ignore_errors=True)
         raise
     seen = 0
-    with provider, _sigterm_stops():
+    with provider, sigterm_stops():
         out.write(_info_block(provider, folder, consent=consent))
         out.flush()
         try:
@@ -175,7 +181,7 @@ def run_dev_server(
                     out.write(_arrival_line(message) + "\n")
                 seen = len(messages)
                 out.flush()
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (_Terminated)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (Terminated)
             pass
     plural = "" if seen == 1 else "s"
     out.write(f"\nStopped. {seen} message{plural} received; the .eml files are in {folder}\n")
