@@ -433,11 +433,40 @@ def test_printable() -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_spawned_ends_a_child_that_ignores_its_stop_signal() -> None:
+    """A child that ignores SIGINT cannot hang the run: the block ends, the child is killed."""
+    code = (
+        "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        "print('ready', flush=True); time.sleep(600)"
+    )
+    started = time.monotonic()
+    with spawned([sys.executable, "-c", code], stdout=subprocess.PIPE, stop_within=10) as proc:
+        assert proc.stdout is not None
+        Lines(proc.stdout).until("^ready$")
+        proc.send_signal(signal.SIGINT)
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.5)
+    assert proc.returncode == -signal.SIGKILL
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 @pytest.mark.parametrize(("stop", "extra"), [(signal.SIGINT, []), (signal.SIGTERM, ["--consent"])])
 def test_dev_server_command(tmp_path: Path, stop: signal.Signals, extra: list[str]) -> None:
     """`oauthsmtp dev-server`: info block, a message through the printed port, a clean stop."""
     maildir = tmp_path / "mail"
-    command = [sys.executable, "-m", "oauthsmtp", "dev-server", "--maildir", str(maildir), *extra]
+    # `python -m oauthsmtp dev-server ...`, with Ctrl-C's handler put back: a test run started
+    # in the background hands its children SIGINT ignored, and SIGINT would then stop nothing.
+    command = [
+        sys.executable,
+        "-c",
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from oauthsmtp._cli.main import run; run()",
+        "dev-server",
+        "--maildir",
+        str(maildir),
+        *extra,
+    ]
     with spawned(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         assert proc.stdout is not None
         assert proc.stderr is not None

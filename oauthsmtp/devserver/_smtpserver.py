@@ -378,7 +378,6 @@ class SMTPServer:
             ],
             authenticator=self._check_password,
         )
-        live.add(protocol)
         return protocol
 
     def _check_password(

@@ -119,6 +119,9 @@ class SMTPProtocol(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._socket is None:  # the first call; a second one comes after STARTTLS
             self._socket = transport.get_extra_info("socket")
+            # Only now: a connection to the implicit-TLS port whose handshake never finishes
+            # is never "made", so it is never "lost" either (the event loop drops it).
+            self._live.add(self)
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -275,9 +278,10 @@ async def shutdown(
     if live:
         logger.warning("%d connection(s) did not close within %s s", len(live), timeout)
     for server in servers:
-        # Python 3.12+ waits here for the server's connections; bounded all the same.
+        # Python 3.12+ also waits here for connections still in their TLS handshake (which
+        # have no protocol to cut): briefly, then the loop's closing drops them.
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(server.wait_closed(), max(deadline - loop.time(), 0.1))
+            await asyncio.wait_for(server.wait_closed(), 0.5)
     current = asyncio.current_task()
     tasks = [task for task in asyncio.all_tasks() if task is not current]
     for task in tasks:
