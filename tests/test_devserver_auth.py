@@ -710,7 +710,7 @@ def test_concurrent_refreshes_with_one_token_succeed_once(
     barrier = threading.Barrier(8)
 
     def worker() -> None:
-        barrier.wait()
+        barrier.wait(timeout=TIMEOUT)
         status = _refresh(server, client, tokens["refresh_token"]).status_code
         with lock:
             statuses.append(status)
@@ -719,7 +719,7 @@ def test_concurrent_refreshes_with_one_token_succeed_once(
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(TIMEOUT * 2)
     assert sorted(statuses) == [200] + [400] * 7
     assert server.token_requests == 1 + 8
 
