@@ -13,6 +13,7 @@ import importlib.metadata
 from pathlib import Path
 
 import pytest
+from components import require
 
 pytest_plugins = ["pytester"]
 
@@ -253,8 +254,11 @@ def test_installed_entry_point_names_the_small_module() -> None:
     points = [
         ep for ep in importlib.metadata.entry_points(group="pytest11") if ep.name == "oauthsmtp"
     ]
-    if not points:
-        pytest.skip("this oauthsmtp install declares no pytest11 entry point (pyproject.toml)")
+    require(
+        bool(points),
+        "an oauthsmtp install that declares its pytest11 entry point",
+        "pip install -e '.[test]' (pyproject.toml declares it)",
+    )
     assert {ep.value for ep in points} == {"oauthsmtp._pytest_entry"}
 
 
