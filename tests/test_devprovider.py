@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import html
+import logging
 import re
 import shlex
 import signal
+import smtplib
 import socket
 import ssl
 import subprocess
@@ -36,7 +40,7 @@ from oauthsmtp.devserver import (
     headless_login,
     make_certificates,
 )
-from oauthsmtp.devserver._mailpages import MessagesPage, printable, summarize
+from oauthsmtp.devserver._mailpages import MessagesPage, download_name, printable, summarize
 
 BOB = "bob@example.org"
 HOSTILE_SUBJECT = "<script>alert('pwned')</script> & \"quotes\""
@@ -328,6 +332,115 @@ def test_one_message_and_its_eml(provider: DevProvider) -> None:
         assert get(provider.web_url + missing).status_code == 404, missing
 
 
+HTML_PART = (
+    '<h1 id="greeting">Hello <b>Bob</b></h1>'
+    "<script>document.title = 'pwned'</script>"
+    '<img src="http://127.0.0.1:9/track.png">"quoted" &amp; done'
+)
+
+
+def rich_message(provider: DevProvider) -> EmailMessage:
+    """Text and HTML parts, a Cc, and two attachments (one with a hostile file name)."""
+    msg = EmailMessage()
+    msg["From"] = provider.user
+    msg["To"] = BOB
+    msg["Cc"] = "carol@example.test, Dave <dave@example.test>"
+    msg["Subject"] = "rich"
+    msg.set_content("Plain text.\n")
+    msg.add_alternative(HTML_PART, subtype="html")
+    msg.add_attachment(b"\x00\x01binary\xff", maintype="application", subtype="octet-stream",
+                       filename="report.bin")  # fmt: skip
+    msg.add_attachment("<script>alert(1)</script>", subtype="html", filename='../../évil";x=1.html')
+    return msg
+
+
+def test_message_page_shows_html_cc_and_attachments(provider: DevProvider) -> None:
+    """The HTML part renders sandboxed (escaped into srcdoc), Cc is listed, attachments download."""
+    token = provider.login()
+    with provider.session(auth_token=token) as session:
+        assert session.send(rich_message(provider)).ok
+    listing = get(provider.web_url).text
+    assert '<td class="cc">carol@example.test, Dave &lt;dave@example.test&gt;</td>' in listing
+    page = get(provider.web_url + "/1")
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    assert '<pre id="text">Plain text.\n</pre>' in page.text
+    frame = re.search(r'<iframe id="html"[^>]*>', page.text)
+    assert frame is not None
+    assert 'sandbox=""' in frame.group()
+    srcdoc = re.search(r'srcdoc="([^"]*)"', frame.group())
+    assert srcdoc is not None
+    # The browser gets the part unchanged (line ends normalized)...
+    assert html.unescape(srcdoc.group(1)) == HTML_PART + "\n"
+    assert "<script" not in page.text  # ...but never as markup of the page itself
+    assert "<tr><th>Cc</th><td>carol@example.test, Dave &lt;dave@example.test&gt;</td></tr>" in (
+        page.text
+    )
+    links = re.findall(r'<a href="(/messages/1/attachments/\d+)" download>([^<]*)</a>', page.text)
+    assert [name for _, name in links] == ["report.bin", "../../évil&quot;;x=1.html"]
+    binary = get(provider.issuer + links[0][0])
+    assert binary.status_code == 200
+    assert binary.content == b"\x00\x01binary\xff"
+    assert binary.headers["Content-Type"] == "application/octet-stream"
+    assert binary.headers["Content-Disposition"] == 'attachment; filename="report.bin"'
+    assert binary.headers["X-Content-Type-Options"] == "nosniff"
+    hostile = get(provider.issuer + links[1][0])
+    assert hostile.content.rstrip() == b"<script>alert(1)</script>"
+    assert hostile.headers["Content-Type"] == "application/octet-stream"  # never rendered
+    disposition = hostile.headers["Content-Disposition"]
+    assert disposition.startswith('attachment; filename="')
+    assert "/" not in disposition.split("filename*=")[0]
+    assert disposition == (
+        "attachment; filename=\"_vil__x_1.html\"; filename*=UTF-8''%C3%A9vil%22%3Bx%3D1.html"
+    )
+    for missing in ("/1/attachments/0", "/1/attachments/3", "/2/attachments/1", "/1/attachments/x"):
+        assert get(provider.web_url + missing).status_code == 404, missing
+
+
+def test_download_name() -> None:
+    assert download_name("a b.txt", 1, 1) == 'attachment; filename="a b.txt"'
+    assert download_name("", 3, 2) == 'attachment; filename="message-3-attachment-2"'
+    assert download_name("a\r\nX: y", 1, 1) == (
+        "attachment; filename=\"a__X_ y\"; filename*=UTF-8''a%0D%0AX%3A%20y"
+    )
+    assert download_name("C:\\x\\..\\ünï.pdf", 1, 1) == (
+        "attachment; filename=\"_n_.pdf\"; filename*=UTF-8''%C3%BCn%C3%AF.pdf"
+    )
+
+
+def test_events_are_logged_without_secrets(
+    provider: DevProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Logins, refreshes and AUTH (accepted and refused) are logged; no token, code or secret."""
+    caplog.set_level(logging.INFO, logger="oauthsmtp.devserver")
+    token = provider.login()
+    first = token.state
+    token.refresh()
+    with provider.session(auth_token=token) as session:
+        assert session.send(Email(sender=provider.user, to=[BOB], subject="s", text=".")).ok
+    with smtplib.SMTP(provider.host, provider.smtp_port, timeout=10) as client:
+        client.starttls(context=provider.ssl_context())
+        client.ehlo()
+        wrong = base64.b64encode(
+            f"user={provider.user}\x01auth=Bearer wrong-token\x01\x01".encode()
+        )
+        assert client.docmd("AUTH", "XOAUTH2 " + wrong.decode())[0] == 334
+        assert client.docmd("")[0] == 535
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("oauthsmtp.devserver")]
+    client_id = provider.client.client_id
+    assert f"login: {provider.user} signed in (client {client_id})" in lines
+    assert (
+        f"refresh: new access token and a new refresh token for {provider.user} "
+        f"(client {client_id})"
+    ) in lines
+    assert f"AUTH OAUTHBEARER accepted for {provider.user!r}" in lines
+    assert f"AUTH XOAUTH2 refused for {provider.user!r}" in lines
+    text = "\n".join(lines) + caplog.text
+    secrets_seen = [first.access_token, token.state.access_token, provider.client.client_secret]
+    secrets_seen += [first.refresh_token or "-", token.refresh_token or "-", "wrong-token"]
+    assert [s for s in secrets_seen if s and s in text] == []
+    assert wrong.decode() not in text
+
+
 def test_hostile_subject_is_escaped(provider: DevProvider) -> None:
     token = provider.login()
     msg = EmailMessage()
@@ -509,6 +622,8 @@ def test_dev_server_command(tmp_path: Path, stop: signal.Signals, extra: list[st
             arrival = out.until(
                 rf"from user@example.test  to {BOB}  subject: via the CLI  \[(.+)\]$"
             )
+            out.until(r"^\d\d:\d\d:\d\d  login: \S+ signed in \(client ")
+            out.until(r"^\d\d:\d\d:\d\d  AUTH \w+ accepted for ")
             eml = maildir / arrival.group(1)
             assert eml.is_file()
             assert b"Subject: via the CLI" in eml.read_bytes()
@@ -522,4 +637,5 @@ def test_dev_server_command(tmp_path: Path, stop: signal.Signals, extra: list[st
     assert "Traceback" not in stderr
     assert "Traceback" not in stdout
     assert "Stopped. 1 message received" in stdout
+    assert token.access_token not in stdout + stderr
     assert list(maildir.glob("*.eml")) == [eml]

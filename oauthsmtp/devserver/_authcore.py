@@ -11,6 +11,7 @@ through the clock it is given.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import threading
 from collections.abc import Callable
@@ -41,6 +42,9 @@ from ._authmodels import (
 )
 
 _CODE_RETENTION = 600  # seconds a used code is remembered (reuse detection)
+
+# What happened, for the dev server's console: who and which client, never a token or code.
+_EVENTS = logging.getLogger("oauthsmtp.devserver.auth")
 
 
 class Core(AuthorizationServer):  # type: ignore[misc]
@@ -145,6 +149,16 @@ class Core(AuthorizationServer):  # type: ignore[misc]
                 clock=self.clock,
             )
             refresh = token.get("refresh_token")
+            if request.authorization_code is not None:
+                _EVENTS.info("login: %s signed in (client %s)", request.user, client_id)
+            else:
+                rotated = " and a new refresh token" if refresh else ""
+                _EVENTS.info(
+                    "refresh: new access token%s for %s (client %s)",
+                    rotated,
+                    request.user,
+                    client_id,
+                )
             if refresh:
                 self.refresh_tokens[refresh] = TokenRecord(
                     kind="refresh_token",

@@ -362,7 +362,7 @@ class SMTPServer:
         with self._lock:
             self._connections += 1
         plain_auth = implicit_tls or not self.starttls
-        protocol = SMTPProtocol(
+        return SMTPProtocol(
             handler,
             live=live,
             require_auth=self.require_auth,
@@ -378,7 +378,6 @@ class SMTPServer:
             ],
             authenticator=self._check_password,
         )
-        return protocol
 
     def _check_password(
         self,
@@ -410,7 +409,13 @@ class SMTPServer:
             self._auth_log.append((mechanism, user, success))
             if fields is not None:
                 self._oauthbearer_fields.append(fields)
-        logger.debug("AUTH %s for %r: %s", mechanism, user, "accepted" if success else "refused")
+        # The console of `oauthsmtp dev-server` shows these (INFO); never the token.
+        logger.info(
+            "AUTH %s %s for %s",
+            mechanism,
+            "accepted" if success else "refused",
+            repr(user) if user is not None else "an unreadable user",
+        )
 
     def _store(self, envelope: Envelope, user: str | None) -> ReceivedMessage:
         data = bytes(envelope.original_content or b"")
