@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import importlib.util
 import logging
 import re
 import shlex
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from components import Lines, spawned
+from components import Lines, require, spawned
 
 from oauthsmtp import (
     AccessDenied,
@@ -639,3 +640,46 @@ def test_dev_server_command(tmp_path: Path, stop: signal.Signals, extra: list[st
     assert "Stopped. 1 message received" in stdout
     assert token.access_token not in stdout + stderr
     assert list(maildir.glob("*.eml")) == [eml]
+
+
+def test_html_part_in_a_real_browser_runs_nothing_and_loads_nothing(
+    provider: DevProvider,
+) -> None:
+    """Chromium shows the HTML part, but its script does not run and its resources never load."""
+    require(Path("/usr/bin/chromium").exists(), "Debian's chromium", "apt-get install chromium")
+    require(
+        importlib.util.find_spec("playwright") is not None, "playwright", "pip install -e '.[test]'"
+    )
+    from playwright.sync_api import sync_playwright
+
+    listener = socket.create_server(("127.0.0.1", 0))  # where the mail's resources point
+    tracker = f"http://127.0.0.1:{listener.getsockname()[1]}/track"
+    msg = EmailMessage()
+    msg["From"] = provider.user
+    msg["To"] = BOB
+    msg["Subject"] = "tracked"
+    msg.set_content("text\n")
+    msg.add_alternative(
+        f'<h1 id="hi">Hello Bob</h1><img src="{tracker}.png">'
+        f'<link rel="stylesheet" href="{tracker}.css">'
+        f'<script>fetch("{tracker}.js"); document.body.textContent = "PWNED";</script>',
+        subtype="html",
+    )
+    with provider.session(auth_token=provider.login()) as session:
+        assert session.send(msg).ok
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            page = browser.new_page()
+            page.goto(provider.web_url + "/1")
+            body = page.frame_locator("#html").locator("body")
+            assert body.locator("#hi").inner_text(timeout=10_000) == "Hello Bob"
+            assert "PWNED" not in body.inner_text(timeout=10_000)
+        finally:
+            browser.close()
+    listener.setblocking(False)
+    with listener, pytest.raises(BlockingIOError):  # nobody ever connected
+        listener.accept()
