@@ -29,7 +29,7 @@ ALICE = "alice@example.org"
 ALICE_TOKEN = "dev-access-token-alice.0123456789"
 BOB = "bob@example.org"
 BOB_TOKEN = "dev-access-token-bob.0123456789"
-# SECURITY.md part (b): Google's XOAUTH2 example and RFC 7628 §4.1 (SMTP, port 587).
+# docs/security.md#vector-xoauth2-google and RFC 7628 §4.1 (SMTP, port 587): test vectors.
 GOOGLE_USER = "someuser@example.com"
 GOOGLE_TOKEN = "ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg"
 GOOGLE_BLOB = (

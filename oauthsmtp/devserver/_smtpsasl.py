@@ -40,7 +40,7 @@ class OAuthBearerFields:
 
 def failure_challenge(mechanism: str, scope: str) -> str:
     """The ``334`` challenge that answers a bad token, naming ``scope``."""
-    if mechanism == "XOAUTH2":  # Gmail's live form (SECURITY.md part (b))
+    if mechanism == "XOAUTH2":  # Gmail's live form (docs/security.md#vector-error-challenges)
         body = {"status": "400", "schemes": "Bearer", "scope": scope}
     else:  # RFC 7628 §3.2.2
         body = {"status": "invalid_token", "scope": scope, "schemes": "bearer"}
