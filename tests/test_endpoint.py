@@ -11,13 +11,18 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from components import require
 from scripted_http import ScriptedServer, drip, head, send_then
 
 from oauthsmtp import OAuth2Parameters, TokenError
@@ -519,3 +524,77 @@ def test_nothing_secret_is_logged(
     for secret in ("the-code", "v" * 43, "client-secret-xyz", "at-1", "rt-1", "at-2", "rt-2"):
         assert secret not in caplog.text
     assert "rt-secret" not in caplog.text
+
+
+_NETNS_CHILD = r"""
+import json, socket, sys, threading
+got = bytearray()
+sink = socket.socket(); sink.bind(("10.99.0.1", 8080)); sink.listen(8)
+def serve():
+    while True:
+        conn, _ = sink.accept()
+        conn.settimeout(2)
+        try:
+            while data := conn.recv(65536):
+                got.extend(data)
+        except OSError:
+            pass
+        conn.close()
+threading.Thread(target=serve, daemon=True).start()
+from oauthsmtp import OAuth2Parameters, TokenError
+from oauthsmtp._oauth import endpoint
+from oauthsmtp._oauth.tokenresponse import TokenState
+p = OAuth2Parameters(client_id="cid", client_secret="CLIENT-SECRET", auth_url="https://a.example/",
+                     token_url="http://localhost:8080/token",
+                     revocation_url="http://localhost:8080/revoke")
+errors = []
+for call in (
+    lambda: endpoint.refresh(p, TokenState("x", refresh_token="SECRET-RT"), attempts=1),
+    lambda: endpoint.exchange_code(p, code="SECRET-CODE", code_verifier="V" * 43,
+                                   redirect_uri="http://localhost:9000"),
+    lambda: endpoint.revoke(p, "SECRET-RT", timeout=3),
+):
+    try:
+        call()
+        errors.append("no error")
+    except TokenError as exc:
+        errors.append(str(exc))
+print(json.dumps({"resolved": socket.gethostbyname("localhost"), "errors": errors,
+                  "leaked": [s for s in ("SECRET-RT", "CLIENT-SECRET", "SECRET-CODE")
+                             if s.encode() in got]}))
+"""
+
+
+def test_http_localhost_that_is_not_on_this_machine_gets_no_secret(tmp_path: Path) -> None:
+    """In a network namespace where "localhost" is 10.99.0.1 (not loopback), nothing is sent."""
+    unshare = shutil.which("unshare")
+    require(
+        unshare is not None
+        and subprocess.run(["unshare", "-rnm", "true"], capture_output=True, check=False).returncode
+        == 0,
+        "unshare -rnm (user, network and mount namespaces)",
+        "apt-get install util-linux iproute2, and user namespaces enabled",
+    )
+    hosts = tmp_path / "hosts"
+    hosts.write_text("10.99.0.1 localhost\n")
+    script = tmp_path / "child.py"
+    script.write_text(_NETNS_CHILD)
+    command = (
+        "ip link set lo up && ip addr add 10.99.0.1/32 dev lo && "
+        f"mount --bind {hosts} /etc/hosts && exec {sys.executable} {script}"
+    )
+    proc = subprocess.run(
+        ["unshare", "-rnm", "sh", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["resolved"] == "10.99.0.1"
+    assert result["leaked"] == []
+    assert len(result["errors"]) == 3
+    for message in result["errors"]:
+        assert "not a loopback address" in message

@@ -484,6 +484,8 @@ def _exchange(url: str, form: dict[str, str], deadline: _Deadline) -> Answer:
     if not tls and not (scheme == "http" and is_loopback_host(host)):
         raise _Failure("the URL must be https (plain http only for loopback hosts)")
     port = parts.port or (443 if tls else 80)
+    if not host.isascii():  # an international name: its A-label on the wire (Host, CONNECT)
+        host = host.encode("idna").decode("ascii")
     target = _host_port(host, port)
     proxy = _https_proxy(host) if tls else None  # plain http never goes through a proxy
     context = tls_context() if tls else None
