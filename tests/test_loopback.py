@@ -186,8 +186,23 @@ def test_absolute_form_target_is_not_found() -> None:
         (b"GET /callback?code=" + b"x" * 100_000 + b" HTTP/1.1\r\n\r\n", b"414"),
         (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 200 + b"\r\n", b"431"),
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", b"400"),
+        (b"GET //[ HTTP/1.1\r\n\r\n", b"400"),
+        (b"GET /callback?" + b"a=1&" * 5000 + b" HTTP/1.1\r\n\r\n", b"414"),
+        (b"GET /callback?" + b"a=1&" * 500 + b" HTTP/1.1\r\n\r\n", b"400"),
+        (b"\xff\xfe garbage\r\n\r\n", b"400"),
     ],
-    ids=["garbage", "bad-utf8-path", "bad-utf8-state", "huge-line", "many-headers", "tls-hello"],
+    ids=[
+        "garbage",
+        "bad-utf8-path",
+        "bad-utf8-state",
+        "huge-line",
+        "many-headers",
+        "tls-hello",
+        "unbalanced-bracket",
+        "20k-query",
+        "500-fields",
+        "binary",
+    ],
 )
 def test_malformed_requests_get_an_error_without_ending_the_flow(
     request_bytes: bytes, status: bytes, capfd: pytest.CaptureFixture[str]

@@ -154,7 +154,10 @@ def check_callback(request: AuthorizationRequest, method: str, target: str) -> C
         method: the HTTP method of the request.
         target: the request target (path and query) as received.
     """
-    parts = urlsplit(target)
+    try:
+        parts = urlsplit(target)
+    except ValueError:  # e.g. "//[": an unbalanced IPv6 bracket in what looks like a host
+        return _ignore(400, "This request is malformed.")
     if parts.scheme or parts.netloc or not target.startswith("/"):
         return _ignore(404, "Not found.")
     if parts.path != request.callback_path:

@@ -416,8 +416,15 @@ class LoopbackListener:
         if refused is not None:
             self._answer(conn, head, refused, conns, selector)
             return None
-        verdict = check_callback(request, head.method, head.target)
-        path = urlsplit(head.target).path[:64]
+        try:
+            verdict = check_callback(request, head.method, head.target)
+        except Exception:  # a bug in judging one request must not end the login
+            log.debug("loopback: a request could not be judged", exc_info=False)
+            self._answer(
+                conn, head, Rejection(400, "The request could not be read."), conns, selector
+            )
+            return None
+        path = head.target.split("?", 1)[0][:64]
         log.debug("loopback: %s %s -> %s", head.method[:16], path, verdict.status)
         if verdict.outcome is Outcome.IGNORE:
             self._answer(
