@@ -154,7 +154,12 @@ def microsoft(
     if not isinstance(tenant, str):
         raise ConfigurationError(f"tenant must be a string, not {type(tenant).__name__}")
     tenant = tenant.strip()
-    if not tenant or not all(ch.isalnum() or ch in "-._" for ch in tenant):
+    if (
+        not tenant
+        or len(tenant) > 253
+        or not tenant.isascii()
+        or not all(ch.isalnum() or ch in "-._" for ch in tenant)
+    ):
         raise ConfigurationError(
             "tenant must be 'common', 'organizations', 'consumers', a tenant ID or a domain, "
             f"got {tenant!r}"

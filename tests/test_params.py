@@ -189,8 +189,9 @@ def test_microsoft_preset() -> None:
     )
     with pytest.raises(ConfigurationError, match="tenant"):
         providers.microsoft(client_id="x", tenant="a/b")
-    with pytest.raises(ConfigurationError, match="tenant"):
-        providers.microsoft(client_id="x", tenant=None)  # type: ignore[arg-type]
+    for bad in (None, "\u00e9" * 10, "x" * 300, "../evil", "x?y"):
+        with pytest.raises(ConfigurationError, match="tenant"):
+            providers.microsoft(client_id="x", tenant=bad)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
