@@ -12,12 +12,13 @@ import gzip
 import json
 import logging
 import os
+import select
 import shutil
 import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -598,3 +599,121 @@ def test_http_localhost_that_is_not_on_this_machine_gets_no_secret(tmp_path: Pat
     assert len(result["errors"]) == 3
     for message in result["errors"]:
         assert "not a loopback address" in message
+
+
+class ConnectProxy:
+    """A minimal https_proxy: answers CONNECT and pipes bytes both ways (or refuses, 407)."""
+
+    def __init__(self, *, refuse: bool = False) -> None:
+        self.heads: list[bytes] = []
+        self._refuse = refuse
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.port = self._listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
+
+    def _pipe(self, client: socket.socket) -> None:
+        with client:
+            client.settimeout(5)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = client.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            self.heads.append(head)
+            if self._refuse:
+                client.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
+                return
+            host, _, port = head.split(b" ")[1].decode().rpartition(":")
+            with socket.create_connection((host, int(port)), timeout=5) as upstream:
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                while not self._stop.is_set():
+                    ready = select.select([client, upstream], [], [], 0.2)[0]
+                    for source in ready:
+                        data = source.recv(65536)
+                        if not data:
+                            return
+                        (upstream if source is client else client).sendall(data)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._listener.close()
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedServer]:
+    """An https ScriptedServer on localhost whose CA is trusted through SSL_CERT_FILE."""
+    from oauthsmtp.devserver._certs import make_certificates
+
+    certs = make_certificates(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca_cert))
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    for name in ("no_proxy", "NO_PROXY", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    server = ScriptedServer(tls=certs.server_context()).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("which", ["exchange", "refresh", "revoke"])
+def test_https_goes_through_https_proxy_as_a_tunnel(
+    tls_server: ScriptedServer, monkeypatch: pytest.MonkeyPatch, which: str
+) -> None:
+    """https_proxy is used through CONNECT (TLS end to end); its credentials are sent to it."""
+    proxy = ConnectProxy()
+    try:
+        monkeypatch.setenv("https_proxy", f"http://proxyuser:proxy-pass@127.0.0.1:{proxy.port}")
+        tls_server.reply_json(GOOD)
+        CALLS[which](params(tls_server))
+        assert len(tls_server.seen) == 1
+        assert len(proxy.heads) == 1
+        assert proxy.heads[0].startswith(
+            f"CONNECT localhost:{tls_server.base.rsplit(':', 1)[1]} ".encode()
+        )
+        assert b"Proxy-Authorization: Basic " in proxy.heads[0]
+        assert b"client-secret-xyz" not in proxy.heads[0]
+    finally:
+        proxy.close()
+
+
+def test_no_proxy_skips_the_proxy(
+    tls_server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host listed in no_proxy is reached directly."""
+    proxy = ConnectProxy()
+    try:
+        monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{proxy.port}")
+        monkeypatch.setenv("no_proxy", "example.org,localhost")
+        tls_server.reply_json(GOOD)
+        refresh(params(tls_server))
+        assert proxy.heads == []
+        assert len(tls_server.seen) == 1
+    finally:
+        proxy.close()
+
+
+def test_proxy_refusal_names_no_password(
+    tls_server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 407 from the proxy is a TokenError that says so, without the proxy's password."""
+    proxy = ConnectProxy(refuse=True)
+    try:
+        monkeypatch.setenv("https_proxy", f"http://proxyuser:proxy-pass@127.0.0.1:{proxy.port}")
+        with pytest.raises(TokenError, match="407") as info:
+            refresh(params(tls_server), attempts=1)
+        assert "proxy-pass" not in str(info.value)
+        assert tls_server.seen == []
+    finally:
+        proxy.close()

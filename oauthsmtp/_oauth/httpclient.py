@@ -174,7 +174,11 @@ def _connect(host: str, port: int, *, loopback_only: bool, deadline: _Deadline) 
         addresses = local
     last: OSError | None = None
     for family, address in addresses:
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:  # e.g. no IPv6 on this machine: try the next address
+            last = exc
+            continue
         try:
             sock.settimeout(deadline.remaining())
             sock.connect(address)
@@ -446,13 +450,13 @@ def _https_proxy(host: str) -> tuple[str, int, str | None] | None:
         return None
     if no_proxy_covers(host, os.environ.get("no_proxy") or os.environ.get("NO_PROXY") or ""):
         return None
-    parts = urlsplit(raw if "://" in raw else f"http://{raw}")
-    if parts.scheme.lower() != "http" or not parts.hostname:
-        raise _Failure(f"https_proxy {raw!r} is not an http:// proxy URL")
-    try:
+    try:  # the proxy URL may carry a password: it is never quoted in a message
+        parts = urlsplit(raw if "://" in raw else f"http://{raw}")
         port = parts.port or 80
     except ValueError:
-        raise _Failure(f"https_proxy {raw!r} has an invalid port") from None
+        raise _Failure("https_proxy is not a valid proxy URL") from None
+    if parts.scheme.lower() != "http" or not parts.hostname:
+        raise _Failure("https_proxy must be an http:// proxy URL (http://host:port)")
     auth = None
     if parts.username is not None:
         import base64
@@ -471,7 +475,10 @@ def _tunnel(sock: socket.socket, target: str, auth: str | None, deadline: _Deadl
     reader = _Reader(sock, deadline)
     status, _ = reader.head()
     if status != 200:
-        raise _Failure(f"the https proxy refused the tunnel (HTTP {status})")
+        raise _Failure(
+            f"the https proxy refused the tunnel (HTTP {status}); check https_proxy "
+            "(and its user name and password) or set no_proxy for this host"
+        )
     if reader.pending:  # the proxy spoke before TLS started
         raise _Failure("the https proxy sent data before the tunnel opened")
 
@@ -503,8 +510,9 @@ def _exchange(url: str, form: dict[str, str], deadline: _Deadline) -> Answer:
         path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
         if parts.query:
             path += "?" + parts.query
-        default_port = parts.port is None
-        head = [f"POST {path} HTTP/1.1", f"Host: {host if default_port else target}"]
+        bare = f"[{host}]" if ":" in host else host
+        host_header = bare if parts.port is None else target
+        head = [f"POST {path} HTTP/1.1", f"Host: {host_header}"]
         head += [f"{name}: {value}" for name, value in _HEADERS]
         head.append(f"Content-Length: {len(body)}")
         sock.settimeout(deadline.remaining())
