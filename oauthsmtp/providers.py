@@ -44,7 +44,8 @@ the account that logged in (checked against ``account=``)."""
 MAIL_SCOPES = frozenset(
     {GMAIL_SCOPE, MICROSOFT_SMTP_SCOPE, "https://outlook.office365.com/.default", DEV_SCOPE}
 )
-"""Scopes that grant SMTP sending; a login that asked for one must be granted it (rule 17)."""
+"""Scopes that grant SMTP sending; a login that asked for one must be granted it
+(docs/security.md rule 17)."""
 
 
 @dataclass(frozen=True)

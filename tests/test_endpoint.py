@@ -233,7 +233,7 @@ def test_error_body_becomes_token_error_without_secrets(scripted: ScriptedServer
 
 @pytest.mark.parametrize("which", ["exchange", "refresh", "revoke"])
 def test_endless_body_is_capped(scripted: ScriptedServer, which: str) -> None:
-    """A 10 GB answer is refused after reading about 1 MB, on every call (issue 10 item 7)."""
+    """A 10 GB answer is refused after reading about 1 MB, on every call (hostile-14)."""
     scripted.reply_raw(endless(head(200, Content_Length=str(10 * 1024**3))))
     scripted.reply_raw(endless(head(200, Content_Length=str(10 * 1024**3))))
     scripted.reply_raw(endless(head(200, Content_Length=str(10 * 1024**3))))
@@ -249,7 +249,7 @@ def test_endless_body_is_capped(scripted: ScriptedServer, which: str) -> None:
 
 @pytest.mark.parametrize("which", ["exchange", "refresh", "revoke"])
 def test_compressed_answer_is_refused_unread(scripted: ScriptedServer, which: str) -> None:
-    """A 1 MB gzip bomb (1 GB inflated) is never inflated: compression is refused (item 7)."""
+    """A gzip bomb is never inflated: compression is refused unread (hostile-14)."""
     bomb = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
     scripted.reply(200, body=bomb, Content_Encoding="gzip", Content_Type="application/json")
     result = bounded(
@@ -278,7 +278,7 @@ def test_compressed_answer_is_refused_unread(scripted: ScriptedServer, which: st
 def test_every_call_has_a_total_deadline(
     scripted: ScriptedServer, which: str, behaviour: Any
 ) -> None:
-    """One byte every 50 ms keeps per-read timeouts alive; the total deadline ends the call."""
+    """A byte every 50 ms keeps per-read timeouts alive; the total deadline ends it (rule 13)."""
     for _ in range(3):
         scripted.reply_raw(behaviour)
     result = bounded(lambda: CALLS[which](params(scripted), timeout=0.5))
@@ -323,7 +323,7 @@ def test_refresh_deadline_covers_every_attempt(scripted: ScriptedServer) -> None
 def test_broken_answers_are_token_errors(
     scripted: ScriptedServer, behaviour: Any, which: str
 ) -> None:
-    """Broken chunking, resets and non-HTTP answers raise TokenError, nothing else."""
+    """Broken chunking, resets and non-HTTP answers raise TokenError only (hostile-33)."""
     for _ in range(3):
         scripted.reply_raw(behaviour)
     result = bounded(lambda: CALLS[which](params(scripted), timeout=5.0))
@@ -424,7 +424,7 @@ def test_refresh_network_error_is_retried_then_reported(scripted: ScriptedServer
 def test_plain_http_never_goes_through_a_proxy(
     scripted: ScriptedServer, monkeypatch: pytest.MonkeyPatch, which: str
 ) -> None:
-    """With http_proxy set and no no_proxy, a loopback http request still goes direct."""
+    """With http_proxy set and no no_proxy, loopback http still goes direct (hostile-32)."""
     proxy = ScriptedServer().start()
     try:
         for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "all_proxy"):

@@ -141,7 +141,7 @@ def test_issuer_mismatch_aborts_before_any_token_request(
 def test_port_in_use_fails_before_the_browser_opens(
     auth_server: AuthServer, fake_browser: FakeBrowser
 ) -> None:
-    """A busy redirect port: LoopbackError naming it, and no browser (part (c) 9)."""
+    """A busy redirect port: LoopbackError naming it, and no browser (hostile-9)."""
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()

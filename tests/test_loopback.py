@@ -1,4 +1,4 @@
-"""The loopback redirect listener, driven by real HTTP requests (SECURITY.md rules 3, 5-12)."""
+"""The loopback redirect listener, driven by real HTTP requests (docs/security.md rules 2-12)."""
 
 from __future__ import annotations
 
@@ -207,7 +207,7 @@ def test_absolute_form_target_is_not_found() -> None:
 def test_malformed_requests_get_an_error_without_ending_the_flow(
     request_bytes: bytes, status: bytes, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """Malformed or oversized requests: 4xx, no traceback, flow intact (part (c) 3-4)."""
+    """Malformed or oversized requests: 4xx, no traceback, flow intact (hostile-3, -4)."""
     with running() as run:
         reply = raw(run.port, request_bytes)
         assert reply.split(b"\r\n", 1)[0].split(b" ")[1] == status
@@ -219,7 +219,7 @@ def test_malformed_requests_get_an_error_without_ending_the_flow(
 
 
 def test_error_description_is_escaped() -> None:
-    """error_description is HTML-escaped; error_uri is never a link (rule 10, (c) 5)."""
+    """error_description is HTML-escaped; error_uri is never a link (rule 10, hostile-5)."""
     with running() as run:
         target = (
             f"/callback?error=access_denied&state={STATE}"
@@ -341,7 +341,7 @@ def test_second_login_right_after_the_first_rebinds_the_port() -> None:
 
 
 def test_port_in_use_is_a_clear_error() -> None:
-    """A busy port raises LoopbackError naming the port and what to do (part (c) 9)."""
+    """A busy port raises LoopbackError naming the port and what to do (hostile-9)."""
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
@@ -443,7 +443,7 @@ def hold(port: int, count: int) -> list[socket.socket]:
 
 
 def test_running_out_of_file_descriptors_does_not_end_the_flow() -> None:
-    """150 slow connections against a 64-descriptor process: the real redirect still lands."""
+    """150 slow connections, 64 file descriptors: the redirect still lands (hostile-30)."""
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD, STATE], stdout=subprocess.PIPE, text=True
     )
@@ -465,7 +465,7 @@ def test_running_out_of_file_descriptors_does_not_end_the_flow() -> None:
 
 
 def test_a_flood_of_connections_uses_no_thread_per_connection() -> None:
-    """MAX_CONNECTIONS + 40 idle connections: no new threads, the redirect is served."""
+    """MAX_CONNECTIONS + 40 idle connections: no new threads, redirect served (rule 11)."""
     with running() as run:
         before = threading.active_count()
         held = hold(run.port, loopback.MAX_CONNECTIONS + 40)
@@ -479,7 +479,7 @@ def test_a_flood_of_connections_uses_no_thread_per_connection() -> None:
 
 
 def test_slow_request_is_cut_off_after_its_total_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Dripping a byte at a time does not keep a connection: the head has one time limit."""
+    """Dripping bytes does not keep a connection: the head has one time limit (rule 11)."""
     monkeypatch.setattr(loopback, "REQUEST_TIMEOUT", 0.5)
     with running() as run, socket.create_connection(("127.0.0.1", run.port), timeout=5) as s:
         closed = False
@@ -513,7 +513,7 @@ def test_slow_request_is_cut_off_after_its_total_time(monkeypatch: pytest.Monkey
 def test_requests_only_a_page_would_send_do_not_consume_the_flow(
     headers: dict[str, str], status: int
 ) -> None:
-    """DNS rebinding, fetch()/img/iframe from a page, smuggling: refused, flow intact."""
+    """DNS rebinding, fetch()/img/iframe, smuggling: refused, flow intact (hostile-29)."""
     with running() as run:
         sent = {k: v.format(port=run.port) for k, v in headers.items()}
         conn = http.client.HTTPConnection("127.0.0.1", run.port, timeout=10)
@@ -561,7 +561,7 @@ def test_cors_preflight_gets_no_cors_headers() -> None:
     ids=["pipelined", "duplicate-host", "obs-fold"],
 )
 def test_smuggling_shapes_are_answered_once_and_closed(request_bytes: bytes) -> None:
-    """One request per connection: nothing behind the first head is ever served."""
+    """One request per connection: nothing behind the first head is served (hostile-31)."""
     with running() as run:
         data = request_bytes.replace(b"{state}", STATE.encode()).replace(
             b"{port}", str(run.port).encode()

@@ -167,7 +167,7 @@ class LoopbackListener:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)  # type: ignore[attr-defined]
             else:
                 # POSIX: lets a second login rebind while old connections sit in TIME_WAIT;
-                # it never lets another socket take a listening port (SECURITY.md rule 7).
+                # it never lets another socket take a listening port (docs/security.md rule 7).
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if address.family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
