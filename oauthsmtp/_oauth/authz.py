@@ -131,6 +131,12 @@ def _ignore(status: int, message: str) -> CallbackVerdict:
     return CallbackVerdict(Outcome.IGNORE, status, message)
 
 
+def _shown(value: str, limit: int) -> str:
+    """A provider-sent text made safe for a terminal or a log: printable, bounded."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in value[:limit])
+    return text + ("..." if len(value) > limit else "")
+
+
 def _printable(value: str) -> bool:
     return value.isprintable() and value.isascii()
 
@@ -210,8 +216,9 @@ def check_callback(request: AuthorizationRequest, method: str, target: str) -> C
         )
     errors = values.get("error")
     if errors is not None:
-        code = errors[0]
-        description = values.get("error_description", [None])[0]
+        code = _shown(errors[0], 100)
+        raw_description = values.get("error_description", [None])[0]
+        description = _shown(raw_description, 300) if raw_description is not None else None
         text = f"the provider refused the authorization: {code}"
         if description:
             text += f" ({description})"
