@@ -1,0 +1,49 @@
+"""``oauthsmtp providers``, ``dev-server`` and ``demo``: the presets and the local provider."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TextIO
+
+from .exits import EXIT_OK
+
+__all__ = ["run_demo_command", "run_dev_server", "run_providers"]
+
+
+def run_providers(args: argparse.Namespace, out: TextIO) -> int:
+    """List the presets with their endpoints and SMTP servers."""
+    from oauthsmtp.providers import PROVIDERS
+
+    for info in PROVIDERS.values():
+        out.write(
+            f"{info.name}\n"
+            f"  authorize:  {info.auth_url}\n"
+            f"  token:      {info.token_url}\n"
+            f"  revocation: {info.revocation_url or '(none)'}\n"
+            f"  scope:      {info.scope}\n"
+            f"  smtp:       {info.smtp_host}:{info.smtp_port} ({info.security})\n"
+        )
+    out.write(
+        "custom\n  any OAuth2 provider: give --auth-url, --token-url, --scope and --smtp-host\n"
+    )
+    return EXIT_OK
+
+
+def run_dev_server(args: argparse.Namespace, out: TextIO) -> int:
+    """Run the local development provider until Ctrl-C."""
+    from oauthsmtp.devserver._run import run_dev_server as serve
+
+    return serve(
+        smtp_port=args.smtp_port,
+        http_port=args.http_port,
+        maildir=args.maildir,
+        consent=args.consent,
+        out=out,
+    )
+
+
+def run_demo_command(args: argparse.Namespace, out: TextIO) -> int:
+    """Run the end-to-end demo."""
+    from .demo import run_demo
+
+    return run_demo(out=out)
