@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-from typing import TextIO
 
 from . import context
 from .exits import EXIT_OK, EXIT_USAGE, CommandError
+
+TYPE_CHECKING = False  # typing is not imported at run time: the CLI starts quickly
+if TYPE_CHECKING:
+    from typing import TextIO
 
 __all__ = ["run_account"]
 
@@ -23,6 +25,8 @@ def run_account(args: argparse.Namespace, out: TextIO) -> int:
             "(see: oauthsmtp account set --help)",
             code=EXIT_USAGE,
         )
+    import dataclasses
+
     accounts = context.registry()
     settings = context.require_settings(args.account)
     host, port, security = context.smtp_target(

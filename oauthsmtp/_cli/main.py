@@ -13,32 +13,67 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
-from typing import NoReturn, TextIO
 
 from oauthsmtp._errors import OAuthSMTPError
 
-from . import account, context, login, send, status, token, tools
+from . import context
 from .exits import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, PROG, CommandError
 from .hints import exit_code, message_for
 from .parser import build_parser
 
-__all__ = ["COMMANDS", "CommandError", "main", "run"]
+TYPE_CHECKING = False  # typing is not imported at run time: the CLI starts quickly
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import NoReturn, TextIO
 
-Command = Callable[[argparse.Namespace, TextIO], int]
+    Command = Callable[[argparse.Namespace, TextIO], int]
 
-COMMANDS: dict[str, Command] = {
-    "login": login.run_login,
-    "token": token.run_token,
-    "send": send.run_send,
-    "status": status.run_status,
-    "logout": status.run_logout,
-    "account": account.run_account,
-    "providers": tools.run_providers,
-    "dev-server": tools.run_dev_server,
-    "demo": tools.run_demo_command,
-}
-"""Each command's function: takes the parsed arguments and stdout, returns the exit code."""
+__all__ = ["COMMANDS", "CommandError", "command", "main", "run"]
+
+COMMANDS = (
+    "login",
+    "token",
+    "send",
+    "status",
+    "logout",
+    "account",
+    "providers",
+    "dev-server",
+    "demo",
+)
+"""The commands, in the order of ``oauthsmtp --help``."""
+
+
+def command(name: str) -> Command:
+    """The function that runs command ``name`` (its module is imported only now).
+
+    It takes the parsed arguments and the stream for results, and returns the exit code.
+    """
+    if name == "login":
+        from .login import run_login
+
+        return run_login
+    if name == "token":
+        from .token import run_token
+
+        return run_token
+    if name == "send":
+        from .send import run_send
+
+        return run_send
+    if name in ("status", "logout"):
+        from .status import run_logout, run_status
+
+        return run_status if name == "status" else run_logout
+    if name == "account":
+        from .account import run_account
+
+        return run_account
+    from .tools import run_demo_command, run_dev_server, run_providers
+
+    tools = {"providers": run_providers, "dev-server": run_dev_server, "demo": run_demo_command}
+    return tools[name]  # KeyError: not a command (the parser lets none through)
+
 
 _TALKS_TLS = frozenset({"login", "token", "send", "logout"})
 
@@ -72,7 +107,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     try:
         if args.command in _TALKS_TLS:
             context.check_ssl_cert_file()
-        return COMMANDS[args.command](args, out)
+        return command(args.command)(args, out)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -8,12 +8,15 @@
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
 
 from oauthsmtp._version import __version__
 
 from . import values
 from .exits import EXIT_USAGE, PROG
+
+TYPE_CHECKING = False  # typing is not imported at run time: the CLI starts quickly
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 __all__ = ["SECURITY_CHOICES", "build_parser"]
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TextIO
 
 from . import context
 from .exits import EXIT_OK, EXIT_USAGE, CommandError
+
+TYPE_CHECKING = False  # typing is not imported at run time: the CLI starts quickly
+if TYPE_CHECKING:
+    from typing import TextIO
 
 __all__ = ["run_send"]
 

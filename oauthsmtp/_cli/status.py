@@ -9,16 +9,16 @@ says what it removed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from datetime import datetime, timezone
-from typing import TextIO
 
 from . import context
 from .exits import EXIT_OK
 
 TYPE_CHECKING = False  # typing is not imported at run time: the CLI starts quickly
 if TYPE_CHECKING:
+    from datetime import datetime
+    from typing import TextIO
+
     from oauthsmtp import TokenStore
     from oauthsmtp._accounts import AccountSettings
 
@@ -71,6 +71,8 @@ def describe_token(row: Summary, *, now: datetime | None = None) -> str:
         until = f"valid until {expires}" if expires else "valid (no expiry given)"
         held = "refresh token held" if refresh else f"NO refresh token: run {login} after that"
         return f"access token {until}; {held}"
+    from datetime import datetime, timezone
+
     moment = now if now is not None else datetime.now(timezone.utc)
     when = f"expired at {expires}" if expires else "expired"
     if isinstance(expires, str) and datetime.fromisoformat(expires) > moment:
@@ -91,6 +93,8 @@ def run_status(args: argparse.Namespace, out: TextIO) -> int:
         token_store = context.store()
         rows = [summary(token_store, s) for _, s in sorted(accounts.items())]
     if args.json:
+        import json
+
         out.write(json.dumps({"accounts": rows}, indent=2) + "\n")
         return EXIT_OK
     if not rows:

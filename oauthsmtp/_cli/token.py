@@ -7,11 +7,13 @@ the SASL encoders are imported only for the formats that need them.
 from __future__ import annotations
 
 import argparse
-import json
-from typing import TextIO
 
 from . import context
 from .exits import EXIT_OK
+
+TYPE_CHECKING = False  # typing is not imported at run time: the CLI starts quickly
+if TYPE_CHECKING:
+    from typing import TextIO
 
 __all__ = ["run_token"]
 
@@ -34,6 +36,8 @@ def run_token(args: argparse.Namespace, out: TextIO) -> int:
             )
         out.write(blob.decode("ascii") + "\n")
     else:
+        import json
+
         data = {
             "account": args.account,
             "access_token": access,

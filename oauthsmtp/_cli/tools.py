@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import TextIO
 
 from .exits import EXIT_OK
+
+TYPE_CHECKING = False  # typing is not imported at run time: the CLI starts quickly
+if TYPE_CHECKING:
+    from typing import TextIO
 
 __all__ = ["run_demo_command", "run_dev_server", "run_providers"]
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import math
 import re
-import unicodedata
-from urllib.parse import urlsplit
 
 __all__ = [
     "MAX_TIMEOUT",
@@ -44,6 +42,8 @@ def _bad(message: str) -> argparse.ArgumentTypeError:
 
 
 def _has_control(text: str) -> bool:
+    import unicodedata
+
     return any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text)
 
 
@@ -104,6 +104,8 @@ def scope(text: str) -> str:
 
 def url(text: str) -> str:
     """An absolute http(s) URL with a host (the provider's own checks come later)."""
+    from urllib.parse import urlsplit
+
     _word(text, what="the URL", limit=_MAX_TEXT)
     try:
         parts = urlsplit(text)
