@@ -156,17 +156,24 @@ def seconds(text: str) -> float:
 
 
 def one_address(text: str) -> str:
-    """One email address (with an optional display name); a list gets "repeat the flag"."""
+    """One email address (with an optional display name); a list gets "repeat the flag".
+
+    Whether the address is acceptable is decided when the message is built; this
+    only refuses what is not one address at all.
+    """
     from email.utils import getaddresses
 
     printable(text, what="the address", limit=_MAX_TEXT)
+    pieces = [piece.strip() for piece in re.split(r"[,;]", text)]
+    if len(pieces) > 1 and all("@" in piece for piece in pieces):
+        raise _bad(
+            f"{text!r} is a list of {len(pieces)} addresses: give one address per flag and "
+            f"repeat the flag for each (e.g. --to {pieces[0]} --to {pieces[1]})"
+        )
     try:
-        found = [addr for _, addr in getaddresses([text]) if addr]
+        found = [addr for _, addr in getaddresses([text])]
     except Exception:  # the email package raises IndexError and others on junk
         found = []
-    if len(found) > 1:
-        raise _bad(
-            f"{text!r} holds {len(found)} addresses: give one address per flag and repeat "
-            f"the flag for each (e.g. --to {found[0]} --to {found[1]})"
-        )
+    if not any("@" in addr for addr in found):
+        raise _bad(f"not an email address: {text[:80]!r} (expected name@domain)")
     return text
