@@ -8,81 +8,17 @@ server is a closed loopback port: nothing here reaches a network.
 from __future__ import annotations
 
 import io
-import json
-import socket
 import sys
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-
-from oauthsmtp import FileStore
-from oauthsmtp._accounts import AccountRegistry, AccountSettings
-from oauthsmtp._cli.main import main
-
-ACCOUNT = "me@example.org"
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from cli_support import ACCOUNT, assert_one_line_error, make_home, run
 
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A home with one recorded account holding a valid token (SMTP on a closed port)."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("OAUTHSMTP_HOME", str(home))
-    monkeypatch.setenv("OAUTHSMTP_STORE", "file")
-    monkeypatch.setenv("BROWSER", "true")
-    monkeypatch.delenv("DISPLAY", raising=False)
-    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-    settings = AccountSettings(
-        account=ACCOUNT,
-        provider="custom",
-        client_id="cid",
-        auth_url="https://auth.example/authorize",
-        token_url="https://auth.example/token",
-        scope=("smtp",),
-        redirect_url="http://127.0.0.1:0/cb",
-        smtp_host="127.0.0.1",
-        smtp_port=_closed_port(),
-        security="none",
-    )
-    AccountRegistry(home).put(settings)
-    expires = datetime.now(timezone.utc) + timedelta(hours=1)
-    token = {
-        "access_token": "AT-secret",
-        "token_type": "Bearer",
-        "refresh_token": "RT-secret",
-        "expires_at": expires.isoformat(),
-        "scope": "smtp",
-        "obtained_at": datetime.now(timezone.utc).isoformat(),
-    }
-    FileStore(home / "tokens").save(settings.token_key, json.dumps(token))
-    (tmp_path / "dir").mkdir()
-    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00garbage")
-    return home
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the command line in-process; (exit code, stdout, stderr)."""
-    out = io.StringIO()
-    code = main(list(args), out=out)
-    captured = capsys.readouterr()
-    return code, out.getvalue() + captured.out, captured.err
-
-
-def assert_one_line_error(code: int, err: str, *, expected: int, mentions: str) -> None:
-    lines = err.strip().splitlines()
-    assert code == expected, (code, err)
-    assert len(lines) == 1, err
-    assert lines[0].startswith("oauthsmtp: error: "), err
-    assert mentions in lines[0], (mentions, err)
-    for bad in ("Traceback", "unexpected"):
-        assert bad not in err
+    return make_home(tmp_path, monkeypatch)
 
 
 LOGIN = [
