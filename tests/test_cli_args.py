@@ -8,6 +8,8 @@ server is a closed loopback port: nothing here reaches a network.
 from __future__ import annotations
 
 import io
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -25,7 +27,7 @@ LOGIN = [
     "login", "--account", ACCOUNT, "--provider", "custom", "--client-id", "cid",
     "--auth-url", "https://auth.example/authorize", "--token-url", "https://auth.example/token",
     "--scope", "smtp", "--smtp-host", "smtp.example", "--no-browser",
-    "--redirect-url", "http://127.0.0.1:0/cb", "--timeout", "0.5",
+    "--redirect-url", "http://127.0.0.1:0/cb", "--timeout", "1",
 ]  # fmt: skip
 SEND = ["send", "--account", ACCOUNT, "--to", "you@example.org", "--subject", "s",
         "--body-file", "/dev/null"]  # fmt: skip
@@ -42,7 +44,10 @@ def with_flag(base: list[str], flag: str, value: str) -> list[str]:
 
 
 BAD_LOGIN_VALUES = [
-    *[("--timeout", v) for v in ("nan", "inf", "-inf", "1e309", "-1", "0", "abc", "", "1e6", "٣")],
+    *[
+        ("--timeout", v)
+        for v in ("nan", "inf", "-inf", "1e309", "-1", "0", "1e-9", "0.5", "abc", "", "1e6", "٣")
+    ],
     *[("--smtp-port", v) for v in ("-5", "0", "65536", "99999", "abc", "", "5.0", "٣", "1" * 5000)],
     *[(flag, "http://[::1") for flag in ("--auth-url", "--token-url", "--redirect-url")],
     ("--redirect-url", "http://localhost:99999"),
@@ -88,7 +93,7 @@ def test_login_refuses_bad_values(
 def test_login_refuses_a_bad_tenant(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """login --tenant ../x: exit 2 naming the flag (it would become part of the endpoint URLs)."""
     args = ["login", "--account", ACCOUNT, "--provider", "microsoft", "--client-id", "c",
-            "--tenant", "../x", "--no-browser", "--timeout", "0.5"]  # fmt: skip
+            "--tenant", "../x", "--no-browser", "--timeout", "1"]  # fmt: skip
     code, _, err = run(capsys, *args)
     assert_one_line_error(code, err, expected=2, mentions="--tenant")
 
@@ -229,3 +234,33 @@ def test_login_help_explains_the_secret_options(capsys: pytest.CaptureFixture[st
     assert "--client-secret-file FILE" in text
     assert "process list" in text
     assert "standard input with '-'" in text
+
+
+def _subprocess(home: Path, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "oauthsmtp", *args],
+        input=stdin,
+        capture_output=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    return subprocess.CompletedProcess(
+        proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode("utf-8", "replace")
+    )
+
+
+def test_binary_body_on_stdin_in_the_c_locale(home: Path) -> None:
+    """Under LC_ALL=C, undecodable stdin is refused too (not smuggled in as surrogates)."""
+    args = [a for a in SEND if a not in ("--body-file", "/dev/null")]
+    proc = _subprocess(home, *args, stdin=b"\xff\xfe\x80binary")
+    assert_one_line_error(proc.returncode, proc.stderr, expected=2, mentions="not UTF-8")
+
+
+def test_a_folder_that_cannot_be_made_is_one_line(home: Path) -> None:
+    """dev-server --maildir in a place that cannot hold it: exit 1 naming the path."""
+    proc = _subprocess(home, "dev-server", "--maildir", "/proc/oauthsmtp-test/x")
+    assert_one_line_error(
+        proc.returncode, proc.stderr, expected=1, mentions="'/proc/oauthsmtp-test"
+    )

@@ -70,6 +70,8 @@ def message_for(exc: BaseException, *, account: str | None = None) -> str:
     text = _translate(str(exc), account=who)
     if isinstance(exc, CommandError):
         return text
+    if isinstance(exc, OSError) and not isinstance(exc, OAuthSMTPError) and exc.filename:
+        return f"{exc.filename!r}: {exc.strerror or exc}"
     if isinstance(exc, LoginRequired):
         if "oauthsmtp login" not in text:
             text += f"; log in again: oauthsmtp login --account {who}"
@@ -96,6 +98,4 @@ def exit_code(exc: BaseException) -> int:
         return EXIT_LOGIN_REQUIRED
     if isinstance(exc, ConfigurationError):
         return EXIT_USAGE
-    if isinstance(exc, OAuthSMTPError):
-        return EXIT_FAILURE
     return EXIT_FAILURE

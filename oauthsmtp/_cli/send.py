@@ -37,8 +37,14 @@ def _read_stdin() -> str:
             "oauthsmtp: reading the body from standard input (end with Ctrl-D)...",
             file=sys.stderr,
         )
+    buffer = getattr(sys.stdin, "buffer", None)
     try:
-        return sys.stdin.read()
+        if buffer is None:  # a text stream without bytes underneath (tests, embedding)
+            return sys.stdin.read()
+        # Bytes, decoded strictly: a C locale would otherwise smuggle undecodable bytes in
+        # as surrogates. Newlines as text mode would give them.
+        text: str = buffer.read().decode("utf-8")
+        return text.replace("\r\n", "\n").replace("\r", "\n")
     except UnicodeDecodeError:
         raise CommandError(
             "the body on standard input is not UTF-8 text; send binary content with --attach",

@@ -14,6 +14,7 @@ import re
 
 __all__ = [
     "MAX_TIMEOUT",
+    "MIN_TIMEOUT",
     "account",
     "client_id",
     "hostname",
@@ -27,6 +28,8 @@ __all__ = [
     "url",
 ]
 
+MIN_TIMEOUT = 1.0
+"""The shortest --timeout accepted: nobody finishes a browser login sooner."""
 MAX_TIMEOUT = 86_400.0
 """The longest --timeout accepted (one day): longer is a typo, not a plan."""
 
@@ -143,15 +146,17 @@ def listen_port(text: str) -> int:
 
 
 def seconds(text: str) -> float:
-    """A finite, positive number of seconds, at most :data:`MAX_TIMEOUT`."""
+    """A finite number of seconds from :data:`MIN_TIMEOUT` to :data:`MAX_TIMEOUT`."""
     try:
         if not text.strip().isascii():
             raise ValueError
         value = float(text)
     except ValueError:
         raise _bad(f"give a number of seconds, not {text[:40]!r}") from None
-    if not math.isfinite(value) or not 0 < value <= MAX_TIMEOUT:
-        raise _bad(f"give a number of seconds above 0 and at most {MAX_TIMEOUT:.0f}, not {text!r}")
+    if not math.isfinite(value) or not MIN_TIMEOUT <= value <= MAX_TIMEOUT:
+        raise _bad(
+            f"give a number of seconds from {MIN_TIMEOUT:.0f} to {MAX_TIMEOUT:.0f}, not {text!r}"
+        )
     return value
 
 
