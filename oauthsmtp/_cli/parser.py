@@ -78,7 +78,7 @@ def _smtp_flags(parser: argparse.ArgumentParser, *, purpose: str) -> None:
         "--smtp-port",
         metavar="PORT",
         type=values.port,
-        help=f"the SMTP server's port {purpose} (default for the security: 587, 465 or 25)",
+        help=f"the SMTP server's port, 1-65535 {purpose}",
     )
     parser.add_argument(
         "--security",
@@ -159,7 +159,7 @@ def _login(sub: argparse._SubParsersAction[Parser]) -> None:
         help="the loopback redirect (default http://localhost:9000; another port when "
         "9000 is taken)",
     )
-    _smtp_flags(login, purpose="(defaults from the provider; remembered)")
+    _smtp_flags(login, purpose="(default: the provider's; remembered)")
     login.add_argument(
         "--no-browser", action="store_true", help="print the URL instead of opening a browser"
     )
