@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from components import require_program
 
 from oauthsmtp.devserver import AuthServer
 from oauthsmtp.devserver._certs import CertificateSet, make_certificates
@@ -390,10 +390,7 @@ def test_msmtp_sends_with_passwordeval(
     mechanism: str,
 ) -> None:
     """Debian's msmtp sends through the dev server with `oauthsmtp token` as passwordeval."""
-    if shutil.which("msmtp") is None:
-        if os.environ.get("CI"):
-            pytest.fail("msmtp is required on CI (apt-get install msmtp)")
-        pytest.skip("msmtp is not installed")
+    require_program("msmtp", "msmtp")
     auth, smtp = servers
     login(cli, auth, smtp)
     config = tmp_path / "msmtprc"
