@@ -38,6 +38,7 @@ COMMANDS = (
     "logout",
     "account",
     "providers",
+    "explain",
     "dev-server",
     "demo",
 )
@@ -69,9 +70,14 @@ def command(name: str) -> Command:
         from .account import run_account
 
         return run_account
-    from .tools import run_demo_command, run_dev_server, run_providers
+    from .tools import run_demo_command, run_dev_server, run_explain, run_providers
 
-    tools = {"providers": run_providers, "dev-server": run_dev_server, "demo": run_demo_command}
+    tools = {
+        "providers": run_providers,
+        "explain": run_explain,
+        "dev-server": run_dev_server,
+        "demo": run_demo_command,
+    }
     return tools[name]  # KeyError: not a command (the parser lets none through)
 
 

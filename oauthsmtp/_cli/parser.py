@@ -317,6 +317,20 @@ def _tools(sub: argparse._SubParsersAction[Parser]) -> None:
         action="store_true",
         help="show a consent page in the browser instead of approving automatically",
     )
+    explain = _command(
+        sub,
+        "explain",
+        "say what a provider's error means and how to fix it",
+        "Explain an SMTP reply (535 5.7.139 ...), a Microsoft Entra code (AADSTS700025), an "
+        "OAuth2 error (invalid_grant) or a TLS failure: what it means and the fix. Exit 0 "
+        "when the text is known, 1 when it is not.",
+    )
+    explain.add_argument(
+        "text", nargs="+", metavar="TEXT", help="the error text or code (quote it, or not)"
+    )
+    explain.add_argument(
+        "--account", type=values.account, help="fill this account into the fix's commands"
+    )
     _command(
         sub,
         "demo",

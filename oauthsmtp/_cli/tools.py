@@ -1,16 +1,16 @@
-"""``oauthsmtp providers``, ``dev-server`` and ``demo``: the presets and the local provider."""
+"""``oauthsmtp providers``, ``explain``, ``dev-server``, ``demo``: presets, advice, dev provider."""
 
 from __future__ import annotations
 
 import argparse
 
-from .exits import EXIT_OK
+from .exits import EXIT_FAILURE, EXIT_OK
 
 TYPE_CHECKING = False  # typing is not imported at run time: the CLI starts quickly
 if TYPE_CHECKING:
     from typing import TextIO
 
-__all__ = ["run_demo_command", "run_dev_server", "run_providers"]
+__all__ = ["run_demo_command", "run_dev_server", "run_explain", "run_providers"]
 
 
 def run_providers(args: argparse.Namespace, out: TextIO) -> int:
@@ -29,6 +29,23 @@ def run_providers(args: argparse.Namespace, out: TextIO) -> int:
     out.write(
         "custom\n  any OAuth2 provider: give --auth-url, --token-url, --scope and --smtp-host\n"
     )
+    return EXIT_OK
+
+
+def run_explain(args: argparse.Namespace, out: TextIO) -> int:
+    """Print what an error text means and the fix; exit 1 when nothing is known of it."""
+    from oauthsmtp._explain import explain
+
+    text = " ".join(args.text)
+    answer = explain(text, account=args.account)
+    if answer is None:
+        out.write(
+            "oauthsmtp knows nothing specific about this text. Give the whole reply or "
+            "error line (for example: 535 5.7.139 Authentication unsuccessful ...), or see "
+            "docs/troubleshooting.md.\n"
+        )
+        return EXIT_FAILURE
+    out.write(answer + "\n")
     return EXIT_OK
 
 
