@@ -20,6 +20,7 @@ import importlib as _importlib
 
 from ._errors import (
     AccessDenied,
+    AccountMismatch,
     AuthorizationError,
     AuthorizationTimeout,
     CallbackError,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from . import providers
+    from ._explain import explain
     from ._message.prepare import Email
     from ._oauth.params import OAuth2Parameters
     from ._smtp.session import SendResult, SMTPSession
@@ -54,6 +56,7 @@ del TYPE_CHECKING
 
 __all__ = [
     "AccessDenied",
+    "AccountMismatch",
     "AuthToken",
     "AuthorizationError",
     "AuthorizationTimeout",
@@ -80,6 +83,7 @@ __all__ = [
     "__version__",
     "auth_identify",
     "default_store",
+    "explain",
     "providers",
     "refresh_token",
     "revoke_token",
@@ -98,6 +102,7 @@ _LAZY = {
     "TokenStore": "._tokens.stores.base",
     "default_store": "._tokens.stores.choose",
     "providers": ".providers",
+    "explain": "._explain",
     "Email": "._message.prepare",
     "SMTPSession": "._smtp.session",
     "SendResult": "._smtp.session",

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from oauthsmtp._errors import LoginRequired, OAuthSMTPError, TokenError, TokenStoreError
 from oauthsmtp._oauth import endpoint as _endpoint
-from oauthsmtp._oauth.browser import DEFAULT_TIMEOUT, browser_login
+from oauthsmtp._oauth.browser import DEFAULT_TIMEOUT, browser_login, check_login_timeout
 from oauthsmtp._oauth.params import OAuth2Parameters
 from oauthsmtp._oauth.tokenresponse import TokenState
 
@@ -81,6 +81,7 @@ def auth_identify(
         TokenError: the token endpoint failed.
         TokenStoreError: the store cannot be used.
     """
+    timeout = check_login_timeout(timeout)
     store = store if store is not None else default_store()
     key = TokenKey.for_account(params.token_url, params.client_id, account)
     manager = TokenManager(params, store, key)
@@ -109,7 +110,12 @@ def auth_identify(
         )
     opener = open_browser if callable(open_browser) else None
     state = browser_login(
-        params, open_browser=bool(open_browser), timeout=timeout, save=manager.save, opener=opener
+        params,
+        open_browser=bool(open_browser),
+        timeout=timeout,
+        save=manager.save,
+        opener=opener,
+        account=account,
     )
     return AuthToken(state, refresher=manager, account=account)
 
