@@ -66,6 +66,13 @@ EXPECTED: dict[str, list[str]] = {
 }
 
 
+# Examples that cannot run with --dev, and where they are tested instead.
+NOT_RUN_WITH_DEV: dict[str, str] = {
+    "read_imap.py": "the dev provider has no IMAP server; tests/test_mailbox.py runs its "
+    "read_inbox() against a real Dovecot",
+}
+
+
 def run_example(name: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         key: value
@@ -88,7 +95,17 @@ def run_example(name: str, tmp_path: Path, *args: str) -> subprocess.CompletedPr
 
 def test_every_example_is_tested() -> None:
     examples = {p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_")}
-    assert examples == set(EXPECTED)
+    assert examples == set(EXPECTED) | set(NOT_RUN_WITH_DEV)
+    assert not set(EXPECTED) & set(NOT_RUN_WITH_DEV)
+
+
+@pytest.mark.parametrize("name", sorted(NOT_RUN_WITH_DEV))
+def test_example_without_dev_mode_says_so(name: str, tmp_path: Path) -> None:
+    proc = run_example(name, tmp_path, "--dev")
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert "--dev is not available" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
