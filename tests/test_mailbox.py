@@ -91,6 +91,12 @@ def dovecot(auth: AuthServer, certificates: CertificateSet) -> Iterator[Dovecot]
     url = f"http://{client.client_id}:{client.client_secret}@{base[len('http://') :]}"
     with Dovecot(certificates, url) as server:
         yield server
+        # Nothing went wrong inside Dovecot (a service that failed to start, a chroot it
+        # may not do, an introspection request it could not make).
+        problems = [
+            line for line in server.log().splitlines() if " Error: " in line or " Fatal: " in line
+        ]
+        assert not problems, "\n".join(problems)
 
 
 @pytest.fixture
