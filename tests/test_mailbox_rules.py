@@ -63,6 +63,13 @@ def test_no_token_mechanism_is_an_auth_error_never_a_password_fallback() -> None
         choose_mechanism(("XOAUTH2",), forced="OAUTHBEARER", protocol="IMAP", host="h")
 
 
+def test_a_server_that_announces_nothing_gets_the_forced_mechanism() -> None:
+    """A POP3 CAPA without a SASL line: mechanism= decides; without it, a clear error."""
+    assert choose_mechanism((), forced="xoauth2", protocol="POP3", host="h") == "XOAUTH2"
+    with pytest.raises(oauthsmtp.MailboxAuthError, match="pass mechanism="):
+        choose_mechanism((), forced=None, protocol="POP3", host="h")
+
+
 def test_a_password_mechanism_cannot_be_forced() -> None:
     with pytest.raises(oauthsmtp.ConfigurationError, match="not a token mechanism"):
         choose_mechanism(("PLAIN",), forced="PLAIN", protocol="IMAP", host="h")

@@ -157,8 +157,9 @@ def pop3_authenticate(
         token: an :class:`~oauthsmtp.AuthToken` (refreshed once and retried if the server
             refuses it), or an access token string (no refresh).
         user: the mailbox to log in to; default ``token.account``.
-        mechanism: ``"XOAUTH2"`` or ``"OAUTHBEARER"`` to insist on one; default: chosen
-            from the ``SASL`` line of the server's ``CAPA`` answer, OAUTHBEARER first.
+        mechanism: ``"XOAUTH2"`` or ``"OAUTHBEARER"`` to insist on one (also the way to
+            log in to a server whose ``CAPA`` announces no ``SASL``); default: chosen from
+            the ``SASL`` line of the server's ``CAPA`` answer, OAUTHBEARER first.
         allow_plaintext_loopback: as for :func:`imap_authenticate`.
 
     Returns:

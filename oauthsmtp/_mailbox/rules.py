@@ -105,6 +105,10 @@ def choose_mechanism(
 ) -> str:
     """Pick the mechanism: ``forced`` if given and offered, else OAUTHBEARER, else XOAUTH2.
 
+    A server that announces no mechanism at all (a POP3 server whose ``CAPA`` has no
+    ``SASL`` line, though RFC 5034 §6 says it should) gets ``forced`` when the caller
+    insists on one: the server then decides.
+
     Raises:
         ConfigurationError: ``forced`` is not XOAUTH2 or OAUTHBEARER.
         MailboxAuthError: the server offers no token mechanism (never a password fallback).
@@ -120,6 +124,8 @@ def choose_mechanism(
     else:
         wanted = MECHANISMS
     advertised = [m.upper() for m in offered]
+    if forced is not None and not advertised:
+        return wanted[0]
     for name in wanted:
         if name in advertised:
             return name
@@ -127,7 +133,12 @@ def choose_mechanism(
     raise MailboxAuthError(
         f"{host} offers {where} {' '.join(advertised) or '(nothing)'} over this connection, "
         f"which has no {' or '.join(wanted)} for an OAuth2 token; oauthsmtp never falls back "
-        "to a password",
+        "to a password"
+        + (
+            ""
+            if advertised
+            else " (if the server takes one without announcing it, pass mechanism=)"
+        ),
         protocol=protocol,
     )
 
