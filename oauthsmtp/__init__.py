@@ -21,6 +21,7 @@ import importlib as _importlib
 
 from ._errors import (
     AccessDenied,
+    AccountMismatch,
     AuthorizationError,
     AuthorizationTimeout,
     CallbackError,
@@ -60,6 +61,7 @@ del TYPE_CHECKING
 
 __all__ = [
     "AccessDenied",
+    "AccountMismatch",
     "AuthToken",
     "AuthorizationError",
     "AuthorizationTimeout",

@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["TABLE", "Explanation", "explain", "lookup"]
+__all__ = ["TABLE", "Explanation", "explain", "lookup", "markdown"]
 
 _MAX_TEXT = 64 * 1024
 """Only the first 64 KiB of a text is examined (a reply or an error message is far shorter)."""
@@ -523,3 +523,30 @@ def explain(text: str, *, account: str | None = None) -> str | None:
             )
         return None
     return entry.render(account=account)
+
+
+_KIND_TITLES = (
+    ("smtp", "SMTP replies"),
+    ("entra", "Microsoft Entra ID sign-in codes"),
+    ("google", "Google sign-in errors"),
+    ("oauth", "OAuth2 token endpoint errors (any provider)"),
+    ("tls", "TLS"),
+)
+
+
+def markdown(table: Sequence[Explanation] = TABLE) -> str:
+    """The table as Markdown, for docs/troubleshooting.md (a test keeps the two equal)."""
+    parts: list[str] = []
+    for kind, heading in _KIND_TITLES:
+        entries = [e for e in table if e.kind == kind]
+        if not entries:
+            continue
+        parts.append(f"### {heading}\n")
+        for entry in entries:
+            again = "a refresh and one retry may help" if entry.retry else "retrying will not help"
+            parts.append(
+                f'<a id="{entry.key}"></a>**{entry.title}**  \n'
+                f"Why: {entry.cause}  \n"
+                f"Fix: {entry.fix.replace('{account}', '&lt;mailbox&gt;')} ({again})\n"
+            )
+    return "\n".join(parts)

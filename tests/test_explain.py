@@ -132,3 +132,37 @@ def test_retry_says_whether_a_refresh_can_help() -> None:
 def test_wrong_type_is_a_clear_error() -> None:
     with pytest.raises(TypeError, match="takes a str"):
         oauthsmtp.explain(535)  # type: ignore[arg-type]
+
+
+def test_troubleshooting_page_lists_the_whole_table() -> None:
+    """docs/troubleshooting.md holds the table as generated: the two cannot drift."""
+    from pathlib import Path
+
+    from oauthsmtp._explain import markdown
+
+    page = (Path(__file__).parent.parent / "docs" / "troubleshooting.md").read_text()
+    start = page.index("<!-- explain-table:start")
+    start = page.index("-->", start) + len("-->\n")
+    end = page.index("<!-- explain-table:end -->")
+    assert page[start:end] == markdown(), (
+        "docs/troubleshooting.md is out of date: regenerate the block between the "
+        "explain-table markers with oauthsmtp._explain.markdown()"
+    )
+
+
+def test_the_explain_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from oauthsmtp._cli.main import main
+
+    code = main(["explain", "535", "5.7.139", "disabled", "for", "the", "Tenant"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith("535 5.7.139: SMTP AUTH is disabled for the whole Microsoft 365 tenant.")
+    assert "Set-TransportConfig" in out
+
+    code = main(["explain", "AADSTS700025", "--account", "me@contoso.com"])
+    assert code == 0
+    assert "must not send a secret" in capsys.readouterr().out
+
+    code = main(["explain", "all is well"])
+    assert code == 1
+    assert "knows nothing specific" in capsys.readouterr().out

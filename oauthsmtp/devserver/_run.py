@@ -129,7 +129,7 @@ Received messages
   folder:          {maildir} (one .eml file per message)
   web page:        {provider.web_url}
 
-Log in from another terminal (opens your browser; the redirect uses port 9000):
+Log in from another terminal (port 9000; no desktop keyring: prefix both with OAUTHSMTP_STORE=file):
   {provider.login_command()}
 Then send a message:
   {send}
