@@ -22,6 +22,7 @@ and the ``oauthsmtp.mailbox`` logger carry no token and no SASL string.
 from __future__ import annotations
 
 import base64
+import binascii
 import imaplib
 import logging
 import poplib
@@ -127,12 +128,17 @@ def imap_authenticate(
 
     def attempt(access_token: str, retried: bool) -> None:
         raw = _initial(name, mailbox_user, access_token, host, transport.port)
-        exchange = _Exchange(name, raw)
+        exchange = _Exchange(name, raw, imaplib.IMAP4.abort)
         logger.debug("IMAP %s: AUTHENTICATE %s [masked]", host, name)
         try:
             imap.authenticate(name, exchange.respond)
         except imaplib.IMAP4.abort:
             raise
+        except binascii.Error:  # imaplib decodes challenges itself, and raises mid-command
+            raise imaplib.IMAP4.abort(
+                f"{host} sent an AUTHENTICATE {name} challenge that is not base64; the "
+                "command is unfinished: close this connection"
+            ) from None
         except imaplib.IMAP4.error as exc:
             text = mask(str(exc), (access_token, base64.b64encode(raw).decode("ascii")))
             bad = text.startswith("AUTHENTICATE command error: BAD")
@@ -184,7 +190,7 @@ def pop3_authenticate(
     def attempt(access_token: str, retried: bool) -> None:
         raw = _initial(name, mailbox_user, access_token, host, transport.port)
         secrets = (access_token, base64.b64encode(raw).decode("ascii"))
-        exchange = _Exchange(name, raw)
+        exchange = _Exchange(name, raw, poplib.error_proto)
         # RFC 5034 §4: no initial response, a token makes the line longer than 255 octets.
         _pop3_write(pop, f"AUTH {name}".encode("ascii"), f"AUTH {name}")
         while True:
@@ -198,23 +204,17 @@ def pop3_authenticate(
                 shown = mask(line[:80].decode("utf-8", "replace"), secrets)
                 raise poplib.error_proto(f"unexpected answer to AUTH {name}: {shown!r}")
             challenge = line[2:].strip()
-            if exchange.cancelled is not None and exchange.cancel_sent:
-                raise poplib.error_proto(
-                    f"the server went on challenging after AUTH {name} was cancelled"
-                )
-            if not is_base64(challenge):
-                exchange.cancelled = "a challenge that is not base64 (RFC 5034 §4)"
-                answer: bytes | None = None
-            else:
+            secret = exchange.initial_pending
+            answer: bytes | None = None
+            if is_base64(challenge):
                 answer = exchange.respond(base64.b64decode(challenge))
-            if answer is None:
-                exchange.cancel_sent = True
-                _pop3_write(pop, b"*", "*")
-            elif answer is raw:
-                _pop3_write(pop, base64.b64encode(answer), "[masked]")
             else:
-                response = base64.b64encode(answer)
-                _pop3_write(pop, response, response.decode("ascii") or "(empty line)")
+                exchange.cancel("a challenge that is not base64 (RFC 5034 §4)")
+            if answer is None:
+                _pop3_write(pop, b"*", "*")
+                continue
+            response = base64.b64encode(answer)
+            _pop3_write(pop, response, "[masked]" if secret else response.decode() or "(empty)")
 
     return _login("POP3", name, host, token, attempt)
 
@@ -223,36 +223,53 @@ def pop3_authenticate(
 
 
 class _Exchange:
-    """The client side of one XOAUTH2/OAUTHBEARER exchange, on decoded challenges."""
+    """The client side of one XOAUTH2/OAUTHBEARER exchange, on decoded challenges.
 
-    def __init__(self, name: str, initial: bytes) -> None:
+    ``runaway`` builds the error raised when the server goes on challenging after the
+    client cancelled: the protocol's own "this connection is unusable" error.
+    """
+
+    def __init__(self, name: str, initial: bytes, runaway: Callable[[str], Exception]) -> None:
         self.name = name
         self._initial: bytes | None = initial
+        self._runaway = runaway
         self._failure_sent = False
         self._challenges = 0
         self.provider_error: dict[str, Any] | None = None
         self.cancelled: str | None = None
-        self.cancel_sent = False
+
+    @property
+    def initial_pending(self) -> bool:
+        """True until the initial response (the secret) has been handed out."""
+        return self._initial is not None
 
     def respond(self, challenge: bytes) -> bytes | None:
         """The decoded response to a decoded challenge; None cancels (``*``)."""
         self._challenges += 1
         if self._challenges > MAX_CHALLENGES:
-            self.cancelled = f"more than {MAX_CHALLENGES} challenges"
+            self.cancel(f"more than {MAX_CHALLENGES} challenges")
             return None
         if self._initial is not None:
             initial, self._initial = self._initial, None
             return initial
         if self._failure_sent:
-            self.cancelled = "a challenge after the failure response"
+            self.cancel("a challenge after the failure response")
             return None
         self._failure_sent = True
         self.provider_error = decode_error_challenge(base64.b64encode(challenge))
         logger.debug("AUTH %s error challenge: %s", self.name, self.provider_error)
-        failure = (
-            XOAUTH2_FAILURE_RESPONSE if self.name == "XOAUTH2" else OAUTHBEARER_FAILURE_RESPONSE
-        )
-        return base64.b64decode(failure)
+        if self.name == "XOAUTH2":
+            return base64.b64decode(XOAUTH2_FAILURE_RESPONSE)
+        return base64.b64decode(OAUTHBEARER_FAILURE_RESPONSE)
+
+    def cancel(self, reason: str) -> None:
+        """Record why the exchange is cancelled; the caller sends ``*`` (RFC 4954 §4)."""
+        if self.cancelled is not None:
+            raise self._runaway(
+                f"the server went on challenging after AUTH {self.name} was cancelled "
+                f"({self.cancelled}); close this connection"
+            )
+        self.cancelled = reason
 
 
 def _login(
