@@ -1,4 +1,4 @@
-"""pop3_authenticate against POP3 servers that misbehave (a scripted TLS server on 127.0.0.1).
+"""imap_authenticate and pop3_authenticate against servers that misbehave (scripted, TLS, loopback).
 
 Dovecot behaves; these do not: a challenge that is not base64, endless challenges, a
 challenge after the failure response, a line of a megabyte, a connection closed mid-way,
@@ -9,6 +9,8 @@ what crossed the wire, and that the token did not cross it twice when it should 
 from __future__ import annotations
 
 import base64
+import contextlib
+import imaplib
 import json
 import poplib
 import socket
@@ -56,8 +58,8 @@ class Peer:
         self.expect()  # the initial response
 
 
-class ScriptedPOP3:
-    """One TLS POP3 connection on 127.0.0.1, answered by ``script`` in a thread."""
+class ScriptedServer:
+    """One TLS connection on 127.0.0.1, answered by ``script`` in a thread."""
 
     def __init__(self, certificates: CertificateSet, script: Script) -> None:
         self.context = certificates.server_context()
@@ -97,10 +99,10 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
 def serve(certificates: CertificateSet) -> Iterator[Callable[[Script], poplib.POP3_SSL]]:
     """Start a scripted server and return a POP3_SSL connected to it (closed afterwards)."""
     opened: list[poplib.POP3_SSL] = []
-    servers: list[ScriptedPOP3] = []
+    servers: list[ScriptedServer] = []
 
     def start(script: Script) -> poplib.POP3_SSL:
-        server = ScriptedPOP3(certificates, script)
+        server = ScriptedServer(certificates, script)
         servers.append(server)
         pop = poplib.POP3_SSL(
             "127.0.0.1", server.port, context=certificates.client_context(), timeout=TIMEOUT
@@ -233,3 +235,130 @@ def test_no_token_mechanism_means_a_clear_error_and_nothing_sent(
         oauthsmtp.pop3_authenticate(pop, TOKEN, USER)
     pop.quit()
     assert peers[0].received == [b"CAPA", b"QUIT"]
+
+
+# --------------------------------------------------------------------------- IMAP
+
+
+def imap_greet(peer: Peer) -> str:
+    """Greet, answer CAPABILITY (XOAUTH2 only, as Microsoft 365), read AUTHENTICATE, send '+'.
+
+    Returns the tag of the AUTHENTICATE command.
+    """
+    peer.send(b"* OK ready")
+    tag, command = peer.expect().split(b" ", 1)
+    assert command == b"CAPABILITY"
+    peer.send(b"* CAPABILITY IMAP4rev1 AUTH=XOAUTH2\r\n" + tag + b" OK done")
+    tag, command = peer.expect().split(b" ", 1)
+    assert command == b"AUTHENTICATE XOAUTH2"
+    peer.send(b"+ ")
+    peer.expect()  # the initial response
+    return tag.decode()
+
+
+@pytest.fixture
+def serve_imap(certificates: CertificateSet) -> Iterator[Callable[[Script], imaplib.IMAP4_SSL]]:
+    opened: list[imaplib.IMAP4_SSL] = []
+    servers: list[ScriptedServer] = []
+
+    def start(script: Script) -> imaplib.IMAP4_SSL:
+        server = ScriptedServer(certificates, script)
+        servers.append(server)
+        imap = imaplib.IMAP4_SSL(
+            "127.0.0.1", server.port, ssl_context=certificates.client_context(), timeout=TIMEOUT
+        )
+        opened.append(imap)
+        return imap
+
+    yield start
+    for imap in opened:
+        with contextlib.suppress(OSError):  # already closed by logout()
+            imap.shutdown()
+    for server in servers:
+        server.thread.join(TIMEOUT)
+        assert not server.thread.is_alive()
+        assert server.error is None, f"the client did not follow the script: {server.error}"
+
+
+class Tokens:
+    """A token source: each refresh moves to the next access token."""
+
+    def __init__(self, *tokens: str) -> None:
+        self.tokens = tokens
+        self.account = USER
+        self.refreshes = 0
+
+    @property
+    def access_token(self) -> str:
+        return self.tokens[self.refreshes]
+
+    def refresh(self) -> None:
+        self.refreshes += 1
+
+
+def test_imap_refused_without_challenge_is_refreshed_and_retried(
+    serve_imap: Callable[[Script], imaplib.IMAP4_SSL],
+) -> None:
+    """Microsoft's bare ``NO AUTHENTICATE failed.``: one refresh, a second AUTHENTICATE."""
+    seen: list[bytes] = []
+
+    def script(peer: Peer) -> None:
+        tag = imap_greet(peer)
+        seen.append(base64.b64decode(peer.received[-1]))
+        peer.send(f"{tag} NO AUTHENTICATE failed.".encode())
+        again, command = peer.expect().split(b" ", 1)
+        assert command == b"AUTHENTICATE XOAUTH2"
+        peer.send(b"+ ")
+        seen.append(base64.b64decode(peer.expect()))
+        peer.send(again + b" OK authenticated")
+        assert peer.expect().endswith(b"LOGOUT")
+        peer.send(b"* BYE\r\n" + peer.received[-1].split(b" ")[0] + b" OK bye")
+
+    tokens = Tokens("first-token-0123", "second-token-4567")
+    imap = serve_imap(script)
+    assert oauthsmtp.imap_authenticate(imap, tokens) == "XOAUTH2"
+    assert imap.state == "AUTH"
+    imap.logout()
+    assert tokens.refreshes == 1
+    assert b"auth=Bearer first-token-0123\x01" in seen[0]
+    assert b"auth=Bearer second-token-4567\x01" in seen[1]
+
+
+@pytest.mark.parametrize(
+    ("answer", "retryable"),
+    [("BAD Invalid SASL response", False), ("NO [UNAVAILABLE] Try later", False)],
+)
+def test_imap_refusals_a_token_cannot_cure_are_not_retried(
+    serve_imap: Callable[[Script], imaplib.IMAP4_SSL], answer: str, retryable: bool
+) -> None:
+    def script(peer: Peer) -> None:
+        tag = imap_greet(peer)
+        peer.send(f"{tag} {answer}".encode())
+        peer.expect()  # EOF: the test closes the connection
+
+    tokens = Tokens("first-token-0123", "second-token-4567")
+    imap = serve_imap(script)
+    with pytest.raises(oauthsmtp.MailboxAuthError) as info:
+        oauthsmtp.imap_authenticate(imap, tokens)
+    assert info.value.retryable is retryable
+    assert tokens.refreshes == 0
+    assert "first-token" not in str(info.value)
+
+
+def test_imap_server_that_goes_on_challenging_is_dropped(
+    serve_imap: Callable[[Script], imaplib.IMAP4_SSL],
+) -> None:
+    """After the failure response, then ``*``, a further challenge ends it: IMAP4.abort
+    (imaplib itself would answer '*' forever)."""
+    sent: list[bytes] = []
+
+    def script(peer: Peer) -> None:
+        imap_greet(peer)
+        for _ in range(3):
+            peer.send(b"+ " + GMAIL_CHALLENGE)
+            sent.append(peer.expect())
+
+    imap = serve_imap(script)
+    with pytest.raises(imaplib.IMAP4.abort, match="went on challenging"):
+        oauthsmtp.imap_authenticate(imap, TOKEN, USER)
+    assert sent[:2] == [b"", b"*"]
