@@ -23,7 +23,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import NoReturn
 
 from oauthsmtp._errors import ConfigurationError
 
@@ -128,7 +128,7 @@ def login_responses(user: str, password: str) -> tuple[bytes, bytes]:
     )
 
 
-def decode_error_challenge(b64: bytes) -> dict[str, Any] | None:
+def decode_error_challenge(b64: bytes) -> dict[str, object] | None:
     """Decode the JSON of an XOAUTH2/OAUTHBEARER error challenge (RFC 7628 §3.2.2).
 
     Gmail sends for example ``{"status":"400","schemes":"Bearer","scope":
@@ -161,7 +161,7 @@ def is_base64(b64: bytes) -> bool:
     return True
 
 
-def _refuse_constant(value: str) -> Any:
+def _refuse_constant(value: str) -> NoReturn:
     raise ValueError(f"{value} is not JSON")
 
 
@@ -178,7 +178,7 @@ class AuthFailure:
     hint: str
 
 
-_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b", re.ASCII)
 
 _HINT_MS_DISABLED = (
     "SMTP AUTH is disabled for this Microsoft 365 tenant or mailbox: an administrator must "
@@ -209,7 +209,7 @@ _HINT_GENERIC = (
 def classify_auth_failure(
     code: int,
     text: str,
-    provider_error: Mapping[str, Any] | None = None,
+    provider_error: Mapping[str, object] | None = None,
     *,
     oauth: bool = True,
 ) -> AuthFailure:
