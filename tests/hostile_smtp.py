@@ -153,6 +153,9 @@ class HostileServer:
         pre_tls_auth: AUTH mechanisms advertised before TLS (a stripping attacker's bait).
         auth: AUTH mechanisms advertised after TLS.
         extensions: other EHLO keywords after TLS.
+        extensions_by_connection: ``{connection index: keywords}``: other keywords for that
+            connection (e.g. a hostile ``SIZE`` only after a reconnect).
+        greeting: the greeting line (a hostile one, or None for no greeting at all).
         pipelining: advertise PIPELINING and record envelopes that did not come in one write.
         tokens: access tokens that authenticate.
         password: the password that authenticates with PLAIN/LOGIN.
@@ -190,6 +193,8 @@ class HostileServer:
         pre_tls_auth: tuple[str, ...] = (),
         auth: tuple[str, ...] = ("XOAUTH2", "OAUTHBEARER"),
         extensions: tuple[str, ...] = ("8BITMIME", "SIZE 10000000"),
+        extensions_by_connection: dict[int, tuple[str, ...]] | None = None,
+        greeting: str | None = "220 hostile.test ESMTP ready",
         pipelining: bool = True,
         tokens: tuple[str, ...] = ("good-token",),
         password: str | None = None,
@@ -215,6 +220,8 @@ class HostileServer:
         self.pre_tls_auth = pre_tls_auth
         self.auth = auth
         self.extensions = extensions
+        self.extensions_by_connection = extensions_by_connection or {}
+        self.greeting = greeting
         self.pipelining = pipelining
         self.tokens = set(tokens)
         self.password = password
@@ -325,7 +332,11 @@ class HostileServer:
             if conn.over_limit and self.limit_at == "greeting":
                 self._refuse_over_limit(conn)
                 return
-            conn.send("220 hostile.test ESMTP ready")
+            if self.greeting is None:
+                while not self._stopping.wait(0.05):  # silent until stopped
+                    pass
+                return
+            conn.send(self.greeting)
             while not self._stopping.is_set():
                 line = conn.readline()
                 verb = line.split(b" ", 1)[0].upper().decode("ascii", "replace")
@@ -352,14 +363,15 @@ class HostileServer:
 
     def _ehlo_lines(self, conn: Connection) -> list[str]:
         keywords: list[str] = []
+        extensions = self.extensions_by_connection.get(conn.index, self.extensions)
         if conn.tls:
-            keywords += list(self.extensions)
+            keywords += list(extensions)
             if self.auth:
                 keywords.append("AUTH " + " ".join(self.auth))
             if self.pipelining:
                 keywords.append("PIPELINING")
         else:
-            keywords += list(self.extensions)
+            keywords += list(extensions)
             if self.starttls in ("ok", "refuse", "syntax", "inject"):
                 keywords.append("STARTTLS")
             if self.pre_tls_auth:
