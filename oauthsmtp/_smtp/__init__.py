@@ -14,6 +14,7 @@ Data flows one way, and each module imports only those before it in this list:
 * ``pool``: a session's connections (at most N), and a batch shared between them.
 * ``connect``: opening one connection: connect, greeting, EHLO, STARTTLS or TLS, AUTH.
 * ``background``: the queue and thread behind ``SMTPSession.submit``.
+* ``options``: the checks of ``SMTPSession``'s arguments (pure).
 * ``session``: :class:`~oauthsmtp.SMTPSession`, which owns a connector, a pool and a
   background sender, and turns messages into jobs and jobs into results.
 

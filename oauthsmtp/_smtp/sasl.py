@@ -78,7 +78,8 @@ def xoauth2_initial(user: str, token: str) -> bytes:
 
     Raises:
         ConfigurationError: ``user`` or ``token`` is empty or contains NUL, ``^A``, CR or LF
-            (SECURITY.md rule 29), or the token is not printable ASCII.
+            (they would inject SMTP commands, docs/security.md), or the token is not
+            printable ASCII.
     """
     raw = b"user=" + _check("user", user) + b"\x01auth=Bearer "
     raw += _check("token", token, ascii_only=True) + b"\x01\x01"
@@ -170,7 +171,7 @@ class AuthFailure:
     """What an AUTH refusal means.
 
     Attributes:
-        retryable: a fresh OAuth token may help (refresh once and retry, SECURITY.md rule 26).
+        retryable: a fresh OAuth token may help (refresh once and retry, docs/sending.md).
         hint: one or two sentences saying what to check or fix.
     """
 
@@ -215,7 +216,7 @@ def classify_auth_failure(
 ) -> AuthFailure:
     """Say whether an AUTH refusal may be cured by a fresh token, and what to fix.
 
-    Configuration errors are never retryable (SECURITY.md rule 26): Microsoft's
+    Configuration errors are never retryable (docs/security.md, "Retry policy"): Microsoft's
     ``535 5.7.139 ... SmtpClientAuthentication is disabled for the Tenant`` (or "for the
     Mailbox") and ``550 5.7.30 Basic authentication is not supported``.
 

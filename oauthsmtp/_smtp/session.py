@@ -40,6 +40,15 @@ from oauthsmtp._oauth.params import is_loopback_host
 from .auth import TokenSource, check_mechanism, is_token_source
 from .background import BackgroundSender
 from .connect import Connector, Security
+from .options import (
+    DEFAULT_PORTS,
+    check_connections,
+    check_host,
+    check_password,
+    check_port,
+    check_text,
+    check_timeout,
+)
 from .pool import Pool
 from .transact import Job, SendResult, envelope_problem, failed, unknown
 from .wire import SMTPConnectionError, SMTPTimeoutError
@@ -58,111 +67,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("oauthsmtp.smtp")
-
-_DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "ssl": 465, "none": 25}
-MAX_TIMEOUT = 86400.0
-"""Longest ``timeout=`` accepted (one day; sockets refuse much longer ones)."""
-MAX_CONNECTIONS = 100
-"""Most ``connections=`` accepted (providers allow a handful)."""
-
-
-# -- argument checks ----------------------------------------------------------------------
-def _check_connections(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CONNECTIONS:
-        raise ConfigurationError(
-            f"connections must be a whole number from 1 to {MAX_CONNECTIONS}, not {value!r}"
-        )
-    return value
-
-
-def _printable(value: str) -> bool:
-    return value.isprintable() and not any(c.isspace() for c in value)
-
-
-def _check_text(name: str, value: object) -> str:
-    if not isinstance(value, str) or not value or not _printable(value):
-        raise ConfigurationError(
-            f"{name} must be a non-empty string without spaces or control characters"
-        )
-    return value
-
-
-def _check_host(value: object) -> str:
-    """The host to connect to, in ASCII (an IDN becomes its A-label, IDNA 2008).
-
-    Raises:
-        ConfigurationError: not a host name or IP address.
-    """
-    import ipaddress
-
-    if not isinstance(value, str) or not value or not _printable(value):
-        raise ConfigurationError(
-            f"host must be a host name or an IP address (for example 'smtp.gmail.com'), "
-            f"without spaces or control characters, not {value!r}"
-        )
-    inner = value[1:-1] if value.startswith("[") and value.endswith("]") else value
-    try:
-        ipaddress.ip_address(inner)
-        return value
-    except ValueError:
-        pass
-    name = value
-    if not value.isascii():
-        name = _a_label(value)
-    labels = name.rstrip(".").split(".")
-    if (
-        len(name) > 253
-        or any(not 0 < len(label) <= 63 for label in labels)
-        or any(not (c.isalnum() or c in "-_.") for c in name)
-    ):
-        raise ConfigurationError(
-            f"host {value!r} is not a valid host name (letters, digits, '-' and '.', labels "
-            "of 1-63 characters, 253 in all); for example 'smtp.gmail.com'"
-        )
-    return name
-
-
-def _a_label(host: str) -> str:
-    """IDNA 2008 (UTS 46) A-label form of a non-ASCII host name."""
-    try:
-        import idna
-
-        return str(idna.encode(host, uts46=True).decode("ascii"))
-    except ImportError:  # pragma: no cover - idna comes with requests
-        raise ConfigurationError(
-            f"host {host!r} is not ASCII: give its xn-- (A-label) form"
-        ) from None
-    except (idna.IDNAError, UnicodeError, ValueError) as exc:
-        raise ConfigurationError(f"host {host!r} is not a valid domain name (IDNA 2008)") from exc
-
-
-def _check_timeout(value: object) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0 < value <= MAX_TIMEOUT  # also refuses NaN and infinity
-    ):
-        raise ConfigurationError(
-            f"timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT:.0f}, "
-            f"not {value!r}"
-        )
-    return float(value)
-
-
-def _check_port(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
-        raise ConfigurationError(f"port must be a whole number from 1 to 65535, not {value!r}")
-    return value
-
-
-def _check_password(value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value or any(c in value for c in "\x00\r\n"):
-        raise ConfigurationError(
-            "password must be a non-empty string without NUL, CR or LF (not shown)"
-        )
-    return value
 
 
 class SMTPSession:
@@ -219,15 +123,15 @@ class SMTPSession:
         local_hostname: str | None = None,
         connections: int = 1,
     ) -> None:
-        if not isinstance(security, str) or security not in _DEFAULT_PORTS:
+        if not isinstance(security, str) or security not in DEFAULT_PORTS:
             raise ConfigurationError(
                 f"security must be 'starttls', 'ssl' or 'none', not {security!r}"
             )
-        address = _check_host(host)
+        address = check_host(host)
         self.host: str = host
-        self.port = _check_port(_DEFAULT_PORTS[security] if port is None else port)
+        self.port = check_port(DEFAULT_PORTS[security] if port is None else port)
         self.security: Security = security
-        self.timeout = _check_timeout(timeout)
+        self.timeout = check_timeout(timeout)
         if auth_token is not None and password is not None:
             raise ConfigurationError("pass auth_token= or password=, not both")
         if auth_token is not None and not is_token_source(auth_token):
@@ -235,12 +139,12 @@ class SMTPSession:
                 "auth_token must be an oauthsmtp.AuthToken (or have an access_token property "
                 f"and a refresh() method), not {type(auth_token).__name__}"
             )
-        password = _check_password(password)
+        password = check_password(password)
         if username is None and auth_token is not None:
             username = getattr(auth_token, "account", None)
         if (auth_token is not None or password is not None) and username is None:
             raise ConfigurationError("username= is required with auth_token= or password=")
-        self.username = None if username is None else _check_text("username", username)
+        self.username = None if username is None else check_text("username", username)
         self.mechanism = check_mechanism(mechanism, token=auth_token is not None, password=password)
         if ssl_context is not None:
             import ssl as ssl_module
@@ -261,9 +165,9 @@ class SMTPSession:
             raise ConfigurationError(f"asynchronous must be True or False, not {asynchronous!r}")
         self.asynchronous = asynchronous
         self.local_hostname = (
-            None if local_hostname is None else _check_text("local_hostname", local_hostname)
+            None if local_hostname is None else check_text("local_hostname", local_hostname)
         )
-        self.connections = _check_connections(connections)
+        self.connections = check_connections(connections)
         self._connector = Connector(
             address,
             self.port,
@@ -400,7 +304,7 @@ class SMTPSession:
                 sent); after that, a failure to reconnect makes the remaining messages
                 ``"failed"``.
         """
-        width = self.connections if connections is None else _check_connections(connections)
+        width = self.connections if connections is None else check_connections(connections)
         if isinstance(messages, (Email, Message, str, bytes)) or not isinstance(messages, Iterable):
             raise ConfigurationError(
                 "send_many() takes an iterable of messages (a list of oauthsmtp.Email or "

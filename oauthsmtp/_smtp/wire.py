@@ -556,6 +556,12 @@ def _wrap(sock: socket.socket, context: ssl.SSLContext, host: str, port: int) ->
                 "for this port (usually 587), or the implicit-TLS port (465) with "
                 "security='ssl'"
             )
+        elif isinstance(exc, ssl.SSLEOFError) or reason == "UNEXPECTED_EOF_WHILE_READING":
+            message = (
+                f"{host}:{port} closed the connection during the TLS handshake: check the port "
+                "and security= (587 with 'starttls', 465 with 'ssl'); the server may also "
+                "refuse this client's TLS settings"
+            )
         elif reason in _OLD_TLS:
             message = (
                 f"the TLS handshake with {host}:{port} failed: the server and this machine "
