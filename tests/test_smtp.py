@@ -12,6 +12,7 @@ import base64
 import logging
 import socket
 import ssl
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from datetime import datetime, timedelta, timezone
@@ -242,6 +243,23 @@ def test_send_in_asynchronous_mode_returns_a_result(dev: SMTPServer, certs: Cert
         with pytest.raises(ConfigurationError):
             s.send(Message())  # no From, no recipient: refused before sending
     assert [m.subject for m in dev.wait_for_messages(4)] == ["m0", "m1", "m2", "m3"]
+
+
+def test_send_from_a_future_callback(dev: SMTPServer, certs: CertificateSet) -> None:
+    """send() inside a done-callback (the sender's own thread) sends instead of deadlocking."""
+    s = session(dev.port, certs.client_context(), asynchronous=True).start()
+    inner: list[SendResult] = []
+    done = threading.Event()
+
+    def again(_: Future[SendResult]) -> None:
+        inner.append(s.send(mail(1)))
+        done.set()
+
+    s.submit(mail(0)).add_done_callback(again)
+    assert done.wait(10), "send() in the callback did not return"
+    s.close()
+    assert [r.status for r in inner] == ["sent"]
+    assert [m.subject for m in dev.wait_for_messages(2)] == ["m0", "m1"]
 
 
 def test_submit_without_asynchronous_mode(dev: SMTPServer, certs: CertificateSet) -> None:

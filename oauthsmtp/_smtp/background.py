@@ -47,6 +47,13 @@ class BackgroundSender:
         """True while the worker thread exists (between the first submit and close)."""
         return self._worker is not None
 
+    @property
+    def queueing(self) -> bool:
+        """True when a message sent now should queue: the worker runs, and this thread is
+        not the worker itself (a future's callback runs there; waiting would deadlock)."""
+        worker = self._worker
+        return worker is not None and worker is not threading.current_thread()
+
     def start(self) -> None:
         """Start the worker thread unless it runs."""
         self._ensure_worker()
@@ -66,13 +73,18 @@ class BackgroundSender:
         return future
 
     def close(self) -> None:
-        """Wait for every queued job, then stop the worker (idempotent; can start again)."""
+        """Wait for every queued job, then stop the worker (idempotent; can start again).
+
+        Called from the worker itself (a future's callback), it stops the worker once the
+        queue is drained, without waiting.
+        """
         with self._lock:
             worker, work_queue = self._worker, self._queue
             self._worker = self._queue = None
         if worker is not None and work_queue is not None:
             work_queue.put(None)
-            worker.join()
+            if worker is not threading.current_thread():
+                worker.join()
 
     def _ensure_worker(self) -> queue.Queue[Job | None]:
         with self._lock:

@@ -255,7 +255,7 @@ class SMTPSession:
         job = self._prepare(message)
         if job.error is not None:
             raise job.error
-        if self._sender.running:
+        if self._sender.queueing:
             return self._sender.submit(job).result()
         self._deliver([job], self.connections)
         assert job.result is not None  # noqa: S101 - _deliver sets it or raises
@@ -311,7 +311,7 @@ class SMTPSession:
                 f"EmailMessage), not {type(messages).__name__}; use send() for one message"
             )
         jobs = [self._prepare(m) for m in messages]
-        if self._sender.running:
+        if self._sender.queueing:
             futures = [self._sender.submit(job) for job in jobs if job.error is None]
             for future in futures:
                 error = future.exception()
