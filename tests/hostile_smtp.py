@@ -176,6 +176,7 @@ class HostileServer:
         reject_rcpt: recipients refused with 550.
         reject_mail: senders refused with 550.
         data_reply: the end-of-data reply.
+        data_command_reply: answer DATA with this instead of ``354`` (and read no body).
         max_connections: accept this many concurrent connections; each one beyond (counted
             when it opens) is refused with Microsoft's ``432 4.3.2`` at ``limit_at``.
         limit_at: "greeting" (instead of 220, then silence), "mail" (every MAIL), or
@@ -210,6 +211,7 @@ class HostileServer:
         reject_rcpt: tuple[str, ...] = (),
         reject_mail: tuple[str, ...] = (),
         data_reply: str = "250 2.0.0 OK queued",
+        data_command_reply: str | None = None,
         max_connections: int | None = None,
         limit_at: str = "mail",
         data_delay: float = 0.0,
@@ -237,6 +239,7 @@ class HostileServer:
         self.reject_rcpt = set(reject_rcpt)
         self.reject_mail = set(reject_mail)
         self.data_reply = data_reply
+        self.data_command_reply = data_command_reply
         self.max_connections = max_connections
         self.limit_at = limit_at
         self.data_delay = data_delay
@@ -529,6 +532,10 @@ class HostileServer:
         envelope = conn.envelope
         if envelope is None or not envelope.rcpt_to:
             conn.send("554 5.5.1 No valid recipients")
+            return
+        if self.data_command_reply is not None:
+            conn.envelope = None
+            conn.send(self.data_command_reply)
             return
         conn.send("354 Go ahead")
         envelope.data = conn.read_data()

@@ -208,6 +208,20 @@ def test_control_characters_in_replies_do_not_reach_messages(
     assert result.status == "failed"
 
 
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "lock-step"])
+def test_data_answered_without_354_is_a_clear_failure(
+    hostile: Callable[..., HostileServer], certs: CertificateSet, pipelining: bool
+) -> None:
+    """DATA answered 250 (not 354): "failed", saying the body was never sent."""
+    server = hostile(data_command_reply="250 2.0.0 whatever", pipelining=pipelining)
+    with session(server.port, certs) as s:
+        result = s.send(mail())
+    assert (result.status, result.code) == ("failed", 250)
+    assert result.message is not None
+    assert "instead of 354" in result.message
+    assert server.messages == []
+
+
 # -- command lines over 512 octets (RFC 5321 §4.5.3.1.4) -----------------------------------
 LONG = "x" * 600 + "@example.org"
 

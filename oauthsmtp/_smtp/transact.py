@@ -434,5 +434,8 @@ def _outcome(
         return SendResult("failed", rcpts[-1].code, rcpts[-1].text, refused)
     if end is None:
         reply = data if data is not None else rcpts[-1]
+        if reply.code < 400:  # DATA answered without 354 (RFC 5321 §4.1.1.4): not sent
+            text = f"not sent: the server answered DATA with {reply} instead of 354"
+            return SendResult("failed", reply.code, text, refused)
         return SendResult("failed", reply.code, reply.text, refused)
     return SendResult("sent" if end.code < 300 else "failed", end.code, end.text, refused)
