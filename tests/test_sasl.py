@@ -10,7 +10,7 @@ import base64
 
 import pytest
 
-from oauthsmtp._errors import ConfigurationError
+from oauthsmtp import ConfigurationError
 from oauthsmtp._smtp.sasl import (
     OAUTHBEARER_FAILURE_RESPONSE,
     XOAUTH2_FAILURE_RESPONSE,

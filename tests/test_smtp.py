@@ -37,8 +37,7 @@ from oauthsmtp import (
 )
 from oauthsmtp._oauth.tokenresponse import TokenState
 from oauthsmtp._smtp.sasl import oauthbearer_initial, xoauth2_initial
-from oauthsmtp.devserver._certs import CertificateSet, make_certificates
-from oauthsmtp.devserver._smtpserver import SMTPServer
+from oauthsmtp.devserver import CertificateSet, SMTPServer, make_certificates
 
 ALICE = "alice@example.org"
 BOB = "bob@example.org"

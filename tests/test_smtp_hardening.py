@@ -33,7 +33,7 @@ from oauthsmtp._message.prepare import OutgoingMessage
 from oauthsmtp._oauth.tokenresponse import TokenState
 from oauthsmtp._smtp.transact import envelope_problem
 from oauthsmtp._smtp.wire import parse_size
-from oauthsmtp.devserver._certs import CertificateSet, make_certificates
+from oauthsmtp.devserver import CertificateSet, make_certificates
 
 ALICE = "alice@example.org"
 BOB = "bob@example.org"
