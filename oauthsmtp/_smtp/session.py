@@ -26,7 +26,7 @@ alone.
 
 from __future__ import annotations
 
-import logging
+import ssl
 from collections.abc import Iterable
 from concurrent.futures import Future
 from email.message import Message
@@ -54,7 +54,6 @@ from .transact import Job, SendResult, envelope_problem, failed, unknown
 from .wire import SMTPConnectionError, SMTPTimeoutError
 
 if TYPE_CHECKING:
-    import ssl
     from collections.abc import Mapping, Sequence
 
 __all__ = [
@@ -65,8 +64,6 @@ __all__ = [
     "SendResult",
     "TokenSource",
 ]
-
-logger = logging.getLogger("oauthsmtp.smtp")
 
 
 class SMTPSession:
@@ -100,6 +97,10 @@ class SMTPSession:
             ``432 4.3.2`` beyond; the session then carries on with the connections the
             server accepted and never opens more than that again.
 
+    ``host``, ``port``, ``security``, ``timeout``, ``username``, ``mechanism`` and
+    ``local_hostname`` are read-only afterwards (the connector holds them);
+    ``connections`` and ``asynchronous`` are read when used.
+
     Raises:
         ConfigurationError: a malformed or inconsistent option (a timeout that is not a
             finite positive number, a port outside 1-65535, a host with spaces or control
@@ -128,10 +129,8 @@ class SMTPSession:
                 f"security must be 'starttls', 'ssl' or 'none', not {security!r}"
             )
         address = check_host(host)
-        self.host: str = host
-        self.port = check_port(DEFAULT_PORTS[security] if port is None else port)
-        self.security: Security = security
-        self.timeout = check_timeout(timeout)
+        port = check_port(DEFAULT_PORTS[security] if port is None else port)
+        timeout = check_timeout(timeout)
         if auth_token is not None and password is not None:
             raise ConfigurationError("pass auth_token= or password=, not both")
         if auth_token is not None and not is_token_source(auth_token):
@@ -144,12 +143,10 @@ class SMTPSession:
             username = getattr(auth_token, "account", None)
         if (auth_token is not None or password is not None) and username is None:
             raise ConfigurationError("username= is required with auth_token= or password=")
-        self.username = None if username is None else check_text("username", username)
-        self.mechanism = check_mechanism(mechanism, token=auth_token is not None, password=password)
+        username = None if username is None else check_text("username", username)
+        mechanism = check_mechanism(mechanism, token=auth_token is not None, password=password)
         if ssl_context is not None:
-            import ssl as ssl_module
-
-            if not isinstance(ssl_context, ssl_module.SSLContext):
+            if not isinstance(ssl_context, ssl.SSLContext):
                 raise ConfigurationError(
                     f"ssl_context must be an ssl.SSLContext, not {type(ssl_context).__name__}"
                 )
@@ -163,25 +160,61 @@ class SMTPSession:
             )
         if not isinstance(asynchronous, bool):
             raise ConfigurationError(f"asynchronous must be True or False, not {asynchronous!r}")
+        if local_hostname is not None:
+            local_hostname = check_text("local_hostname", local_hostname)
         self.asynchronous = asynchronous
-        self.local_hostname = (
-            None if local_hostname is None else check_text("local_hostname", local_hostname)
-        )
         self.connections = check_connections(connections)
+        self._host = host
         self._connector = Connector(
             address,
-            self.port,
+            port,
             security=security,
-            timeout=self.timeout,
-            username=self.username,
+            timeout=timeout,
+            username=username,
             token=auth_token,
             password=password,
-            mechanism=self.mechanism,
-            local_hostname=self.local_hostname,
+            mechanism=mechanism,
+            local_hostname=local_hostname,
             context=ssl_context,
         )
         self._pool = Pool(self._connector.connect, host=address)
         self._sender = BackgroundSender(self._deliver_queued)
+
+    # -- settings (read-only: the connector holds them) ----------------------------------
+    @property
+    def host(self) -> str:
+        """The server, as given (``ServerAddress``)."""
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The server's port."""
+        return self._connector.port
+
+    @property
+    def security(self) -> Security:
+        """``"starttls"``, ``"ssl"`` or ``"none"``."""
+        return self._connector.security
+
+    @property
+    def timeout(self) -> float:
+        """Seconds allowed for connecting, for each write and for each reply."""
+        return self._connector.timeout
+
+    @property
+    def username(self) -> str | None:
+        """The SASL user (``Name``), or None without credentials."""
+        return self._connector.username
+
+    @property
+    def mechanism(self) -> str | None:
+        """The forced SASL mechanism, upper case, or None (chosen from EHLO)."""
+        return self._connector.mechanism
+
+    @property
+    def local_hostname(self) -> str | None:
+        """The EHLO name, or None for the local address literal."""
+        return self._connector.local_hostname
 
     # -- state ----------------------------------------------------------------------------
     @property
