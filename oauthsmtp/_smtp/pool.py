@@ -102,8 +102,8 @@ class Pool:
         connect: opens, secures and authenticates a channel's connection.
         host: the server's name, for log messages.
 
-    Every method takes the pool's lock, so a batch, a ``send()`` and the background
-    sender never use the connections at the same time.
+    Starting, sending and closing take the pool's lock, so a batch, a ``send()`` and the
+    background sender never use the connections at the same time.
     """
 
     def __init__(self, connect: Connect, *, host: str) -> None:
