@@ -9,6 +9,7 @@ name, the trust anchors). Every test here failed before its fix.
 from __future__ import annotations
 
 import ssl
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from email import policy
@@ -425,3 +426,29 @@ def test_size_refusal_is_ours_with_both_numbers(
     size = len(result.message.split(" octets")[0].split()[-1])
     assert size >= 5  # "4,xxx": the message's own size is given too
     assert server.messages == []
+
+
+def test_no_thread_for_the_background_sender_is_our_error(
+    hostile: Callable[..., HostileServer], certs: CertificateSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process cannot start another thread: submit() fails its future, start() raises
+    SMTPError, and send() still works in the caller's thread."""
+    server = hostile()
+    s = session(server.port, certs, asynchronous=True)
+
+    start = threading.Thread.start
+
+    def no_sender_thread(self: threading.Thread) -> None:
+        if self.name == "oauthsmtp-send":  # only the session's background sender
+            raise RuntimeError("can't start new thread")
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", no_sender_thread)
+    with pytest.raises(SMTPError, match="background sender"):
+        s.start()
+    future = s.submit(mail(0))
+    assert isinstance(future.exception(), SMTPError)
+    assert s.send(mail(1)).ok
+    monkeypatch.undo()
+    s.close()
+    assert subjects(server) == ["m1"]

@@ -55,8 +55,15 @@ class BackgroundSender:
         return worker is not None and worker is not threading.current_thread()
 
     def start(self) -> None:
-        """Start the worker thread unless it runs."""
-        self._ensure_worker()
+        """Start the worker thread unless it runs.
+
+        Raises:
+            SMTPError: no thread can be started (the system's limit is reached).
+        """
+        try:
+            self._ensure_worker()
+        except RuntimeError as exc:
+            raise SMTPError(f"cannot start the background sender: {exc}") from exc
 
     def submit(self, job: Job) -> Future[SendResult]:
         """Queue ``job``; its future gets the result, or the error that stopped it.
@@ -65,11 +72,16 @@ class BackgroundSender:
         """
         future: Future[SendResult] = Future()
         job.future = future
-        if job.error is not None:
+        error = job.error
+        if error is None:
+            try:
+                self._ensure_worker().put(job)
+            except RuntimeError as exc:  # no thread can be started (resources exhausted)
+                error = SMTPError(f"cannot start the background sender: {exc}")
+                error.__cause__ = exc
+        if error is not None:
             future.set_running_or_notify_cancel()
-            future.set_exception(job.error)
-        else:
-            self._ensure_worker().put(job)
+            future.set_exception(error)
         return future
 
     def close(self) -> None:
@@ -89,11 +101,12 @@ class BackgroundSender:
     def _ensure_worker(self) -> queue.Queue[Job | None]:
         with self._lock:
             if self._worker is None or self._queue is None:
-                self._queue = queue.Queue()
-                self._worker = threading.Thread(
-                    target=self._work, args=(self._queue,), name="oauthsmtp-send", daemon=True
+                work_queue: queue.Queue[Job | None] = queue.Queue()
+                worker = threading.Thread(
+                    target=self._work, args=(work_queue,), name="oauthsmtp-send", daemon=True
                 )
-                self._worker.start()
+                worker.start()  # may raise RuntimeError: then nothing is recorded
+                self._queue, self._worker = work_queue, worker
             return self._queue
 
     def _work(self, work_queue: queue.Queue[Job | None]) -> None:
