@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from . import providers
+    from ._explain import explain
     from ._message.prepare import Email
     from ._oauth.params import OAuth2Parameters
     from ._smtp.session import SendResult, SMTPSession
@@ -81,6 +82,7 @@ __all__ = [
     "__version__",
     "auth_identify",
     "default_store",
+    "explain",
     "providers",
     "refresh_token",
     "revoke_token",
@@ -98,6 +100,7 @@ _LAZY = {
     "TokenStore": "._tokens.stores.choose",
     "default_store": "._tokens.stores.choose",
     "providers": ".providers",
+    "explain": "._explain",
     "Email": "._message.prepare",
     "SMTPSession": "._smtp.session",
     "SendResult": "._smtp.session",
