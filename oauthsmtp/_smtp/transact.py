@@ -292,15 +292,21 @@ def transact(conn: Connection, extensions: Mapping[str, str], queue: JobQueue, l
 
 def _unsendable(out: OutgoingMessage, ext: Mapping[str, str]) -> str | None:
     if out.smtputf8 and "SMTPUTF8" not in ext:
-        return "not sent: an address is not ASCII and the server does not offer SMTPUTF8"
+        return (
+            "an address is not ASCII and the server does not offer SMTPUTF8 (RFC 6531); "
+            "oauthsmtp did not send the message"
+        )
     if out.eight_bit and "8BITMIME" not in ext and "SMTPUTF8" not in ext:
-        return "not sent: the message has 8-bit data and the server does not offer 8BITMIME"
+        return (
+            "the message has 8-bit data and the server does not offer 8BITMIME (RFC 6152); "
+            "oauthsmtp did not send it"
+        )
     limit = parse_size(ext.get("SIZE", ""))
     if limit is not None and len(out.data) > limit:
         return (
-            f"not sent: the message is {len(out.data):,} octets and the server announces a "
-            f"limit of {limit:,} (EHLO SIZE, RFC 1870); oauthsmtp checked this before sending. "
-            "Make the message smaller (attachments count about 4/3 of their size)"
+            f"the message is {len(out.data):,} octets and the server announces a limit of "
+            f"{limit:,} (EHLO SIZE, RFC 1870): oauthsmtp checked this before sending and did "
+            "not send it. Make the message smaller (attachments count about 4/3 of their size)"
         )
     return None
 
@@ -435,7 +441,7 @@ def _outcome(
     if end is None:
         reply = data if data is not None else rcpts[-1]
         if reply.code < 400:  # DATA answered without 354 (RFC 5321 §4.1.1.4): not sent
-            text = f"not sent: the server answered DATA with {reply} instead of 354"
+            text = f"the server answered DATA with {reply} instead of 354; the message was not sent"
             return SendResult("failed", reply.code, text, refused)
         return SendResult("failed", reply.code, reply.text, refused)
     return SendResult("sent" if end.code < 300 else "failed", end.code, end.text, refused)
