@@ -452,3 +452,17 @@ def test_no_thread_for_the_background_sender_is_our_error(
     monkeypatch.undo()
     s.close()
     assert subjects(server) == ["m1"]
+
+
+def test_the_batch_example_of_the_docs_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/sending.md's loop over send_many's results works for Email objects too."""
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "sending.md").read_text(encoding="utf-8")
+    section = text[text.index("## Batches") :]
+    code = section[section.index("```python") + len("```python") : section.index("```\n")]
+    loop = code[code.index("for ") :]
+    messages = [mail(0), mail(1)]
+    results = [SendResult("sent", 250, "ok"), SendResult("failed", 550, "5.1.1 no")]
+    exec(loop, {"messages": messages, "results": results})  # noqa: S102 - our own docs
+    assert "550" in capsys.readouterr().out
