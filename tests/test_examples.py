@@ -55,7 +55,7 @@ EXPECTED: dict[str, list[str]] = {
         "dev check passed: 19 arrived over 1 connection, 1 refused",
     ],
     "send_async.py": [
-        "queued 6 messages; send() returned a future for each at once",
+        "queued 6 messages; submit() returned a future for each at once",
         "close() returned; futures done: 6 of 6",
         "#1: sent 250 2.0.0 OK queued",
         "#5: sent 250 2.0.0 OK queued",
