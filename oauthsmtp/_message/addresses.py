@@ -109,7 +109,12 @@ def parse_address(field_name: str, value: str | Address) -> Address:
     simple = simple_address(text)
     if simple is not None:
         return simple
-    addresses = parse_address_list(field_name, text)
+    header = _parse_header(field_name, text)
+    if any(group.display_name is not None for group in header.groups):
+        raise ConfigurationError(
+            f"{field_name}: {excerpt(text)} is a group (name: addresses;), not one address"
+        )
+    addresses = _clean_addresses(field_name, text, header)
     if len(addresses) != 1:
         raise ConfigurationError(
             f"{field_name}: expected one address, found {len(addresses)} in {excerpt(text)}"
@@ -124,16 +129,20 @@ def parse_address_list(field_name: str, value: str) -> tuple[Address, ...]:
         ConfigurationError: the parser failed, recorded a defect it had to guess at, or
             found an incomplete address.
     """
+    return _clean_addresses(field_name, value, _parse_header(field_name, value))
+
+
+def _parse_header(field_name: str, value: str) -> AddressHeader:
     from email import policy
 
     try:
-        header = policy.default.header_factory("To", value)  # any address-list field
+        header: AddressHeader = policy.default.header_factory("To", value)  # any address list
     except Exception as exc:  # the parser raises IndexError, AttributeError... on bad input
         raise ConfigurationError(
             f"{field_name}: {excerpt(value)} is not a valid address list "
             f"(the email package's parser failed: {type(exc).__name__}); refused"
         ) from exc
-    return _clean_addresses(field_name, value, header)
+    return header
 
 
 def header_addresses(field_name: str, value: object) -> tuple[Address, ...]:
@@ -171,7 +180,7 @@ def _a_labels(field_name: str, address: Address) -> str:
     ``ss`` and drops joiners: ``straße.de`` would become ``strasse.de``, another domain.
     """
     domain = address.domain
-    if domain.isascii():
+    if domain.isascii() and "xn--" not in domain.lower():
         return domain
     import idna  # only for a non-ASCII domain: `import oauthsmtp` stays cheap
 

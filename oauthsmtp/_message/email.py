@@ -22,7 +22,7 @@ from oauthsmtp._errors import ConfigurationError
 
 from .addresses import check_header, mailboxes
 from .checks import check_encodable, check_header_text, excerpt, require_str
-from .mime import looks_encoded, unstructured_words
+from .mime import is_structured, looks_encoded, unstructured_words
 
 __all__ = ["AttachmentSpec", "Email"]
 
@@ -254,7 +254,8 @@ class Email:
         for name, value in headers:
             # The email package decodes an encoded-word in any value it is given; one
             # that was meant literally is given encoded, so it decodes to itself.
-            msg[name] = " ".join(unstructured_words(value)) if looks_encoded(value) else value
+            literal = looks_encoded(value) and not is_structured(name)
+            msg[name] = " ".join(unstructured_words(value)) if literal else value
         if self.html is not None and self.text is not None:
             msg.set_content(self.text, cte=_text_cte(self.text))
             msg.add_alternative(self.html, subtype="html", cte=_text_cte(self.html))

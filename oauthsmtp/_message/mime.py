@@ -42,7 +42,7 @@ import secrets
 import struct
 from collections.abc import Sequence
 from email.generator import BytesGenerator
-from email.headerregistry import AddressHeader, UnstructuredHeader
+from email.headerregistry import AddressHeader, BaseHeader, UnstructuredHeader
 from email.policy import EmailPolicy
 from io import BytesIO
 from typing import TYPE_CHECKING
@@ -60,6 +60,7 @@ __all__ = [
     "Attachment",
     "base64_lines",
     "flatten",
+    "is_structured",
     "looks_encoded",
     "render",
     "unstructured_words",
@@ -143,6 +144,11 @@ def looks_encoded(value: str) -> bool:
     return "=?" in value
 
 
+def is_structured(name: str) -> bool:
+    """True for a field with a syntax of its own (``Message-ID``...): no encoded-words there."""
+    return name.lower() in _STRUCTURED
+
+
 def unstructured_words(value: str) -> list[str]:
     """``value`` as RFC 2047 encoded-words, which any reader decodes back to ``value``."""
     return _encoded_words(value, _SUBJECT_CHUNK)
@@ -193,8 +199,10 @@ def unstructured_field(name: str, value: str) -> str:
         ConfigurationError: a structured field that is not printable ASCII, or that has a
             word too long for a line.
     """
-    words = _short_words(value) if _plain(value) else None
-    if name.lower() in _STRUCTURED:
+    # Leading or trailing white space would be lost to a reader's parser unless encoded.
+    plain = _plain(value) and value == value.strip(" \t")
+    words = _short_words(value) if plain else None
+    if is_structured(name):
         if not (value.isascii() and value.replace("\t", " ").isprintable()):
             raise ConfigurationError(
                 f"header {name} must be printable ASCII ({excerpt(value)}); RFC 5322 gives "
@@ -439,7 +447,7 @@ class _WirePolicy(EmailPolicy):
 
     def fold_binary(self, name: str, value: str) -> bytes:
         header: object = value
-        if isinstance(value, str):
+        if not isinstance(value, BaseHeader):  # raw text from a parsed message
             if all(len(line) + len(name) + 2 <= _FOLD_AT for line in value.splitlines()):
                 return super().fold_binary(name, value)
             header = self.header_factory(name, "".join(value.splitlines()))
