@@ -87,7 +87,7 @@ def test_idna_is_imported_only_for_an_international_domain() -> None:
 @pytest.mark.parametrize("address", ["<", '"', "a@b.org <", "g:a@b.org;", "(", "\\", "@"])
 def test_email_unparseable_address_is_configuration_error(address: str) -> None:
     """Input that crashes the email package's parser (IndexError...) is refused, named."""
-    with pytest.raises(ConfigurationError, match="^to: "):
+    with pytest.raises(ConfigurationError, match=r"^to: "):
         Email(sender=ALICE, to=[address])
 
 
@@ -172,7 +172,7 @@ def test_long_display_name_is_folded_not_one_long_line() -> None:
 def test_long_message_id_refused() -> None:
     """A 3,000-character Message-ID cannot be folded: refused, not written on one line."""
     mail = Email(sender=ALICE, to=[BOB], headers={"Message-ID": "<" + "m" * 3000 + "@x>"})
-    with pytest.raises(ConfigurationError, match="Message-ID.*998"):
+    with pytest.raises(ConfigurationError, match=r"Message-ID.*998"):
         prepare_message(mail)
 
 
@@ -191,12 +191,12 @@ def test_emailmessage_long_lines_refused() -> None:
     msg["From"], msg["To"] = ALICE, BOB
     msg["Message-ID"] = "<" + "m" * 3000 + "@x>"
     msg.set_content("x")
-    with pytest.raises(ConfigurationError, match="Message-ID.*998"):
+    with pytest.raises(ConfigurationError, match=r"Message-ID.*998"):
         prepare_message(msg)
     legacy = Message()
     legacy["From"], legacy["To"] = ALICE, BOB
     legacy.set_payload("y" * 2000)
-    with pytest.raises(ConfigurationError, match="a body line.*2000 octets"):
+    with pytest.raises(ConfigurationError, match=r"a body line.*2000 octets"):
         prepare_message(legacy)
 
 
@@ -204,7 +204,7 @@ def test_rfc822_attachment_with_long_line_refused() -> None:
     """A message/rfc822 part cannot be re-encoded (RFC 2046 §5.2.1): a long line is refused."""
     inner = b"Subject: x\r\n\r\n" + b"z" * 1500 + b"\r\n"
     mail = Email(sender=ALICE, to=[BOB], attachments=[("fwd.eml", inner)])
-    with pytest.raises(ConfigurationError, match="fwd.eml.*application/octet-stream"):
+    with pytest.raises(ConfigurationError, match=r"fwd.eml.*application/octet-stream"):
         prepare_message(mail)
 
 
