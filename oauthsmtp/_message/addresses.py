@@ -25,6 +25,7 @@ from .checks import check_header_text, check_no_breaks, excerpt
 __all__ = [
     "check_header",
     "envelope_address",
+    "format_address",
     "header_addresses",
     "mailboxes",
     "parse_address",
@@ -41,6 +42,9 @@ _MAX_LOCAL_PART = 64  # RFC 5321 §4.5.3.1.1, octets
 _MAX_DOMAIN = 255  # RFC 5321 §4.5.3.1.2, octets
 _MAX_PATH = 256  # RFC 5321 §4.5.3.1.3, octets with the angle brackets
 _MAX_LABEL = 63  # RFC 1035 §2.3.4
+_ATEXT_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
+)
 
 
 # The common, unambiguous shapes "local@domain" and "Display Name <local@domain>" (ASCII
@@ -62,6 +66,22 @@ def simple_address(value: str) -> Address | None:
     if match["local"] is not None:
         return Address(username=match["local"], domain=match["domain"])
     return Address(match["name"], match["bracketed"], match["bdomain"])
+
+
+def format_address(address: Address) -> str:
+    """``address`` as text that :func:`parse_address` reads back as the same address.
+
+    ``str(Address)`` quotes a display name only when it holds specials, so white space at
+    its ends or doubled inside is lost on the way back; this quotes whenever the name is
+    not a run of atoms separated by single spaces (RFC 5322 §3.2.3, §3.2.4).
+    """
+    name = address.display_name
+    if not name:
+        return address.addr_spec
+    words = name.split(" ")
+    if not all(word and _ATEXT_CHARS.issuperset(word) for word in words):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name} <{address.addr_spec}>"
 
 
 def check_header(name: str, value: str) -> None:
@@ -104,7 +124,7 @@ def parse_address(field_name: str, value: str | Address) -> Address:
             non-ASCII local part.
     """
     if isinstance(value, Address):
-        value = str(value)
+        value = format_address(value)
     text = check_header_text(f"{field_name}: an address", value)
     simple = simple_address(text)
     if simple is not None:

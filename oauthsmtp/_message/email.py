@@ -20,7 +20,7 @@ from typing import Union, cast
 
 from oauthsmtp._errors import ConfigurationError
 
-from .addresses import check_header, mailboxes
+from .addresses import check_header, format_address, mailboxes
 from .checks import check_encodable, check_header_text, excerpt, require_str
 from .mime import is_structured, looks_encoded, unstructured_words
 
@@ -203,9 +203,9 @@ class Email:
             )
         }
         put(self, "_parsed", _Parsed(sender=sender[0], **lists))
-        put(self, "sender", str(sender[0]))
+        put(self, "sender", format_address(sender[0]))
         for name, addresses in lists.items():
-            put(self, name, tuple(str(a) for a in addresses))
+            put(self, name, tuple(format_address(a) for a in addresses))
         if not (self.to or self.cc or self.bcc):
             raise ConfigurationError("an Email needs at least one recipient (to, cc or bcc)")
         check_header_text("subject", self.subject)
@@ -239,12 +239,15 @@ class Email:
         """
         from email.utils import formatdate, make_msgid
 
+        parsed = self._parsed
         msg = EmailMessage()
-        msg["From"] = self.sender
-        for name, values in (("To", self.to), ("Cc", self.cc), ("Reply-To", self.reply_to)):
+        # Address objects, not text: the email package would decode an encoded-word
+        # look-alike inside a quoted display name.
+        msg["From"] = parsed.sender
+        for name, values in (("To", parsed.to), ("Cc", parsed.cc), ("Reply-To", parsed.reply_to)):
             if values:
-                msg[name] = ", ".join(values)
-        msg["Subject"] = self.subject
+                msg[name] = values
+        msg["Subject"] = _literal(self.subject)
         headers = cast("tuple[tuple[str, str], ...]", self.headers)  # see __post_init__
         given = {name.lower() for name, _ in headers}
         if "date" not in given:
@@ -252,10 +255,7 @@ class Email:
         if "message-id" not in given:
             msg["Message-ID"] = make_msgid(domain=self._parsed.sender.domain)
         for name, value in headers:
-            # The email package decodes an encoded-word in any value it is given; one
-            # that was meant literally is given encoded, so it decodes to itself.
-            literal = looks_encoded(value) and not is_structured(name)
-            msg[name] = " ".join(unstructured_words(value)) if literal else value
+            msg[name] = value if is_structured(name) else _literal(value)
         if self.html is not None and self.text is not None:
             msg.set_content(self.text, cte=_text_cte(self.text))
             msg.add_alternative(self.html, subtype="html", cte=_text_cte(self.html))
@@ -267,6 +267,17 @@ class Email:
         for spec in self.attachments:
             _add_attachment(msg, spec)
         return msg
+
+
+def _literal(value: str) -> str:
+    """An unstructured value the email package will read back as ``value`` itself.
+
+    It decodes any encoded-word in what it is given (and drops leading white space): such a
+    value is given encoded, so it decodes to itself.
+    """
+    if looks_encoded(value) or value != value.lstrip(" \t"):
+        return " ".join(unstructured_words(value))
+    return value
 
 
 def describe_attachment(spec: AttachmentSpec) -> tuple[str, str, str]:
