@@ -277,3 +277,25 @@ def test_smtputf8_message_and_rfc822_part_written_directly() -> None:
     assert part["Content-Transfer-Encoding"] == "8bit"
     assert part.get_content()["Subject"] == "inner"
     assert max(map(len, lines(out.data))) <= 78
+
+
+@pytest.mark.parametrize(
+    ("data", "refused"),
+    [
+        (b"x" * 998 + b"\r\nend\r\n", False),
+        (b"x" * 999 + b"\r\nend\r\n", True),
+        (b"a\r\n" * 400 + b"x" * 998, False),
+        (b"a\r\n" * 400 + b"x" * 999, True),
+        ((b"y" * 997 + b"\r\n") * 50, False),
+        ((b"y" * 500 + b"\r\n") * 3 + b"z" * 1200 + b"\r\n", True),
+    ],
+)
+def test_line_length_scan(data: bytes, refused: bool) -> None:
+    """The 998-octet check finds a long line wherever it is, and only then (RFC 5322 §2.1.1)."""
+    from oauthsmtp._message.checks import check_line_lengths
+
+    if refused:
+        with pytest.raises(ConfigurationError, match="998"):
+            check_line_lengths(data)
+    else:
+        check_line_lengths(data)
