@@ -299,3 +299,16 @@ def test_line_length_scan(data: bytes, refused: bool) -> None:
             check_line_lengths(data)
     else:
         check_line_lengths(data)
+
+
+@pytest.mark.parametrize(("length", "refused"), [(998, False), (999, True)])
+def test_rfc822_attachment_line_limit_counts_crlf(length: int, refused: bool) -> None:
+    """An attached message with LF line ends is measured as sent, with CRLF."""
+    inner = b"Subject: x\n\n" + b"z" * length + b"\n"
+    mail = Email(sender=ALICE, to=[BOB], attachments=[("fwd.eml", inner)])
+    if refused:
+        with pytest.raises(ConfigurationError, match="998"):
+            prepare_message(mail)
+    else:
+        out = prepare_message(mail)
+        assert max(map(len, lines(out.data))) == length

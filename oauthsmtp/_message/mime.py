@@ -50,7 +50,7 @@ from urllib.parse import quote
 
 from oauthsmtp._errors import ConfigurationError
 
-from .checks import MAX_LINE, excerpt
+from .checks import MAX_LINE, check_line_lengths, excerpt
 
 if TYPE_CHECKING:
     from email.message import Message
@@ -311,15 +311,18 @@ def _message_part(filename: str, data: bytes, disposition: str) -> list[bytes]:
     lines = data.split(b"\n")
     if lines and not lines[-1]:
         lines.pop()  # the last line's break is written by the enclosing multipart
-    if b"\x00" in data or any(len(line) > MAX_LINE for line in lines):
+    content = b"\r\n".join(lines)
+    try:
+        check_line_lengths(content)
+    except ConfigurationError as exc:
         raise ConfigurationError(
-            f"attachment {excerpt(filename)}: a message/rfc822 attachment must not contain "
-            "NUL or lines over 998 octets (RFC 2046 §5.2.1, RFC 5322 §2.1.1); attach it "
-            "as (filename, data, 'application/octet-stream') instead"
-        )
+            f"attachment {excerpt(filename)}: a message/rfc822 attachment is sent as it is "
+            f"(RFC 2046 §5.2.1), and this one cannot be: {exc}; attach it as "
+            "(filename, data, 'application/octet-stream') instead"
+        ) from None
     cte = "7bit" if data.isascii() else "8bit"
     head = f"Content-Type: message/rfc822{CRLF}Content-Transfer-Encoding: {cte}{CRLF}{disposition}"
-    return [head.encode("ascii"), b"", *lines]
+    return [head.encode("ascii"), b"", content]
 
 
 def _multipart(subtype: str, parts: Sequence[list[bytes]]) -> list[bytes]:
