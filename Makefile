@@ -1,8 +1,13 @@
 # oauthsmtp developer commands. Each target creates .venv when it is missing.
+# Another interpreter or folder: make test PYTHON=/usr/bin/python3 VENV=.venv-system
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The venv remembers the interpreter that made it: asking for another one (PYTHON=...) makes
+# it anew, rather than quietly running the old one.
+PYTHON_ID := $(shell $(PYTHON) -c 'import hashlib, os, sys; print(hashlib.sha256(os.path.realpath(sys.executable).encode()).hexdigest()[:16])' 2>/dev/null)
+MADE_BY := $(VENV)/.made-by-$(if $(PYTHON_ID),$(PYTHON_ID),missing-python)
 
 .PHONY: help venv test lint demo bench clean
 
@@ -11,23 +16,28 @@ help:
 	@echo "make lint   - ruff (lint + format check) and mypy --strict on the package"
 	@echo "make demo   - run the whole product end to end against the local dev provider"
 	@echo "make bench  - run the benchmarks in bench/"
+	@echo "PYTHON=/usr/bin/python3 VENV=.venv-system: another interpreter, in its own venv"
 
-$(BIN)/python:
+$(MADE_BY):
+	@test -n "$(PYTHON_ID)" || { echo "make: cannot run $(PYTHON)" >&2; exit 1; }
+	rm -rf -- "$(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@touch $@
 
-$(STAMP): $(BIN)/python pyproject.toml
+$(STAMP): $(MADE_BY) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
 	@touch $(STAMP)
 
 # The demo needs only the package and its dev-provider extra.
-$(VENV)/.installed-demo: $(BIN)/python pyproject.toml
+$(VENV)/.installed-demo: $(MADE_BY) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
 venv: $(STAMP)
 
 test: $(STAMP)
+	@$(BIN)/python -c 'import sys; print("pytest on Python", sys.version.split()[0], "in $(VENV)")'
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -42,4 +52,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf -- "$(VENV)" .pytest_cache .mypy_cache .ruff_cache

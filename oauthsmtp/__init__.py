@@ -4,6 +4,16 @@ The public API is what ``__all__`` lists. Only the exception classes are
 imported eagerly; every other name is imported on first use, so that
 ``import oauthsmtp`` stays cheap for short-lived commands such as
 ``oauthsmtp token`` used as a password command.
+
+The private packages follow the data path, each importing only those before it
+(docs/architecture.md)::
+
+    _oauth/     parameters -> authorization request -> callback -> token endpoint
+    _tokens/    AuthToken, single-flight refresh, auth_identify; stores/ keep tokens
+    _message/   Email and EmailMessage -> checked, rendered wire bytes
+    _smtp/      SASL, the wire, AUTH, transactions, the pool -> SMTPSession
+    _cli/       the ``oauthsmtp`` command, on top of all of the above
+    devserver/  the local development provider (authorization + SMTP server)
 """
 
 import importlib as _importlib
@@ -29,6 +39,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from . import providers
+    from ._explain import explain
     from ._message.prepare import Email
     from ._oauth.params import OAuth2Parameters
     from ._smtp.session import SendResult, SMTPSession
@@ -71,6 +82,7 @@ __all__ = [
     "__version__",
     "auth_identify",
     "default_store",
+    "explain",
     "providers",
     "refresh_token",
     "revoke_token",
@@ -88,6 +100,7 @@ _LAZY = {
     "TokenStore": "._tokens.stores.choose",
     "default_store": "._tokens.stores.choose",
     "providers": ".providers",
+    "explain": "._explain",
     "Email": "._message.prepare",
     "SMTPSession": "._smtp.session",
     "SendResult": "._smtp.session",

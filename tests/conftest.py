@@ -1,4 +1,12 @@
-"""Shared fixtures: the development authorization server and a stand-in browser."""
+"""Shared fixtures: the development authorization server and a stand-in browser.
+
+Helpers shared by the tests live in plain modules beside this one (import them by name):
+``components`` (a test that needs gnome-keyring, chromium, msmtp, ... calls ``require`` or
+``require_program``: skipped with the install hint locally, failed on CI; ``spawned`` runs a
+child process that is gone, within a bound, when the block ends; ``Lines`` waits for a
+child's output with a timeout), ``scripted_http``, ``hostile_smtp``, ``secret_service``.
+Every wait in a test is bounded, and pyproject.toml gives each test a deadline besides.
+"""
 
 from __future__ import annotations
 

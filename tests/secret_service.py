@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from components import require
 
 __all__ = ["SecretService", "running_secret_service", "secret_service"]
 
@@ -249,15 +250,11 @@ def secret_service() -> Iterator[SecretService]:
     is set.
     """
     missing = _missing()
-    if missing:
-        message = (
-            "a real Secret Service is needed: missing "
-            + ", ".join(missing)
-            + f" (on Debian: apt-get install {' '.join(APT_PACKAGES)})"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    require(
+        not missing,
+        "a real Secret Service (" + ", ".join(missing) + ")",
+        f"on Debian: apt-get install {' '.join(APT_PACKAGES)}",
+    )
     with contextlib.ExitStack() as stack:
         try:
             service = stack.enter_context(running_secret_service())

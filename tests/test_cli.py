@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from components import require_program
 
 from oauthsmtp.devserver import AuthServer
 from oauthsmtp.devserver._certs import CertificateSet, make_certificates
@@ -74,17 +75,36 @@ def cli(tmp_path: Path, certs: CertificateSet) -> CLI:
     return CLI(tmp_path / "home", certs)
 
 
-def login(cli: CLI, auth: AuthServer, smtp: SMTPServer) -> subprocess.CompletedProcess[str]:
+def login(
+    cli: CLI,
+    auth: AuthServer,
+    smtp: SMTPServer,
+    *,
+    secret_from: str = "flag",
+    smtp_port: int | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Log in against the dev provider; the secret from the flag, a file or stdin."""
     client = auth.register_client()
     cli.client_secret = client.client_secret
+    secret = client.client_secret or ""
+    stdin = None
+    if secret_from == "file":
+        path = Path(cli.env["OAUTHSMTP_HOME"]).parent / "client-secret.txt"
+        path.write_text(secret + "\n")
+        secret_args = ["--client-secret-file", str(path)]
+    elif secret_from == "stdin":
+        stdin = secret + "\n"
+        secret_args = ["--client-secret-file", "-"]
+    else:
+        # The = form: a generated secret may start with "-", which argparse would take for
+        # an option (docs/cli.md says the same to users).
+        secret_args = [f"--client-secret={secret}"]
     return cli(
         "login",
         "--account", ACCOUNT,
         "--provider", "custom",
         f"--client-id={client.client_id}",
-        # The = form: a generated secret may start with "-", which argparse would take for
-        # an option (docs/cli.md says the same to users).
-        f"--client-secret={client.client_secret or ''}",
+        *secret_args,
         "--auth-url", auth.authorization_endpoint,
         "--token-url", auth.token_endpoint,
         "--revocation-url", auth.revocation_endpoint,
@@ -92,9 +112,10 @@ def login(cli: CLI, auth: AuthServer, smtp: SMTPServer) -> subprocess.CompletedP
         "--scope", auth.scope,
         "--redirect-url", "http://127.0.0.1:0/callback",
         "--smtp-host", "127.0.0.1",
-        "--smtp-port", str(smtp.port),
+        "--smtp-port", str(smtp.port if smtp_port is None else smtp_port),
         "--security", "starttls",
         "--timeout", "30",
+        stdin=stdin,
     )  # fmt: skip
 
 
@@ -125,6 +146,7 @@ def test_version_and_help(cli: CLI) -> None:
     ):
         out = cli(command, "--help").stdout
         assert f"usage: oauthsmtp {command}" in out
+    assert "usage: oauthsmtp account set" in cli("account", "set", "--help").stdout
     assert "exit codes" in cli("--help").stdout
 
 
@@ -253,6 +275,7 @@ def test_revoked_refresh_token_exits_3_with_hint(
     assert len(proc.stderr.strip().splitlines()) == 1
     assert f"oauthsmtp login --account {ACCOUNT}" in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert "auth_identify" not in proc.stderr  # command-line advice, not Python
 
 
 def test_second_login_replaces_the_token(
@@ -281,6 +304,44 @@ def test_debug_shows_detail_without_secrets(
     assert "oauthsmtp.token" in proc.stderr
     assert token not in proc.stderr
     proc = cli("token", "--account", "nobody@example.test", "--debug", check=3)
+
+
+@pytest.mark.parametrize("secret_from", ["file", "stdin"])
+def test_client_secret_from_a_file_or_stdin(
+    cli: CLI, servers: tuple[AuthServer, SMTPServer], tmp_path: Path, secret_from: str
+) -> None:
+    """--client-secret-file FILE and -: the login works, the secret never reaches argv."""
+    auth, smtp = servers
+    proc = login(cli, auth, smtp, secret_from=secret_from)
+    assert f"logged in as {ACCOUNT}" in proc.stderr
+    assert cli.client_secret
+    assert cli.client_secret not in proc.stderr
+    assert auth.validate_access_token(cli("token", "--account", ACCOUNT).stdout.strip())
+    # A later refresh needs the saved secret: it was saved from the file as well.
+    expire_stored_token(tmp_path / "home")
+    assert auth.validate_access_token(cli("token", "--account", ACCOUNT).stdout.strip())
+
+
+def test_send_overrides_and_account_set(
+    cli: CLI, servers: tuple[AuthServer, SMTPServer], tmp_path: Path
+) -> None:
+    """A wrong recorded port: send --smtp-port reaches the server once; account set fixes it."""
+    auth, smtp = servers
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        wrong = closed.getsockname()[1]
+    login(cli, auth, smtp, smtp_port=wrong)
+    message = ["send", "--account", ACCOUNT, "--to", "you@example.test", "--subject"]
+    failed = cli(*message, "recorded", stdin="x\n", check=1)
+    assert str(wrong) in failed.stderr
+    cli(*message, "override", "--smtp-port", str(smtp.port), stdin="x\n")
+    assert smtp.wait_for_messages(1)[0].subject == "override"
+    assert f"127.0.0.1:{wrong} (starttls)" in cli("status").stdout  # for one run only
+    cli("account", "set", "--account", ACCOUNT, "--smtp-port", str(smtp.port))
+    assert f"127.0.0.1:{smtp.port} (starttls)" in cli("status").stdout
+    cli(*message, "recorded again", stdin="x\n")
+    assert smtp.wait_for_messages(2)[1].subject == "recorded again"
+    assert auth.validate_access_token(cli("token", "--account", ACCOUNT).stdout.strip())
 
 
 def test_no_browser_prints_url_and_waits(cli: CLI, servers: tuple[AuthServer, SMTPServer]) -> None:
@@ -329,10 +390,7 @@ def test_msmtp_sends_with_passwordeval(
     mechanism: str,
 ) -> None:
     """Debian's msmtp sends through the dev server with `oauthsmtp token` as passwordeval."""
-    if shutil.which("msmtp") is None:
-        if os.environ.get("CI"):
-            pytest.fail("msmtp is required on CI (apt-get install msmtp)")
-        pytest.skip("msmtp is not installed")
+    require_program("msmtp", "msmtp")
     auth, smtp = servers
     login(cli, auth, smtp)
     config = tmp_path / "msmtprc"

@@ -15,7 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
+from components import require
 
 HERE = Path(__file__).parent
 
@@ -63,10 +63,11 @@ def _unshare_works() -> bool:
 
 def test_default_redirect_localhost_9000(tmp_path: Path) -> None:
     """Two logins in a row on the default http://localhost:9000, holding both addresses."""
-    if not _unshare_works():
-        if os.environ.get("CI"):
-            pytest.fail("unshare -rn / ip are needed on CI (util-linux, iproute2)")
-        pytest.skip("unshare -rn is not available here")
+    require(
+        _unshare_works(),
+        "unshare -rn and ip (a private loopback)",
+        "apt-get install util-linux iproute2, and user namespaces enabled",
+    )
     log = tmp_path / "browser.json"
     env = {
         **os.environ,

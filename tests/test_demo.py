@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from components import Lines, spawned
 
 
 def test_demo_sends_two_messages_and_exits_0(tmp_path: Path) -> None:
@@ -32,3 +35,24 @@ def test_demo_sends_two_messages_and_exits_0(tmp_path: Path) -> None:
     assert "Both messages arrived." in out
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "home").exists()  # the demo keeps nothing in the user's settings
+
+
+def test_demo_stopped_by_sigterm_leaves_no_folder_behind(tmp_path: Path) -> None:
+    """SIGTERM while the demo waits for the browser: it exits, and its temp folders are gone.
+
+    Those folders hold the token store and the SMTP server's private key.
+    """
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    # A "browser" that opens nothing: the demo waits on its consent page until stopped.
+    env.update(BROWSER="true", TMPDIR=str(scratch), OAUTHSMTP_HOME=str(tmp_path / "home"))
+    command = [sys.executable, "-m", "oauthsmtp", "demo"]
+    with spawned(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stderr is not None
+        Lines(proc.stderr).until(r"^Waiting up to \d+ seconds", timeout=60)
+        assert [p.name for p in scratch.iterdir() if p.name.startswith("oauthsmtp-")]
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    assert code != 0
+    assert sorted(p.name for p in scratch.iterdir()) == []

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-import queue
+import base64
+import html
+import importlib.util
+import logging
 import re
 import shlex
 import signal
+import smtplib
 import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from pathlib import Path
-from typing import IO
 
 import pytest
 import requests
+from components import Lines, require, spawned
 
 from oauthsmtp import (
     AccessDenied,
@@ -38,7 +41,7 @@ from oauthsmtp.devserver import (
     headless_login,
     make_certificates,
 )
-from oauthsmtp.devserver._mailpages import MessagesPage, printable, summarize
+from oauthsmtp.devserver._mailpages import MessagesPage, download_name, printable, summarize
 
 BOB = "bob@example.org"
 HOSTILE_SUBJECT = "<script>alert('pwned')</script> & \"quotes\""
@@ -330,6 +333,115 @@ def test_one_message_and_its_eml(provider: DevProvider) -> None:
         assert get(provider.web_url + missing).status_code == 404, missing
 
 
+HTML_PART = (
+    '<h1 id="greeting">Hello <b>Bob</b></h1>'
+    "<script>document.title = 'pwned'</script>"
+    '<img src="http://127.0.0.1:9/track.png">"quoted" &amp; done'
+)
+
+
+def rich_message(provider: DevProvider) -> EmailMessage:
+    """Text and HTML parts, a Cc, and two attachments (one with a hostile file name)."""
+    msg = EmailMessage()
+    msg["From"] = provider.user
+    msg["To"] = BOB
+    msg["Cc"] = "carol@example.test, Dave <dave@example.test>"
+    msg["Subject"] = "rich"
+    msg.set_content("Plain text.\n")
+    msg.add_alternative(HTML_PART, subtype="html")
+    msg.add_attachment(b"\x00\x01binary\xff", maintype="application", subtype="octet-stream",
+                       filename="report.bin")  # fmt: skip
+    msg.add_attachment("<script>alert(1)</script>", subtype="html", filename='../../évil";x=1.html')
+    return msg
+
+
+def test_message_page_shows_html_cc_and_attachments(provider: DevProvider) -> None:
+    """The HTML part renders sandboxed (escaped into srcdoc), Cc is listed, attachments download."""
+    token = provider.login()
+    with provider.session(auth_token=token) as session:
+        assert session.send(rich_message(provider)).ok
+    listing = get(provider.web_url).text
+    assert '<td class="cc">carol@example.test, Dave &lt;dave@example.test&gt;</td>' in listing
+    page = get(provider.web_url + "/1")
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    assert '<pre id="text">Plain text.\n</pre>' in page.text
+    frame = re.search(r'<iframe id="html"[^>]*>', page.text)
+    assert frame is not None
+    assert 'sandbox=""' in frame.group()
+    srcdoc = re.search(r'srcdoc="([^"]*)"', frame.group())
+    assert srcdoc is not None
+    # The browser gets the part unchanged (line ends normalized)...
+    assert html.unescape(srcdoc.group(1)) == HTML_PART + "\n"
+    assert "<script" not in page.text  # ...but never as markup of the page itself
+    assert "<tr><th>Cc</th><td>carol@example.test, Dave &lt;dave@example.test&gt;</td></tr>" in (
+        page.text
+    )
+    links = re.findall(r'<a href="(/messages/1/attachments/\d+)" download>([^<]*)</a>', page.text)
+    assert [name for _, name in links] == ["report.bin", "../../évil&quot;;x=1.html"]
+    binary = get(provider.issuer + links[0][0])
+    assert binary.status_code == 200
+    assert binary.content == b"\x00\x01binary\xff"
+    assert binary.headers["Content-Type"] == "application/octet-stream"
+    assert binary.headers["Content-Disposition"] == 'attachment; filename="report.bin"'
+    assert binary.headers["X-Content-Type-Options"] == "nosniff"
+    hostile = get(provider.issuer + links[1][0])
+    assert hostile.content.rstrip() == b"<script>alert(1)</script>"
+    assert hostile.headers["Content-Type"] == "application/octet-stream"  # never rendered
+    disposition = hostile.headers["Content-Disposition"]
+    assert disposition.startswith('attachment; filename="')
+    assert "/" not in disposition.split("filename*=")[0]
+    assert disposition == (
+        "attachment; filename=\"_vil__x_1.html\"; filename*=UTF-8''%C3%A9vil%22%3Bx%3D1.html"
+    )
+    for missing in ("/1/attachments/0", "/1/attachments/3", "/2/attachments/1", "/1/attachments/x"):
+        assert get(provider.web_url + missing).status_code == 404, missing
+
+
+def test_download_name() -> None:
+    assert download_name("a b.txt", 1, 1) == 'attachment; filename="a b.txt"'
+    assert download_name("", 3, 2) == 'attachment; filename="message-3-attachment-2"'
+    assert download_name("a\r\nX: y", 1, 1) == (
+        "attachment; filename=\"a__X_ y\"; filename*=UTF-8''a%0D%0AX%3A%20y"
+    )
+    assert download_name("C:\\x\\..\\ünï.pdf", 1, 1) == (
+        "attachment; filename=\"_n_.pdf\"; filename*=UTF-8''%C3%BCn%C3%AF.pdf"
+    )
+
+
+def test_events_are_logged_without_secrets(
+    provider: DevProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Logins, refreshes and AUTH (accepted and refused) are logged; no token, code or secret."""
+    caplog.set_level(logging.INFO, logger="oauthsmtp.devserver")
+    token = provider.login()
+    first = token.state
+    token.refresh()
+    with provider.session(auth_token=token) as session:
+        assert session.send(Email(sender=provider.user, to=[BOB], subject="s", text=".")).ok
+    with smtplib.SMTP(provider.host, provider.smtp_port, timeout=10) as client:
+        client.starttls(context=provider.ssl_context())
+        client.ehlo()
+        wrong = base64.b64encode(
+            f"user={provider.user}\x01auth=Bearer wrong-token\x01\x01".encode()
+        )
+        assert client.docmd("AUTH", "XOAUTH2 " + wrong.decode())[0] == 334
+        assert client.docmd("")[0] == 535
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("oauthsmtp.devserver")]
+    client_id = provider.client.client_id
+    assert f"login: {provider.user} signed in (client {client_id})" in lines
+    assert (
+        f"refresh: new access token and a new refresh token for {provider.user} "
+        f"(client {client_id})"
+    ) in lines
+    assert f"AUTH OAUTHBEARER accepted for {provider.user!r}" in lines
+    assert f"AUTH XOAUTH2 refused for {provider.user!r}" in lines
+    text = "\n".join(lines) + caplog.text
+    secrets_seen = [first.access_token, token.state.access_token, provider.client.client_secret]
+    secrets_seen += [first.refresh_token or "-", token.refresh_token or "-", "wrong-token"]
+    assert [s for s in secrets_seen if s and s in text] == []
+    assert wrong.decode() not in text
+
+
 def test_hostile_subject_is_escaped(provider: DevProvider) -> None:
     token = provider.login()
     msg = EmailMessage()
@@ -434,45 +546,22 @@ def test_printable() -> None:
 # -- oauthsmtp dev-server -----------------------------------------------------------------------
 
 
-class Lines:
-    """Reads a pipe in a thread so that the test can wait for lines with a timeout."""
-
-    def __init__(self, pipe: IO[str]) -> None:
-        self.seen: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
-        self._thread.start()
-
-    def _read(self, pipe: IO[str]) -> None:
-        for line in pipe:
-            self._queue.put(line)
-        self._queue.put(None)
-
-    def until(self, pattern: str, timeout: float = 20) -> re.Match[str]:
-        end = time.monotonic() + timeout
-        for line in self.seen:
-            if match := re.search(pattern, line):
-                return match
-        while (left := end - time.monotonic()) > 0:
-            try:
-                item = self._queue.get(timeout=left)
-            except queue.Empty:
-                break
-            if item is None:
-                break
-            self.seen.append(item)
-            if match := re.search(pattern, item):
-                return match
-        raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.seen)}")
-
-    def rest(self) -> str:
-        """Everything read, once the pipe has closed."""
-        self._thread.join(10)
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if item is not None:
-                self.seen.append(item)
-        return "".join(self.seen)
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_spawned_ends_a_child_that_ignores_its_stop_signal() -> None:
+    """A child that ignores SIGINT cannot hang the run: the block ends, the child is killed."""
+    code = (
+        "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        "print('ready', flush=True); time.sleep(600)"
+    )
+    started = time.monotonic()
+    with spawned([sys.executable, "-c", code], stdout=subprocess.PIPE, stop_within=10) as proc:
+        assert proc.stdout is not None
+        Lines(proc.stdout).until("^ready$")
+        proc.send_signal(signal.SIGINT)
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.5)
+    assert proc.returncode == -signal.SIGKILL
+    assert time.monotonic() - started < 30
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -480,10 +569,19 @@ class Lines:
 def test_dev_server_command(tmp_path: Path, stop: signal.Signals, extra: list[str]) -> None:
     """`oauthsmtp dev-server`: info block, a message through the printed port, a clean stop."""
     maildir = tmp_path / "mail"
-    command = [sys.executable, "-m", "oauthsmtp", "dev-server", "--maildir", str(maildir), *extra]
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8"
-    ) as proc:
+    # `python -m oauthsmtp dev-server ...`, with Ctrl-C's handler put back: a test run started
+    # in the background hands its children SIGINT ignored, and SIGINT would then stop nothing.
+    command = [
+        sys.executable,
+        "-c",
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from oauthsmtp._cli.main import run; run()",
+        "dev-server",
+        "--maildir",
+        str(maildir),
+        *extra,
+    ]
+    with spawned(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         assert proc.stdout is not None
         assert proc.stderr is not None
         try:
@@ -525,6 +623,8 @@ def test_dev_server_command(tmp_path: Path, stop: signal.Signals, extra: list[st
             arrival = out.until(
                 rf"from user@example.test  to {BOB}  subject: via the CLI  \[(.+)\]$"
             )
+            out.until(r"^\d\d:\d\d:\d\d  login: \S+ signed in \(client ")
+            out.until(r"^\d\d:\d\d:\d\d  AUTH \w+ accepted for ")
             eml = maildir / arrival.group(1)
             assert eml.is_file()
             assert b"Subject: via the CLI" in eml.read_bytes()
@@ -538,4 +638,48 @@ def test_dev_server_command(tmp_path: Path, stop: signal.Signals, extra: list[st
     assert "Traceback" not in stderr
     assert "Traceback" not in stdout
     assert "Stopped. 1 message received" in stdout
+    assert token.access_token not in stdout + stderr
     assert list(maildir.glob("*.eml")) == [eml]
+
+
+def test_html_part_in_a_real_browser_runs_nothing_and_loads_nothing(
+    provider: DevProvider,
+) -> None:
+    """Chromium shows the HTML part, but its script does not run and its resources never load."""
+    require(Path("/usr/bin/chromium").exists(), "Debian's chromium", "apt-get install chromium")
+    require(
+        importlib.util.find_spec("playwright") is not None, "playwright", "pip install -e '.[test]'"
+    )
+    from playwright.sync_api import sync_playwright
+
+    listener = socket.create_server(("127.0.0.1", 0))  # where the mail's resources point
+    tracker = f"http://127.0.0.1:{listener.getsockname()[1]}/track"
+    msg = EmailMessage()
+    msg["From"] = provider.user
+    msg["To"] = BOB
+    msg["Subject"] = "tracked"
+    msg.set_content("text\n")
+    msg.add_alternative(
+        f'<h1 id="hi">Hello Bob</h1><img src="{tracker}.png">'
+        f'<link rel="stylesheet" href="{tracker}.css">'
+        f'<script>fetch("{tracker}.js"); document.body.textContent = "PWNED";</script>',
+        subtype="html",
+    )
+    with provider.session(auth_token=provider.login()) as session:
+        assert session.send(msg).ok
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            page = browser.new_page()
+            page.goto(provider.web_url + "/1")
+            body = page.frame_locator("#html").locator("body")
+            assert body.locator("#hi").inner_text(timeout=10_000) == "Hello Bob"
+            assert "PWNED" not in body.inner_text(timeout=10_000)
+        finally:
+            browser.close()
+    listener.setblocking(False)
+    with listener, pytest.raises(BlockingIOError):  # nobody ever connected
+        listener.accept()

@@ -11,7 +11,6 @@ import secrets
 import socket
 import threading
 import time
-import types
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -22,7 +21,7 @@ import requests
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 
 from oauthsmtp import OAuth2Parameters
-from oauthsmtp.devserver import AuthServer, DevClient, TokenInfo, _authserver
+from oauthsmtp.devserver import AuthServer, DevClient, TokenInfo
 
 REDIRECT = "http://127.0.0.1:9000/callback"
 TIMEOUT = 10
@@ -575,14 +574,15 @@ def test_code_of_another_client_is_invalid_grant(server: AuthServer, client: Dev
     _assert_error(_exchange(server, other, code, verifier), 400, "invalid_grant")
 
 
-def test_code_expires_after_60_seconds(
-    server: AuthServer, client: DevClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    verifier = _verifier()
-    code = _get_code(server, client, verifier)
-    real_time = time.time
-    monkeypatch.setattr(_authserver, "time", types.SimpleNamespace(time=lambda: real_time() + 61))
-    _assert_error(_exchange(server, client, code, verifier), 400, "invalid_grant")
+def test_code_expires_after_60_seconds() -> None:
+    """A code redeemed 61 s after it was issued (on the server's clock) is invalid_grant."""
+    skew = [0.0]
+    with AuthServer(clock=lambda: time.time() + skew[0]) as server:
+        client = server.register_client()
+        verifier = _verifier()
+        code = _get_code(server, client, verifier)
+        skew[0] = 61.0
+        _assert_error(_exchange(server, client, code, verifier), 400, "invalid_grant")
 
 
 def test_wrong_secret_is_invalid_client_401(server: AuthServer, client: DevClient) -> None:
@@ -710,7 +710,7 @@ def test_concurrent_refreshes_with_one_token_succeed_once(
     barrier = threading.Barrier(8)
 
     def worker() -> None:
-        barrier.wait()
+        barrier.wait(timeout=TIMEOUT)
         status = _refresh(server, client, tokens["refresh_token"]).status_code
         with lock:
             statuses.append(status)
@@ -719,7 +719,7 @@ def test_concurrent_refreshes_with_one_token_succeed_once(
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(TIMEOUT * 2)
     assert sorted(statuses) == [200] + [400] * 7
     assert server.token_requests == 1 + 8
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import gc
 import json
@@ -28,7 +29,7 @@ ALICE = "alice@example.org"
 ALICE_TOKEN = "dev-access-token-alice.0123456789"
 BOB = "bob@example.org"
 BOB_TOKEN = "dev-access-token-bob.0123456789"
-# SECURITY.md part (b): Google's XOAUTH2 example and RFC 7628 §4.1 (SMTP, port 587).
+# docs/security.md#vector-xoauth2-google and RFC 7628 §4.1 (SMTP, port 587): test vectors.
 GOOGLE_USER = "someuser@example.com"
 GOOGLE_TOKEN = "ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg"
 GOOGLE_BLOB = (
@@ -748,3 +749,44 @@ def test_start_stop_twice_leaves_nothing_behind(certs: CertificateSet, ctx: ssl.
     gc.collect()
     assert {t.ident for t in threading.enumerate()} == threads_before
     assert _open_fds() <= fds_before
+
+
+@pytest.mark.parametrize("port", ["submission", "implicit_tls"])
+def test_stop_after_quit_on_a_tls_connection(
+    make_server: Callable[..., SMTPServer],
+    ctx: ssl.SSLContext,
+    monkeypatch: pytest.MonkeyPatch,
+    port: str,
+) -> None:
+    """A TLS client said QUIT but keeps its socket: stop() ends it without a thread error.
+
+    aiosmtpd's QUIT closes the server's TLS transport twice, and on CPython 3.11.2
+    (Debian 12's python3) ``abort()`` on such a transport raises AttributeError in the
+    server thread, which pytest reports as an error at teardown of users' tests.
+    """
+    errors: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", errors.append)
+    server = make_server()
+    if port == "submission":
+        client = RawClient(socket.create_connection((server.host, server.port), timeout=5))
+        assert client.reply()[0] == 220
+        assert client.command("EHLO client.test")[0] == 250
+        client.starttls(ctx)
+    else:
+        assert server.tls_port is not None
+        sock = socket.create_connection((server.host, server.tls_port), timeout=5)
+        client = RawClient(ctx.wrap_socket(sock, server_hostname="localhost"))
+        assert client.reply()[0] == 220
+    try:
+        assert client.command("EHLO client.test")[0] == 250
+        assert client.command("QUIT")[0] == 221
+        server.stop()
+        assert [(e.exc_type, str(e.exc_value)) for e in errors] == []
+        assert f"oauthsmtp-devserver-smtp-{server.port}" not in {
+            t.name for t in threading.enumerate()
+        }
+        # The server ended the connection (the socket's 5 s timeout bounds the wait).
+        with contextlib.suppress(ssl.SSLError, ConnectionError):
+            assert client.sock.recv(100) == b""
+    finally:
+        client.close()

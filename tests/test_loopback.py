@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import logging
-import shutil
 import socket
 import subprocess
 import threading
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from components import require_program
 
 from oauthsmtp import (
     AccessDenied,
@@ -367,9 +367,9 @@ def test_localhost_with_ipv6_squatted_fails_before_anything() -> None:
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
-@pytest.mark.skipif(shutil.which("ss") is None, reason="iproute2's ss is not installed")
 def test_listens_on_loopback_only() -> None:
     """`ss -ltn` shows the port on loopback addresses only, never 0.0.0.0 or :: (rule 5)."""
+    require_program("ss", "iproute2")
     with running("http://localhost:0/callback") as run:
         out = subprocess.run(
             ["ss", "-ltnH", f"sport = :{run.port}"], capture_output=True, text=True, check=True

@@ -9,6 +9,7 @@ that a message sent with that token arrives. On CI a missing browser fails.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import threading
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from components import require
 from conftest import FakeBrowser
 
 import oauthsmtp
@@ -40,11 +42,14 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture
 def chromium(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail("Debian's chromium is required on CI (apt-get install chromium)")
-        pytest.skip("chromium is not installed")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    require(os.path.exists(CHROMIUM), "Debian's chromium", "apt-get install chromium")
+    require(
+        importlib.util.find_spec("playwright") is not None,
+        "playwright",
+        "pip install -e '.[test]'",
+    )
+    import playwright.sync_api as sync_api
+
     home = tmp_path / "chromium-home"
     for name, sub in (("HOME", ""), ("XDG_CONFIG_HOME", "config"), ("XDG_CACHE_HOME", "cache")):
         (home / sub).mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ import importlib.metadata
 from pathlib import Path
 
 import pytest
+from components import require
 
 pytest_plugins = ["pytester"]
 
@@ -253,6 +254,38 @@ def test_installed_entry_point_names_the_small_module() -> None:
     points = [
         ep for ep in importlib.metadata.entry_points(group="pytest11") if ep.name == "oauthsmtp"
     ]
-    if not points:
-        pytest.skip("this oauthsmtp install declares no pytest11 entry point (pyproject.toml)")
+    require(
+        bool(points),
+        "an oauthsmtp install that declares its pytest11 entry point",
+        "pip install -e '.[test]' (pyproject.toml declares it)",
+    )
     assert {ep.value for ep in points} == {"oauthsmtp._pytest_entry"}
+
+
+def test_teardown_after_a_tls_quit_is_clean(pytester: pytest.Pytester) -> None:
+    """A user's test leaves a TLS connection open after QUIT: the provider's teardown is clean.
+
+    On CPython 3.11.2 (Debian 12's python3) stopping the SMTP server then raised in its
+    thread, which pytest turned into an error at the user's teardown.
+    """
+    pytester.makepyfile(
+        test_quit="""
+        import smtplib
+
+        KEPT = []  # sockets left open until the provider has stopped
+
+
+        def test_quit_then_keep_the_socket(oauthsmtp_provider):
+            client = smtplib.SMTP(oauthsmtp_provider.host, oauthsmtp_provider.smtp_port, timeout=5)
+            client.starttls(context=oauthsmtp_provider.ssl_context())
+            client.ehlo()
+            KEPT.append(client.sock)
+            assert client.docmd("QUIT")[0] == 221
+        """
+    )
+    pytester.makeconftest('pytest_plugins = ["oauthsmtp.testing"]\n')
+    pytester.makeini(
+        "[pytest]\naddopts = -p no:cacheprovider --strict-markers\nfilterwarnings = error\n"
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=1)

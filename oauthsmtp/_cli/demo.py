@@ -14,7 +14,10 @@ import textwrap
 import threading
 import urllib.request
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from oauthsmtp.devserver import DevProvider
 
 __all__ = ["run_demo"]
 
@@ -43,142 +46,156 @@ def _headless_opener(url: str) -> bool:
 
 
 def run_demo(*, out: TextIO | None = None, use_browser: bool | None = None) -> int:
-    """Run the demo; returns the exit code (0 when both messages arrived)."""
-    from oauthsmtp._message.prepare import Email
-    from oauthsmtp._oauth.browser import browser_login, browser_usable
-    from oauthsmtp._tokens.identify import TokenManager, auth_identify
-    from oauthsmtp._tokens.stores.choose import FileStore, TokenKey
+    """Run the demo; returns the exit code (0 when both messages arrived).
+
+    Leaves nothing behind, also when stopped by Ctrl-C or SIGTERM.
+    """
+    from oauthsmtp._oauth.browser import browser_usable
     from oauthsmtp.devserver import DevProvider
+    from oauthsmtp.devserver._run import sigterm_stops
 
     out = out if out is not None else sys.stdout
     interactive = browser_usable() if use_browser is None else use_browser
-    workdir = Path(tempfile.mkdtemp(prefix="oauthsmtp-demo-"))
-    try:
+    # SIGTERM unwinds like Ctrl-C, so the servers stop and the folders below (tokens, and
+    # the SMTP server's certificates with their private key) are removed.
+    with sigterm_stops():
+        workdir = Path(tempfile.mkdtemp(prefix="oauthsmtp-demo-"))
+        try:
+            return _run(out, interactive, workdir, DevProvider)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(out: TextIO, interactive: bool, workdir: Path, provider_class: type[DevProvider]) -> int:
+    """The six steps, with the provider and the token store in ``workdir``."""
+    from oauthsmtp._message.prepare import Email
+    from oauthsmtp._oauth.browser import browser_login
+    from oauthsmtp._tokens.identify import TokenManager, auth_identify
+    from oauthsmtp._tokens.stores.choose import FileStore, TokenKey
+
+    _say(
+        out,
+        "Step 1 of 6: start a local development provider",
+        """oauthsmtp starts, on this machine only, an OAuth2 authorization server (playing
+        Google or Microsoft) and an SMTP server that accepts XOAUTH2 and OAUTHBEARER
+        (playing smtp.gmail.com). Nothing leaves this computer.""",
+    )
+    mode = "consent" if interactive else "auto"
+    with provider_class(mode=mode, user=ACCOUNT, maildir=workdir / "mail") as provider:
+        out.write(f"   authorization server: {provider.auth.issuer}\n")
+        out.write(
+            f"   SMTP server:          127.0.0.1:{provider.smtp.port} (STARTTLS), "
+            f"CA certificate {provider.ca_path}\n"
+        )
+        params = provider.parameters(redirect_url="http://127.0.0.1:0/callback")
+        store = FileStore(workdir / "tokens")
+        key = TokenKey(params.token_url, params.client_id, ACCOUNT)
+        manager = TokenManager(params, store, key)
+
+        if interactive:
+            how = """Your browser opens on the provider's consent page. Check the address
+            and click "Approve" (the page offers "Deny" too). oauthsmtp receives the
+            answer on a loopback port that is open only while it waits."""
+        else:
+            how = """No browser can be opened here (no display and no BROWSER setting),
+            so the demo approves automatically, exactly as a browser would: it follows
+            the authorization URL, the provider redirects to the loopback port, and
+            oauthsmtp receives the code."""
         _say(
             out,
-            "Step 1 of 6: start a local development provider",
-            """oauthsmtp starts, on this machine only, an OAuth2 authorization server (playing
-            Google or Microsoft) and an SMTP server that accepts XOAUTH2 and OAUTHBEARER
-            (playing smtp.gmail.com). Nothing leaves this computer.""",
+            "Step 2 of 6: log in once through the browser",
+            f"""oauthsmtp builds an authorization URL with a fresh PKCE challenge and a
+            random state, and listens on a loopback port for the answer. {how}
+            The code is then exchanged for an access token and a refresh token.""",
         )
-        mode = "consent" if interactive else "auto"
-        with DevProvider(mode=mode, user=ACCOUNT, maildir=workdir / "mail") as provider:
-            out.write(f"   authorization server: {provider.auth.issuer}\n")
-            out.write(
-                f"   SMTP server:          127.0.0.1:{provider.smtp.port} (STARTTLS), "
-                f"CA certificate {provider.ca_path}\n"
-            )
-            params = provider.parameters(redirect_url="http://127.0.0.1:0/callback")
-            store = FileStore(workdir / "tokens")
-            key = TokenKey(params.token_url, params.client_id, ACCOUNT)
-            manager = TokenManager(params, store, key)
+        state = browser_login(
+            params,
+            timeout=300,
+            out=sys.stderr if interactive else io.StringIO(),
+            save=manager.save,
+            opener=None if interactive else _headless_opener,
+        )
+        expiry = state.expires_at.isoformat(timespec="seconds") if state.expires_at else "?"
+        out.write(f"   logged in as {ACCOUNT}; access token valid until {expiry}\n")
 
-            if interactive:
-                how = """Your browser opens on the provider's consent page. Check the address
-                and click "Approve" (the page offers "Deny" too). oauthsmtp receives the
-                answer on a loopback port that is open only while it waits."""
-            else:
-                how = """No browser can be opened here (no display and no BROWSER setting),
-                so the demo approves automatically, exactly as a browser would: it follows
-                the authorization URL, the provider redirects to the loopback port, and
-                oauthsmtp receives the code."""
-            _say(
-                out,
-                "Step 2 of 6: log in once through the browser",
-                f"""oauthsmtp builds an authorization URL with a fresh PKCE challenge and a
-                random state, and listens on a loopback port for the answer. {how}
-                The code is then exchanged for an access token and a refresh token.""",
-            )
-            state = browser_login(
-                params,
-                timeout=300,
-                out=sys.stderr if interactive else io.StringIO(),
-                save=manager.save,
-                opener=None if interactive else _headless_opener,
-            )
-            expiry = state.expires_at.isoformat(timespec="seconds") if state.expires_at else "?"
-            out.write(f"   logged in as {ACCOUNT}; access token valid until {expiry}\n")
+        _say(
+            out,
+            "Step 3 of 6: the token is cached",
+            f"""The token was saved in the token store (here a 0600 file store in
+            {workdir / "tokens"}; by default the OS keyring). A later call, or another
+            process, gets it without a browser:""",
+        )
+        token = auth_identify(params, account=ACCOUNT, store=store, interactive=False)
+        out.write(f"   auth_identify(..., interactive=False) -> a valid token: {token.valid}\n")
 
-            _say(
-                out,
-                "Step 3 of 6: the token is cached",
-                f"""The token was saved in the token store (here a 0600 file store in
-                {workdir / "tokens"}; by default the OS keyring). A later call, or another
-                process, gets it without a browser:""",
-            )
-            token = auth_identify(params, account=ACCOUNT, store=store, interactive=False)
-            out.write(f"   auth_identify(..., interactive=False) -> a valid token: {token.valid}\n")
+        _say(
+            out,
+            "Step 4 of 6: send a message over STARTTLS with XOAUTH2",
+            """SMTPSession connects, upgrades to TLS with STARTTLS (verifying the server's
+            certificate), says EHLO again, authenticates with SASL XOAUTH2 using the access
+            token, and sends the message.""",
+        )
+        first = Email(
+            sender=ACCOUNT,
+            to=["friend@example.test"],
+            subject="Hello from the oauthsmtp demo",
+            text="This message was sent with an OAuth2 access token, no password.\n",
+            html="<p>This message was sent with an <b>OAuth2</b> access token.</p>",
+        )
+        with provider.session(auth_token=token, mechanism="XOAUTH2") as session:
+            result = session.send(first)
+        out.write(f"   server answered: {result.code} {result.message}\n")
+        received = provider.wait_for_messages(1)
+        msg = received[0]
+        _say(
+            out,
+            "Step 5 of 6: the message arrived",
+            "The development SMTP server stored what it received:",
+        )
+        out.write(
+            f"   from:    {msg.mail_from}\n   to:      {', '.join(msg.rcpt_tos)}\n"
+            f"   subject: {msg.subject}\n   user:    {msg.user} (the authenticated identity)\n"
+        )
+        if msg.path is not None:
+            out.write(f"   saved:   {msg.path}\n")
+        out.write(f"   web:     {provider.web_url}\n")
 
-            _say(
-                out,
-                "Step 4 of 6: send a message over STARTTLS with XOAUTH2",
-                """SMTPSession connects, upgrades to TLS with STARTTLS (verifying the server's
-                certificate), says EHLO again, authenticates with SASL XOAUTH2 using the access
-                token, and sends the message.""",
-            )
-            first = Email(
-                sender=ACCOUNT,
-                to=["friend@example.test"],
-                subject="Hello from the oauthsmtp demo",
-                text="This message was sent with an OAuth2 access token, no password.\n",
-                html="<p>This message was sent with an <b>OAuth2</b> access token.</p>",
-            )
-            with provider.session(auth_token=token, mechanism="XOAUTH2") as session:
-                result = session.send(first)
-            out.write(f"   server answered: {result.code} {result.message}\n")
-            received = provider.wait_for_messages(1)
-            msg = received[0]
-            _say(
-                out,
-                "Step 5 of 6: the message arrived",
-                "The development SMTP server stored what it received:",
-            )
-            out.write(
-                f"   from:    {msg.mail_from}\n   to:      {', '.join(msg.rcpt_tos)}\n"
-                f"   subject: {msg.subject}\n   user:    {msg.user} (the authenticated identity)\n"
-            )
-            if msg.path is not None:
-                out.write(f"   saved:   {msg.path}\n")
-            out.write(f"   web:     {provider.web_url}\n")
-
-            _say(
-                out,
-                "Step 6 of 6: refresh the token and send again",
-                """Access tokens expire (Gmail's after an hour). oauthsmtp refreshes them with
-                the refresh token, automatically and once however many threads or processes
-                ask; here a refresh is forced. The provider rotates the refresh token, and the
-                new one is saved before the new access token is used.""",
-            )
-            old = token.state
-            token.refresh()
-            saved = auth_identify(params, account=ACCOUNT, store=store, interactive=False)
-            out.write(
-                f"   new access token: {token.state.access_token != old.access_token}; "
-                f"refresh token rotated: {token.refresh_token != old.refresh_token}; "
-                f"new one saved: {saved.refresh_token == token.refresh_token}\n"
-            )
-            second = Email(
-                sender=ACCOUNT,
-                to=["friend@example.test"],
-                subject="Second message, after a token refresh",
-                text="Sent with the refreshed access token.\n",
-            )
-            with provider.session(auth_token=token, mechanism="XOAUTH2") as session:
-                result = session.send(second)
-            out.write(f"   server answered: {result.code} {result.message}\n")
-            arrived = provider.wait_for_messages(2)
-            ok = len(arrived) >= 2 and arrived[1].subject == second.subject
-        if ok:
-            _say(
-                out,
-                "Done",
-                """Both messages arrived. In your own code the same takes three calls:
-                oauthsmtp.providers.gmail(...) for the parameters, oauthsmtp.auth_identify(...)
-                for the token, and oauthsmtp.SMTPSession(...).send(...). See README.md and
-                docs/.""",
-            )
-            return 0
-        out.write("oauthsmtp demo: the second message did not arrive\n")
-        return 1
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        _say(
+            out,
+            "Step 6 of 6: refresh the token and send again",
+            """Access tokens expire (Gmail's after an hour). oauthsmtp refreshes them with
+            the refresh token, automatically and once however many threads or processes
+            ask; here a refresh is forced. The provider rotates the refresh token, and the
+            new one is saved before the new access token is used.""",
+        )
+        old = token.state
+        token.refresh()
+        saved = auth_identify(params, account=ACCOUNT, store=store, interactive=False)
+        out.write(
+            f"   new access token: {token.state.access_token != old.access_token}; "
+            f"refresh token rotated: {token.refresh_token != old.refresh_token}; "
+            f"new one saved: {saved.refresh_token == token.refresh_token}\n"
+        )
+        second = Email(
+            sender=ACCOUNT,
+            to=["friend@example.test"],
+            subject="Second message, after a token refresh",
+            text="Sent with the refreshed access token.\n",
+        )
+        with provider.session(auth_token=token, mechanism="XOAUTH2") as session:
+            result = session.send(second)
+        out.write(f"   server answered: {result.code} {result.message}\n")
+        arrived = provider.wait_for_messages(2)
+        ok = len(arrived) >= 2 and arrived[1].subject == second.subject
+    if ok:
+        _say(
+            out,
+            "Done",
+            """Both messages arrived. In your own code the same takes three calls:
+            oauthsmtp.providers.gmail(...) for the parameters, oauthsmtp.auth_identify(...)
+            for the token, and oauthsmtp.SMTPSession(...).send(...). See README.md and
+            docs/.""",
+        )
+        return 0
+    out.write("oauthsmtp demo: the second message did not arrive\n")
+    return 1

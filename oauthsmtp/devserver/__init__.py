@@ -1,5 +1,26 @@
 """oauthsmtp's local development provider (for development and tests, not for production).
 
+What it holds, bottom up (each module imports only modules listed before it):
+
+- the authorization server: ``_pages`` (the HTML skeleton and its policy), ``_authmodels``
+  (records of clients, codes and tokens; value checks), ``_authgrants`` (authlib's grants
+  and endpoints adapted to them), ``_authhttp`` (the HTTP layer: limits, parsing, responses,
+  and a ``Router`` protocol it hands requests to), ``_authcore`` (authlib's server plus the
+  in-memory store), ``_authendpoints`` (what each path answers) and ``_authserver``
+  (:class:`AuthServer`);
+- the SMTP server: ``_certs`` (a throwaway CA), ``_smtpsasl`` (XOAUTH2 and OAUTHBEARER
+  parsing, pure), ``_smtpmessages`` (:class:`ReceivedMessage`), ``_smtpsession`` (one
+  connection, which calls back into the server only through the ``ServerHooks`` protocol)
+  and ``_smtpserver`` (:class:`SMTPServer`);
+- on top: ``_mailpages`` (the received-messages pages), ``_headless`` (a login without a
+  person), ``_provider`` (:class:`DevProvider`: both servers wired together) and ``_run``
+  (``oauthsmtp dev-server``).
+
+Data flows one way: a client logs in at the :class:`AuthServer` (authorization code, PKCE,
+tokens); the :class:`SMTPServer` checks each AUTH's access token with the authorization
+server's ``validate_access_token`` and keeps what it accepts as :class:`ReceivedMessage`
+values; the messages pages and the console read those values and never change them.
+
 :class:`AuthServer` is an in-memory OAuth2 authorization server on a loopback
 port (authorization code + PKCE S256, refresh tokens with rotation, RFC 7009
 revocation, RFC 7662 introspection, RFC 8414 metadata, RFC 9207 ``iss``)::
@@ -12,7 +33,7 @@ revocation, RFC 7662 introspection, RFC 8414 metadata, RFC 9207 ``iss``)::
         ...
         info = server.validate_access_token(access_token)  # what an SMTP server checks
 
-This subpackage imports authlib's server-side classes; ``import oauthsmtp``
+This subpackage imports authlib's server-side classes and aiosmtpd; ``import oauthsmtp``
 does not import it.
 """
 

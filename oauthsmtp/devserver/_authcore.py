@@ -1,6 +1,6 @@
 """The development authorization server's core: authlib's AuthorizationServer and the store.
 
-``_Core`` is authlib's :class:`~authlib.oauth2.rfc6749.AuthorizationServer`
+``Core`` is authlib's :class:`~authlib.oauth2.rfc6749.AuthorizationServer`
 with this package's grants and endpoints registered, and the in-memory store of
 clients, codes and tokens behind one reentrant lock. It issues and records
 tokens, claims codes (single use, reuse revokes the whole grant), finds and
@@ -11,6 +11,7 @@ through the clock it is given.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import threading
 from collections.abc import Callable
@@ -19,31 +20,34 @@ from typing import Any
 from authlib.oauth2.rfc6749 import AuthorizationServer, JsonRequest, OAuth2Request
 
 from ._authgrants import (
-    _AuthorizationCodeGrant,
-    _IntrospectionEndpoint,
-    _JsonPayload,
-    _OAuth2Request,
-    _RefreshTokenGrant,
-    _RevocationEndpoint,
-    _S256CodeChallenge,
-    _StaticRefreshTokenGrant,
+    DevAuthorizationCodeGrant,
+    DevIntrospectionEndpoint,
+    DevJsonPayload,
+    DevOAuth2Request,
+    DevRefreshTokenGrant,
+    DevRevocationEndpoint,
+    S256CodeChallenge,
+    StaticRefreshTokenGrant,
 )
-from ._authhttp import _Response
+from ._authhttp import Response
 from ._authmodels import (
     CODE_LIFETIME,
     EXTRA_SCOPES,
     SCOPE,
-    _Client,
-    _Code,
-    _normalize_scope,
-    _Token,
-    _TokenResponse,
+    ClientRecord,
+    CodeRecord,
+    TokenRecord,
+    TokenResponse,
+    normalize_scope,
 )
 
 _CODE_RETENTION = 600  # seconds a used code is remembered (reuse detection)
 
+# What happened, for the dev server's console: who and which client, never a token or code.
+_EVENTS = logging.getLogger("oauthsmtp.devserver.auth")
 
-class _Core(AuthorizationServer):  # type: ignore[misc]
+
+class Core(AuthorizationServer):  # type: ignore[misc]
     """authlib's AuthorizationServer adapted to this package's requests, plus the in-memory store.
 
     Every method named ``dev_*`` touches the store and takes :attr:`lock`
@@ -65,40 +69,40 @@ class _Core(AuthorizationServer):  # type: ignore[misc]
         self.clock = clock
         self.issuer = ""
         self.access_token_lifetime = access_token_lifetime
-        self.clients: dict[str, _Client] = {}
-        self.codes: dict[str, _Code] = {}
-        self.access_tokens: dict[str, _Token] = {}
-        self.refresh_tokens: dict[str, _Token] = {}
-        self.register_grant(_AuthorizationCodeGrant, [_S256CodeChallenge(required=True)])
+        self.clients: dict[str, ClientRecord] = {}
+        self.codes: dict[str, CodeRecord] = {}
+        self.access_tokens: dict[str, TokenRecord] = {}
+        self.refresh_tokens: dict[str, TokenRecord] = {}
+        self.register_grant(DevAuthorizationCodeGrant, [S256CodeChallenge(required=True)])
         if rotate_refresh_tokens:
-            self.register_grant(_RefreshTokenGrant)
+            self.register_grant(DevRefreshTokenGrant)
         else:
-            self.register_grant(_StaticRefreshTokenGrant)
-        self.register_endpoint(_RevocationEndpoint)
-        self.register_endpoint(_IntrospectionEndpoint)
+            self.register_grant(StaticRefreshTokenGrant)
+        self.register_endpoint(DevRevocationEndpoint)
+        self.register_endpoint(DevIntrospectionEndpoint)
 
     # -- authlib framework hooks
 
-    def query_client(self, client_id: str) -> _Client | None:
+    def query_client(self, client_id: str) -> ClientRecord | None:
         with self.lock:
             return self.clients.get(client_id)
 
     def create_oauth2_request(self, request: Any) -> Any:
         if isinstance(request, OAuth2Request):
             return request
-        return _OAuth2Request(request)
+        return DevOAuth2Request(request)
 
     def create_json_request(self, request: Any) -> Any:
         result = JsonRequest(request.method, request.uri, request.headers)
-        result.payload = _JsonPayload(dict(request.params))
+        result.payload = DevJsonPayload(dict(request.params))
         return result
 
-    def handle_response(self, status: int, body: Any, headers: Any) -> _Response:
+    def handle_response(self, status: int, body: Any, headers: Any) -> Response:
         if isinstance(body, dict):
             data = json.dumps(dict(body), separators=(",", ":")).encode("utf-8")
         else:
             data = str(body or "").encode("utf-8")
-        return _Response(int(status), [(str(k), str(v)) for k, v in headers], data)
+        return Response(int(status), [(str(k), str(v)) for k, v in headers], data)
 
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
         pass  # no signal system; nothing to log that would not leak
@@ -111,15 +115,15 @@ class _Core(AuthorizationServer):  # type: ignore[misc]
         scope: str | None = None,
         expires_in: int | None = None,
         include_refresh_token: bool = True,
-    ) -> _TokenResponse:
-        token = _TokenResponse(
+    ) -> TokenResponse:
+        token = TokenResponse(
             access_token=secrets.token_urlsafe(32),
             token_type="Bearer",  # noqa: S106 - the token type, not a secret
             expires_in=int(expires_in or self.access_token_lifetime),
         )
         if include_refresh_token:
             token["refresh_token"] = secrets.token_urlsafe(32)
-        token["scope"] = _normalize_scope(scope or SCOPE)
+        token["scope"] = normalize_scope(scope or SCOPE)
         return token
 
     def save_token(self, token: Any, request: Any) -> None:
@@ -133,7 +137,7 @@ class _Core(AuthorizationServer):  # type: ignore[misc]
             refresh_scope = request.refresh_token.scope
         with self.lock:
             access = token["access_token"]
-            self.access_tokens[access] = _Token(
+            self.access_tokens[access] = TokenRecord(
                 kind="access_token",
                 value=access,
                 client_id=client_id,
@@ -145,8 +149,18 @@ class _Core(AuthorizationServer):  # type: ignore[misc]
                 clock=self.clock,
             )
             refresh = token.get("refresh_token")
+            if request.authorization_code is not None:
+                _EVENTS.info("login: %s signed in (client %s)", request.user, client_id)
+            else:
+                rotated = " and a new refresh token" if refresh else ""
+                _EVENTS.info(
+                    "refresh: new access token%s for %s (client %s)",
+                    rotated,
+                    request.user,
+                    client_id,
+                )
             if refresh:
-                self.refresh_tokens[refresh] = _Token(
+                self.refresh_tokens[refresh] = TokenRecord(
                     kind="refresh_token",
                     value=refresh,
                     client_id=client_id,
@@ -163,7 +177,7 @@ class _Core(AuthorizationServer):  # type: ignore[misc]
     def dev_save_code(self, code: str, request: Any) -> None:
         now = self.clock()
         data = request.payload.data
-        record = _Code(
+        record = CodeRecord(
             code=code,
             client_id=request.client.client_id,
             redirect_uri=request.payload.redirect_uri,
@@ -179,7 +193,7 @@ class _Core(AuthorizationServer):  # type: ignore[misc]
                 del self.codes[key]
             self.codes[code] = record
 
-    def dev_claim_code(self, code: str, client: Any) -> _Code | None:
+    def dev_claim_code(self, code: str, client: Any) -> CodeRecord | None:
         """Return the code's record and mark it used; None when it cannot be redeemed.
 
         A code presented a second time also revokes every token issued from it
@@ -197,14 +211,14 @@ class _Core(AuthorizationServer):  # type: ignore[misc]
                 return None
             return record
 
-    def dev_find_refresh_token(self, value: str) -> _Token | None:
+    def dev_find_refresh_token(self, value: str) -> TokenRecord | None:
         with self.lock:
             record = self.refresh_tokens.get(value)
             if record is None or record.revoked:
                 return None
             return record
 
-    def dev_find_token(self, value: str, hint: str | None) -> _Token | None:
+    def dev_find_token(self, value: str, hint: str | None) -> TokenRecord | None:
         with self.lock:
             stores = [self.access_tokens, self.refresh_tokens]
             if hint == "refresh_token":
@@ -215,7 +229,7 @@ class _Core(AuthorizationServer):  # type: ignore[misc]
                     return record
             return None
 
-    def dev_revoke(self, token: _Token, *, family: bool) -> None:
+    def dev_revoke(self, token: TokenRecord, *, family: bool) -> None:
         with self.lock:
             token.revoked = True
             if family:
@@ -227,7 +241,7 @@ class _Core(AuthorizationServer):  # type: ignore[misc]
                 if record.family == family:
                     record.revoked = True
 
-    def dev_introspect(self, token: _Token) -> dict[str, Any]:
+    def dev_introspect(self, token: TokenRecord) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "active": True,
             "scope": token.scope,

@@ -1,6 +1,6 @@
 """The HTTP face of the development authorization server: what each request gets.
 
-The routing table (paths and the methods each accepts) and ``_Endpoints``, the
+The routing table (paths and the methods each accepts) and ``Endpoints``, the
 base class of :class:`~oauthsmtp.devserver.AuthServer` that holds everything a
 request reaches: the endpoint URLs and the RFC 8414 metadata document, the
 routing itself, ``GET /authorize`` (approve, deny, or the consent page and its
@@ -26,19 +26,20 @@ from authlib.oauth2.rfc6749 import OAuth2Error
 
 from oauthsmtp._errors import ConfigurationError
 
-from ._authcore import _Core
-from ._authgrants import _HTTPRequest
+from ._authcore import Core
+from ._authgrants import HTTPRequest
 from ._authhttp import (
-    _HTML_HEADERS,
-    _BadRequest,
-    _html_response,
-    _json_error,
-    _json_response,
-    _parse_params,
-    _Response,
-    _text_response,
+    HTML_HEADERS,
+    BadRequest,
+    Response,
+    Router,
+    html_response,
+    json_error,
+    json_response,
+    parse_params,
+    text_response,
 )
-from ._authmodels import _AUTH_METHODS, _GRANT_TYPES, EXTRA_SCOPES, SCOPE, _valid_email
+from ._authmodels import AUTH_METHODS, EXTRA_SCOPES, GRANT_TYPES, SCOPE, valid_email
 from ._pages import render_consent, render_error
 
 _CONSENT_LIFETIME = 600  # seconds a consent page stays answerable
@@ -86,7 +87,7 @@ def _page_covers(prefix: str, path: str) -> bool:
 
 
 @dataclass(eq=False)
-class _Pending:
+class PendingConsent:
     """An authorization request waiting on the consent page."""
 
     request_id: str
@@ -98,18 +99,18 @@ class _Pending:
     created_at: float
 
 
-class _Endpoints:
+class Endpoints:
     """What HTTP clients of :class:`~oauthsmtp.devserver.AuthServer` see (its base class).
 
     The HTTP threads call ``_record`` and ``_route``. The attributes below are
     set by ``AuthServer.__init__``.
     """
 
-    _core: _Core
+    _core: Core
     _lock: threading.RLock
     _mode: str
     _user: str
-    _pending: dict[str, _Pending]
+    _pending: dict[str, PendingConsent]
     _pages: dict[str, PageHandler]
     _token_requests: int
     _requests_log: list[tuple[str, str]]
@@ -148,7 +149,7 @@ class _Endpoints:
 
     def metadata(self) -> dict[str, Any]:
         """The RFC 8414 authorization server metadata served at the well-known URL."""
-        methods = list(_AUTH_METHODS)
+        methods = list(AUTH_METHODS)
         return {
             "issuer": self.issuer,
             "authorization_endpoint": self.authorization_endpoint,
@@ -158,7 +159,7 @@ class _Endpoints:
             "scopes_supported": [SCOPE, *EXTRA_SCOPES],
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
-            "grant_types_supported": list(_GRANT_TYPES),
+            "grant_types_supported": list(GRANT_TYPES),
             "token_endpoint_auth_methods_supported": methods,
             "revocation_endpoint_auth_methods_supported": methods,
             "introspection_endpoint_auth_methods_supported": methods,
@@ -215,20 +216,20 @@ class _Endpoints:
 
     def _serve_page(
         self, handler: PageHandler, method: str, path: str, query: str, headers: Message
-    ) -> _Response:
+    ) -> Response:
         if method not in ("GET", "HEAD"):
-            return _text_response(405, "Method not allowed.\n", [("Allow", "GET, HEAD")])
+            return text_response(405, "Method not allowed.\n", [("Allow", "GET, HEAD")])
         host = str(headers.get("Host") or "").strip()
         if host and _host_name(host) not in _PAGE_HOSTS:
-            return _text_response(421, "This page is served to loopback host names only.\n")
+            return text_response(421, "This page is served to loopback host names only.\n")
         result = handler(path, query)
         status, content_type, body = result[0], result[1], result[2]
         extra = list(result[3]) if len(result) == 4 else []
         if content_type.split(";", 1)[0].strip().lower() == "text/html":
-            base = [(n, v) for n, v in _HTML_HEADERS if n != "Content-Type"]
+            base = [(n, v) for n, v in HTML_HEADERS if n != "Content-Type"]
         else:
             base = []
-        return _Response(status, [("Content-Type", content_type), *base, *extra], body)
+        return Response(status, [("Content-Type", content_type), *base, *extra], body)
 
     # -- what was requested
 
@@ -260,87 +261,87 @@ class _Endpoints:
         query: str,
         headers: Message,
         read_body: Callable[[], str],
-    ) -> _Response:
+    ) -> Response:
         if path == _PATH_FAVICON:
-            return _text_response(404, "Not found.\n")
+            return text_response(404, "Not found.\n")
         allowed = _ALLOWED_METHODS.get(path)
         if allowed is None:
             page = self._page_for(path)
             if page is not None:
                 return self._serve_page(page, method, path, query, headers)
-            return _text_response(404, "Not found.\n")
+            return text_response(404, "Not found.\n")
         if method not in allowed:
-            return _text_response(405, "Method not allowed.\n", [("Allow", ", ".join(allowed))])
+            return text_response(405, "Method not allowed.\n", [("Allow", ", ".join(allowed))])
         if path == _PATH_METADATA:
-            return _json_response(200, self.metadata())
+            return json_response(200, self.metadata())
         if path == _PATH_AUTHORIZE and method == "GET":
             return self._authorize(query, headers)
         if path == _PATH_TOKEN:
             with self._lock:
                 self._token_requests += 1
         try:
-            form = _parse_params(read_body())
-        except _BadRequest as exc:
+            form = parse_params(read_body())
+        except BadRequest as exc:
             if path == _PATH_AUTHORIZE:
-                return _html_response(exc.status, render_error("invalid_request", exc.description))
-            return _json_error(exc.status, "invalid_request", exc.description)
+                return html_response(exc.status, render_error("invalid_request", exc.description))
+            return json_error(exc.status, "invalid_request", exc.description)
         if path == _PATH_AUTHORIZE:
             return self._consent_answer(form)
-        request = _HTTPRequest("POST", self.issuer + path, headers, form)
+        request = HTTPRequest("POST", self.issuer + path, headers, form)
         try:
             with self._lock:
                 if path == _PATH_TOKEN:
-                    response: _Response = self._core.create_token_response(request)
+                    response: Response = self._core.create_token_response(request)
                 elif path == _PATH_REVOKE:
                     response = self._core.create_endpoint_response("revocation", request)
                 else:
                     response = self._core.create_endpoint_response("introspection", request)
         except ValueError:
             # authlib refuses to build an error whose text would quote bad input.
-            return _json_error(400, "invalid_request", "The request is malformed.")
+            return json_error(400, "invalid_request", "The request is malformed.")
         return response
 
-    def _authorize(self, query: str, headers: Message) -> _Response:
+    def _authorize(self, query: str, headers: Message) -> Response:
         """GET /authorize: validate, then approve, deny or show the consent page."""
         try:
-            params = _parse_params(query)
-        except _BadRequest as exc:
-            return _html_response(400, render_error("invalid_request", exc.description))
+            params = parse_params(query)
+        except BadRequest as exc:
+            return html_response(400, render_error("invalid_request", exc.description))
         mode = self._mode
-        request = _HTTPRequest("GET", self.issuer + _PATH_AUTHORIZE, headers, params)
+        request = HTTPRequest("GET", self.issuer + _PATH_AUTHORIZE, headers, params)
         with self._lock:
             try:
                 grant = self._core.get_consent_grant(request)
             except OAuth2Error as error:
                 return self._authorization_error(error)
             except ValueError:
-                return _html_response(
+                return html_response(
                     400, render_error("invalid_request", "The authorization request is malformed.")
                 )
             if mode == "consent":
                 return self._consent_page(grant, params)
             return self._complete(grant, self._user if mode == "auto" else None)
 
-    def _complete(self, grant: Any, user: str | None) -> _Response:
+    def _complete(self, grant: Any, user: str | None) -> Response:
         """Issue the code (user given) or access_denied (user None) as a redirect with ``iss``."""
-        response: _Response = self._core.create_authorization_response(
+        response: Response = self._core.create_authorization_response(
             request=grant.request, grant_user=user, grant=grant
         )
         if response.status != 302:
-            return _html_response(
+            return html_response(
                 400, render_error("invalid_request", "The authorization request is invalid.")
             )
         return self._add_issuer(response)
 
-    def _authorization_error(self, error: Any) -> _Response:
+    def _authorization_error(self, error: Any) -> Response:
         """Redirect an error to the client when its redirect URI is trusted, else show it."""
         if error.redirect_uri:
             status, body, headers = error()
             return self._add_issuer(self._core.handle_response(status, body, headers))
         description = str(error.get_error_description() or "The request was refused.")
-        return _html_response(400, render_error(str(error.error), description))
+        return html_response(400, render_error(str(error.error), description))
 
-    def _add_issuer(self, response: _Response) -> _Response:
+    def _add_issuer(self, response: Response) -> Response:
         """Add ``iss`` to the Location of an authorization response (RFC 9207)."""
         headers = []
         for name, value in response.headers:
@@ -348,11 +349,11 @@ class _Endpoints:
                 separator = "&" if "?" in value else "?"
                 value = value + separator + urlencode({"iss": self.issuer})
             headers.append((name, value))
-        return _Response(response.status, headers, response.body)
+        return Response(response.status, headers, response.body)
 
-    def _consent_page(self, grant: Any, params: list[tuple[str, str]]) -> _Response:
+    def _consent_page(self, grant: Any, params: list[tuple[str, str]]) -> Response:
         now = self._core.clock()
-        pending = _Pending(
+        pending = PendingConsent(
             request_id=secrets.token_urlsafe(16),
             csrf_token=secrets.token_urlsafe(32),
             params=tuple(params),
@@ -373,8 +374,8 @@ class _Endpoints:
 
     @staticmethod
     def _render_consent(
-        pending: _Pending, email: str, message: str | None, status: int
-    ) -> _Response:
+        pending: PendingConsent, email: str, message: str | None, status: int
+    ) -> Response:
         page = render_consent(
             client_id=pending.client_id,
             scopes=pending.scopes,
@@ -384,9 +385,9 @@ class _Endpoints:
             csrf_token=pending.csrf_token,
             message=message,
         )
-        return _html_response(status, page)
+        return html_response(status, page)
 
-    def _consent_answer(self, form: list[tuple[str, str]]) -> _Response:
+    def _consent_answer(self, form: list[tuple[str, str]]) -> Response:
         """POST /authorize: the consent form's Approve or Deny."""
         fields = dict(form)
         request_id = fields.get("request_id", "")
@@ -397,7 +398,7 @@ class _Endpoints:
                 del self._pending[request_id]
                 pending = None
         if pending is None:
-            return _html_response(
+            return html_response(
                 400,
                 render_error(
                     "invalid_request",
@@ -406,26 +407,26 @@ class _Endpoints:
                 ),
             )
         if not hmac.compare_digest(pending.csrf_token.encode(), csrf_token.encode("utf-8")):
-            return _html_response(
+            return html_response(
                 403, render_error("invalid_request", "The consent form's CSRF token is wrong.")
             )
         decision = fields.get("decision")
         user: str | None
         if decision == "approve":
             email = fields.get("email", "").strip()
-            if not _valid_email(email):
+            if not valid_email(email):
                 return self._render_consent(pending, email, "Enter an email address.", 400)
             user = email
         elif decision == "deny":
             user = None
         else:
-            return _html_response(
+            return html_response(
                 400, render_error("invalid_request", "The consent form has no decision.")
             )
-        request = _HTTPRequest("GET", self.issuer + _PATH_AUTHORIZE, {}, list(pending.params))
+        request = HTTPRequest("GET", self.issuer + _PATH_AUTHORIZE, {}, list(pending.params))
         with self._lock:
             if self._pending.pop(request_id, None) is None:
-                return _html_response(
+                return html_response(
                     400, render_error("invalid_request", "This consent form was already answered.")
                 )
             try:
@@ -433,3 +434,23 @@ class _Endpoints:
             except OAuth2Error as error:
                 return self._authorization_error(error)
             return self._complete(grant, user)
+
+
+class EndpointRouter(Router):
+    """The :class:`~._authhttp.Router` the HTTP layer calls: each request goes to ``endpoints``."""
+
+    def __init__(self, endpoints: Endpoints) -> None:
+        self._endpoints = endpoints
+
+    def record(self, method: str, path: str) -> None:
+        self._endpoints._record(method, path)
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: Message,
+        read_body: Callable[[], str],
+    ) -> Response:
+        return self._endpoints._route(method, path, query, headers, read_body)

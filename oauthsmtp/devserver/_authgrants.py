@@ -1,8 +1,8 @@
 """The development authorization server's adaptation of authlib's server-side classes.
 
 authlib's OAuth2 server is framework-independent: it needs request and payload
-objects (``_HTTPRequest`` as the HTTP layer builds it, wrapped as
-``_OAuth2Request``), and grant and endpoint subclasses that say where codes and
+objects (``HTTPRequest`` as the HTTP layer builds it, wrapped as
+``DevOAuth2Request``), and grant and endpoint subclasses that say where codes and
 tokens live. These subclasses hold the policy (PKCE with S256 only, ``state``
 required, refresh-token rotation, who may introspect what) and reach the store
 only through the ``dev_*`` methods of ``_authcore._Core``.
@@ -29,7 +29,7 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7636.challenge import compare_s256_code_challenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 
-from ._authmodels import _AUTH_METHODS, _Code, _Token
+from ._authmodels import AUTH_METHODS, CodeRecord, TokenRecord
 
 
 class _Payload(OAuth2Payload):  # type: ignore[misc]
@@ -50,7 +50,7 @@ class _Payload(OAuth2Payload):  # type: ignore[misc]
 
 
 @dataclass
-class _HTTPRequest:
+class HTTPRequest:
     """What the HTTP layer hands to the authlib adaptation."""
 
     method: str
@@ -59,8 +59,8 @@ class _HTTPRequest:
     params: list[tuple[str, str]]
 
 
-class _OAuth2Request(OAuth2Request):  # type: ignore[misc]
-    def __init__(self, request: _HTTPRequest) -> None:
+class DevOAuth2Request(OAuth2Request):  # type: ignore[misc]
+    def __init__(self, request: HTTPRequest) -> None:
         super().__init__(request.method, request.uri, headers=request.headers)
         self.payload = _Payload(request.params)
         params = dict(request.params)
@@ -76,7 +76,7 @@ class _OAuth2Request(OAuth2Request):  # type: ignore[misc]
         return self._form
 
 
-class _JsonPayload(JsonPayload):  # type: ignore[misc]
+class DevJsonPayload(JsonPayload):  # type: ignore[misc]
     def __init__(self, data: dict[str, Any]) -> None:
         self._data = data
 
@@ -85,7 +85,7 @@ class _JsonPayload(JsonPayload):  # type: ignore[misc]
         return self._data
 
 
-class _S256CodeChallenge(CodeChallenge):  # type: ignore[misc]
+class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]
     """PKCE, mandatory for every client, with S256 only (RFC 7636 §4.2, RFC 9700 §2.1.1)."""
 
     DEFAULT_CODE_CHALLENGE_METHOD = "S256"
@@ -103,8 +103,8 @@ class _S256CodeChallenge(CodeChallenge):  # type: ignore[misc]
         super().validate_code_challenge(grant, redirect_uri)
 
 
-class _AuthorizationCodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
-    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = _AUTH_METHODS
+class DevAuthorizationCodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = AUTH_METHODS
 
     @staticmethod
     def validate_authorization_redirect_uri(request: Any, client: Any) -> str:
@@ -135,8 +135,8 @@ class _AuthorizationCodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
     def save_authorization_code(self, code: str, request: Any) -> None:
         self.server.dev_save_code(code, request)
 
-    def query_authorization_code(self, code: str, client: Any) -> _Code | None:
-        result: _Code | None = self.server.dev_claim_code(code, client)
+    def query_authorization_code(self, code: str, client: Any) -> CodeRecord | None:
+        result: CodeRecord | None = self.server.dev_claim_code(code, client)
         return result
 
     def delete_authorization_code(self, authorization_code: Any) -> None:
@@ -146,14 +146,14 @@ class _AuthorizationCodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
         return str(authorization_code.user)
 
 
-class _RefreshTokenGrant(RefreshTokenGrant):  # type: ignore[misc]
+class DevRefreshTokenGrant(RefreshTokenGrant):  # type: ignore[misc]
     """refresh_token grant with rotation: a new refresh token each time, the old one revoked."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = _AUTH_METHODS
+    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = AUTH_METHODS
     INCLUDE_NEW_REFRESH_TOKEN = True
 
-    def authenticate_refresh_token(self, refresh_token: str) -> _Token | None:
-        result: _Token | None = self.server.dev_find_refresh_token(refresh_token)
+    def authenticate_refresh_token(self, refresh_token: str) -> TokenRecord | None:
+        result: TokenRecord | None = self.server.dev_find_refresh_token(refresh_token)
         return result
 
     def authenticate_user(self, refresh_token: Any) -> str:
@@ -164,17 +164,17 @@ class _RefreshTokenGrant(RefreshTokenGrant):  # type: ignore[misc]
             self.server.dev_revoke(refresh_token, family=False)
 
 
-class _StaticRefreshTokenGrant(_RefreshTokenGrant):
+class StaticRefreshTokenGrant(DevRefreshTokenGrant):
     """refresh_token grant without rotation: no new refresh token, the old one stays valid."""
 
     INCLUDE_NEW_REFRESH_TOKEN = False
 
 
-class _RevocationEndpoint(RevocationEndpoint):  # type: ignore[misc]
-    CLIENT_AUTH_METHODS: ClassVar[list[str]] = _AUTH_METHODS
+class DevRevocationEndpoint(RevocationEndpoint):  # type: ignore[misc]
+    CLIENT_AUTH_METHODS: ClassVar[list[str]] = AUTH_METHODS
 
-    def query_token(self, token_string: str, token_type_hint: str | None) -> _Token | None:
-        result: _Token | None = self.server.dev_find_token(token_string, token_type_hint)
+    def query_token(self, token_string: str, token_type_hint: str | None) -> TokenRecord | None:
+        result: TokenRecord | None = self.server.dev_find_token(token_string, token_type_hint)
         return result
 
     def revoke_token(self, token: Any, request: Any) -> None:
@@ -183,11 +183,11 @@ class _RevocationEndpoint(RevocationEndpoint):  # type: ignore[misc]
         self.server.dev_revoke(token, family=token.kind == "refresh_token")
 
 
-class _IntrospectionEndpoint(IntrospectionEndpoint):  # type: ignore[misc]
-    CLIENT_AUTH_METHODS: ClassVar[list[str]] = _AUTH_METHODS
+class DevIntrospectionEndpoint(IntrospectionEndpoint):  # type: ignore[misc]
+    CLIENT_AUTH_METHODS: ClassVar[list[str]] = AUTH_METHODS
 
-    def query_token(self, token_string: str, token_type_hint: str | None) -> _Token | None:
-        result: _Token | None = self.server.dev_find_token(token_string, token_type_hint)
+    def query_token(self, token_string: str, token_type_hint: str | None) -> TokenRecord | None:
+        result: TokenRecord | None = self.server.dev_find_token(token_string, token_type_hint)
         return result
 
     def check_permission(self, token: Any, client: Any, request: Any) -> bool:

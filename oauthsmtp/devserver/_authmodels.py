@@ -1,7 +1,7 @@
 """The development authorization server's data: clients, codes and tokens.
 
 The public values (:class:`DevClient`, :class:`TokenInfo`), the records the
-in-memory store keeps (``_Client``, ``_Code``, ``_Token``, shaped as authlib's
+in-memory store keeps (``ClientRecord``, ``CodeRecord``, ``TokenRecord``, shaped as authlib's
 ClientMixin, AuthorizationCodeMixin and TokenMixin expect), the scopes the
 server grants, and the checks those values go through. No I/O and no locking:
 the store that holds these records is ``_authcore._Core``.
@@ -28,9 +28,9 @@ EXTRA_SCOPES = ("offline_access", "openid", "email")
 CODE_LIFETIME = 60
 """Seconds an authorization code stays redeemable."""
 
-_MAX_VALUE = 4096  # characters accepted in one parameter value
-_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
-_GRANT_TYPES = ("authorization_code", "refresh_token")
+MAX_VALUE = 4096  # characters accepted in one parameter value
+AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+GRANT_TYPES = ("authorization_code", "refresh_token")
 _REDIRECT_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _VSCHAR = re.compile(r"^[\x20-\x7e]+$")
 _URI_CHARS = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$")
@@ -80,9 +80,9 @@ class TokenInfo:
     expires_at: datetime
 
 
-def _is_loopback_redirect(uri: str) -> bool:
+def is_loopback_redirect(uri: str) -> bool:
     """True for an ``http`` URI on localhost, 127.0.0.1 or [::1] (any port, any path)."""
-    if not isinstance(uri, str) or len(uri) > _MAX_VALUE or not _URI_CHARS.match(uri):
+    if not isinstance(uri, str) or len(uri) > MAX_VALUE or not _URI_CHARS.match(uri):
         return False
     if "#" in uri:
         return False  # RFC 6749 §3.1.2: no fragment
@@ -98,24 +98,24 @@ def _is_loopback_redirect(uri: str) -> bool:
     return (parts.hostname or "") in _REDIRECT_HOSTS
 
 
-def _normalize_scope(scope: str) -> str:
+def normalize_scope(scope: str) -> str:
     return " ".join(dict.fromkeys(scope.split()))
 
 
-def _check_token_text(name: str, value: object) -> str:
+def check_token_text(name: str, value: object) -> str:
     if not isinstance(value, str) or not value or len(value) > 255 or not _VSCHAR.match(value):
         raise ConfigurationError(f"{name} must be 1 to 255 printable ASCII characters")
     return value
 
 
-def _valid_email(value: str) -> bool:
+def valid_email(value: str) -> bool:
     return 3 <= len(value) <= 254 and _EMAIL.match(value) is not None
 
 
 # --------------------------------------------------------------------------- authlib models
 
 
-class _Client:
+class ClientRecord:
     """The server-side view of a :class:`DevClient` (authlib's ClientMixin contract)."""
 
     def __init__(self, dev: DevClient) -> None:
@@ -135,12 +135,12 @@ class _Client:
 
     def get_allowed_scope(self, scope: str | None) -> str:
         # The server already checked that the scope is a subset of scopes_supported.
-        return _normalize_scope(scope) if scope else SCOPE
+        return normalize_scope(scope) if scope else SCOPE
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         if self.dev.redirect_uris:
             return redirect_uri in self.dev.redirect_uris
-        return _is_loopback_redirect(redirect_uri)
+        return is_loopback_redirect(redirect_uri)
 
     def check_client_secret(self, client_secret: str) -> bool:
         secret = self.dev.client_secret
@@ -157,11 +157,11 @@ class _Client:
         return response_type == "code"
 
     def check_grant_type(self, grant_type: str) -> bool:
-        return grant_type in _GRANT_TYPES
+        return grant_type in GRANT_TYPES
 
 
 @dataclass(eq=False)
-class _Code:
+class CodeRecord:
     """An authorization code and what it is bound to (authlib's AuthorizationCodeMixin)."""
 
     code: str = field(repr=False)
@@ -183,7 +183,7 @@ class _Code:
 
 
 @dataclass(eq=False)
-class _Token:
+class TokenRecord:
     """An access or refresh token (authlib's TokenMixin, as revocation and introspection use it).
 
     ``family`` ties together every token issued from one authorization code, so
@@ -198,7 +198,7 @@ class _Token:
     family: str = field(repr=False)
     issued_at: float
     expires_at: float | None  # None: no expiry (refresh tokens)
-    clock: Callable[[], float] = field(repr=False)  # the server's clock (_Core.clock)
+    clock: Callable[[], float] = field(repr=False)  # the server's clock (Core.clock)
     revoked: bool = False
 
     def check_client(self, client: Any) -> bool:
@@ -214,7 +214,7 @@ class _Token:
         return self.revoked
 
 
-class _TokenResponse(dict[str, Any]):
+class TokenResponse(dict[str, Any]):
     """A token response whose repr hides the token values.
 
     authlib logs ``"Issue token %r"`` at DEBUG; this keeps tokens out of logs.

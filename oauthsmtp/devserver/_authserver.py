@@ -37,7 +37,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, ClassVar
@@ -45,19 +45,19 @@ from typing import Any, ClassVar
 from oauthsmtp._errors import ConfigurationError
 from oauthsmtp._oauth.params import OAuth2Parameters, is_loopback_host
 
-from ._authcore import _Core
-from ._authendpoints import PageHandler, PageResult, _Endpoints, _Pending
-from ._authhttp import _HTTPServer
+from ._authcore import Core
+from ._authendpoints import EndpointRouter, Endpoints, PageHandler, PageResult, PendingConsent
+from ._authhttp import DevHTTPServer
 from ._authmodels import CODE_LIFETIME as CODE_LIFETIME
 from ._authmodels import EXTRA_SCOPES as EXTRA_SCOPES
 from ._authmodels import SCOPE as SCOPE
 from ._authmodels import (
+    ClientRecord,
     DevClient,
     TokenInfo,
-    _check_token_text,
-    _Client,
-    _is_loopback_redirect,
-    _valid_email,
+    check_token_text,
+    is_loopback_redirect,
+    valid_email,
 )
 
 __all__ = ["AuthServer", "DevClient", "PageHandler", "PageResult", "TokenInfo"]
@@ -65,21 +65,13 @@ __all__ = ["AuthServer", "DevClient", "PageHandler", "PageResult", "TokenInfo"]
 _LOG = logging.getLogger("oauthsmtp.devserver")
 
 MODES = ("auto", "deny", "consent")
-
-
-def _now() -> float:
-    """The server's clock (``time.time``, looked up in this module at each call).
-
-    Every time the server reads goes through it, so a test moves the whole
-    server's clock by patching ``_authserver.time``.
-    """
-    return time.time()
+_STOP_DEADLINE = 10.0
 
 
 # --------------------------------------------------------------------------- public server
 
 
-class AuthServer(_Endpoints):
+class AuthServer(Endpoints):
     """A local OAuth2 authorization server for development and tests (see the module docstring).
 
     Start it with :meth:`start` (or ``with AuthServer() as server:``), register
@@ -102,6 +94,9 @@ class AuthServer(_Endpoints):
         rotate_refresh_tokens: when True, each refresh returns a new refresh token
             and revokes the one used; when False, refresh responses carry no
             refresh token and the old one stays valid.
+        clock: the time in seconds since the epoch (default :func:`time.time`).
+            Every time the server reads goes through it (codes, consent pages,
+            token lifetimes), so a test can move the whole server's clock.
 
     Raises:
         ConfigurationError: for a non-loopback host or an invalid option.
@@ -128,6 +123,7 @@ class AuthServer(_Endpoints):
         user: str = "user@example.test",
         access_token_lifetime: int = 3600,
         rotate_refresh_tokens: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not isinstance(host, str) or not is_loopback_host(host):
             raise ConfigurationError(
@@ -147,17 +143,17 @@ class AuthServer(_Endpoints):
         self._mode = self._check_mode(mode)
         self._user = self._check_user(user)
         self._rotate = bool(rotate_refresh_tokens)
-        self._core = _Core(
+        self._core = Core(
             access_token_lifetime=access_token_lifetime,
             rotate_refresh_tokens=self._rotate,
-            clock=_now,
+            clock=clock,
         )
         self._lock = self._core.lock
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[str, PendingConsent] = {}
         self._token_requests = 0
         self._requests_log: list[tuple[str, str]] = []
         self._state_lock = threading.Lock()
-        self._httpd: _HTTPServer | None = None
+        self._httpd: DevHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._started = False
         self._issuer: str | None = None
@@ -181,7 +177,7 @@ class AuthServer(_Endpoints):
                 raise RuntimeError("this AuthServer was already started; create a new one")
             bind_host = "127.0.0.1" if self._host.lower() == "localhost" else self._host
             family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
-            httpd = _HTTPServer((bind_host, self._port), self, family)
+            httpd = DevHTTPServer((bind_host, self._port), EndpointRouter(self), family)
             port = int(httpd.server_address[1])
             url_host = f"[{self._host}]" if ":" in self._host else self._host.lower()
             self._issuer = f"http://{url_host}:{port}"
@@ -211,7 +207,7 @@ class AuthServer(_Endpoints):
         httpd.cut_connections()
         httpd.server_close()
         if thread is not None:
-            thread.join()
+            thread.join(_STOP_DEADLINE)  # serve_forever has returned: only the exit is left
         _LOG.debug("authorization server on %s stopped", self._issuer)
 
     def __enter__(self) -> AuthServer:
@@ -259,7 +255,7 @@ class AuthServer(_Endpoints):
 
     @staticmethod
     def _check_user(user: object) -> str:
-        if not isinstance(user, str) or not _valid_email(user):
+        if not isinstance(user, str) or not valid_email(user):
             raise ConfigurationError(f"user must be an email address, not {user!r}")
         return user
 
@@ -315,12 +311,12 @@ class AuthServer(_Endpoints):
         """
         if public and client_secret is not None:
             raise ConfigurationError("a public client has no client_secret")
-        client_id = _check_token_text(
+        client_id = check_token_text(
             "client_id", client_id if client_id is not None else "dev-" + secrets.token_urlsafe(12)
         )
         secret: str | None = None
         if not public:
-            secret = _check_token_text(
+            secret = check_token_text(
                 "client_secret",
                 client_secret if client_secret is not None else secrets.token_urlsafe(32),
             )
@@ -332,7 +328,7 @@ class AuthServer(_Endpoints):
             if not uris:
                 raise ConfigurationError("redirect_uris is empty; pass None to accept any loopback")
             for uri in uris:
-                if not _is_loopback_redirect(uri):
+                if not is_loopback_redirect(uri):
                     raise ConfigurationError(
                         f"redirect URI {uri!r} is not an http URI on localhost, 127.0.0.1 or "
                         "[::1] (without a fragment)"
@@ -341,7 +337,7 @@ class AuthServer(_Endpoints):
         with self._lock:
             if client_id in self._core.clients:
                 raise ConfigurationError(f"client_id {client_id!r} is already registered")
-            self._core.clients[client_id] = _Client(dev)
+            self._core.clients[client_id] = ClientRecord(dev)
         return dev
 
     def parameters(
@@ -396,7 +392,7 @@ class AuthServer(_Endpoints):
 
     def expire_access_tokens(self) -> None:
         """Make every access token issued so far expired (refresh tokens are untouched)."""
-        now = time.time()
+        now = self._core.clock()
         with self._lock:
             for record in self._core.access_tokens.values():
                 if record.expires_at is None or record.expires_at > now - 1:

@@ -2,7 +2,7 @@
 
 This is development and test tooling, not a certificate authority: it makes a short-lived CA and a
 server certificate for loopback names so that clients can be tested with full certificate and
-host-name verification (SECURITY.md rule 22) instead of with verification turned off.
+host-name verification (docs/security.md, rule 22) instead of with verification turned off.
 
 Needs the ``cryptography`` package (the ``dev`` extra); it is imported lazily.
 """

@@ -1,14 +1,20 @@
 """The development provider's received-messages pages, and one-line message summaries.
 
 :class:`MessagesPage` answers ``/messages`` (the list, newest first), ``/messages/<n>`` (one
-message: envelope, headers, text part, attachments) and ``/messages/<n>.eml`` (the message as
-received) on the authorization server's HTTP server, through
-:meth:`~oauthsmtp.devserver.AuthServer.add_page`. Messages are numbered from 1 in the order
-they arrived.
+message: envelope, headers, text part, HTML part, attachments), ``/messages/<n>.eml`` (the
+message as received) and ``/messages/<n>/attachments/<k>`` (one attachment, as a download) on
+the authorization server's HTTP server, through
+:meth:`~oauthsmtp.devserver.AuthServer.add_page`. Messages and attachments are numbered from
+1 in the order they arrived or appear.
 
 Every value taken from a message is HTML-escaped here, and control characters are made
 visible, so a hostile subject (``<script>``, terminal escape sequences) shows as text. The
-pages are self-contained: inline styles, no scripts, nothing loaded from elsewhere.
+pages are self-contained: inline styles, no scripts, nothing loaded from elsewhere, under
+the server's Content-Security-Policy (``default-src 'none'``). The HTML part is shown
+rendered in an ``<iframe sandbox srcdoc=...>``: the empty ``sandbox`` attribute runs no
+script, submits no form, opens no window and gives the frame an origin of its own, and the
+page's policy, which the frame inherits, loads nothing (no remote images, no tracking).
+Attachments are always served as ``application/octet-stream`` downloads, never rendered.
 """
 
 from __future__ import annotations
@@ -18,18 +24,28 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
+from urllib.parse import quote
 
 from ._authserver import PageResult
 from ._pages import html_page
 from ._smtpserver import ReceivedMessage
 
-__all__ = ["MessageSummary", "MessagesPage", "printable", "summarize"]
+__all__ = [
+    "Attachment",
+    "MessageSummary",
+    "MessagesPage",
+    "attachments",
+    "download_name",
+    "printable",
+    "summarize",
+]
 
 PATH = "/messages"
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _NUMBER = re.compile(r"^[1-9][0-9]{0,8}$")
 _MAX_SHOWN = 200_000  # characters of a text part shown on a page
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._ -]")
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; background: #f4f5f7; color: #1d1f23; margin: 0; }
@@ -44,6 +60,9 @@ th { background: #eef0f3; white-space: nowrap; }
 td.when { white-space: nowrap; }
 pre { background: #f6f8fa; padding: .8rem; overflow-x: auto; white-space: pre-wrap;
       word-break: break-word; border-radius: 4px; }
+iframe { width: 100%; height: 28rem; border: 1px solid #e3e5e8; border-radius: 4px;
+         background: #fff; }
+details { margin-top: .6rem; }
 .empty, .note { color: #667; }
 .note { margin-top: 2rem; font-size: .85rem; }
 nav { margin-bottom: 1rem; }
@@ -74,12 +93,14 @@ class MessageSummary:
         sender: the From header, or the envelope sender when there is none.
         recipients: the To header, or the envelope recipients when there is none.
         subject: the decoded subject, or ``""``.
+        cc: the Cc header, or ``""``.
     """
 
     received: str
     sender: str
     recipients: str
     subject: str
+    cc: str = ""
 
 
 def _header(message: email.message.EmailMessage, name: str) -> str:
@@ -103,11 +124,13 @@ def summarize(received: ReceivedMessage) -> MessageSummary:
     sender = _header(message, "From") if message is not None else ""
     recipients = _header(message, "To") if message is not None else ""
     subject = _header(message, "Subject") if message is not None else ""
+    cc = _header(message, "Cc") if message is not None else ""
     return MessageSummary(
         received=f"{received.received_at:%Y-%m-%d %H:%M:%S}",
         sender=sender or received.mail_from or "<>",
         recipients=recipients or ", ".join(received.rcpt_tos),
         subject=subject,
+        cc=cc,
     )
 
 
@@ -138,13 +161,16 @@ def render_list(messages: Sequence[ReceivedMessage]) -> str:
             f'<td class="when">{_text(summary.received)}</td>'
             f'<td class="from">{_text(summary.sender)}</td>'
             f'<td class="to">{_text(summary.recipients)}</td>'
+            f'<td class="cc">{_text(summary.cc)}</td>'
             f'<td class="subject"><a href="{link}">{subject}</a></td></tr>'
         )
     count = len(messages)
     if rows:
         table = (
             '<table id="messages">\n<thead><tr><th>Received (UTC)</th><th>From</th><th>To</th>'
-            "<th>Subject</th></tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>"
+            "<th>Cc</th><th>Subject</th></tr></thead>\n<tbody>\n"
+            + "\n".join(rows)
+            + "\n</tbody>\n</table>"
         )
     else:
         table = (
@@ -159,36 +185,63 @@ def render_list(messages: Sequence[ReceivedMessage]) -> str:
     return _page("Received messages - oauthsmtp dev server", body)
 
 
-def _text_part(message: email.message.EmailMessage) -> tuple[str | None, str | None]:
-    """The plain-text body, else the HTML body's source: ``(label, text)`` or ``(None, None)``."""
-    for kind in ("plain", "html"):
-        try:
-            part = message.get_body(preferencelist=(kind,))
-        except Exception:
-            part = None
-        if part is None or not isinstance(part, email.message.EmailMessage):
-            continue
-        try:
-            text = part.get_content()
-        except Exception:
-            payload = part.get_payload(decode=True)
-            text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else None
-        if isinstance(text, str):
-            label = "Text" if kind == "plain" else "HTML part (source)"
-            return label, text
-    return None, None
+def _body_part(message: email.message.EmailMessage, kind: str) -> str | None:
+    """The decoded ``text/<kind>`` body part (``plain`` or ``html``), or None."""
+    try:
+        part = message.get_body(preferencelist=(kind,))
+    except Exception:
+        part = None
+    if part is None or not isinstance(part, email.message.EmailMessage):
+        return None
+    if part.get_content_type() != f"text/{kind}":
+        return None
+    try:
+        text = part.get_content()
+    except Exception:
+        payload = part.get_payload(decode=True)
+        text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else None
+    return text if isinstance(text, str) else None
 
 
-def _attachments(message: email.message.EmailMessage) -> list[tuple[str, str, int]]:
+@dataclass(frozen=True)
+class Attachment:
+    """One attachment of a received message (``data`` decoded from its transfer encoding)."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+def attachments(message: email.message.EmailMessage) -> list[Attachment]:
+    """The message's attachments, in order; a part that cannot be decoded is skipped."""
     found = []
     try:
         for part in message.iter_attachments():
             payload = part.get_payload(decode=True)
-            size = len(payload) if isinstance(payload, bytes) else 0
-            found.append((part.get_filename() or "(no name)", part.get_content_type(), size))
+            found.append(
+                Attachment(
+                    filename=part.get_filename() or "",
+                    content_type=part.get_content_type(),
+                    data=payload if isinstance(payload, bytes) else b"",
+                )
+            )
     except Exception:
         return found
     return found
+
+
+def download_name(filename: str, number: int, index: int) -> str:
+    """A ``Content-Disposition`` value for an attachment: never a path, never a header break.
+
+    The plain ``filename`` keeps safe ASCII only; the full name goes in RFC 6266 /
+    RFC 8187 ``filename*`` (UTF-8, percent-encoded), which browsers prefer.
+    """
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1].strip().lstrip(".")
+    fallback = _UNSAFE_FILENAME.sub("_", base)[:120] or f"message-{number}-attachment-{index}"
+    value = f'attachment; filename="{fallback}"'
+    if base and base != fallback:
+        value += "; filename*=UTF-8''" + quote(base[:200], safe="")
+    return value
 
 
 def render_message(number: int, received: ReceivedMessage) -> str:
@@ -211,19 +264,26 @@ def render_message(number: int, received: ReceivedMessage) -> str:
             value = _header(message, name)
             header_rows.append(f"<tr><th>{_text(name)}</th><td>{_text(value)}</td></tr>")
     headers = "\n".join(header_rows) or '<tr><td class="empty">(none readable)</td></tr>'
-    label, text = _text_part(message) if message is not None else (None, None)
-    if text is None:
-        body_html = '<p class="empty" id="no-text">(no text part)</p>'
-    else:
+    text = _body_part(message, "plain") if message is not None else None
+    html = _body_part(message, "html") if message is not None else None
+    sections = []
+    if text is not None:
         if len(text) > _MAX_SHOWN:
             text = text[:_MAX_SHOWN] + "\n[... cut: download the .eml for the rest]"
-        body_html = f'<h2>{escape(label or "Text")}</h2>\n<pre id="text">{_block(text)}</pre>'
-    attachments = _attachments(message) if message is not None else []
+        sections.append(f'<h2>Text</h2>\n<pre id="text">{_block(text)}</pre>')
+    if html is not None:
+        sections.append(_html_section(html))
+    if not sections:
+        sections.append('<p class="empty" id="no-text">(no text part)</p>')
+    body_html = "\n".join(sections)
+    found = attachments(message) if message is not None else []
     attachment_html = ""
-    if attachments:
+    if found:
         items = "\n".join(
-            f"<li>{_text(name)} ({_text(kind)}, {size} bytes)</li>"
-            for name, kind, size in attachments
+            f'<li><a href="{PATH}/{number}/attachments/{index}" download>'
+            f"{_text(item.filename or '(no name)')}</a> "
+            f"({_text(item.content_type)}, {len(item.data)} bytes)</li>"
+            for index, item in enumerate(found, start=1)
         )
         attachment_html = f'<h2>Attachments</h2>\n<ul id="attachments">\n{items}\n</ul>'
     title = summary.subject or "(no subject)"
@@ -236,6 +296,22 @@ def render_message(number: int, received: ReceivedMessage) -> str:
         f"{body_html}\n{attachment_html}"
     )
     return _page(f"{title} - oauthsmtp dev server", body)
+
+
+def _html_section(html: str) -> str:
+    """The HTML part, rendered where it can do nothing, and its source (see the module doc)."""
+    html = html.replace("\r\n", "\n")
+    if len(html) > _MAX_SHOWN:
+        html = html[:_MAX_SHOWN]
+    # escape(quote=True) makes the whole document one attribute value; the browser unescapes
+    # it into the frame, whose empty sandbox attribute turns every permission off.
+    return (
+        "<h2>HTML part</h2>\n"
+        '<iframe id="html" title="HTML part (sandboxed: no scripts, nothing loaded)" '
+        f'sandbox="" referrerpolicy="no-referrer" srcdoc="{escape(html, quote=True)}"></iframe>\n'
+        "<details><summary>HTML source</summary>\n"
+        f'<pre id="html-source">{_block(html)}</pre></details>'
+    )
 
 
 def _not_found(what: str) -> tuple[int, str, bytes]:
@@ -260,6 +336,8 @@ class MessagesPage:
         if rest in ("", "/"):
             return 200, "text/html; charset=utf-8", render_list(messages).encode("utf-8")
         name = rest[1:] if rest.startswith("/") else ""
+        if "/attachments/" in name:
+            return self._attachment(messages, *name.split("/attachments/", 1))
         raw = name.endswith(".eml")
         number_text = name[:-4] if raw else name
         if not _NUMBER.match(number_text) or int(number_text) > len(messages):
@@ -271,3 +349,19 @@ class MessagesPage:
             return 200, "message/rfc822", received.data, [("Content-Disposition", disposition)]
         page = render_message(number, received)
         return 200, "text/html; charset=utf-8", page.encode("utf-8")
+
+    def _attachment(
+        self, messages: Sequence[ReceivedMessage], number_text: str, index_text: str
+    ) -> PageResult:
+        """One attachment as a download (``application/octet-stream``: never rendered)."""
+        if not _NUMBER.match(number_text) or int(number_text) > len(messages):
+            return _not_found("There is no such message.")
+        number = int(number_text)
+        message = _parse(messages[number - 1])
+        found = attachments(message) if message is not None else []
+        if not _NUMBER.match(index_text) or int(index_text) > len(found):
+            return _not_found("There is no such attachment.")
+        index = int(index_text)
+        item = found[index - 1]
+        disposition = download_name(item.filename, number, index)
+        return 200, "application/octet-stream", item.data, [("Content-Disposition", disposition)]

@@ -2,8 +2,10 @@
 
 It starts a :class:`~oauthsmtp.devserver.DevProvider` on loopback, prints what a client
 needs (endpoints, client id and secret, SMTP ports, the CA certificate, the messages page,
-a ready-to-paste ``oauthsmtp login`` line), then prints one line per received message until
-Ctrl-C or SIGTERM, and stops cleanly.
+a ready-to-paste ``oauthsmtp login`` line), then prints one line per event until Ctrl-C or
+SIGTERM, and stops cleanly. The events are each login and refresh at the authorization
+server, each AUTH at the SMTP server (accepted or refused) and each received message: who,
+which client, which mechanism, never a token, code or SASL string.
 
 The client secret and the endpoints are printed on purpose: this is a throwaway provider on
 the developer's own machine, and the developer needs them to configure a client.
@@ -12,6 +14,7 @@ the developer's own machine, and the developer needs them to configure a client.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -27,7 +30,7 @@ from ._mailpages import printable, summarize
 from ._provider import DevProvider
 from ._smtpserver import ReceivedMessage
 
-__all__ = ["run_dev_server"]
+__all__ = ["Terminated", "run_dev_server", "sigterm_stops"]
 
 READY_LINE = "Waiting for messages; press Ctrl-C to stop."
 """The last line of the information block (scripts may wait for it)."""
@@ -35,25 +38,57 @@ READY_LINE = "Waiting for messages; press Ctrl-C to stop."
 _POLL = 1.0  # seconds between checks for new messages (Ctrl-C interrupts the wait at once)
 
 
-class _Terminated(KeyboardInterrupt):
-    """Raised in the main thread by the SIGTERM handler (handled like Ctrl-C)."""
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread by :func:`sigterm_stops`'s handler (handled like Ctrl-C)."""
 
 
 @contextlib.contextmanager
-def _sigterm_stops() -> Iterator[None]:
-    """Make SIGTERM end the wait like Ctrl-C does (main thread only; restored afterwards)."""
+def sigterm_stops() -> Iterator[None]:
+    """Make SIGTERM raise :class:`Terminated` (a KeyboardInterrupt) in the main thread.
+
+    Python's default for SIGTERM ends the process at once, skipping ``finally`` blocks and
+    ``with`` exits: servers are not stopped and temporary folders (with a private key) stay
+    behind. Inside this block SIGTERM unwinds like Ctrl-C instead. Only in the main thread
+    (elsewhere it does nothing); the previous handler is restored afterwards.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        raise _Terminated
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class _ConsoleFormatter(logging.Formatter):
+    """``HH:MM:SS  message``, with control characters shown (user names come from clients)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = self.formatTime(record, "%H:%M:%S")
+        return f"{when}  {printable(record.getMessage())}"
+
+
+@contextlib.contextmanager
+def _events_to(out: TextIO) -> Iterator[None]:
+    """Write the dev server's INFO events (logins, refreshes, AUTH) to ``out`` meanwhile."""
+    logger = logging.getLogger("oauthsmtp.devserver")
+    handler = logging.StreamHandler(out)
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(_ConsoleFormatter())
+    previous = logger.level
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
 
 
 def _info_block(provider: DevProvider, maildir: Path, *, consent: bool) -> str:
@@ -94,7 +129,7 @@ Received messages
   folder:          {maildir} (one .eml file per message)
   web page:        {provider.web_url}
 
-Log in from another terminal (opens your browser; the redirect uses port 9000):
+Log in from another terminal (port 9000; no desktop keyring: prefix both with OAUTHSMTP_STORE=file):
   {provider.login_command()}
 Then send a message:
   {send}
@@ -107,8 +142,9 @@ def _arrival_line(message: ReceivedMessage) -> str:
     summary = summarize(message)
     when = message.received_at.astimezone().strftime("%H:%M:%S")
     subject = printable(summary.subject) if summary.subject else "(no subject)"
+    cc = f"  cc {printable(summary.cc)}" if summary.cc else ""
     line = (
-        f"{when}  from {printable(summary.sender)}  to {printable(summary.recipients)}  "
+        f"{when}  from {printable(summary.sender)}  to {printable(summary.recipients)}{cc}  "
         f"subject: {subject}"
     )
     if message.path is not None:
@@ -162,21 +198,22 @@ def run_dev_server(
             shutil.rmtree(folder, ignore_errors=True)
         raise
     seen = 0
-    with provider, _sigterm_stops():
+    with provider, sigterm_stops():
         out.write(_info_block(provider, folder, consent=consent))
         out.flush()
-        try:
-            while True:
-                try:
-                    messages = provider.wait_for_messages(seen + 1, timeout=_POLL)
-                except TimeoutError:
-                    continue
-                for message in messages[seen:]:
-                    out.write(_arrival_line(message) + "\n")
-                seen = len(messages)
-                out.flush()
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (_Terminated)
-            pass
+        with _events_to(out):
+            try:
+                while True:
+                    try:
+                        messages = provider.wait_for_messages(seen + 1, timeout=_POLL)
+                    except TimeoutError:
+                        continue
+                    for message in messages[seen:]:
+                        out.write(_arrival_line(message) + "\n")
+                    seen = len(messages)
+                    out.flush()
+            except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (Terminated)
+                pass
     plural = "" if seen == 1 else "s"
     out.write(f"\nStopped. {seen} message{plural} received; the .eml files are in {folder}\n")
     out.flush()

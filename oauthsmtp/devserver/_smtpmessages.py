@@ -1,6 +1,6 @@
 """What the development SMTP server received: :class:`ReceivedMessage` and its ``.eml`` file.
 
-The value the server records for each accepted message, and ``_write_atomically``, which
+The value the server records for each accepted message, and ``write_atomically``, which
 writes a message into the server's maildir (a private temporary file, then a rename), so that
 a reader never sees half a message.
 """
@@ -49,7 +49,8 @@ class ReceivedMessage:
         return str(self.message.get("Subject", ""))
 
 
-def _write_atomically(folder: Path, name: str, data: bytes) -> Path:
+def write_atomically(folder: Path, name: str, data: bytes) -> Path:
+    """Write ``data`` to ``folder/name`` (mode 0600) through a temporary file; return the path."""
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / name
     temporary = folder / f".{name}.tmp"

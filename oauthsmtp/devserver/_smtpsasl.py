@@ -1,9 +1,9 @@
 """The SASL side of the development SMTP server: parsing XOAUTH2 and OAUTHBEARER.
 
-Pure functions on decoded client responses, no I/O: ``_parse_xoauth2``
-(Google's ``user=U^Aauth=Bearer T^A^A``), ``_parse_oauthbearer`` (RFC 7628
+Pure functions on decoded client responses, no I/O: ``parse_xoauth2``
+(Google's ``user=U^Aauth=Bearer T^A^A``), ``parse_oauthbearer`` (RFC 7628
 §3.1, giving :class:`OAuthBearerFields` and the token), and
-``_failure_challenge``, the ``334`` error challenge sent after a bad token
+``failure_challenge``, the ``334`` error challenge sent after a bad token
 (Gmail's form for XOAUTH2, RFC 7628 §3.2.2 for OAUTHBEARER). A malformed
 response gives None, never an exception.
 """
@@ -38,9 +38,9 @@ class OAuthBearerFields:
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
-def _failure_challenge(mechanism: str, scope: str) -> str:
+def failure_challenge(mechanism: str, scope: str) -> str:
     """The ``334`` challenge that answers a bad token, naming ``scope``."""
-    if mechanism == "XOAUTH2":  # Gmail's live form (SECURITY.md part (b))
+    if mechanism == "XOAUTH2":  # Gmail's live form (docs/security.md#vector-error-challenges)
         body = {"status": "400", "schemes": "Bearer", "scope": scope}
     else:  # RFC 7628 §3.2.2
         body = {"status": "invalid_token", "scope": scope, "schemes": "bearer"}
@@ -48,7 +48,7 @@ def _failure_challenge(mechanism: str, scope: str) -> str:
     return "334 " + base64.b64encode(text.encode()).decode("ascii")
 
 
-def _parse_xoauth2(blob: bytes) -> tuple[str, str] | None:
+def parse_xoauth2(blob: bytes) -> tuple[str, str] | None:
     """``(user, token)`` from a decoded XOAUTH2 response, or None if malformed."""
     try:
         text = blob.decode("utf-8")
@@ -65,7 +65,7 @@ def _parse_xoauth2(blob: bytes) -> tuple[str, str] | None:
     return user, token
 
 
-def _parse_oauthbearer(blob: bytes) -> tuple[OAuthBearerFields, str] | None:
+def parse_oauthbearer(blob: bytes) -> tuple[OAuthBearerFields, str] | None:
     """The fields and token of a decoded OAUTHBEARER response (RFC 7628 §3.1), or None."""
     try:
         text = blob.decode("utf-8")

@@ -53,15 +53,16 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from ._authserver import SCOPE
 from ._certs import DEFAULT_HOSTS, CertificateSet, make_certificates
-from ._smtpmessages import ReceivedMessage, _write_atomically
+from ._smtpmessages import ReceivedMessage, write_atomically
 from ._smtpsasl import OAuthBearerFields
 from ._smtpsession import (
-    _ACCEPTED,
-    _BAD_CREDENTIALS,
-    _Handler,
-    _Protocol,
-    _shutdown,
-    _ValidatorFailedError,
+    ACCEPTED,
+    BAD_CREDENTIALS,
+    Handler,
+    ServerHooks,
+    SMTPProtocol,
+    ValidatorFailedError,
+    shutdown,
 )
 
 __all__ = [
@@ -78,6 +79,8 @@ logger = logging.getLogger("oauthsmtp.devserver.smtp")
 SMTP_SCOPE = SCOPE
 
 TOKEN_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
+# How long start() and stop() wait for the server thread (it needs milliseconds).
+_THREAD_DEADLINE = 30.0
 PASSWORD_MECHANISMS = ("PLAIN", "LOGIN")
 
 
@@ -202,9 +205,11 @@ class SMTPServer:
             daemon=True,
         )
         thread.start()
-        ready.wait()
+        if not ready.wait(_THREAD_DEADLINE):
+            loop.call_soon_threadsafe(loop.stop)
+            raise RuntimeError(f"the SMTP server did not start within {_THREAD_DEADLINE} s")
         if errors:
-            thread.join()
+            thread.join(_THREAD_DEADLINE)
             loop.close()
             raise errors[0]
         self._loop, self._thread = loop, thread
@@ -222,9 +227,12 @@ class SMTPServer:
         if loop is None or thread is None:
             return
         loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        loop.close()
+        thread.join(_THREAD_DEADLINE)
         self._loop = self._thread = None
+        if thread.is_alive():  # never expected: shutdown() bounds its own waits
+            logger.warning("the SMTP server thread did not stop within %s s", _THREAD_DEADLINE)
+            return
+        loop.close()
         logger.debug("stopped")
 
     def __enter__(self) -> SMTPServer:
@@ -314,12 +322,13 @@ class SMTPServer:
     ) -> None:
         """The server thread: open the listeners, run the loop until stop(), then clean up."""
         asyncio.set_event_loop(loop)
-        live: set[_Protocol] = set()
+        live: set[SMTPProtocol] = set()
         servers: list[asyncio.AbstractServer] = []
         try:
             try:
                 tls_context = self.certificates.server_context()
-                handler = _Handler(self)
+                hooks: ServerHooks = _Hooks(self)
+                handler = Handler(hooks)
                 for sock, implicit_tls in sockets:
                     factory = functools.partial(
                         self._protocol, loop, live, handler, tls_context, implicit_tls=implicit_tls
@@ -336,7 +345,7 @@ class SMTPServer:
                 ready.set()
             loop.run_forever()
         finally:
-            loop.run_until_complete(_shutdown(servers, live))
+            loop.run_until_complete(shutdown(servers, live))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.run_until_complete(loop.shutdown_default_executor())
             asyncio.set_event_loop(None)
@@ -344,16 +353,16 @@ class SMTPServer:
     def _protocol(
         self,
         loop: asyncio.AbstractEventLoop,
-        live: set[_Protocol],
-        handler: _Handler,
+        live: set[SMTPProtocol],
+        handler: Handler,
         tls_context: ssl.SSLContext,
         *,
         implicit_tls: bool,
-    ) -> _Protocol:
+    ) -> SMTPProtocol:
         with self._lock:
             self._connections += 1
         plain_auth = implicit_tls or not self.starttls
-        protocol = _Protocol(
+        return SMTPProtocol(
             handler,
             live=live,
             require_auth=self.require_auth,
@@ -369,8 +378,6 @@ class SMTPServer:
             ],
             authenticator=self._check_password,
         )
-        live.add(protocol)
-        return protocol
 
     def _check_password(
         self,
@@ -388,8 +395,8 @@ class SMTPServer:
         )
         self._record_auth(mechanism, user, ok)
         if ok:
-            return AuthResult(success=True, auth_data=user, message=_ACCEPTED)
-        return AuthResult(success=False, handled=False, message=_BAD_CREDENTIALS)
+            return AuthResult(success=True, auth_data=user, message=ACCEPTED)
+        return AuthResult(success=False, handled=False, message=BAD_CREDENTIALS)
 
     def _record_auth(
         self,
@@ -402,7 +409,13 @@ class SMTPServer:
             self._auth_log.append((mechanism, user, success))
             if fields is not None:
                 self._oauthbearer_fields.append(fields)
-        logger.debug("AUTH %s for %r: %s", mechanism, user, "accepted" if success else "refused")
+        # The console of `oauthsmtp dev-server` shows these (INFO); never the token.
+        logger.info(
+            "AUTH %s %s for %s",
+            mechanism,
+            "accepted" if success else "refused",
+            repr(user) if user is not None else "an unreadable user",
+        )
 
     def _store(self, envelope: Envelope, user: str | None) -> ReceivedMessage:
         data = bytes(envelope.original_content or b"")
@@ -413,7 +426,7 @@ class SMTPServer:
         path = None
         if self.maildir is not None:
             name = f"{received_at:%Y%m%dT%H%M%S.%fZ}-{counter:06d}-{self._file_tag}.eml"
-            path = _write_atomically(self.maildir, name, data)
+            path = write_atomically(self.maildir, name, data)
         message = ReceivedMessage(
             mail_from=envelope.mail_from or "",
             rcpt_tos=tuple(envelope.rcpt_tos),
@@ -437,16 +450,55 @@ class SMTPServer:
         return message
 
     async def _validate(self, token: str) -> str | None:
-        """Return the token's user, or None; raise _ValidatorFailed if the validator broke."""
+        """Return the token's user, or None; raise ValidatorFailedError if the validator broke."""
         loop = asyncio.get_running_loop()
         try:
             info = await loop.run_in_executor(None, self.token_validator, token)
         except Exception as exc:
             # The exception text may quote the token (a dict's KeyError does): log its type only.
             logger.error("token validator raised %s", type(exc).__name__)
-            raise _ValidatorFailedError from None
+            raise ValidatorFailedError from None
         user = getattr(info, "user", None)
         return user if isinstance(user, str) else None
+
+
+class _Hooks:
+    """The server as its connections see it (:class:`ServerHooks`), without its public API."""
+
+    def __init__(self, server: SMTPServer) -> None:
+        self._server = server
+
+    # Read at each use: a test may change a setting while the server runs.
+    @property
+    def mechanisms(self) -> tuple[str, ...]:
+        return self._server.mechanisms
+
+    @property
+    def pipelining(self) -> bool:
+        return self._server.pipelining
+
+    @property
+    def reject_recipients(self) -> frozenset[str]:
+        return self._server.reject_recipients
+
+    @property
+    def scope(self) -> str:
+        return self._server.scope
+
+    def deliver(self, envelope: Envelope, user: str | None) -> None:
+        self._server._store(envelope, user)
+
+    def record_auth(
+        self,
+        mechanism: str,
+        user: str | None,
+        success: bool,
+        fields: OAuthBearerFields | None = None,
+    ) -> None:
+        self._server._record_auth(mechanism, user, success, fields)
+
+    async def validate(self, token: str) -> str | None:
+        return await self._server._validate(token)
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,12 +1,14 @@
 """The development SMTP server's connections: aiosmtpd's protocol and our hooks.
 
-``_Protocol`` is aiosmtpd's SMTP with room for real-size tokens, our own
-AUTH-required check and a session that keeps the console quiet; ``_Handler``
+``SMTPProtocol`` is aiosmtpd's SMTP with room for real-size tokens, our own
+AUTH-required check and a session that keeps the console quiet; ``Handler``
 holds the aiosmtpd hooks (EHLO, RCPT, DATA, errors) and the XOAUTH2 and
 OAUTHBEARER mechanisms, with Gmail's failure dialogue after a bad token
-(``334`` challenge, the client's answer, then ``535``). They report to the
-:class:`~oauthsmtp.devserver.SMTPServer` that created them; ``_shutdown``
-closes every listener and connection when it stops.
+(``334`` challenge, the client's answer, then ``535``). They know the server
+that created them only through the narrow :class:`ServerHooks` protocol (its
+settings, where to deliver, what to record, how to check a token), so this
+module imports nothing of the server's; ``shutdown`` closes every listener and
+connection when it stops.
 """
 
 from __future__ import annotations
@@ -15,16 +17,16 @@ import asyncio
 import base64
 import binascii
 import collections
+import contextlib
 import logging
+import socket
 import ssl
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection
+from typing import Any, Protocol
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
-from ._smtpsasl import OAuthBearerFields, _failure_challenge, _parse_oauthbearer, _parse_xoauth2
-
-if TYPE_CHECKING:
-    from ._smtpserver import SMTPServer
+from ._smtpsasl import OAuthBearerFields, failure_challenge, parse_oauthbearer, parse_xoauth2
 
 logger = logging.getLogger("oauthsmtp.devserver.smtp")
 
@@ -34,12 +36,47 @@ AUTH_LINE_LIMIT = 12288
 # RFC 5321 §4.5.3.1.6: 998 octets + CRLF, plus one for dot-stuffing.
 DATA_LINE_LIMIT = 1001
 
-_BAD_CREDENTIALS = "535 5.7.8 Username and Password not accepted."
-_ACCEPTED = "235 2.7.0 Accepted"
+BAD_CREDENTIALS = "535 5.7.8 Username and Password not accepted."
+ACCEPTED = "235 2.7.0 Accepted"
 
 
-class _ValidatorFailedError(Exception):
-    pass
+class ValidatorFailedError(Exception):
+    """The token validator raised: the client gets a temporary failure (454), not a 535."""
+
+
+class ServerHooks(Protocol):
+    """What a connection needs from the server that accepted it.
+
+    Attributes are the server's settings; the methods are called from the event loop's thread
+    (``validate`` runs the validator in a worker thread).
+    """
+
+    @property
+    def mechanisms(self) -> tuple[str, ...]: ...
+
+    @property
+    def pipelining(self) -> bool: ...
+
+    @property
+    def reject_recipients(self) -> Collection[str]: ...
+
+    @property
+    def scope(self) -> str: ...
+
+    def deliver(self, envelope: Envelope, user: str | None) -> None:
+        """Keep an accepted message (``user``: who authenticated, if anyone)."""
+
+    def record_auth(
+        self,
+        mechanism: str,
+        user: str | None,
+        success: bool,
+        fields: OAuthBearerFields | None = None,
+    ) -> None:
+        """Note one AUTH attempt; never given a token."""
+
+    async def validate(self, token: str) -> str | None:
+        """The token's user, or None; raises :class:`ValidatorFailedError` if the check broke."""
 
 
 class _Session(Session):
@@ -48,17 +85,18 @@ class _Session(Session):
     login_data: Any = None
 
 
-class _Protocol(SMTP):
+class SMTPProtocol(SMTP):
     """aiosmtpd's SMTP with room for real-size tokens and our own AUTH-required check."""
 
     # The stream limit: what one line may hold before aiosmtpd's own per-command checks.
     line_length_limit = AUTH_LINE_LIMIT
 
     def __init__(
-        self, handler: _Handler, *, live: set[_Protocol], require_auth: bool, **kwargs: Any
+        self, handler: Handler, *, live: set[SMTPProtocol], require_auth: bool, **kwargs: Any
     ):
         self._live = live
         self._require_auth = require_auth
+        self._socket: socket.socket | None = None
         super().__init__(handler, **kwargs)
         # After the reader exists: DATA lines keep the RFC 5321 limit.
         self.line_length_limit = DATA_LINE_LIMIT
@@ -78,9 +116,31 @@ class _Protocol(SMTP):
             return True
         return False
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._socket is None:  # the first call; a second one comes after STARTTLS
+            self._socket = transport.get_extra_info("socket")
+            # Only now: a connection to the implicit-TLS port whose handshake never finishes
+            # is never "made", so it is never "lost" either (the event loop drops it).
+            self._live.add(self)
+        super().connection_made(transport)
+
     def connection_lost(self, error: Exception | None) -> None:
         self._live.discard(self)
         super().connection_lost(error)
+
+    def cut(self) -> None:
+        """End the connection now, whatever state its transports are in.
+
+        ``transport.abort()`` is not safe here: aiosmtpd's QUIT closes a TLS transport twice,
+        after which CPython 3.11.2's ``abort()`` raises AttributeError (``_ssl_protocol`` is
+        None), and a TLS transport that is already closing may wait for the peer's
+        close_notify. Shutting the socket down works on every version and in every state: the
+        event loop sees the end of the stream and runs each transport's own close path, which
+        ends in :meth:`connection_lost`.
+        """
+        if self._socket is not None:
+            with contextlib.suppress(OSError):  # already gone
+                self._socket.shutdown(socket.SHUT_RDWR)
 
     async def read_line(self) -> bytes:
         """Read one client line (a SASL response) without logging it."""
@@ -88,14 +148,19 @@ class _Protocol(SMTP):
         return line
 
 
-class _Handler:
-    """aiosmtpd hooks and SASL mechanisms for one connection."""
+class Handler:
+    """aiosmtpd hooks and SASL mechanisms, shared by a server's connections."""
 
-    def __init__(self, server: SMTPServer) -> None:
+    def __init__(self, server: ServerHooks) -> None:
         self._server = server
 
     async def handle_EHLO(
-        self, smtp: _Protocol, session: Session, envelope: Envelope, hostname: str, lines: list[str]
+        self,
+        smtp: SMTPProtocol,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        lines: list[str],
     ) -> list[str]:
         session.host_name = hostname  # aiosmtpd leaves this to the hook when there is one
         # lines: "250-<hostname>", one "250-<extension>" each, then "250 HELP".
@@ -113,7 +178,7 @@ class _Handler:
 
     async def handle_RCPT(
         self,
-        smtp: _Protocol,
+        smtp: SMTPProtocol,
         session: Session,
         envelope: Envelope,
         address: str,
@@ -125,9 +190,9 @@ class _Handler:
         envelope.rcpt_options.extend(options)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(self, smtp: _Protocol, session: Session, envelope: Envelope) -> str:
+    async def handle_DATA(self, smtp: SMTPProtocol, session: Session, envelope: Envelope) -> str:
         user = session.auth_data if isinstance(session.auth_data, str) else None
-        self._server._store(envelope, user)
+        self._server.deliver(envelope, user)
         return "250 2.0.0 OK queued"
 
     async def handle_exception(self, error: Exception) -> str:
@@ -137,27 +202,27 @@ class _Handler:
             logger.error("SMTP session error", exc_info=error)
         return "451 4.3.0 Internal server error"
 
-    async def auth_XOAUTH2(self, smtp: _Protocol, args: list[str]) -> AuthResult:
+    async def auth_XOAUTH2(self, smtp: SMTPProtocol, args: list[str]) -> AuthResult:
         """Google's XOAUTH2: ``user=U^Aauth=Bearer T^A^A``, base64."""
         blob = await _sasl_response(smtp, args)
         if blob is None:
             return AuthResult(success=False, handled=True)
-        parsed = _parse_xoauth2(blob)
+        parsed = parse_xoauth2(blob)
         if parsed is None:
-            self._server._record_auth("XOAUTH2", None, False)
+            self._server.record_auth("XOAUTH2", None, False)
             await smtp.push("501 5.5.2 Malformed XOAUTH2 response")
             return AuthResult(success=False, handled=True)
         user, token = parsed
         return await self._finish("XOAUTH2", smtp, user, token, None)
 
-    async def auth_OAUTHBEARER(self, smtp: _Protocol, args: list[str]) -> AuthResult:
+    async def auth_OAUTHBEARER(self, smtp: SMTPProtocol, args: list[str]) -> AuthResult:
         """RFC 7628 OAUTHBEARER: ``n,a=U,^Ahost=H^Aport=P^Aauth=Bearer T^A^A``, base64."""
         blob = await _sasl_response(smtp, args)
         if blob is None:
             return AuthResult(success=False, handled=True)
-        parsed = _parse_oauthbearer(blob)
+        parsed = parse_oauthbearer(blob)
         if parsed is None:
-            self._server._record_auth("OAUTHBEARER", None, False)
+            self._server.record_auth("OAUTHBEARER", None, False)
             await smtp.push("501 5.5.2 Malformed OAUTHBEARER response")
             return AuthResult(success=False, handled=True)
         fields, token = parsed
@@ -166,7 +231,7 @@ class _Handler:
     async def _finish(
         self,
         mechanism: str,
-        smtp: _Protocol,
+        smtp: SMTPProtocol,
         claimed: str | None,
         token: str,
         fields: OAuthBearerFields | None,
@@ -174,38 +239,49 @@ class _Handler:
         server = self._server
         try:
             # An empty token is RFC 7628 §4.3's discovery probe: it gets the error challenge.
-            owner = await server._validate(token) if token else None
-        except _ValidatorFailedError:
-            server._record_auth(mechanism, claimed, False, fields)
+            owner = await server.validate(token) if token else None
+        except ValidatorFailedError:
+            server.record_auth(mechanism, claimed, False, fields)
             await smtp.push("454 4.7.0 Temporary authentication failure")
             return AuthResult(success=False, handled=True)
         if owner is not None and (claimed is None or claimed.casefold() == owner.casefold()):
             user = claimed or owner
-            server._record_auth(mechanism, user, True, fields)
-            return AuthResult(success=True, auth_data=user, message=_ACCEPTED)
-        server._record_auth(mechanism, claimed, False, fields)
-        await smtp.push(_failure_challenge(mechanism, server.scope))
+            server.record_auth(mechanism, user, True, fields)
+            return AuthResult(success=True, auth_data=user, message=ACCEPTED)
+        server.record_auth(mechanism, claimed, False, fields)
+        await smtp.push(failure_challenge(mechanism, server.scope))
         reply = (await smtp.read_line()).strip()
         if reply == b"*":  # RFC 4954 §4: the client cancelled
             await smtp.push("501 5.7.0 Authentication aborted")
         elif mechanism == "OAUTHBEARER" and reply != b"AQ==":
             await smtp.push("501 5.5.2 Expected AQ== (%x01) after the error challenge")
         else:  # Gmail answers 535 to whatever follows its XOAUTH2 challenge
-            await smtp.push(_BAD_CREDENTIALS)
+            await smtp.push(BAD_CREDENTIALS)
         return AuthResult(success=False, handled=True)
 
 
-async def _shutdown(servers: list[asyncio.AbstractServer], live: set[_Protocol]) -> None:
+async def shutdown(
+    servers: list[asyncio.AbstractServer], live: set[SMTPProtocol], *, timeout: float = 5.0
+) -> None:
+    """Close the listeners, cut every connection, and wait (at most ``timeout`` s) for them.
+
+    Tasks still running afterwards (a handler waiting on the validator, say) are cancelled.
+    """
     for server in servers:
         server.close()
     for protocol in list(live):
-        transport = protocol.transport
-        if isinstance(transport, asyncio.WriteTransport):
-            transport.abort()  # close() would wait for a TLS close_notify exchange
-        elif transport is not None:
-            transport.close()
+        protocol.cut()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while live and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    if live:
+        logger.warning("%d connection(s) did not close within %s s", len(live), timeout)
     for server in servers:
-        await server.wait_closed()
+        # Python 3.12+ also waits here for connections still in their TLS handshake (which
+        # have no protocol to cut): briefly, then the loop's closing drops them.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), 0.5)
     current = asyncio.current_task()
     tasks = [task for task in asyncio.all_tasks() if task is not current]
     for task in tasks:
@@ -213,7 +289,7 @@ async def _shutdown(servers: list[asyncio.AbstractServer], live: set[_Protocol])
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _sasl_response(smtp: _Protocol, args: list[str]) -> bytes | None:
+async def _sasl_response(smtp: SMTPProtocol, args: list[str]) -> bytes | None:
     """The initial response, or the answer to an empty ``334`` challenge; None if answered."""
     if len(args) == 1:
         response = await smtp.challenge_auth("")

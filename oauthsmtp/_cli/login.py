@@ -1,0 +1,203 @@
+"""``oauthsmtp login``: the browser login, then the account's settings are recorded.
+
+The client secret comes from ``--client-secret`` (visible to other local users in
+the process list), ``--client-secret-file FILE`` or ``--client-secret-file -``
+(standard input), or the one saved by an earlier login with the same client id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import context
+from .exits import EXIT_OK, EXIT_USAGE, CommandError
+
+TYPE_CHECKING = False  # typing is not imported at run time: the CLI starts quickly
+if TYPE_CHECKING:
+    from typing import TextIO
+
+__all__ = ["read_secret_file", "run_login"]
+
+_MAX_SECRET = 4096
+
+
+def read_secret_file(path: str, *, stdin: TextIO | None = None) -> str:
+    """The client secret from the first line of ``path`` (``-``: standard input).
+
+    Raises:
+        CommandError: (exit 2) the file cannot be read, is empty, or its first line holds
+            control characters; the message never quotes the file's content.
+    """
+    where = "standard input" if path == "-" else path
+    try:
+        if path == "-":
+            text = (stdin if stdin is not None else sys.stdin).read(_MAX_SECRET + 2)
+        else:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read(_MAX_SECRET + 2)
+    except OSError as exc:
+        raise CommandError(
+            f"--client-secret-file: cannot read {where}: {exc.strerror}", code=EXIT_USAGE
+        ) from None
+    except UnicodeDecodeError:
+        raise CommandError(
+            f"--client-secret-file: {where} is not UTF-8 text", code=EXIT_USAGE
+        ) from None
+    lines = text.splitlines()
+    secret = lines[0].strip() if lines else ""
+    if not secret:
+        raise CommandError(
+            f"--client-secret-file: {where} is empty; to log in without a client secret, "
+            "leave the option out (or give --client-secret '')",
+            code=EXIT_USAGE,
+        )
+    if len(secret) > _MAX_SECRET or not secret.isprintable():
+        raise CommandError(
+            f"--client-secret-file: the first line of {where} is not a client secret "
+            "(control characters, or too long)",
+            code=EXIT_USAGE,
+        )
+    return secret
+
+
+def _given_secret(args: argparse.Namespace) -> str | None:
+    if args.client_secret_file is not None:
+        return read_secret_file(args.client_secret_file)
+    secret: str | None = args.client_secret
+    if secret and not secret.isprintable():
+        raise CommandError(
+            "--client-secret holds control characters; give it with --client-secret-file",
+            code=EXIT_USAGE,
+        )
+    return secret
+
+
+def run_login(args: argparse.Namespace, out: TextIO) -> int:
+    """Log in through the browser and record the account; returns the exit code."""
+    from oauthsmtp import auth_identify, providers
+    from oauthsmtp._accounts import AccountSettings, secret_key
+
+    accounts = context.registry()
+    previous = accounts.get(args.account)
+    provider = args.provider or (previous.provider if previous else None)
+    if provider is None:
+        raise CommandError(
+            "--provider is needed for a first login (gmail, microsoft or custom)",
+            code=EXIT_USAGE,
+        )
+    client_id = args.client_id or (previous.client_id if previous else None)
+    if not client_id:
+        raise CommandError(
+            "--client-id is needed: copy it from the provider's app registration "
+            "(see docs/login.md)",
+            code=EXIT_USAGE,
+        )
+    secret = _given_secret(args)
+    token_store = context.store()
+    if secret is None and previous is not None and previous.client_id == client_id:
+        secret = context.client_secret(token_store, previous)
+    secret = secret or None  # --client-secret '': log in without one
+    redirect = args.redirect_url or (previous.redirect_url if previous else None)
+    overrides = {"redirect_url": redirect} if redirect else {}
+    same = previous if previous is not None and previous.provider == provider else None
+    tenant = None
+    if provider in ("gmail", "microsoft"):
+        info = providers.PROVIDERS[provider]
+        if provider == "gmail":
+            if secret is None:
+                raise CommandError(
+                    "--provider gmail needs the client secret that Google issues to desktop "
+                    "clients: give --client-secret-file FILE (or --client-secret SECRET)",
+                    code=EXIT_USAGE,
+                )
+            params = providers.gmail(client_id=client_id, client_secret=secret, **overrides)
+        else:
+            tenant = args.tenant or (previous.tenant if previous else None) or "common"
+            params = providers.microsoft(
+                client_id=client_id, client_secret=secret, tenant=tenant, **overrides
+            )
+        default_host = info.smtp_host
+        if provider == "microsoft" and tenant == "consumers":
+            default_host = providers.OUTLOOK_COM_SMTP_HOST
+        smtp_host = args.smtp_host or (same.smtp_host if same else default_host)
+        security = args.security or (same.security if same else info.security)
+        default_port = (
+            info.smtp_port if security == info.security else context.DEFAULT_PORTS[security]
+        )
+    else:
+        auth_url = args.auth_url or (same.auth_url if same else None)
+        token_url = args.token_url or (same.token_url if same else None)
+        scope = args.scope or (" ".join(same.scope) if same else None)
+        smtp_host = args.smtp_host or (same.smtp_host if same else None)
+        missing = [
+            name
+            for name, value in (
+                ("--auth-url", auth_url),
+                ("--token-url", token_url),
+                ("--scope", scope),
+                ("--smtp-host", smtp_host),
+            )
+            if not value
+        ]
+        if missing:
+            raise CommandError(f"--provider custom needs {', '.join(missing)}", code=EXIT_USAGE)
+        security = args.security or (same.security if same else "starttls")
+        default_port = context.DEFAULT_PORTS[security]
+        params = providers.custom(
+            client_id=client_id,
+            client_secret=secret,
+            auth_url=auth_url,
+            token_url=token_url,
+            scope=scope,
+            revocation_url=args.revocation_url or (same.revocation_url if same else None),
+            issuer=args.issuer or (same.issuer if same else None),
+            **overrides,
+        )
+    if args.smtp_port:
+        smtp_port = args.smtp_port
+    elif same is not None and args.security in (None, same.security):
+        smtp_port = same.smtp_port
+    else:
+        smtp_port = default_port
+    if not smtp_host:  # the presets always have one; custom was checked above
+        raise CommandError("--smtp-host is needed", code=EXIT_USAGE)
+    token = auth_identify(
+        params,
+        account=args.account,
+        store=token_store,
+        open_browser=not args.no_browser,
+        timeout=args.timeout,
+        force=True,
+    )
+    settings = AccountSettings(
+        account=args.account,
+        provider=provider,
+        client_id=params.client_id,
+        auth_url=params.auth_url,
+        token_url=params.token_url,
+        scope=params.scopes,
+        redirect_url=params.redirect_url,
+        smtp_host=smtp_host,
+        smtp_port=smtp_port,
+        security=security,
+        revocation_url=params.revocation_url,
+        issuer=params.issuer,
+        extra_auth_params=dict(params.extra_auth_params),
+        has_client_secret=params.client_secret is not None,
+        tenant=tenant,
+    )
+    if params.client_secret is not None:
+        token_store.save(secret_key(settings), params.client_secret)
+    else:
+        token_store.delete(secret_key(settings))
+    accounts.put(settings)
+    expiry = token.expires_at.isoformat(timespec="seconds") if token.expires_at else "unknown"
+    refresh = "with a refresh token" if token.refresh_token else "WITHOUT a refresh token"
+    print(
+        f"oauthsmtp: logged in as {args.account} ({provider}); token saved {refresh}, "
+        f"access token valid until {expiry}; sending through {smtp_host}:{smtp_port} "
+        f"({security}).",
+        file=sys.stderr,
+    )
+    return EXIT_OK

@@ -1,0 +1,161 @@
+"""``oauthsmtp status`` and ``oauthsmtp logout``: what is saved for an account, and forgetting it.
+
+``status`` reads the recorded settings and the token store and never prints a token
+nor contacts the provider. ``logout`` deletes the saved token (revoking it first with
+``--revoke``) and, with ``--forget``, the recorded settings and client secret; it
+says what it removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import context
+from .exits import EXIT_OK
+
+TYPE_CHECKING = False  # typing is not imported at run time: the CLI starts quickly
+if TYPE_CHECKING:
+    from datetime import datetime
+    from typing import TextIO
+
+    from oauthsmtp import TokenStore
+    from oauthsmtp._accounts import AccountSettings
+
+__all__ = ["describe_token", "run_logout", "run_status", "summary"]
+
+Summary = dict[str, "str | bool | list[str] | None"]
+
+
+def summary(token_store: TokenStore, settings: AccountSettings) -> Summary:
+    """What ``status --json`` shows for one account (never a token)."""
+    from oauthsmtp import AuthToken
+
+    row: Summary = {
+        "account": settings.account,
+        "provider": settings.provider,
+        "client_id": settings.client_id,
+        "scopes": list(settings.scope),
+        "smtp": f"{settings.smtp_host}:{settings.smtp_port} ({settings.security})",
+        "logged_in": False,
+        "expires_at": None,
+        "access_token_valid": False,
+        "has_refresh_token": False,
+    }
+    raw = token_store.load(settings.token_key)
+    if raw is None:
+        return row
+    try:
+        token = AuthToken.from_json(raw)
+    except ValueError:
+        return row
+    row.update(
+        logged_in=True,
+        scopes=list(token.scope) or list(settings.scope),
+        expires_at=token.expires_at.isoformat(timespec="seconds") if token.expires_at else None,
+        access_token_valid=token.valid,
+        has_refresh_token=token.refresh_token is not None,
+    )
+    return row
+
+
+def describe_token(row: Summary, *, now: datetime | None = None) -> str:
+    """The ``token:`` line of ``status`` for one account, in the right tense, with the next step."""
+    account = row["account"]
+    login = f"oauthsmtp login --account {account}"
+    if not row["logged_in"]:
+        return f"not logged in (run: {login})"
+    expires = row["expires_at"]
+    refresh = bool(row["has_refresh_token"])
+    if row["access_token_valid"]:
+        until = f"valid until {expires}" if expires else "valid (no expiry given)"
+        held = "refresh token held" if refresh else f"NO refresh token: run {login} after that"
+        return f"access token {until}; {held}"
+    from datetime import datetime, timezone
+
+    moment = now if now is not None else datetime.now(timezone.utc)
+    when = f"expired at {expires}" if expires else "expired"
+    if isinstance(expires, str) and datetime.fromisoformat(expires) > moment:
+        when = f"expires at {expires} (within the refresh margin)"
+    if refresh:
+        return f"access token {when}; refresh token held (refreshed on next use)"
+    return f"access token {when} and NO refresh token is held: log in again ({login})"
+
+
+def run_status(args: argparse.Namespace, out: TextIO) -> int:
+    """List the recorded accounts (or one) and their tokens' state; returns the exit code."""
+    if args.account:
+        accounts = {args.account: context.require_settings(args.account)}
+    else:
+        accounts = context.registry().load_all()
+    rows: list[Summary] = []
+    if accounts:
+        token_store = context.store()
+        rows = [summary(token_store, s) for _, s in sorted(accounts.items())]
+    if args.json:
+        import json
+
+        out.write(json.dumps({"accounts": rows}, indent=2) + "\n")
+        return EXIT_OK
+    if not rows:
+        out.write("No accounts. Log in with: oauthsmtp login --account EMAIL --provider ...\n")
+        return EXIT_OK
+    for row in rows:
+        scopes = row["scopes"]
+        out.write(
+            f"{row['account']}\n"
+            f"  provider: {row['provider']}   client: {row['client_id']}\n"
+            f"  scopes:   {' '.join(scopes) if isinstance(scopes, list) else ''}\n"
+            f"  smtp:     {row['smtp']}\n"
+            f"  token:    {describe_token(row)}\n"
+        )
+    return EXIT_OK
+
+
+def _store_name(token_store: TokenStore) -> str:
+    names = {"KeyringStore": "the OS keyring", "FileStore": "the file store"}
+    return names.get(type(token_store).__name__, "the token store")
+
+
+def run_logout(args: argparse.Namespace, out: TextIO) -> int:
+    """Delete the account's token (revoke it first with --revoke); returns the exit code."""
+    from oauthsmtp import AuthToken, OAuthSMTPError
+    from oauthsmtp._accounts import secret_key
+
+    accounts = context.registry()
+    settings = context.require_settings(args.account)
+    token_store = context.store()
+    raw = token_store.load(settings.token_key)
+    notes: list[str] = []
+    if args.revoke and raw is not None:
+        from oauthsmtp._tokens.identify import revoke_state
+
+        params = settings.parameters(context.client_secret(token_store, settings))
+        try:
+            if revoke_state(params, AuthToken.from_json(raw).state):
+                notes.append("revoked it at the provider")
+            else:
+                notes.append(
+                    "the provider has no revocation endpoint: remove the app's access in the "
+                    "account's security settings"
+                )
+        except (OAuthSMTPError, ValueError) as exc:
+            notes.append(f"revocation failed ({exc}); the local copy is deleted anyway")
+    token_store.delete(settings.token_key)
+    where = _store_name(token_store)
+    if raw is None:
+        notes.insert(0, f"no token was saved in {where}")
+    else:
+        notes.insert(0, f"deleted its token from {where}")
+    if args.forget:
+        token_store.delete(secret_key(settings))
+        if settings.has_client_secret:
+            notes.append(f"deleted its client secret from {where}")
+        accounts.remove(args.account)
+        notes.append(f"removed its recorded settings from {accounts.path}")
+    else:
+        notes.append(
+            f"its settings stay: log in again with oauthsmtp login --account {args.account}"
+        )
+    print(f"oauthsmtp: logged out {args.account}: {'; '.join(notes)}.", file=sys.stderr)
+    return EXIT_OK
