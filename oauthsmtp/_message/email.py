@@ -24,7 +24,7 @@ from .addresses import check_header, format_address, mailboxes
 from .checks import check_encodable, check_header_text, excerpt, require_str
 from .mime import is_structured, looks_encoded, unstructured_words
 
-__all__ = ["AttachmentSpec", "Email"]
+__all__ = ["AttachmentSpec", "Email", "ParsedAddresses", "parsed_addresses"]
 
 AttachmentSpec = Union[str, "os.PathLike[str]", tuple[str, bytes], tuple[str, bytes, str]]
 """An attachment: a file path, or ``(filename, data)`` / ``(filename, data, mime_type)``."""
@@ -47,7 +47,7 @@ _RESERVED_HEADERS = frozenset(
 
 
 @dataclass(frozen=True)
-class _Parsed:
+class ParsedAddresses:
     """The parsed addresses of an :class:`Email`, kept so they are parsed once."""
 
     sender: Address
@@ -186,7 +186,7 @@ class Email:
     html: str | None = None
     attachments: Sequence[AttachmentSpec] = ()
     headers: Mapping[str, str] | Sequence[tuple[str, str]] = field(default=())
-    _parsed: _Parsed = field(init=False, repr=False, compare=False)
+    _parsed: ParsedAddresses = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         put = object.__setattr__
@@ -202,7 +202,7 @@ class Email:
                 ("reply_to", self.reply_to),
             )
         }
-        put(self, "_parsed", _Parsed(sender=sender[0], **lists))
+        put(self, "_parsed", ParsedAddresses(sender=sender[0], **lists))
         put(self, "sender", format_address(sender[0]))
         for name, addresses in lists.items():
             put(self, name, tuple(format_address(a) for a in addresses))
@@ -267,6 +267,11 @@ class Email:
         for spec in self.attachments:
             _add_attachment(msg, spec)
         return msg
+
+
+def parsed_addresses(email: Email) -> ParsedAddresses:
+    """The addresses of ``email`` as it parsed them when it was built (A-label domains)."""
+    return email._parsed
 
 
 def _literal(value: str) -> str:

@@ -29,7 +29,7 @@ from oauthsmtp._errors import ConfigurationError
 
 from .addresses import check_header, envelope_address, header_addresses, parse_address, unfold
 from .checks import check_line_lengths
-from .email import AttachmentSpec, Email, describe_attachment, read_attachment
+from .email import AttachmentSpec, Email, describe_attachment, parsed_addresses, read_attachment
 from .mime import Attachment, flatten, render, wire_policy
 
 __all__ = [
@@ -164,7 +164,7 @@ def prepare_email(email: Email) -> OutgoingMessage:
     """
     from email.utils import formatdate, make_msgid
 
-    parsed = email._parsed
+    parsed = parsed_addresses(email)
     mailboxes = (parsed.sender, *parsed.to, *parsed.cc, *parsed.bcc, *parsed.reply_to)
     attachments: list[Attachment] = []
     for spec in email.attachments:
