@@ -151,9 +151,11 @@ class Email:
     """A message to send, validated on construction (WinDev ``Email``).
 
     Sequences are stored as tuples and ``headers`` as a tuple of ``(name, value)`` pairs,
-    so an ``Email`` is immutable and hashable. Addresses may carry a display name
-    (``"Zoë <zoe@example.org>"``); an internationalized domain is converted to IDNA
-    A-labels; a non-ASCII local part needs a server offering SMTPUTF8 (RFC 6531).
+    so an ``Email`` is immutable and hashable; the address fields hold each address as text
+    that parses back to the same display name and address. Addresses may carry a display
+    name (``"Zoë <zoe@example.org>"``); an internationalized domain is converted to IDNA
+    2008 A-labels (UTS #46: ``straße.de`` is ``xn--strae-oqa.de``); a non-ASCII local part
+    needs a server offering SMTPUTF8 (RFC 6531).
 
     Attributes:
         sender: the From address, also the envelope sender (``MAIL FROM``).
@@ -161,19 +163,24 @@ class Email:
         cc: recipients shown in Cc.
         bcc: recipients who receive the message but appear in no header (envelope only).
         reply_to: addresses for Reply-To.
-        subject: the subject; non-ASCII text is encoded per RFC 2047 (or sent as UTF-8 when
-            the message needs SMTPUTF8).
+        subject: the subject; non-ASCII text (or text that looks like an encoded-word) is
+            encoded per RFC 2047, so it reads as given.
         text: the plain-text body.
         html: the HTML body; with ``text`` it becomes a multipart/alternative.
-        attachments: file paths (read when the message is built) or ``(filename, data)`` /
-            ``(filename, data, mime_type)`` tuples.
+        attachments: file paths (read when the message is sent) or ``(filename, data)`` /
+            ``(filename, data, mime_type)`` tuples. A ``message/rfc822`` attachment (e.g. an
+            ``.eml`` file) is sent as it is, so its lines must be within 998 octets.
         headers: extra header fields (e.g. ``{"X-Mailer": "..."}``); the structural and
             address fields above cannot be set this way. A ``Date`` or ``Message-ID`` given
             here replaces the generated one.
 
     Raises:
-        ConfigurationError: an address is malformed or contains CR/LF/NUL, a header or the
-            subject contains CR/LF/NUL, there is no recipient, or an attachment is malformed.
+        ConfigurationError: a field has the wrong type; an address is malformed, cannot be
+            parsed, is over the RFC 5321 size limits or has a domain IDNA 2008 refuses; a
+            header, the subject, a display name or a file name contains CR, LF, NUL or
+            another control character (TAB aside); text is not encodable (a lone
+            surrogate); there is no recipient; or an attachment is malformed. Never another
+            exception: the message names the field and what is wrong.
     """
 
     sender: str
@@ -190,9 +197,11 @@ class Email:
 
     def __post_init__(self) -> None:
         put = object.__setattr__
+        if not isinstance(self.sender, (str, Address)):
+            raise ConfigurationError(
+                f"sender must be one address (a string), not {type(self.sender).__name__}"
+            )
         sender = mailboxes("sender", self.sender)
-        if len(sender) != 1:
-            raise ConfigurationError(f"sender must be one address, not {len(sender)}")
         lists = {
             name: mailboxes(name, value if isinstance(value, str) else _sequence(name, value))
             for name, value in (
