@@ -24,6 +24,7 @@ from .checks import check_header_text, check_no_breaks, excerpt
 
 __all__ = [
     "check_header",
+    "domain_to_ascii",
     "envelope_address",
     "format_address",
     "header_addresses",
@@ -193,23 +194,30 @@ def _clean_addresses(field_name: str, value: str, header: AddressHeader) -> tupl
     return addresses
 
 
-def _a_labels(field_name: str, address: Address) -> str:
-    """The address's domain as IDNA 2008 A-labels (UTS #46 mapping, nontransitional).
+def domain_to_ascii(domain: str, *, what: str = "the domain") -> str:
+    """``domain`` as IDNA 2008 A-labels (UTS #46 mapping, nontransitional); ASCII unchanged.
 
-    The standard library's ``"idna"`` codec implements IDNA 2003, which maps ``ß`` to
-    ``ss`` and drops joiners: ``straße.de`` would become ``strasse.de``, another domain.
+    The standard library's ``"idna"`` codec (also used by :mod:`socket` and :mod:`ssl` for a
+    ``str`` host name) implements IDNA 2003, which maps ``ß`` to ``ss`` and drops joiners:
+    ``straße.de`` would become ``strasse.de``, another domain. An ASCII name with an
+    ``xn--`` label is checked too.
+
+    Args:
+        domain: a domain name, ASCII or not.
+        what: how to name it in an error message.
+
+    Raises:
+        ConfigurationError: IDNA 2008 refuses the name.
     """
-    domain = address.domain
     if domain.isascii() and "xn--" not in domain.lower():
         return domain
-    import idna  # only for a non-ASCII domain: `import oauthsmtp` stays cheap
+    import idna  # only for an internationalized name: `import oauthsmtp` stays cheap
 
     try:
         return idna.encode(domain, uts46=True, transitional=False).decode("ascii")
     except (idna.IDNAError, UnicodeError) as exc:
         raise ConfigurationError(
-            f"{field_name}: the domain of {excerpt(str(address))} is not a valid "
-            f"internationalized domain name (IDNA 2008: {exc}); refused"
+            f"{what} is not a valid internationalized domain name (IDNA 2008: {exc}); refused"
         ) from None
 
 
@@ -222,7 +230,9 @@ def envelope_address(field_name: str, address: Address) -> Address:
             octets), which servers may refuse and which would make an SMTP command line
             longer than 512 octets.
     """
-    domain = _a_labels(field_name, address)
+    domain = domain_to_ascii(
+        address.domain, what=f"{field_name}: the domain of {excerpt(str(address))}"
+    )
     local = len(address.username.encode("utf-8", "surrogateescape"))
     shown = excerpt(str(address))
     if local > _MAX_LOCAL_PART:
