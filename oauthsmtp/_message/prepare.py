@@ -187,12 +187,16 @@ def prepare_email(email: Email) -> OutgoingMessage:
         date="" if "date" in given else formatdate(localtime=True),
         message_id="" if "message-id" in given else make_msgid(domain=parsed.sender.domain),
     )
+    smtputf8 = not all(a.addr_spec.isascii() for a in mailboxes)
+    # Only UTF-8 headers or an attached message can put 8-bit octets in what render() writes:
+    # no need to scan a large message otherwise.
+    maybe_8bit = smtputf8 or any(a[2:] == ("message", "rfc822") for a in attachments)
     return OutgoingMessage(
         sender=parsed.sender.addr_spec,
         recipients=email.envelope_recipients,
         data=data,
-        smtputf8=not all(a.addr_spec.isascii() for a in mailboxes),
-        eight_bit=not data.isascii(),
+        smtputf8=smtputf8,
+        eight_bit=maybe_8bit and not data.isascii(),
     )
 
 
