@@ -312,3 +312,24 @@ def test_rfc822_attachment_line_limit_counts_crlf(length: int, refused: bool) ->
     else:
         out = prepare_message(mail)
         assert max(map(len, lines(out.data))) == length
+
+
+def test_stored_addresses_parse_back_to_themselves() -> None:
+    """An Email's address fields hold text that builds the same Email again (replace())."""
+    import dataclasses
+
+    mail = Email(
+        sender='"  Zoë  " <zoe@straße.de>',
+        to=[
+            '" " <ñoño@example.org>',
+            '"a \\"q\\" \\\\ b" <q@example.org>',
+            "John Q. Public <j@x.org>",
+        ],
+        cc=["Plain Name <p@example.org>"],
+        headers={"X-A": "1"},
+    )
+    again = dataclasses.replace(mail, subject="again")
+    assert (again.sender, again.to, again.cc) == (mail.sender, mail.to, mail.cc)
+    assert again.envelope_recipients == mail.envelope_recipients
+    names = [a.display_name for a in parse(prepare_message(again).data)["To"].addresses]
+    assert names[1:] == ['a "q" \\ b', "John Q. Public"]
