@@ -20,6 +20,7 @@ import importlib as _importlib
 
 from ._errors import (
     AccessDenied,
+    AccountMismatch,
     AuthorizationError,
     AuthorizationTimeout,
     CallbackError,
@@ -57,6 +58,7 @@ del TYPE_CHECKING
 
 __all__ = [
     "AccessDenied",
+    "AccountMismatch",
     "AuthToken",
     "AuthorizationError",
     "AuthorizationTimeout",

@@ -8,6 +8,7 @@ it is mixed in so that ordinary ``except`` clauses keep working::
     ├── ConfigurationError (ValueError)      bad parameters, refused options
     ├── AuthorizationError                   the browser step did not produce a code
     │   ├── AccessDenied                     the user or provider said no (error=access_denied)
+    │   ├── AccountMismatch                  the browser logged in to another account than asked
     │   ├── AuthorizationTimeout (TimeoutError)  no answer before the deadline
     │   ├── CallbackError                    an answer that cannot be trusted (iss mix-up, ...)
     │   └── LoopbackError (OSError)          the loopback port could not be opened
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AccessDenied",
+    "AccountMismatch",
     "AuthorizationError",
     "AuthorizationTimeout",
     "CallbackError",
@@ -76,6 +78,24 @@ class AuthorizationError(OAuthSMTPError):
 
 class AccessDenied(AuthorizationError):
     """The resource owner or the provider denied the request (``access_denied``)."""
+
+
+class AccountMismatch(AuthorizationError):
+    """The provider says another account logged in than the one the login was for.
+
+    Raised after an interactive login when the token answer names who logged
+    in (an OpenID Connect ``id_token``) and it is not ``account``; nothing is
+    saved.
+
+    Attributes:
+        expected: the account the login was for.
+        actual: the account the provider names.
+    """
+
+    def __init__(self, message: str, *, expected: str, actual: str) -> None:
+        super().__init__(message, error="account_mismatch")
+        self.expected = expected
+        self.actual = actual
 
 
 class AuthorizationTimeout(AuthorizationError, TimeoutError):

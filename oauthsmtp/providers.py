@@ -18,6 +18,7 @@ from ._errors import ConfigurationError
 
 __all__ = [
     "GMAIL_SCOPE",
+    "IDENTITY_SCOPES",
     "MAIL_SCOPES",
     "MICROSOFT_SMTP_SCOPE",
     "OUTLOOK_COM_SMTP_HOST",
@@ -36,10 +37,15 @@ OUTLOOK_COM_SMTP_HOST = "smtp-mail.outlook.com"
 """Outlook.com (consumer) accounts send here; Microsoft 365 uses ``smtp.office365.com``
 (both STARTTLS on 587; secondary sources, see docs/login.md)."""
 
+IDENTITY_SCOPES = "openid email"
+"""OpenID Connect scopes the presets add, so that the token answer's ``id_token`` names
+the account that logged in (checked against ``account=``)."""
+
 MAIL_SCOPES = frozenset(
     {GMAIL_SCOPE, MICROSOFT_SMTP_SCOPE, "https://outlook.office365.com/.default", DEV_SCOPE}
 )
-"""Scopes that grant SMTP sending; a login that asked for one must be granted it (rule 17)."""
+"""Scopes that grant SMTP sending; a login that asked for one must be granted it
+(docs/security.md rule 17)."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ PROVIDERS: dict[str, ProviderInfo] = {
         auth_url="https://accounts.google.com/o/oauth2/v2/auth",
         token_url="https://oauth2.googleapis.com/token",  # noqa: S106 - an endpoint, not a secret
         revocation_url="https://oauth2.googleapis.com/revoke",
-        scope=GMAIL_SCOPE,
+        scope=f"{GMAIL_SCOPE} {IDENTITY_SCOPES}",
         smtp_host="smtp.gmail.com",
         smtp_port=587,
         security="starttls",
@@ -80,7 +86,7 @@ PROVIDERS: dict[str, ProviderInfo] = {
         auth_url="https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize",
         token_url="https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token",  # noqa: S106
         revocation_url=None,
-        scope=f"{MICROSOFT_SMTP_SCOPE} offline_access",
+        scope=f"{MICROSOFT_SMTP_SCOPE} offline_access {IDENTITY_SCOPES}",
         smtp_host="smtp.office365.com",
         smtp_port=587,
         security="starttls",
@@ -101,7 +107,8 @@ def gmail(
     Use a "Desktop app" OAuth client: Google accepts any loopback port for it
     and issues a client secret that it expects on code exchange and refresh
     (it is not confidential for desktop apps). ``access_type=offline`` and
-    ``prompt=consent`` make Google return a refresh token every time.
+    ``prompt=consent`` make Google return a refresh token every time;
+    ``openid email`` makes it say which account logged in (see ``AccountMismatch``).
     """
     if not client_secret:
         raise ConfigurationError(
@@ -122,7 +129,7 @@ def gmail(
         "issuer": "https://accounts.google.com",
     }
     values.update(overrides)
-    return OAuth2Parameters(**values)
+    return _build(values)
 
 
 _TENANT_WORDS = {"common", "organizations", "consumers"}
@@ -142,10 +149,18 @@ def microsoft(
     ``http://localhost``) and pass no secret: Entra refuses a secret from a
     public client (AADSTS700025). ``tenant`` is ``common``, ``organizations``,
     ``consumers`` (Outlook.com) or your tenant ID / domain (required for
-    single-tenant apps). ``offline_access`` is requested to get a refresh token.
+    single-tenant apps). ``offline_access`` is requested to get a refresh token,
+    ``openid email`` to learn which account logged in (see ``AccountMismatch``).
     """
+    if not isinstance(tenant, str):
+        raise ConfigurationError(f"tenant must be a string, not {type(tenant).__name__}")
     tenant = tenant.strip()
-    if not tenant or not all(ch.isalnum() or ch in "-._" for ch in tenant):
+    if (
+        not tenant
+        or len(tenant) > 253
+        or not tenant.isascii()
+        or not all(ch.isalnum() or ch in "-._" for ch in tenant)
+    ):
         raise ConfigurationError(
             "tenant must be 'common', 'organizations', 'consumers', a tenant ID or a domain, "
             f"got {tenant!r}"
@@ -163,9 +178,25 @@ def microsoft(
         "issuer": f"https://login.microsoftonline.com/{tenant}/v2.0",
     }
     values.update(overrides)
-    return OAuth2Parameters(**values)
+    return _build(values)
 
 
 def custom(**values: Any) -> OAuth2Parameters:
     """Parameters for any other provider: the keywords of :class:`OAuth2Parameters`."""
+    return _build(values)
+
+
+def _build(values: dict[str, Any]) -> OAuth2Parameters:
+    """OAuth2Parameters from keywords; an unknown or missing keyword is a ConfigurationError."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(OAuth2Parameters)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown parameter(s) {', '.join(unknown)}; "
+            f"the parameters are {', '.join(sorted(known))}"
+        )
+    if "client_id" not in values:
+        raise ConfigurationError("client_id is required")
     return OAuth2Parameters(**values)

@@ -2,19 +2,27 @@
 
 Each POST takes the next reply from the script (status, headers, body) and is
 recorded (path, headers, form body), so tests can assert what the client sent
-and feed it answers no real token endpoint would give.
+and feed it answers no real token endpoint would give. A reply can also be a
+hostile behaviour written on the raw socket (:meth:`ScriptedServer.reply_raw`):
+dripping bytes, resetting, stalling, broken chunked encoding, a gzip bomb.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import ssl
+import struct
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
+
+Behaviour = Callable[[socket.socket, threading.Event], None]
+"""Writes a hostile answer on the raw connection; must return once the event is set."""
 
 
 @dataclass
@@ -22,6 +30,49 @@ class Reply:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    raw: Behaviour | None = None
+
+
+def head(status: int = 200, **headers: str) -> bytes:
+    """A status line and headers, as bytes (``Content_Type`` -> ``Content-Type``)."""
+    lines = [f"HTTP/1.1 {status} X"] + [f"{k.replace('_', '-')}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def drip(data: bytes, every: float = 0.05, *, forever: bool = True) -> Behaviour:
+    """Send ``data`` one byte at a time, ``every`` seconds apart (then keep dripping spaces)."""
+
+    def behave(conn: socket.socket, stop: threading.Event) -> None:
+        stream = iter(data)
+        while not stop.wait(every):
+            byte = next(stream, None)
+            if byte is None:
+                if not forever:
+                    return
+                byte = 0x20
+            try:
+                conn.sendall(bytes([byte]))
+            except OSError:
+                return
+
+    return behave
+
+
+def send_then(data: bytes, then: str = "close") -> Behaviour:
+    """Send ``data`` then ``close``, ``reset`` (RST) or ``stall`` (hold the connection open)."""
+
+    def behave(conn: socket.socket, stop: threading.Event) -> None:
+        try:
+            conn.sendall(data)
+        except OSError:
+            return
+        if then == "reset":
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+        elif then == "stall":
+            stop.wait(60)
+
+    return behave
 
 
 @dataclass
@@ -41,6 +92,7 @@ class ScriptedServer:
     def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.replies: deque[Reply] = deque()
         self.seen: list[Seen] = []
+        self.stopping = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -49,6 +101,10 @@ class ScriptedServer:
                 body = self.rfile.read(length)
                 server.seen.append(Seen(self.path, dict(self.headers), body))
                 reply = server.replies.popleft() if server.replies else Reply(500, b"no script")
+                if reply.raw is not None:
+                    self.close_connection = True
+                    reply.raw(self.connection, server.stopping)
+                    return
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
@@ -78,6 +134,10 @@ class ScriptedServer:
             Reply(status, data, {k.replace("_", "-"): v for k, v in headers.items()})
         )
 
+    def reply_raw(self, behaviour: Behaviour) -> None:
+        """Answer the next request with a hostile behaviour on the raw socket."""
+        self.replies.append(Reply(raw=behaviour))
+
     def reply_json(self, data: object, status: int = 200) -> None:
         self.reply(status, body=json.dumps(data), Content_Type="application/json")
 
@@ -86,6 +146,7 @@ class ScriptedServer:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(5)

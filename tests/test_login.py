@@ -7,11 +7,14 @@ project's own (authlib server-side grants) on loopback.
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import socket
 import threading
 import time
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -138,7 +141,7 @@ def test_issuer_mismatch_aborts_before_any_token_request(
 def test_port_in_use_fails_before_the_browser_opens(
     auth_server: AuthServer, fake_browser: FakeBrowser
 ) -> None:
-    """A busy redirect port: LoopbackError naming it, and no browser (part (c) 9)."""
+    """A busy redirect port: LoopbackError naming it, and no browser (hostile-9)."""
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
@@ -295,3 +298,83 @@ def test_open_browser_accepts_an_opener(auth_server: AuthServer) -> None:
     assert token.valid
     assert len(opened) == 1
     assert opened[0].startswith(auth_server.authorization_endpoint)
+
+
+@pytest.mark.parametrize(
+    "timeout",
+    [float("nan"), float("inf"), 1e309, -1, 0, True, "300", 10**9],
+    ids=["nan", "inf", "1e309", "negative", "zero", "bool", "text", "huge"],
+)
+def test_unusable_login_timeouts_are_configuration_errors(timeout: object) -> None:
+    """nan/inf/1e309/negative timeouts are refused before anything starts (issue 10 item 14)."""
+    from oauthsmtp._oauth.browser import browser_login
+
+    params = oauthsmtp.providers.gmail(client_id="id", client_secret="s", redirect_url=REDIRECT)
+    with pytest.raises(oauthsmtp.ConfigurationError, match="timeout"):
+        oauthsmtp.auth_identify(params, store=MemoryStore(), timeout=timeout)  # type: ignore[arg-type]
+    with pytest.raises(oauthsmtp.ConfigurationError, match="timeout"):
+        browser_login(params, timeout=timeout, opener=lambda url: pytest.fail("browser opened"))  # type: ignore[arg-type]
+
+
+def id_token(**claims: object) -> str:
+    def part(data: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'RS256'})}.{part(claims)}.c2ln"
+
+
+def provider_redirect(url: str) -> bool:
+    """Play the provider: send the browser straight back with a code and the state."""
+    query = parse_qs(urlsplit(url).query)
+    target = f"{query['redirect_uri'][0]}?code=C0DE&state={query['state'][0]}"
+    threading.Thread(target=lambda: requests.get(target, timeout=10).close()).start()
+    return True
+
+
+@pytest.mark.parametrize(
+    ("claims", "mismatch"),
+    [
+        ({"email": "other@example.com", "aud": "cid"}, True),
+        ({"preferred_username": "Me@Example.com", "aud": "cid"}, False),
+        ({"email": "other@example.com", "upn": "me@example.com", "aud": ["cid"]}, False),
+        ({"email": "other@example.com", "aud": "another-client"}, False),
+        ({"sub": "1234"}, False),
+    ],
+    ids=["other-account", "same-account-case", "upn-matches", "not-our-audience", "no-identity"],
+)
+def test_logging_in_to_another_account_is_refused_and_saves_nothing(
+    scripted: Any, claims: dict[str, object], mismatch: bool
+) -> None:
+    """The id_token names who logged in: another account than account= is an AccountMismatch."""
+    scripted.reply_json(
+        {
+            "access_token": "at",
+            "token_type": "Bearer",
+            "expires_in": 3600,
+            "refresh_token": "rt",
+            "id_token": id_token(**claims),
+        }
+    )
+    params = oauthsmtp.OAuth2Parameters(
+        client_id="cid",
+        auth_url="https://auth.example.com/authorize",
+        token_url=scripted.url("/token"),
+        scope="openid email",
+        redirect_url=REDIRECT,
+    )
+    store = MemoryStore()
+    call = lambda: oauthsmtp.auth_identify(  # noqa: E731
+        params, account="me@example.com", store=store, open_browser=provider_redirect, timeout=20
+    )
+    if not mismatch:
+        assert call().access_token == "at"
+        return
+    with pytest.raises(oauthsmtp.AccountMismatch) as info:
+        call()
+    assert isinstance(info.value, oauthsmtp.AuthorizationError)
+    assert info.value.expected == "me@example.com"
+    assert info.value.actual == "other@example.com"
+    assert "me@example.com" in str(info.value)
+    assert "other@example.com" in str(info.value)
+    with pytest.raises(LoginRequired):
+        oauthsmtp.auth_identify(params, account="me@example.com", store=store, interactive=False)

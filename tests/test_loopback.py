@@ -1,11 +1,13 @@
-"""The loopback redirect listener, driven by real HTTP requests (SECURITY.md rules 3, 5-12)."""
+"""The loopback redirect listener, driven by real HTTP requests (docs/security.md rules 2-12)."""
 
 from __future__ import annotations
 
 import http.client
 import logging
+import select
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -184,13 +186,28 @@ def test_absolute_form_target_is_not_found() -> None:
         (b"GET /callback?code=" + b"x" * 100_000 + b" HTTP/1.1\r\n\r\n", b"414"),
         (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 200 + b"\r\n", b"431"),
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", b"400"),
+        (b"GET //[ HTTP/1.1\r\n\r\n", b"400"),
+        (b"GET /callback?" + b"a=1&" * 5000 + b" HTTP/1.1\r\n\r\n", b"414"),
+        (b"GET /callback?" + b"a=1&" * 500 + b" HTTP/1.1\r\n\r\n", b"400"),
+        (b"\xff\xfe garbage\r\n\r\n", b"400"),
     ],
-    ids=["garbage", "bad-utf8-path", "bad-utf8-state", "huge-line", "many-headers", "tls-hello"],
+    ids=[
+        "garbage",
+        "bad-utf8-path",
+        "bad-utf8-state",
+        "huge-line",
+        "many-headers",
+        "tls-hello",
+        "unbalanced-bracket",
+        "20k-query",
+        "500-fields",
+        "binary",
+    ],
 )
 def test_malformed_requests_get_an_error_without_ending_the_flow(
     request_bytes: bytes, status: bytes, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """Malformed or oversized requests: 4xx, no traceback, flow intact (part (c) 3-4)."""
+    """Malformed or oversized requests: 4xx, no traceback, flow intact (hostile-3, -4)."""
     with running() as run:
         reply = raw(run.port, request_bytes)
         assert reply.split(b"\r\n", 1)[0].split(b" ")[1] == status
@@ -202,7 +219,7 @@ def test_malformed_requests_get_an_error_without_ending_the_flow(
 
 
 def test_error_description_is_escaped() -> None:
-    """error_description is HTML-escaped; error_uri is never a link (rule 10, (c) 5)."""
+    """error_description is HTML-escaped; error_uri is never a link (rule 10, hostile-5)."""
     with running() as run:
         target = (
             f"/callback?error=access_denied&state={STATE}"
@@ -324,7 +341,7 @@ def test_second_login_right_after_the_first_rebinds_the_port() -> None:
 
 
 def test_port_in_use_is_a_clear_error() -> None:
-    """A busy port raises LoopbackError naming the port and what to do (part (c) 9)."""
+    """A busy port raises LoopbackError naming the port and what to do (hostile-9)."""
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
@@ -389,3 +406,169 @@ def test_explicit_redirect_uri_is_kept_verbatim() -> None:
     listener = LoopbackListener(f"http://127.0.0.1:{port}/cb")
     with listener:
         assert listener.redirect_uri == f"http://127.0.0.1:{port}/cb"
+
+
+# -- hostile local processes and web pages (RFC 8252 §8; issue 10 item 12) -----------------
+
+from oauthsmtp._oauth import loopback  # noqa: E402
+
+_CHILD = """
+import resource, sys, time
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+from oauthsmtp._oauth.authz import AuthorizationRequest
+from oauthsmtp._oauth.loopback import LoopbackListener
+listener = LoopbackListener("http://127.0.0.1:0/cb")
+listener.open()
+print(listener.port, flush=True)
+request = AuthorizationRequest(
+    url="http://x/", redirect_uri=f"http://127.0.0.1:{listener.port}/cb",
+    state=sys.argv[1], issuer="https://i.example", code_verifier="v" * 43,
+)
+try:
+    print("code=" + listener.wait(request, deadline=time.monotonic() + 30), flush=True)
+except BaseException as exc:
+    print("failed:", type(exc).__name__, exc, flush=True)
+"""
+
+
+def hold(port: int, count: int) -> list[socket.socket]:
+    """Open ``count`` connections that each send one byte of a request and then nothing."""
+    held = []
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"G")
+        held.append(s)
+    return held
+
+
+def test_running_out_of_file_descriptors_does_not_end_the_flow() -> None:
+    """150 slow connections, 64 file descriptors: the redirect still lands (hostile-30)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, STATE], stdout=subprocess.PIPE, text=True
+    )
+    held: list[socket.socket] = []
+    try:
+        assert child.stdout is not None
+        port = int(child.stdout.readline())
+        held = hold(port, 150)
+        status = get(port, f"/cb?code=C&state={STATE}")[0]
+        out, _ = child.communicate(timeout=30)
+    finally:
+        for s in held:
+            s.close()
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+    assert out.strip() == "code=C"
+    assert status == 200
+
+
+def test_a_flood_of_connections_uses_no_thread_per_connection() -> None:
+    """MAX_CONNECTIONS + 40 idle connections: no new threads, redirect served (rule 11)."""
+    with running() as run:
+        before = threading.active_count()
+        held = hold(run.port, loopback.MAX_CONNECTIONS + 40)
+        try:
+            assert threading.active_count() <= before + 1
+            assert get(run.port, f"/callback?code=c&state={STATE}")[0] == 200
+            assert run.join() == "c"
+        finally:
+            for s in held:
+                s.close()
+
+
+def test_slow_request_is_cut_off_after_its_total_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dripping bytes does not keep a connection: the head has one time limit (rule 11)."""
+    monkeypatch.setattr(loopback, "REQUEST_TIMEOUT", 0.5)
+    with running() as run, socket.create_connection(("127.0.0.1", run.port), timeout=5) as s:
+        closed = False
+        for byte in b"GET /callback?" + b"x" * 200:
+            try:
+                s.sendall(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            ready = select.select([s], [], [], 0.05)[0]
+            if ready and s.recv(100) == b"":
+                closed = True
+                break
+        assert closed, "a dripping client kept its connection for 10 s"
+        assert get(run.port, f"/callback?code=c&state={STATE}")[0] == 200
+        assert run.join() == "c"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Host": "evil.example:{port}"}, 421),
+        ({"Host": "127.0.0.1:1"}, 421),
+        ({"Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"}, 403),
+        ({"Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"}, 403),
+        ({"Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "iframe"}, 403),
+        ({"Transfer-Encoding": "chunked"}, 400),
+    ],
+    ids=["dns-rebinding", "other-port", "fetch", "img", "iframe", "transfer-encoding"],
+)
+def test_requests_only_a_page_would_send_do_not_consume_the_flow(
+    headers: dict[str, str], status: int
+) -> None:
+    """DNS rebinding, fetch()/img/iframe, smuggling: refused, flow intact (hostile-29)."""
+    with running() as run:
+        sent = {k: v.format(port=run.port) for k, v in headers.items()}
+        conn = http.client.HTTPConnection("127.0.0.1", run.port, timeout=10)
+        try:
+            conn.putrequest("GET", f"/callback?code=stolen&state={STATE}", skip_host="Host" in sent)
+            for name, value in sent.items():
+                conn.putheader(name, value)
+            conn.endheaders()
+            resp = conn.getresponse()
+            resp.read()
+        finally:
+            conn.close()
+        assert resp.status == status
+        assert run.thread.is_alive()
+        navigate = {"Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
+        assert get(run.port, f"/callback?code=real&state={STATE}", headers=navigate)[0] == 200
+        assert run.join() == "real"
+
+
+def test_cors_preflight_gets_no_cors_headers() -> None:
+    """A page's preflight (and Private Network Access probe) is refused without CORS grants."""
+    with running() as run:
+        status, headers, _ = get(
+            run.port,
+            f"/callback?code=c&state={STATE}",
+            method="OPTIONS",
+            headers={
+                "Origin": "https://evil.example",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Private-Network": "true",
+            },
+        )
+        assert status == 405
+        assert not [name for name in headers if name.startswith("access-control-")]
+        assert run.thread.is_alive()
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /favicon.ico HTTP/1.1\r\n\r\nGET /callback?code=c&state={state} HTTP/1.1\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: evil\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nX-A: b\r\n folded: value\r\n\r\n",
+    ],
+    ids=["pipelined", "duplicate-host", "obs-fold"],
+)
+def test_smuggling_shapes_are_answered_once_and_closed(request_bytes: bytes) -> None:
+    """One request per connection: nothing behind the first head is served (hostile-31)."""
+    with running() as run:
+        data = request_bytes.replace(b"{state}", STATE.encode()).replace(
+            b"{port}", str(run.port).encode()
+        )
+        reply = raw(run.port, data)
+        assert reply.count(b"HTTP/1.0 ") == 1
+        assert not reply.startswith(b"HTTP/1.0 200")
+        assert run.thread.is_alive()
+        assert get(run.port, f"/callback?code=ok&state={STATE}")[0] == 200
+        assert run.join() == "ok"

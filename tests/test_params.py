@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -88,13 +89,28 @@ def test_implicit_flow_is_refused_with_an_explanation() -> None:
         ("client_id", "a\r\nb", "CR, LF"),
         ("response_type", "id_token", "code"),
         ("scope", "a\nb c\x00", "CR, LF"),
+        ("token_url", "http://[::1", "invalid host"),
+        ("redirect_url", "http://[::1", "invalid host"),
+        ("auth_url", "https://[zz]/a", "invalid host"),
+        ("revocation_url", "http://localhost:-1/r", "invalid port"),
+        ("scope", 123, "string or a list"),
+        ("scope", "caf\u00e9", "RFC 6749"),
+        ("extra_auth_params", [("a", "b")], "mapping"),
+        ("client_id", "a\x1bb", "control characters"),
     ],
 )
-def test_invalid_values_are_refused(field: str, value: str, needle: str) -> None:
-    """Every URL and text field is validated on construction."""
+def test_invalid_values_are_refused(field: str, value: object, needle: str) -> None:
+    """Every URL and text field is validated on construction; only ConfigurationError."""
     with pytest.raises(ConfigurationError, match=None) as info:
         make(**{field: value})
     assert needle in str(info.value)
+
+
+def test_absent_scope_and_extra_params_mean_none() -> None:
+    """scope=None and extra_auth_params=None are the same as leaving them out."""
+    params = make(scope=None, extra_auth_params=None)
+    assert params.scopes == ()
+    assert dict(params.extra_auth_params) == {}
 
 
 @pytest.mark.parametrize(
@@ -149,7 +165,7 @@ def test_gmail_preset() -> None:
     assert params.auth_url == "https://accounts.google.com/o/oauth2/v2/auth"
     assert params.token_url == "https://oauth2.googleapis.com/token"
     assert params.revocation_url == "https://oauth2.googleapis.com/revoke"
-    assert params.scopes == ("https://mail.google.com/",)
+    assert params.scopes == ("https://mail.google.com/", "openid", "email")
     assert dict(params.extra_auth_params) == {"access_type": "offline", "prompt": "consent"}
     assert params.redirect_url == "http://localhost:9000"
     assert params.expected_issuer == "https://accounts.google.com"
@@ -160,7 +176,12 @@ def test_microsoft_preset() -> None:
     params = providers.microsoft(client_id="00000000-1111", tenant="consumers")
     assert params.auth_url == ("https://login.microsoftonline.com/consumers/oauth2/v2.0/authorize")
     assert params.token_url == "https://login.microsoftonline.com/consumers/oauth2/v2.0/token"
-    assert params.scopes == ("https://outlook.office.com/SMTP.Send", "offline_access")
+    assert params.scopes == (
+        "https://outlook.office.com/SMTP.Send",
+        "offline_access",
+        "openid",
+        "email",
+    )
     assert params.client_secret is None
     assert params.is_public_client
     assert providers.microsoft(client_id="x").auth_url.startswith(
@@ -168,6 +189,24 @@ def test_microsoft_preset() -> None:
     )
     with pytest.raises(ConfigurationError, match="tenant"):
         providers.microsoft(client_id="x", tenant="a/b")
+    for bad in (None, "\u00e9" * 10, "x" * 300, "../evil", "x?y"):
+        with pytest.raises(ConfigurationError, match="tenant"):
+            providers.microsoft(client_id="x", tenant=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: providers.gmail(client_id="x", client_secret="s", bogus=1),
+        lambda: providers.microsoft(client_id="x", scopes="typo"),
+        lambda: providers.custom(auth_url="https://a/", token_url="https://t/"),
+    ],
+    ids=["gmail-unknown", "microsoft-unknown", "custom-no-client-id"],
+)
+def test_preset_keyword_mistakes_are_configuration_errors(call: Any) -> None:
+    """A misspelt or missing keyword is a ConfigurationError naming it, not a TypeError."""
+    with pytest.raises(ConfigurationError, match=r"bogus|scopes|client_id"):
+        call()
 
 
 def test_presets_are_reachable_from_the_package() -> None:

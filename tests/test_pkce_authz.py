@@ -255,3 +255,25 @@ def test_flow_for_another_redirect_path_is_rejected() -> None:
     verdict = check_callback(google, "GET", "/microsoft?code=abc&state=G")
     assert verdict.outcome is Outcome.IGNORE
     assert verdict.status == 404
+
+
+def test_error_texts_from_the_callback_are_made_printable() -> None:
+    """Terminal escapes or a 100 KB description in error / error_description are neutralised."""
+
+    request = build_request(
+        OAuth2Parameters(
+            client_id="c",
+            auth_url="https://a.example/auth",
+            token_url="https://a.example/token",
+            redirect_url="http://127.0.0.1:9/cb",
+        ),
+        state="S" * 43,
+    )
+    target = "/cb?state=" + "S" * 43 + "&error=bad%1b%5B31m&error_description=" + "x%07" * 50_000
+    verdict = check_callback(request, "GET", target[:60_000])
+    assert verdict.outcome is Outcome.ERROR
+    assert verdict.error is not None
+    message = str(verdict.error)
+    assert "\x1b" not in message
+    assert "\x07" not in message
+    assert len(message) < 1000

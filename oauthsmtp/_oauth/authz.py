@@ -131,6 +131,12 @@ def _ignore(status: int, message: str) -> CallbackVerdict:
     return CallbackVerdict(Outcome.IGNORE, status, message)
 
 
+def _shown(value: str, limit: int) -> str:
+    """A provider-sent text made safe for a terminal or a log: printable, bounded."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in value[:limit])
+    return text + ("..." if len(value) > limit else "")
+
+
 def _printable(value: str) -> bool:
     return value.isprintable() and value.isascii()
 
@@ -154,7 +160,10 @@ def check_callback(request: AuthorizationRequest, method: str, target: str) -> C
         method: the HTTP method of the request.
         target: the request target (path and query) as received.
     """
-    parts = urlsplit(target)
+    try:
+        parts = urlsplit(target)
+    except ValueError:  # e.g. "//[": an unbalanced IPv6 bracket in what looks like a host
+        return _ignore(400, "This request is malformed.")
     if parts.scheme or parts.netloc or not target.startswith("/"):
         return _ignore(404, "Not found.")
     if parts.path != request.callback_path:
@@ -207,8 +216,9 @@ def check_callback(request: AuthorizationRequest, method: str, target: str) -> C
         )
     errors = values.get("error")
     if errors is not None:
-        code = errors[0]
-        description = values.get("error_description", [None])[0]
+        code = _shown(errors[0], 100)
+        raw_description = values.get("error_description", [None])[0]
+        description = _shown(raw_description, 300) if raw_description is not None else None
         text = f"the provider refused the authorization: {code}"
         if description:
             text += f" ({description})"

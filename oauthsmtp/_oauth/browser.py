@@ -15,19 +15,76 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from oauthsmtp._errors import AuthorizationError
+from oauthsmtp._errors import AccountMismatch, AuthorizationError, ConfigurationError
 from oauthsmtp.providers import MAIL_SCOPES
 
 from .authz import build_request
 from .endpoint import exchange_code
 from .loopback import LoopbackListener
 from .params import OAuth2Parameters
-from .tokenresponse import TokenState
+from .tokenresponse import TokenState, token_identity
 
-__all__ = ["DEFAULT_TIMEOUT", "browser_login", "browser_usable", "check_granted_scope"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_TIMEOUT",
+    "browser_login",
+    "browser_usable",
+    "check_account",
+    "check_granted_scope",
+    "check_login_timeout",
+]
 
 DEFAULT_TIMEOUT = 300.0
 """Seconds a login may take, from the listener's start to the redirect."""
+
+MAX_TIMEOUT = 24 * 3600.0
+"""The longest login wait accepted (a day)."""
+
+
+def check_login_timeout(timeout: object) -> float:
+    """``timeout`` as seconds for a login, or ConfigurationError.
+
+    A real number above 0 and at most MAX_TIMEOUT: not a bool, NaN, infinite
+    (``inf``, ``1e309``), zero or negative.
+    """
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise ConfigurationError(
+            f"timeout must be a number of seconds, not {type(timeout).__name__}"
+        )
+    seconds = float(timeout)
+    if not (0 < seconds <= MAX_TIMEOUT):  # also false for NaN
+        raise ConfigurationError(
+            f"timeout must be between 0 and {int(MAX_TIMEOUT)} seconds (the default is "
+            f"{int(DEFAULT_TIMEOUT)}), got {timeout!r}"
+        )
+    return seconds
+
+
+def check_account(params: OAuth2Parameters, state: TokenState, account: str | None) -> None:
+    """The account that logged in must be ``account``, when the provider says who it was.
+
+    The identity is read from an OpenID Connect ``id_token`` in the token
+    answer (see :func:`~oauthsmtp._oauth.tokenresponse.token_identity`); a
+    match of any of its claims, ignoring case, is enough. Without an
+    ``account`` or an identity, nothing is checked.
+
+    Raises:
+        AccountMismatch: the provider names another account.
+    """
+    if not account:
+        return
+    names = token_identity(state.server_response, client_id=params.client_id)
+    if not names or account.casefold() in {name.casefold() for name in names}:
+        return
+    actual = names[0]
+    raise AccountMismatch(
+        f"the browser logged in as {actual}, but this login is for {account}; nothing was "
+        f"saved. Log in again and choose {account} in the browser (sign out of {actual} "
+        "there first if it is picked automatically), or log in for the account "
+        f"{actual} instead",
+        expected=account,
+        actual=actual,
+    )
 
 
 def check_granted_scope(params: OAuth2Parameters, state: TokenState) -> None:
@@ -80,19 +137,25 @@ def browser_login(
     out: TextIO | None = None,
     save: Callable[[TokenState], None] | None = None,
     opener: Callable[[str], bool] | None = None,
+    account: str | None = None,
 ) -> TokenState:
     """Run the authorization-code flow with PKCE once and return the new state.
 
     ``save`` is called with the new state before the browser is told that the
     login succeeded (so what the page says is true). ``opener`` replaces
     ``webbrowser.open`` (the demo uses it to approve on a machine with no browser).
+    With ``account``, a token answer that names another account (see
+    :func:`check_account`) is refused before ``save``.
 
     Raises:
+        ConfigurationError: ``timeout`` is not a usable number of seconds.
         LoopbackError: the redirect port cannot be opened (before any browser).
+        AccountMismatch: the browser logged in to another account.
         AuthorizationTimeout / AccessDenied / AuthorizationError / TokenError.
     """
     import webbrowser  # imported here: only the browser login needs them
 
+    timeout = check_login_timeout(timeout)
     out = out if out is not None else sys.stderr
     deadline = time.monotonic() + timeout
     listener = LoopbackListener(params.redirect_url)
@@ -118,6 +181,7 @@ def browser_login(
                 redirect_uri=request.redirect_uri,
             )
             check_granted_scope(params, state)
+            check_account(params, state, account)
             if save is not None:
                 save(state)
             result.append(state)

@@ -1,11 +1,21 @@
-"""The loopback redirect listener (RFC 8252 §7.3). I/O only; judging is in ``_authz``.
+"""The loopback redirect receiver (RFC 8252 §7.3). I/O only; judging is pure elsewhere.
 
 :class:`LoopbackListener` binds the redirect URL's port on loopback addresses
 only (both 127.0.0.1 and ::1 for ``localhost``), before any browser opens, and
 :meth:`LoopbackListener.wait` serves requests until one completes or ends the
-flow, or the deadline passes. Each connection is served in its own thread with
-its own timeout, so an idle pre-connection from a browser cannot block the real
-redirect. Request lines are never logged: they carry the authorization code.
+flow, or the deadline passes.
+
+The port is reachable by every local process and, through the user's browser,
+by every web page, so the receiver is built to outlast them (docs/security.md,
+"The loopback receiver"): one thread serves every connection from a selector
+(no thread per connection); at most :data:`MAX_CONNECTIONS` are open at once,
+the oldest dropped first when more arrive or when file descriptors run out
+(``EMFILE`` never ends the flow); each connection has
+:data:`REQUEST_TIMEOUT` seconds *in all* to send its request head, so dripping
+bytes buys nothing; heads are bounded (414/431); each request is screened
+(:func:`~oauthsmtp._oauth.requesthead.screen`: Host, Sec-Fetch-*, smuggling)
+then judged (:func:`~oauthsmtp._oauth.authz.check_callback`); one request per
+connection, then close. Request lines are never logged: they carry the code.
 """
 
 from __future__ import annotations
@@ -18,27 +28,37 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from oauthsmtp._errors import AuthorizationError, AuthorizationTimeout, LoopbackError
 
 from .authz import AuthorizationRequest, CallbackVerdict, Outcome, check_callback
 from .pages import SECURITY_HEADERS, render_page
+from .requesthead import REASONS, Rejection, RequestHead, head_end, oversized, parse_head, screen
 
-__all__ = ["LoopbackListener"]
+__all__ = ["MAX_CONNECTIONS", "REQUEST_TIMEOUT", "LoopbackListener", "Page"]
 
 log = logging.getLogger("oauthsmtp.loopback")
 
-CONNECTION_TIMEOUT = 10.0
-"""Seconds one connection may take to send its request."""
+REQUEST_TIMEOUT = 10.0
+"""Seconds a connection has, from being accepted, to send its whole request head."""
 
-PAGE_WAIT = 30.0
-"""Seconds the browser's redirect request waits for the final result page."""
+MAX_CONNECTIONS = 64
+"""Connections served at once; the oldest is dropped when another arrives."""
+
+LINGER = 2.0
+"""Seconds a connection that got its answer may take to close (its unread input is discarded)."""
 
 _MAX_PORT_ATTEMPTS = 20
+_ACCEPT_BATCH = 32
+_RECV = 16384
+
+_OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+Page = tuple[int, str, str, bool]
+"""(HTTP status, title, message, ok): what the browser is shown after the redirect."""
 
 
 @dataclass(frozen=True)
@@ -64,111 +84,31 @@ def _no_ipv6(exc: OSError) -> bool:
     return exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT)
 
 
-class _Flow:
-    """State shared by the handler threads and the waiting thread."""
-
-    def __init__(self, request: AuthorizationRequest, wake: socket.socket) -> None:
-        self.request = request
-        self.lock = threading.Lock()
-        self.verdict: CallbackVerdict | None = None
-        self.final_page: tuple[int, str, str, bool] | None = None
-        self.page_ready = threading.Event()
-        self.closed = False
-        self.claimer: threading.Thread | None = None
-        self._wake = wake
-
-    def wake(self) -> None:
-        with contextlib.suppress(OSError):  # the waiting side is gone; nothing to wake
-            self._wake.send(b"!")
-
-    def claim(self, verdict: CallbackVerdict) -> bool:
-        with self.lock:
-            if self.verdict is not None or self.closed:
-                return False
-            self.verdict = verdict
-            self.claimer = threading.current_thread()
-        self.wake()
-        return True
+def _response(status: int, page: bytes, *, head_only: bool, allow: bool) -> bytes:
+    lines = [
+        f"HTTP/1.0 {status} {REASONS.get(status, 'Error')}",
+        "Server: oauthsmtp",
+        "Content-Type: text/html; charset=utf-8",
+        f"Content-Length: {len(page)}",
+        "Connection: close",
+    ]
+    if allow:
+        lines.append("Allow: GET")
+    lines += [f"{name}: {value}" for name, value in SECURITY_HEADERS]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+    return head if head_only else head + page
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """Serves one connection. Never logs the request line (it carries the code)."""
+class _Conn:
+    """One accepted connection: reading its head, or lingering after its answer."""
 
-    server_version = "oauthsmtp"
-    default_request_version = "HTTP/1.0"  # answer even malformed (0.9-looking) requests
-    sys_version = ""
-    timeout = CONNECTION_TIMEOUT
-    flow: _Flow  # set on a per-listener subclass
+    __slots__ = ("buf", "expires", "lingering", "sock")
 
-    def __init__(self, conn: socket.socket, addr: Any, flow: _Flow) -> None:
-        self.flow = flow
-        super().__init__(conn, addr, None)  # type: ignore[arg-type]
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silenced: the stdlib version writes the request line, code included, to stderr."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        path = urlsplit(getattr(self, "path", "") or "").path[:64]
-        log.debug("loopback: %s %s -> %s", self.command, path, code)
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """Answer malformed requests (400, 414, 431, 501) with our own page."""
-        self._page(code, "Bad request", message or "The request could not be read.", ok=False)
-
-    def _page(
-        self, status: int, title: str, message: str, *, ok: bool, allow: bool = False
-    ) -> None:
-        body = render_page(title, message, ok=ok)
-        self.close_connection = True
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Connection", "close")
-            if allow:
-                self.send_header("Allow", "GET")
-            for name, value in SECURITY_HEADERS:
-                self.send_header(name, value)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-        except OSError:  # the browser went away; nothing to tell it
-            log.debug("loopback: client closed the connection early")
-
-    def _serve(self) -> None:
-        flow = self.flow
-        verdict = check_callback(flow.request, self.command, self.path)
-        if verdict.outcome is Outcome.IGNORE:
-            title = "Not found" if verdict.status == 404 else "Ignored"
-            self._page(
-                verdict.status, title, verdict.message, ok=False, allow=verdict.status == 405
-            )
-            return
-        if not flow.claim(verdict):
-            self._page(409, "Already finished", "This login has already finished.", ok=False)
-            return
-        if verdict.outcome is Outcome.ERROR:
-            self._page(verdict.status, "Login failed", str(verdict.error), ok=False)
-            return
-        # A code: wait for the application to exchange it, then show the real result.
-        if flow.page_ready.wait(PAGE_WAIT) and flow.final_page is not None:
-            status, title, message, ok = flow.final_page
-        else:
-            status, title, message, ok = (
-                200,
-                "Authorization received",
-                ("The application received the authorization."),
-                True,
-            )
-        self._page(status, title, message, ok=ok)
-
-    do_GET = _serve
-    do_POST = _serve
-    do_HEAD = _serve
-    do_PUT = _serve
-    do_DELETE = _serve
-    do_PATCH = _serve
-    do_OPTIONS = _serve
+    def __init__(self, sock: socket.socket, now: float) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.expires = now + REQUEST_TIMEOUT
+        self.lingering = False
 
 
 class LoopbackListener:
@@ -190,12 +130,22 @@ class LoopbackListener:
         self._host = parts.hostname or "localhost"
         self._requested_port = parts.port if parts.port is not None else 80
         self._sockets: list[socket.socket] = []
-        self._conns: set[socket.socket] = set()
-        self._conns_lock = threading.Lock()
         self._cancelled = threading.Event()
-        self._flow: _Flow | None = None
+        self._wake: socket.socket | None = None
         self.port = self._requested_port
         self.redirect_uri = redirect_url
+
+    @property
+    def _host_names(self) -> frozenset[str]:
+        """``Host`` header names a browser uses for this listener (RFC 8252 §8.3)."""
+        return frozenset(
+            {
+                "localhost",
+                "127.0.0.1",
+                "[::1]",
+                self._host.lower() if ":" not in self._host else f"[{self._host.lower()}]",
+            }
+        )
 
     # -- binding --------------------------------------------------------------
     @property
@@ -217,12 +167,12 @@ class LoopbackListener:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)  # type: ignore[attr-defined]
             else:
                 # POSIX: lets a second login rebind while old connections sit in TIME_WAIT;
-                # it never lets another socket take a listening port (SECURITY.md rule 7).
+                # it never lets another socket take a listening port (docs/security.md rule 7).
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if address.family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((address.host, port))
-            sock.listen(16)
+            sock.listen(socket.SOMAXCONN)
             sock.setblocking(False)
         except OSError as exc:
             sock.close()
@@ -303,7 +253,7 @@ class LoopbackListener:
         request: AuthorizationRequest,
         *,
         deadline: float,
-        finish: Any = None,
+        finish: Callable[[str], Page] | None = None,
     ) -> str:
         """Serve until a valid authorization response arrives; return its code.
 
@@ -311,9 +261,8 @@ class LoopbackListener:
             request: the pending request (state, redirect path, issuer).
             deadline: a ``time.monotonic()`` value after which the flow gives up.
             finish: called with the code while the browser waits; it returns
-                ``(status, title, message, ok)`` for the page the browser
-                shows, or raises (the browser then sees a failure page and the
-                exception propagates).
+                the :data:`Page` the browser shows, or raises (the browser
+                then sees a failure page and the exception propagates).
 
         Raises:
             AuthorizationTimeout: nothing valid arrived before the deadline.
@@ -323,17 +272,20 @@ class LoopbackListener:
         if not self._sockets:
             self.open()
         wake_r, wake_w = socket.socketpair()
-        flow = _Flow(request, wake_w)
-        self._flow = flow
+        wake_r.setblocking(False)
+        self._wake = wake_w
         selector = selectors.DefaultSelector()
+        conns: dict[socket.socket, _Conn] = {}
+        claimed: tuple[_Conn, CallbackVerdict, RequestHead] | None = None
         try:
             for sock in self._sockets:
                 selector.register(sock, selectors.EVENT_READ)
             selector.register(wake_r, selectors.EVENT_READ)
-            while flow.verdict is None:
+            while claimed is None:
                 if self._cancelled.is_set():
                     raise AuthorizationError("the login was cancelled")
-                remaining = deadline - time.monotonic()
+                now = time.monotonic()
+                remaining = deadline - now
                 if remaining <= 0:
                     raise AuthorizationTimeout(
                         "no answer from the browser before the deadline: the login was not "
@@ -341,87 +293,207 @@ class LoopbackListener:
                         "(on a remote machine, forward the port first: "
                         f"ssh -L {self.port}:127.0.0.1:{self.port} HOST)"
                     )
-                for key, _ in selector.select(min(remaining, 1.0)):
+                for conn in [c for c in conns.values() if c.expires <= now]:
+                    self._drop(conn, conns, selector)
+                soonest = min((c.expires for c in conns.values()), default=now + 1.0)
+                wait_for = max(0.0, min(remaining, 1.0, soonest - now))
+                for key, _ in selector.select(wait_for):
                     if key.fileobj is wake_r:
-                        wake_r.recv(64)
-                        continue
-                    self._accept(key.fileobj, flow)  # type: ignore[arg-type]
+                        with contextlib.suppress(OSError):
+                            wake_r.recv(64)
+                    elif key.data is None:
+                        self._accept(key.fileobj, conns, selector)  # type: ignore[arg-type]
+                    elif key.fileobj in conns:
+                        claimed = self._read(conns[key.fileobj], request, conns, selector)
+                        if claimed is not None:
+                            break
         finally:
-            with flow.lock:
-                flow.closed = True
+            self._wake = None
+            for conn in list(conns.values()):
+                if claimed is None or conn is not claimed[0]:
+                    self._drop(conn, conns, selector)
             selector.close()
             self.close()
-            self._flow = None
             wake_r.close()
             wake_w.close()
-        verdict = flow.verdict
+        held, verdict, head = claimed
+        held.sock.setblocking(True)
+        if verdict.outcome is Outcome.ERROR:
+            assert verdict.error is not None  # noqa: S101 - invariant of Outcome.ERROR
+            self._answer_and_close(
+                held, head, (verdict.status, "Login failed", str(verdict.error), False)
+            )
+            raise verdict.error
+        assert verdict.code is not None  # noqa: S101 - invariant of Outcome.CODE
+        page: Page = (200, "Login complete", "oauthsmtp received the authorization.", True)
         try:
-            if verdict.outcome is Outcome.ERROR:
-                assert verdict.error is not None  # noqa: S101 - invariant of Outcome.ERROR
-                raise verdict.error
-            assert verdict.code is not None  # noqa: S101 - invariant of Outcome.CODE
-            if finish is None:
-                flow.final_page = (
-                    200,
-                    "Login complete",
-                    "oauthsmtp received the authorization.",
-                    True,
-                )
-                return verdict.code
+            if finish is not None:
+                page = finish(verdict.code)
+        except Exception as exc:
+            page = (500, "Login failed", _public_reason(exc), False)
+            raise
+        finally:
+            self._answer_and_close(held, head, page)
+        return verdict.code
+
+    def _accept(
+        self,
+        listening: socket.socket,
+        conns: dict[socket.socket, _Conn],
+        selector: selectors.BaseSelector,
+    ) -> None:
+        """Accept what is waiting; never let a flood or fd exhaustion end the flow."""
+        for _ in range(_ACCEPT_BATCH):
             try:
-                flow.final_page = finish(verdict.code)
-            except Exception as exc:
-                flow.final_page = (500, "Login failed", _public_reason(exc), False)
-                raise
-            return verdict.code
-        finally:
-            flow.page_ready.set()
-            self._finish_connections(flow)
+                sock, _addr = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _OUT_OF_FDS:
+                    log.debug("loopback: out of file descriptors; dropping the oldest connection")
+                    if conns:
+                        self._drop(next(iter(conns.values())), conns, selector)
+                    else:  # the descriptors are held elsewhere in this process: let them go
+                        time.sleep(0.05)
+                    return
+                log.debug("loopback: accept failed (%s)", exc.errno)
+                return
+            if len(conns) >= MAX_CONNECTIONS:
+                lingering = [c for c in conns.values() if c.lingering]
+                self._drop(
+                    lingering[0] if lingering else next(iter(conns.values())), conns, selector
+                )
+            sock.setblocking(False)
+            conn = _Conn(sock, time.monotonic())
+            conns[sock] = conn
+            selector.register(sock, selectors.EVENT_READ, conn)
 
-    def _accept(self, sock: socket.socket, flow: _Flow) -> None:
+    def _drop(
+        self, conn: _Conn, conns: dict[socket.socket, _Conn], selector: selectors.BaseSelector
+    ) -> None:
+        conns.pop(conn.sock, None)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            selector.unregister(conn.sock)
+        conn.sock.close()
+
+    def _read(
+        self,
+        conn: _Conn,
+        request: AuthorizationRequest,
+        conns: dict[socket.socket, _Conn],
+        selector: selectors.BaseSelector,
+    ) -> tuple[_Conn, CallbackVerdict, RequestHead] | None:
+        """Read what arrived; answer, linger, drop, or return a claimed verdict."""
         try:
-            conn, addr = sock.accept()
+            data = conn.sock.recv(_RECV)
         except (BlockingIOError, InterruptedError):
-            return
-        conn.setblocking(True)
-        with self._conns_lock:
-            self._conns.add(conn)
-        thread = threading.Thread(
-            target=self._serve_connection,
-            args=(conn, addr, flow),
-            daemon=True,
-            name="oauthsmtp-loopback",
-        )
-        thread.start()
-
-    def _serve_connection(self, conn: socket.socket, addr: Any, flow: _Flow) -> None:
+            return None
+        except OSError:
+            data = b""
+        if conn.lingering:
+            if not data:
+                self._drop(conn, conns, selector)
+            return None
+        if not data:
+            if conn.buf:  # half a request, then the end: answer it as malformed
+                self._answer(
+                    conn, None, Rejection(400, "The request could not be read."), conns, selector
+                )
+            self._drop(conn, conns, selector)
+            return None
+        conn.buf += data
+        end = head_end(conn.buf)
+        if end < 0:
+            too_big = oversized(conn.buf)
+            if too_big is not None:
+                self._answer(conn, None, too_big, conns, selector)
+            return None
+        head = parse_head(conn.buf[:end])
+        if isinstance(head, Rejection):
+            self._answer(conn, None, head, conns, selector)
+            return None
+        refused = screen(head, hosts=self._host_names, port=self.port)
+        if refused is not None:
+            self._answer(conn, head, refused, conns, selector)
+            return None
         try:
-            _Handler(conn, addr, flow)
-        except Exception:
-            log.debug("loopback: a connection failed", exc_info=False)
-        finally:
-            with self._conns_lock:
-                self._conns.discard(conn)
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_WR)
-            conn.close()
+            verdict = check_callback(request, head.method, head.target)
+        except Exception:  # a bug in judging one request must not end the login
+            log.debug("loopback: a request could not be judged", exc_info=False)
+            self._answer(
+                conn, head, Rejection(400, "The request could not be read."), conns, selector
+            )
+            return None
+        path = head.target.split("?", 1)[0][:64]
+        log.debug("loopback: %s %s -> %s", head.method[:16], path, verdict.status)
+        if verdict.outcome is Outcome.IGNORE:
+            self._answer(
+                conn,
+                head,
+                Rejection(verdict.status, verdict.message),
+                conns,
+                selector,
+                allow=verdict.status == 405,
+            )
+            return None
+        conns.pop(conn.sock, None)
+        with contextlib.suppress(KeyError, ValueError):
+            selector.unregister(conn.sock)
+        return conn, verdict, head
 
-    def _finish_connections(self, flow: _Flow) -> None:
-        """Let the claiming request write its page, then end idle connections."""
-        if flow.claimer is not None:
-            flow.claimer.join(PAGE_WAIT)
-        with self._conns_lock:
-            idle = list(self._conns)
-        for conn in idle:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+    def _answer(
+        self,
+        conn: _Conn,
+        head: RequestHead | None,
+        rejection: Rejection,
+        conns: dict[socket.socket, _Conn],
+        selector: selectors.BaseSelector,
+        *,
+        allow: bool = False,
+    ) -> None:
+        """Send a short page without blocking, then linger until the peer closes."""
+        title = "Not found" if rejection.status == 404 else "Request refused"
+        data = _response(
+            rejection.status,
+            render_page(title, rejection.message, ok=False),
+            head_only=head is not None and head.method == "HEAD",
+            allow=allow,
+        )
+        try:
+            conn.sock.send(data)  # a page fits in any socket buffer; a peer that
+            conn.sock.shutdown(socket.SHUT_WR)  # does not read loses it, not us
+        except OSError:
+            self._drop(conn, conns, selector)
+            return
+        conn.lingering = True
+        conn.buf.clear()
+        conn.expires = time.monotonic() + LINGER
+
+    def _answer_and_close(self, conn: _Conn, head: RequestHead, page: Page) -> None:
+        status, title, message, ok = page
+        data = _response(
+            status, render_page(title, message, ok=ok), head_only=head.method == "HEAD", allow=False
+        )
+        sock = conn.sock
+        try:
+            sock.settimeout(LINGER)
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+            end = time.monotonic() + LINGER
+            while time.monotonic() < end and sock.recv(_RECV):
+                pass
+        except OSError:
+            log.debug("loopback: the browser closed the connection early")
+        finally:
+            sock.close()
 
     def cancel(self) -> None:
         """Make a running :meth:`wait` raise :class:`AuthorizationError` (thread-safe)."""
         self._cancelled.set()
-        flow = self._flow
-        if flow is not None:
-            flow.wake()
+        wake = self._wake
+        if wake is not None:
+            with contextlib.suppress(OSError):  # the waiting side is gone; nothing to wake
+                wake.send(b"!")
 
     def close(self) -> None:
         """Stop listening (idempotent). The port refuses connections afterwards."""

@@ -55,17 +55,18 @@ def _split_url(name: str, value: object) -> SplitResult:
         raise ConfigurationError(f"{name} is empty")
     if any(ch.isspace() for ch in url):
         raise ConfigurationError(f"{name} must not contain white space: {url!r}")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - evaluated for its validation
+    except ValueError as exc:  # "http://[::1", "https://[zz]/", a port out of range
+        what = "an invalid port" if "port" in str(exc).lower() else "an invalid host"
+        raise ConfigurationError(f"{name} has {what} ({exc}): {url!r}") from None
     if not parts.scheme or not parts.netloc or not parts.hostname:
         raise ConfigurationError(f"{name} must be an absolute URL (scheme://host/...), got {url!r}")
     if parts.fragment:
         raise ConfigurationError(f"{name} must not have a #fragment: {url!r}")
     if parts.username is not None or parts.password is not None:
         raise ConfigurationError(f"{name} must not carry credentials in the URL")
-    try:
-        parts.port  # noqa: B018 - evaluated for its validation
-    except ValueError as exc:
-        raise ConfigurationError(f"{name} has an invalid port: {url!r}") from exc
     return parts
 
 
@@ -104,9 +105,15 @@ def _check_redirect(value: object) -> str:
     return str(value)
 
 
-def _normalize_scope(scope: str | Sequence[str]) -> tuple[str, ...]:
+def _normalize_scope(scope: str | Sequence[str] | None) -> tuple[str, ...]:
+    if scope is None:
+        return ()
     if isinstance(scope, str):
         items = scope.split()
+    elif not isinstance(scope, (list, tuple, frozenset, set)):
+        raise ConfigurationError(
+            f"scope must be a string or a list of strings, not {type(scope).__name__}"
+        )
     else:
         items = []
         for item in scope:
@@ -117,7 +124,7 @@ def _normalize_scope(scope: str | Sequence[str]) -> tuple[str, ...]:
             items.extend(item.split())
     for item in items:
         _check_text("scope", item)
-        if '"' in item or "\\" in item:
+        if '"' in item or "\\" in item or not item.isascii() or not item.isprintable():
             raise ConfigurationError(f"scope token {item!r} has characters RFC 6749 §3.3 forbids")
     return tuple(dict.fromkeys(items))
 
@@ -168,6 +175,8 @@ class OAuth2Parameters:
             raise ConfigurationError(
                 "client_id is empty: copy it from the provider's app registration"
             )
+        if not client_id.isprintable():
+            raise ConfigurationError("client_id must not contain control characters")
         if self.client_secret is not None:
             _check_text("client_secret", self.client_secret)
             if not self.client_secret:
@@ -187,6 +196,14 @@ class OAuth2Parameters:
             _split_url("issuer", self.issuer)
         set_(self, "redirect_url", _check_redirect(self.redirect_url))
         set_(self, "scope", _normalize_scope(self.scope))
+        given: object = self.extra_auth_params
+        if given is None:
+            given = {}
+        if not isinstance(given, Mapping):
+            raise ConfigurationError(
+                "extra_auth_params must be a mapping of strings to strings, not "
+                f"{type(given).__name__}"
+            )
         extra: dict[str, str] = {}
         reserved = {
             "response_type",
@@ -197,7 +214,7 @@ class OAuth2Parameters:
             "code_challenge_method",
             "scope",
         }
-        for key, val in dict(self.extra_auth_params).items():
+        for key, val in dict(given).items():
             _check_text("extra_auth_params key", key)
             _check_text(f"extra_auth_params[{key!r}]", val)
             if key in reserved:

@@ -9,8 +9,10 @@ within the leeway of its expiry.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -20,10 +22,14 @@ from oauthsmtp._errors import TokenError
 
 __all__ = [
     "DEFAULT_LEEWAY",
+    "IDENTITY_CLAIMS",
     "MAX_TOKEN_RESPONSE_BYTES",
     "ServerResponse",
     "TokenState",
+    "lifetime",
+    "load_json_object",
     "parse_token_response",
+    "token_identity",
 ]
 
 DEFAULT_LEEWAY = timedelta(seconds=60)
@@ -201,6 +207,41 @@ def _describe_body(content_type: str, body: bytes) -> str:
     return f"{kind}, {len(body)} bytes"
 
 
+_NUMBER_TEXT = re.compile(r"[0-9]{1,30}(?:\.[0-9]{1,30})?")
+
+
+def lifetime(expires_in: object) -> timedelta:
+    """How long an access token is trusted, from a server's ``expires_in`` (RFC 6749 §5.1).
+
+    Liberal where the answer is harmless, so that a usable token is never
+    refused: a number or a string of ASCII digits is taken, negative counts
+    as 0 and anything above MAX_EXPIRES_IN is clamped to it; an absent or
+    unreadable value (another type, ``"²"``, ``"soon"``) counts as absent:
+    at most MISSING_EXPIRY_LIFETIME.
+    """
+    seconds: float | None = None
+    if isinstance(expires_in, bool):
+        seconds = None
+    elif isinstance(expires_in, (int, float)):
+        seconds = float(expires_in) if not isinstance(expires_in, float) else expires_in
+    elif isinstance(expires_in, str) and _NUMBER_TEXT.fullmatch(expires_in.strip()):
+        seconds = float(expires_in.strip())
+    if seconds is None or math.isnan(seconds):
+        return MISSING_EXPIRY_LIFETIME
+    return timedelta(seconds=min(max(seconds, 0.0), float(MAX_EXPIRES_IN)))
+
+
+def _parse_int(text: str) -> int | float:
+    # int() refuses more than 4300 digits (CVE-2020-10735); such a number is only "very large".
+    return int(text) if len(text) <= 100 else float("inf")
+
+
+def _clean(text: str, limit: int = 300) -> str:
+    """A server-sent string made safe to show: printable, bounded."""
+    shown = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+    return shown + ("..." if len(text) > limit else "")
+
+
 def _reject_constant(value: str) -> Any:
     raise ValueError(f"{value} is not valid JSON")
 
@@ -215,9 +256,15 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def load_json_object(body: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object; None for non-UTF-8, non-JSON, NaN, duplicate keys, non-objects."""
     try:
         text = body.decode("utf-8")
-        data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+        data = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_int=_parse_int,
+            object_pairs_hook=_no_duplicates,
+        )
     except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
@@ -253,8 +300,10 @@ def parse_token_response(
     Raises:
         TokenError: for error answers (with ``error``/``error_description``),
             non-JSON or non-object bodies, redirects, a missing or malformed
-            ``access_token``, a ``token_type`` other than Bearer, or a bad
-            ``expires_in``. The message never contains the body's secrets.
+            ``access_token``, a ``token_type`` other than Bearer, or a
+            malformed ``refresh_token`` or ``scope``. An odd ``expires_in`` is
+            never a reason to refuse a token (see :func:`lifetime`). The
+            message never contains the body's secrets.
     """
     if len(body) > MAX_TOKEN_RESPONSE_BYTES:
         raise TokenError(
@@ -269,11 +318,12 @@ def parse_token_response(
             status=status,
         )
     if data is not None and isinstance(data.get("error"), str):
-        error = data["error"]
-        description = _str_field(data, "error_description")
+        error = _clean(data["error"], 100)
+        raw_description = _str_field(data, "error_description")
+        description = _clean(raw_description, 1000) if raw_description is not None else None
         message = f"the token endpoint refused the request: {error}"
         if description:
-            message += f" ({description[:300]})"
+            message += f" ({_clean(description)})"
         message += _hint(error, description or "")
         raise TokenError(message, error=error, error_description=description, status=status)
     if status != 200:
@@ -304,21 +354,7 @@ def parse_token_response(
             "(RFC 6749 §7.1)",
             status=status,
         )
-    expires_in = data.get("expires_in")
-    if expires_in is None:
-        expires_at = now + MISSING_EXPIRY_LIFETIME
-    else:
-        if isinstance(expires_in, str) and expires_in.isdigit():
-            expires_in = int(expires_in)  # some servers send a string
-        if (
-            isinstance(expires_in, bool)
-            or not isinstance(expires_in, (int, float))
-            or not math.isfinite(expires_in)
-            or expires_in < 0
-            or expires_in > MAX_EXPIRES_IN
-        ):
-            raise TokenError("the token endpoint sent an invalid expires_in", status=status)
-        expires_at = now + timedelta(seconds=float(expires_in))
+    expires_at = now + lifetime(data.get("expires_in"))
     refresh = data.get("refresh_token", None)
     if refresh is None:
         refresh = previous_refresh_token
@@ -331,6 +367,8 @@ def parse_token_response(
         scope = requested_scope
     elif isinstance(scope_raw, str):
         scope = tuple(scope_raw.split())
+    elif isinstance(scope_raw, list) and all(isinstance(item, str) for item in scope_raw):
+        scope = tuple(token for item in scope_raw for token in item.split())
     else:
         raise TokenError("the token endpoint sent a malformed scope", status=status)
     return TokenState(
@@ -342,3 +380,42 @@ def parse_token_response(
         obtained_at=now,
         server_response=ServerResponse(data),
     )
+
+
+IDENTITY_CLAIMS = ("email", "preferred_username", "upn")
+"""OpenID Connect claims that name the account that logged in (Google: email;
+Microsoft: preferred_username / upn / email)."""
+
+_MAX_ID_TOKEN = 64 * 1024
+
+
+def token_identity(response: Mapping[str, Any], *, client_id: str) -> tuple[str, ...]:
+    """The accounts an OpenID Connect ``id_token`` in a token answer names.
+
+    The signature is not checked: the answer came straight from the token
+    endpoint over verified TLS (or from a loopback server), which OpenID
+    Connect Core §3.1.3.7 (6) accepts in place of the signature. An id_token
+    issued to another client (``aud``), unreadable, or naming no mailbox-like
+    identity gives ``()``: nothing is known, nothing is compared.
+    """
+    raw = response.get("id_token")
+    if not isinstance(raw, str) or len(raw) > _MAX_ID_TOKEN or raw.count(".") != 2:
+        return ()
+    payload = raw.split(".")[1]
+    try:
+        text = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    except ValueError:
+        return ()
+    claims = load_json_object(text)
+    if claims is None:
+        return ()
+    audience = claims.get("aud")
+    audiences = audience if isinstance(audience, list) else [audience]
+    if audience is not None and client_id not in audiences:
+        return ()
+    found = [
+        value
+        for value in (claims.get(name) for name in IDENTITY_CLAIMS)
+        if isinstance(value, str) and "@" in value and value.isprintable() and len(value) < 320
+    ]
+    return tuple(dict.fromkeys(found))

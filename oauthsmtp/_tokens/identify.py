@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 from oauthsmtp._errors import LoginRequired, TokenError, TokenStoreError
 from oauthsmtp._oauth import endpoint as _endpoint
-from oauthsmtp._oauth.browser import DEFAULT_TIMEOUT, browser_login
+from oauthsmtp._oauth.browser import DEFAULT_TIMEOUT, browser_login, check_login_timeout
 from oauthsmtp._oauth.params import OAuth2Parameters
 from oauthsmtp._oauth.tokenresponse import TokenState
 from oauthsmtp._tokens.stores.choose import TokenKey, TokenStore, default_store
@@ -172,6 +172,7 @@ def auth_identify(
         TokenError: the token endpoint failed.
         TokenStoreError: the store cannot be used.
     """
+    timeout = check_login_timeout(timeout)
     store = store if store is not None else default_store()
     key = TokenKey(params.token_url, params.client_id, account or "")
     manager = TokenManager(params, store, key)
@@ -200,7 +201,12 @@ def auth_identify(
         )
     opener = open_browser if callable(open_browser) else None
     state = browser_login(
-        params, open_browser=bool(open_browser), timeout=timeout, save=manager.save, opener=opener
+        params,
+        open_browser=bool(open_browser),
+        timeout=timeout,
+        save=manager.save,
+        opener=opener,
+        account=account,
     )
     return AuthToken(state, refresher=manager, account=account)
 
