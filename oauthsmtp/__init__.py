@@ -12,6 +12,7 @@ The private packages follow the data path, each importing only those before it
     _tokens/    AuthToken, single-flight refresh, auth_identify; stores/ keep tokens
     _message/   Email and EmailMessage -> checked, rendered wire bytes
     _smtp/      SASL, the wire, AUTH, transactions, the pool -> SMTPSession
+    _mailbox/   the same token for reading mail: IMAP and POP3 logins (imaplib, poplib)
     _cli/       the ``oauthsmtp`` command, on top of all of the above
     devserver/  the local development provider (authorization + SMTP server)
 """
@@ -27,6 +28,7 @@ from ._errors import (
     ConfigurationError,
     LoginRequired,
     LoopbackError,
+    MailboxAuthError,
     OAuthSMTPError,
     SMTPAuthError,
     SMTPError,
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 
     from . import providers
     from ._explain import explain
+    from ._mailbox.login import imap_authenticate, pop3_authenticate
     from ._message.prepare import Email
     from ._oauth.params import OAuth2Parameters
     from ._smtp.session import SendResult, SMTPSession
@@ -67,6 +70,7 @@ __all__ = [
     "KeyringStore",
     "LoginRequired",
     "LoopbackError",
+    "MailboxAuthError",
     "MemoryStore",
     "OAuth2Parameters",
     "OAuthSMTPError",
@@ -84,6 +88,8 @@ __all__ = [
     "auth_identify",
     "default_store",
     "explain",
+    "imap_authenticate",
+    "pop3_authenticate",
     "providers",
     "refresh_token",
     "revoke_token",
@@ -103,6 +109,8 @@ _LAZY = {
     "default_store": "._tokens.stores.choose",
     "providers": ".providers",
     "explain": "._explain",
+    "imap_authenticate": "._mailbox.login",
+    "pop3_authenticate": "._mailbox.login",
     "Email": "._message.prepare",
     "SMTPSession": "._smtp.session",
     "SendResult": "._smtp.session",

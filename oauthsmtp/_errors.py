@@ -15,6 +15,7 @@ it is mixed in so that ordinary ``except`` clauses keep working::
     ├── LoginRequired                        no usable token: run the browser login again
     ├── TokenError                           the token endpoint failed (RFC 6749 §5.2)
     ├── TokenStoreError                      the keyring or token file failed
+    ├── MailboxAuthError                     an IMAP or POP3 server refused the token
     └── SMTPError                            the SMTP conversation failed
         ├── SMTPAuthError                    AUTH was refused (code and provider error attached)
         ├── SMTPTimeoutError (TimeoutError)  a socket operation passed its deadline (_smtpwire)
@@ -40,6 +41,7 @@ __all__ = [
     "ConfigurationError",
     "LoginRequired",
     "LoopbackError",
+    "MailboxAuthError",
     "OAuthSMTPError",
     "SMTPAuthError",
     "SMTPError",
@@ -199,5 +201,40 @@ class SMTPAuthError(SMTPError):
         retryable: bool = False,
     ) -> None:
         super().__init__(message, code=code, server_message=server_message)
+        self.provider_error = dict(provider_error) if provider_error else None
+        self.retryable = retryable
+
+
+class MailboxAuthError(OAuthSMTPError):
+    """An IMAP or POP3 server refused XOAUTH2/OAUTHBEARER authentication.
+
+    Raised by :func:`~oauthsmtp.imap_authenticate` and :func:`~oauthsmtp.pop3_authenticate`.
+    It is not an :class:`SMTPAuthError`: the conversation is IMAP (RFC 9051) or POP3
+    (RFC 5034), and the server's answer is a response text, not an SMTP code.
+
+    Attributes:
+        protocol: ``"IMAP"`` or ``"POP3"``.
+        mechanism: the SASL mechanism that was refused, when one was tried.
+        server_message: the server's final response text (``NO``/``BAD``/``-ERR`` line),
+            when one arrived.
+        provider_error: the decoded JSON of the server's error challenge (RFC 7628 §3.2.2).
+        retryable: whether a fresh token may help (False when it was already refreshed
+            once, or when the refusal is about something a token does not change).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        protocol: str,
+        mechanism: str | None = None,
+        server_message: str | None = None,
+        provider_error: Mapping[str, Any] | None = None,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.protocol = protocol
+        self.mechanism = mechanism
+        self.server_message = server_message
         self.provider_error = dict(provider_error) if provider_error else None
         self.retryable = retryable

@@ -153,6 +153,9 @@ class HostileServer:
         pre_tls_auth: AUTH mechanisms advertised before TLS (a stripping attacker's bait).
         auth: AUTH mechanisms advertised after TLS.
         extensions: other EHLO keywords after TLS.
+        extensions_by_connection: ``{connection index: keywords}``: other keywords for that
+            connection (e.g. a hostile ``SIZE`` only after a reconnect).
+        greeting: the greeting line (a hostile one, or None for no greeting at all).
         pipelining: advertise PIPELINING and record envelopes that did not come in one write.
         tokens: access tokens that authenticate.
         password: the password that authenticates with PLAIN/LOGIN.
@@ -173,6 +176,7 @@ class HostileServer:
         reject_rcpt: recipients refused with 550.
         reject_mail: senders refused with 550.
         data_reply: the end-of-data reply.
+        data_command_reply: answer DATA with this instead of ``354`` (and read no body).
         max_connections: accept this many concurrent connections; each one beyond (counted
             when it opens) is refused with Microsoft's ``432 4.3.2`` at ``limit_at``.
         limit_at: "greeting" (instead of 220, then silence), "mail" (every MAIL), or
@@ -190,6 +194,8 @@ class HostileServer:
         pre_tls_auth: tuple[str, ...] = (),
         auth: tuple[str, ...] = ("XOAUTH2", "OAUTHBEARER"),
         extensions: tuple[str, ...] = ("8BITMIME", "SIZE 10000000"),
+        extensions_by_connection: dict[int, tuple[str, ...]] | None = None,
+        greeting: str | None = "220 hostile.test ESMTP ready",
         pipelining: bool = True,
         tokens: tuple[str, ...] = ("good-token",),
         password: str | None = None,
@@ -205,6 +211,7 @@ class HostileServer:
         reject_rcpt: tuple[str, ...] = (),
         reject_mail: tuple[str, ...] = (),
         data_reply: str = "250 2.0.0 OK queued",
+        data_command_reply: str | None = None,
         max_connections: int | None = None,
         limit_at: str = "mail",
         data_delay: float = 0.0,
@@ -215,6 +222,8 @@ class HostileServer:
         self.pre_tls_auth = pre_tls_auth
         self.auth = auth
         self.extensions = extensions
+        self.extensions_by_connection = extensions_by_connection or {}
+        self.greeting = greeting
         self.pipelining = pipelining
         self.tokens = set(tokens)
         self.password = password
@@ -230,6 +239,7 @@ class HostileServer:
         self.reject_rcpt = set(reject_rcpt)
         self.reject_mail = set(reject_mail)
         self.data_reply = data_reply
+        self.data_command_reply = data_command_reply
         self.max_connections = max_connections
         self.limit_at = limit_at
         self.data_delay = data_delay
@@ -325,7 +335,11 @@ class HostileServer:
             if conn.over_limit and self.limit_at == "greeting":
                 self._refuse_over_limit(conn)
                 return
-            conn.send("220 hostile.test ESMTP ready")
+            if self.greeting is None:
+                while not self._stopping.wait(0.05):  # silent until stopped
+                    pass
+                return
+            conn.send(self.greeting)
             while not self._stopping.is_set():
                 line = conn.readline()
                 verb = line.split(b" ", 1)[0].upper().decode("ascii", "replace")
@@ -352,14 +366,15 @@ class HostileServer:
 
     def _ehlo_lines(self, conn: Connection) -> list[str]:
         keywords: list[str] = []
+        extensions = self.extensions_by_connection.get(conn.index, self.extensions)
         if conn.tls:
-            keywords += list(self.extensions)
+            keywords += list(extensions)
             if self.auth:
                 keywords.append("AUTH " + " ".join(self.auth))
             if self.pipelining:
                 keywords.append("PIPELINING")
         else:
-            keywords += list(self.extensions)
+            keywords += list(extensions)
             if self.starttls in ("ok", "refuse", "syntax", "inject"):
                 keywords.append("STARTTLS")
             if self.pre_tls_auth:
@@ -517,6 +532,10 @@ class HostileServer:
         envelope = conn.envelope
         if envelope is None or not envelope.rcpt_to:
             conn.send("554 5.5.1 No valid recipients")
+            return
+        if self.data_command_reply is not None:
+            conn.envelope = None
+            conn.send(self.data_command_reply)
             return
         conn.send("354 Go ahead")
         envelope.data = conn.read_data()

@@ -1,4 +1,8 @@
-"""SASL encoders and error-challenge decoding, against the vectors of SECURITY.md part (b)."""
+"""SASL encoders and error-challenge decoding, against published vectors.
+
+Google's XOAUTH2 page, Microsoft's XOAUTH2 sample, RFC 7628 §4 (OAUTHBEARER) and the error
+challenge live Gmail sends (MailKit#27).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import base64
 
 import pytest
 
-from oauthsmtp._errors import ConfigurationError
+from oauthsmtp import ConfigurationError
 from oauthsmtp._smtp.sasl import (
     OAUTHBEARER_FAILURE_RESPONSE,
     XOAUTH2_FAILURE_RESPONSE,
@@ -76,7 +80,7 @@ def test_internationalized_user_is_utf8() -> None:
 
 @pytest.mark.parametrize("bad", ["a\x01b", "a\rb", "a\nb", "a\x00b", ""], ids=repr)
 def test_control_characters_refused_in_user_and_token(bad: str) -> None:
-    """^A, CR, LF and NUL (and emptiness) are refused in user and token (rule 29)."""
+    """^A, CR, LF and NUL (and emptiness) are refused in user and token."""
     with pytest.raises(ConfigurationError):
         xoauth2_initial(bad, "token")
     with pytest.raises(ConfigurationError):
@@ -151,7 +155,7 @@ def test_failure_responses() -> None:
     ids=["google-doc", "gmail-live", "rfc7628-4.3", "rfc7628-4.4"],
 )
 def test_decode_error_challenge_vectors(challenge: bytes, expected: dict[str, str]) -> None:
-    """The error challenges of SECURITY.md part (b) decode to their JSON."""
+    """Google's documented and live error challenges decode to their JSON."""
     assert decode_error_challenge(challenge) == expected
 
 

@@ -1,8 +1,9 @@
 """SMTPSession against the development SMTP server and against hostile servers.
 
 The happy paths (STARTTLS + XOAUTH2, implicit TLS + OAUTHBEARER, batches, refresh and retry)
-run against oauthsmtp's own development server; SECURITY.md rules 21-30 and the SMTP inputs
-of part (c) run against the purpose-built servers of ``hostile_smtp``.
+run against oauthsmtp's own development server; the SMTP rules of docs/security.md (TLS
+before AUTH, certificate checks, the SASL failure path, line lengths, retries, injection,
+timeouts) run against the purpose-built servers of ``hostile_smtp``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import base64
 import logging
 import socket
 import ssl
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from datetime import datetime, timedelta, timezone
@@ -22,15 +24,20 @@ from typing import Any
 import pytest
 from hostile_smtp import HostileServer
 
-from oauthsmtp._errors import ConfigurationError, SMTPAuthError, SMTPError
-from oauthsmtp._message.prepare import Email
+from oauthsmtp import (
+    AuthToken,
+    ConfigurationError,
+    Email,
+    SendResult,
+    SMTPAuthError,
+    SMTPConnectionError,
+    SMTPError,
+    SMTPSession,
+    SMTPTimeoutError,
+)
 from oauthsmtp._oauth.tokenresponse import TokenState
 from oauthsmtp._smtp.sasl import oauthbearer_initial, xoauth2_initial
-from oauthsmtp._smtp.session import SendResult, SMTPSession
-from oauthsmtp._smtp.wire import SMTPConnectionError, SMTPTimeoutError
-from oauthsmtp._tokens.token import AuthToken
-from oauthsmtp.devserver._certs import CertificateSet, make_certificates
-from oauthsmtp.devserver._smtpserver import SMTPServer
+from oauthsmtp.devserver import CertificateSet, SMTPServer, make_certificates
 
 ALICE = "alice@example.org"
 BOB = "bob@example.org"
@@ -180,7 +187,7 @@ def test_batch_on_one_connection(dev: SMTPServer, certs: CertificateSet) -> None
 
 
 def test_refresh_and_retry_after_rejected_token(dev: SMTPServer, certs: CertificateSet) -> None:
-    """A refused token is refreshed exactly once and AUTH retried once (rule 26)."""
+    """A refused token is refreshed exactly once and AUTH retried once."""
     auth, refresher = token("expired-token", "fresh-token")
     with session(dev.port, certs.client_context(), auth_token=auth) as s:
         assert s.send(mail()).ok
@@ -207,21 +214,60 @@ def test_refresh_does_not_help(dev: SMTPServer, certs: CertificateSet) -> None:
 
 
 def test_big_token_uses_two_step_auth(dev: SMTPServer, certs: CertificateSet) -> None:
-    """A 3 KB token does not fit 512 octets: AUTH without initial response (rule 25)."""
+    """A 3 KB token does not fit 512 octets: AUTH without initial response (RFC 4954 §4)."""
     with session(dev.port, certs.client_context(), auth_token=token(BIG)[0]) as s:
         assert s.send(mail()).ok
 
 
 def test_asynchronous_mode(dev: SMTPServer, certs: CertificateSet) -> None:
-    """send() returns futures at once; close() waits for every queued message."""
+    """submit() returns futures at once; close() waits for every queued message."""
     s = session(dev.port, certs.client_context(), asynchronous=True)
     with s:
-        futures = [s.send(mail(i)) for i in range(4)]
+        futures = [s.submit(mail(i)) for i in range(4)]
         assert all(isinstance(f, Future) for f in futures)
-        bad = s.send(mail(9, to=["nobody@example.org"]))
+        bad = s.submit(mail(9, to=["nobody@example.org"]))
     assert [f.result().status for f in futures] == ["sent"] * 4
     assert bad.result().code == 550
     assert [m.subject for m in dev.wait_for_messages(4)] == ["m0", "m1", "m2", "m3"]
+
+
+def test_send_in_asynchronous_mode_returns_a_result(dev: SMTPServer, certs: CertificateSet) -> None:
+    """With asynchronous=True, send() still returns a SendResult, after the queued messages."""
+    with session(dev.port, certs.client_context(), asynchronous=True) as s:
+        queued = [s.submit(mail(i)) for i in range(3)]
+        result = s.send(mail(3))
+        assert isinstance(result, SendResult)
+        assert result.ok
+        assert all(f.done() for f in queued)  # it waited its turn behind them
+        with pytest.raises(ConfigurationError):
+            s.send(Message())  # no From, no recipient: refused before sending
+    assert [m.subject for m in dev.wait_for_messages(4)] == ["m0", "m1", "m2", "m3"]
+
+
+def test_send_from_a_future_callback(dev: SMTPServer, certs: CertificateSet) -> None:
+    """send() inside a done-callback (the sender's own thread) sends instead of deadlocking."""
+    s = session(dev.port, certs.client_context(), asynchronous=True).start()
+    inner: list[SendResult] = []
+    done = threading.Event()
+
+    def again(_: Future[SendResult]) -> None:
+        inner.append(s.send(mail(1)))
+        done.set()
+
+    s.submit(mail(0)).add_done_callback(again)
+    assert done.wait(10), "send() in the callback did not return"
+    s.close()
+    assert [r.status for r in inner] == ["sent"]
+    assert [m.subject for m in dev.wait_for_messages(2)] == ["m0", "m1"]
+
+
+def test_submit_without_asynchronous_mode(dev: SMTPServer, certs: CertificateSet) -> None:
+    """submit() works on any session: the background sender starts on first use."""
+    with session(dev.port, certs.client_context()) as s:
+        future = s.submit(mail(0))
+        assert s.send(mail(1)).ok
+        assert future.result().ok
+    assert [m.subject for m in dev.wait_for_messages(2)] == ["m0", "m1"]
 
 
 def test_asynchronous_send_many(dev: SMTPServer, certs: CertificateSet) -> None:
@@ -255,7 +301,7 @@ def test_emailmessage_is_accepted(dev: SMTPServer, certs: CertificateSet) -> Non
     assert b"\r\n.leading dot\r\n" in received.data
 
 
-# -- rule 21: TLS before AUTH, failing closed ------------------------------------------------
+# -- TLS before AUTH, failing closed (RFC 3207 §6) ------------------------------------------------
 @pytest.mark.parametrize("mode", ["missing", "refuse", "syntax", "inject"])
 def test_starttls_fails_closed(
     hostile: Callable[..., HostileServer], certs: CertificateSet, mode: str
@@ -293,7 +339,7 @@ def test_loopback_without_tls_allowed_for_testing(hostile: Callable[..., Hostile
         SMTPSession("smtp.example.org", security="none", username=ALICE, password="pw")
 
 
-# -- rule 22: certificates and host names are verified -------------------------------------
+# -- certificates and host names are verified -------------------------------------
 @pytest.mark.parametrize("security", ["starttls", "ssl"])
 def test_self_signed_certificate_refused(
     hostile: Callable[..., HostileServer], self_signed: CertificateSet, security: str
@@ -326,7 +372,7 @@ def test_ssl_cert_file_is_honoured(
         assert s.send(mail()).ok
 
 
-# -- rule 23: re-EHLO after TLS, trust only the post-TLS list -------------------------------
+# -- re-EHLO after TLS, trust only the post-TLS list (RFC 3207 §4.2) -------------------------------
 def test_only_post_tls_capabilities_are_trusted(
     hostile: Callable[..., HostileServer], certs: CertificateSet
 ) -> None:
@@ -339,7 +385,7 @@ def test_only_post_tls_capabilities_are_trusted(
     assert len(ehlos) == 2
 
 
-# -- rules 24-27: SASL failure path, line length, retry policy, mechanisms -------------------
+# -- SASL failure path, line length, retry policy, mechanisms -------------------
 @pytest.mark.parametrize(
     ("mechanism", "answer"), [("XOAUTH2", b""), ("OAUTHBEARER", b"AQ==")], ids=["xoauth2", "bearer"]
 )
@@ -429,7 +475,7 @@ def test_microsoft_535_then_success_after_refresh(
 def test_only_auth_login_offered_to_a_token(
     hostile: Callable[..., HostileServer], certs: CertificateSet
 ) -> None:
-    """No OAuth mechanism after TLS: a clear error, never a password fallback (rule 27)."""
+    """No OAuth mechanism after TLS: a clear error, never a password fallback."""
     server = hostile(auth=("LOGIN",))
     with pytest.raises(SMTPAuthError, match="never falls back"):
         session(server.port, certs.client_context()).start()
@@ -465,14 +511,14 @@ def test_password_session(
 def test_internationalized_user(
     hostile: Callable[..., HostileServer], certs: CertificateSet
 ) -> None:
-    """An EAI user name is sent as UTF-8 (part (c) 26)."""
+    """An EAI user name is sent as UTF-8."""
     server = hostile()
     with session(server.port, certs.client_context(), username="ñoño@example.org"):
         pass
     assert server.auth_attempts[0].user == "ñoño@example.org"
 
 
-# -- rule 30 and part (c) 21: caps and timeouts ------------------------------------------------
+# -- caps and timeouts ------------------------------------------------
 @pytest.mark.parametrize(("kind", "match"), [("long", "8192 octets"), ("endless", "128 lines")])
 def test_reply_caps(
     hostile: Callable[..., HostileServer], certs: CertificateSet, kind: str, match: str
@@ -502,7 +548,7 @@ def test_connection_refused_is_a_connection_error() -> None:
     assert isinstance(caught.value, SMTPConnectionError)
 
 
-# -- rule 29 and part (c) 24-25: injection ------------------------------------------------------
+# -- injection ------------------------------------------------------
 def test_injection_refused_before_anything_is_sent(
     hostile: Callable[..., HostileServer], certs: CertificateSet
 ) -> None:
@@ -672,16 +718,16 @@ def test_asynchronous_errors_reach_the_future(
     """Session and message errors are set on the futures, not raised by send()."""
     server = hostile(failure="tenant")
     s = session(server.port, certs.client_context(), asynchronous=True)
-    future = s.send(mail())
+    future = s.submit(mail())
     invalid = Message()
     invalid["To"] = BOB
-    bad = s.send(invalid)
+    bad = s.submit(invalid)
     s.close()
     assert isinstance(future.exception(), SMTPAuthError)
     assert isinstance(bad.exception(), ConfigurationError)
 
 
-# -- rule 12: no secret in logs, output, errors or reprs ----------------------------------------
+# -- no secret in logs, output, errors or reprs ----------------------------------------
 def test_no_secret_in_logs(
     hostile: Callable[..., HostileServer],
     certs: CertificateSet,
@@ -948,7 +994,7 @@ def test_pool_refreshes_an_expired_token_once(dev: SMTPServer, certs: Certificat
 def test_pool_in_asynchronous_mode(dev: SMTPServer, certs: CertificateSet) -> None:
     """Asynchronous sending spreads queued messages over the pool; results reach the futures."""
     with session(dev.port, certs.client_context(), asynchronous=True, connections=3) as s:
-        futures = [s.send(mail(i)) for i in range(15)]
+        futures = [s.submit(mail(i)) for i in range(15)]
         batch = s.send_many([mail(i) for i in range(15, 20)])
     assert [f.result().status for f in futures] == ["sent"] * 15
     assert [r.status for r in batch] == ["sent"] * 5
@@ -1009,3 +1055,30 @@ def test_connection_limit_replies() -> None:
     assert not is_connection_limit(432, "4.7.12 A password transition is needed")
     assert not is_connection_limit(550, "5.3.2 concurrent connections")
     assert not is_connection_limit(None, None)
+
+
+# -- SSL_CERT_FILE means the same for SMTP as for the token endpoint -----------------------------
+def test_ssl_cert_file_adds_a_ca_for_smtp(
+    dev: SMTPServer, certs: CertificateSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ssl_context=, SMTP trusts the system store plus SSL_CERT_FILE (added)."""
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    tok, _ = token()
+    with pytest.raises(SMTPError, match="certificate"):
+        SMTPSession("localhost", port=dev.port, auth_token=tok, username=ALICE, timeout=10).send(
+            mail()
+        )
+    monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca_cert))
+    with SMTPSession("localhost", port=dev.port, auth_token=tok, username=ALICE, timeout=10) as s:
+        assert s.send(mail()).ok
+
+
+def test_missing_ssl_cert_file_is_an_error_for_smtp(
+    dev: SMTPServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+    tok, _ = token()
+    with pytest.raises(ConfigurationError, match=r"SSL_CERT_FILE.*missing\.pem"):
+        SMTPSession("localhost", port=dev.port, auth_token=tok, username=ALICE, timeout=10).send(
+            mail()
+        )

@@ -1,13 +1,17 @@
-"""Send asynchronously: send() returns a future at once, a background thread sends.
+"""Send asynchronously: submit() returns a future at once, a background thread sends.
 
-With ``SMTPSession(..., asynchronous=True)`` (WinDev's ``.Asynchronous = True``),
-``send()`` queues the message and returns a ``concurrent.futures.Future`` at
-once; one background thread sends the queued messages in order, over one
-connection, pipelining whatever has queued up. ``close()`` (here: leaving the
-``with`` block) waits for every queued message. Each future then holds the
-message's ``SendResult``, or the error that stopped it: in asynchronous mode
-even a malformed message does not raise in ``send()``, its future does. The
-script queues a few messages and one without a recipient to show that.
+``session.submit(message)`` queues the message and returns a
+``concurrent.futures.Future[SendResult]`` at once; one background thread sends the
+queued messages in order, over one connection, pipelining whatever has queued up.
+``close()`` (here: leaving the ``with`` block) waits for every queued message. Each
+future then holds the message's ``SendResult``, or the error that stopped it: even a
+malformed message does not raise in ``submit()``, its future does. The script queues
+a few messages and one without a recipient to show that.
+
+``SMTPSession(..., asynchronous=True)`` is WinDev's ``.Asynchronous = True``: the
+background thread starts with the session, and ``send()`` still returns a
+``SendResult`` (it waits behind the queued messages); ``submit()`` is the call that
+returns at once.
 
 With Gmail (the first run opens the browser to log in, later runs do not):
 
@@ -37,11 +41,11 @@ def send_async(mailbox: Mailbox, *, count: int) -> None:
             sender=mailbox.account,
             to=list(mailbox.to),
             subject=f"Asynchronous message {n} of {count}",
-            text=f"Message {n} of {count}, queued with send() and sent in the background.\n",
+            text=f"Message {n} of {count}, queued with submit() and sent in the background.\n",
         )
         for n in range(1, count + 1)
     ]
-    # A malformed message: no recipient. send() does not raise, its future does.
+    # A malformed message: no recipient. submit() does not raise, its future does.
     broken = EmailMessage()
     broken["From"] = mailbox.account
     broken["Subject"] = "No recipient"
@@ -51,8 +55,8 @@ def send_async(mailbox: Mailbox, *, count: int) -> None:
     futures: list[Future[oauthsmtp.SendResult]] = []
     with mailbox.session(token, asynchronous=True) as session:  # connects now
         for message in messages:
-            futures.append(session.send(message))  # returns at once
-        print(f"queued {len(futures)} messages; send() returned a future for each at once")
+            futures.append(session.submit(message))  # returns at once
+        print(f"queued {len(futures)} messages; submit() returned a future for each at once")
         # The program is free to do other work here while the background thread sends.
     # Leaving the block called close(), which waited for every queued message.
     print(f"close() returned; futures done: {sum(f.done() for f in futures)} of {len(futures)}")

@@ -1,6 +1,7 @@
 """SMTP AUTH for SMTPSession: choosing a mechanism, the SASL exchange, refresh-and-retry.
 
-Rules (SECURITY.md 24-27, RFC 4954):
+:class:`TokenSource` is what AUTH needs from a token (an :class:`~oauthsmtp.AuthToken`
+fits); it lives here, with its lowest user. Rules (RFC 4954, RFC 7628, docs/security.md):
 
 * Only mechanisms the server offers after TLS are used. A token uses OAUTHBEARER when
   offered, else XOAUTH2; a password uses PLAIN, else LOGIN. Nothing that fits means an
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from oauthsmtp._errors import ConfigurationError, SMTPAuthError
 
@@ -37,10 +38,15 @@ from .sasl import (
 )
 from .wire import Connection, Reply, SMTPConnectionError
 
-if TYPE_CHECKING:
-    from .session import TokenSource
-
-__all__ = ["MAX_CHALLENGES", "authenticate", "check_mechanism", "choose_mechanism"]
+__all__ = [
+    "MAX_CHALLENGES",
+    "Reopen",
+    "TokenSource",
+    "authenticate",
+    "check_mechanism",
+    "choose_mechanism",
+    "is_token_source",
+]
 
 logger = logging.getLogger("oauthsmtp.smtp")
 
@@ -52,6 +58,30 @@ PASSWORD_MECHANISMS = ("PLAIN", "LOGIN")
 _MAX_AUTH_LINE = 512
 
 Reopen = Callable[[], "tuple[Connection, dict[str, str]]"]
+"""Opens a new connection (connected, greeted, secured, EHLO sent) for a retried AUTH."""
+
+
+class TokenSource(Protocol):
+    """What SMTP AUTH needs from a token (an :class:`~oauthsmtp.AuthToken` fits)."""
+
+    @property
+    def access_token(self) -> str:
+        """A usable access token (refreshed first when near expiry)."""
+
+    def refresh(self) -> object:
+        """Get a new access token now; may raise LoginRequired or TokenError."""
+
+
+def is_token_source(value: object) -> bool:
+    """True when ``value`` has an ``access_token`` and a callable ``refresh``.
+
+    The token is not read (reading it may refresh it).
+    """
+    if not callable(getattr(value, "refresh", None)):
+        return False
+    return any("access_token" in vars(klass) for klass in type(value).__mro__) or (
+        "access_token" in getattr(value, "__dict__", {})
+    )
 
 
 def check_mechanism(mechanism: str | None, *, token: bool, password: str | None) -> str | None:
@@ -196,7 +226,7 @@ def _exchange(
     else:
         conn.write(f"AUTH {name}\r\n".encode("ascii"), [f"AUTH {name}"])
     challenges = 0
-    provider_error: dict[str, Any] | None = None
+    provider_error: dict[str, object] | None = None
     cancelled: str | None = None
     while True:
         reply = conn.read_reply(mask=True)
@@ -240,7 +270,7 @@ def _exchange(
 def _refusal(
     name: str,
     reply: Reply,
-    provider_error: dict[str, Any] | None,
+    provider_error: dict[str, object] | None,
     *,
     host: str,
     oauth: bool,

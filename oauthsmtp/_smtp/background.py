@@ -1,65 +1,113 @@
-"""Asynchronous sending: a background thread that sends queued messages in batches.
+"""Sending in the background: a thread that sends queued messages in batches.
 
-``_AsyncSender`` is the base class of :class:`~oauthsmtp.SMTPSession` that serves
-``asynchronous=True``: :meth:`~oauthsmtp.SMTPSession.send` hands its job to a queue and
-returns a :class:`~concurrent.futures.Future` at once; one worker thread (started on
-demand) takes up to a batch of queued jobs at a time and delivers them under the
-session's lock, over the session's connections, then settles every future with its
-:class:`~oauthsmtp.SendResult` or the error. :meth:`~oauthsmtp.SMTPSession.close` queues
-``None`` to stop the worker once the queue is drained.
+A :class:`BackgroundSender` serves :meth:`~oauthsmtp.SMTPSession.submit` (and
+``asynchronous=True``): :meth:`BackgroundSender.submit` puts a job on a queue and returns a
+:class:`~concurrent.futures.Future` at once; one worker thread (started on demand) takes
+up to :data:`BATCH` queued jobs at a time, hands them to the session's ``deliver``
+function (which sends them over the session's pool), then settles every future with its
+:class:`~oauthsmtp.SendResult` or the error. :meth:`BackgroundSender.close` stops the
+worker once the queue is drained. The session owns one; it knows nothing of SMTP.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import TYPE_CHECKING
 
-from oauthsmtp._errors import SMTPError
+from oauthsmtp._errors import OAuthSMTPError, SMTPError
 
 from .transact import Job, SendResult
 
-if TYPE_CHECKING:
-    from collections.abc import Sequence
+__all__ = ["BATCH", "BackgroundSender", "Deliver"]
 
-_ASYNC_BATCH = 100
+BATCH = 100
+"""Most queued jobs handed to ``deliver`` at once."""
+
+Deliver = Callable[[Sequence[Job]], None]
+"""Sends jobs, setting their results; raises the error that stopped it (an OAuthSMTPError)."""
 
 
-class _AsyncSender:
-    """The asynchronous mode of :class:`~oauthsmtp.SMTPSession` (its base class).
+class BackgroundSender:
+    """A queue and the worker thread that empties it.
 
-    The attributes below are set by ``SMTPSession.__init__``; ``_deliver`` is the session's.
+    Args:
+        deliver: sends a batch of jobs (the session's pool, under its lock).
     """
 
-    connections: int
-    _lock: threading.RLock
-    _state_lock: threading.Lock
-    _queue: queue.Queue[Job | None] | None
-    _worker: threading.Thread | None
+    def __init__(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[Job | None] | None = None
+        self._worker: threading.Thread | None = None
 
-    if TYPE_CHECKING:
+    @property
+    def running(self) -> bool:
+        """True while the worker thread exists (between the first submit and close)."""
+        return self._worker is not None
 
-        def _deliver(self, jobs: Sequence[Job], allowed: int) -> None: ...
+    @property
+    def queueing(self) -> bool:
+        """True when a message sent now should queue: the worker runs, and this thread is
+        not the worker itself (a future's callback runs there; waiting would deadlock)."""
+        worker = self._worker
+        return worker is not None and worker is not threading.current_thread()
+
+    def start(self) -> None:
+        """Start the worker thread unless it runs.
+
+        Raises:
+            SMTPError: no thread can be started (the system's limit is reached).
+        """
+        try:
+            self._ensure_worker()
+        except RuntimeError as exc:
+            raise SMTPError(f"cannot start the background sender: {exc}") from exc
+
+    def submit(self, job: Job) -> Future[SendResult]:
+        """Queue ``job``; its future gets the result, or the error that stopped it.
+
+        A job refused before sending (``job.error``) gets its error at once.
+        """
+        future: Future[SendResult] = Future()
+        job.future = future
+        error = job.error
+        if error is None:
+            try:
+                self._ensure_worker().put(job)
+            except RuntimeError as exc:  # no thread can be started (resources exhausted)
+                error = SMTPError(f"cannot start the background sender: {exc}")
+                error.__cause__ = exc
+        if error is not None:
+            future.set_running_or_notify_cancel()
+            future.set_exception(error)
+        return future
+
+    def close(self) -> None:
+        """Wait for every queued job, then stop the worker (idempotent; can start again).
+
+        Called from the worker itself (a future's callback), it stops the worker once the
+        queue is drained, without waiting.
+        """
+        with self._lock:
+            worker, work_queue = self._worker, self._queue
+            self._worker = self._queue = None
+        if worker is not None and work_queue is not None:
+            work_queue.put(None)
+            if worker is not threading.current_thread():
+                worker.join()
 
     def _ensure_worker(self) -> queue.Queue[Job | None]:
-        with self._state_lock:
+        with self._lock:
             if self._worker is None or self._queue is None:
-                self._queue = queue.Queue()
-                self._worker = threading.Thread(
-                    target=self._work, args=(self._queue,), name="oauthsmtp-send", daemon=True
+                work_queue: queue.Queue[Job | None] = queue.Queue()
+                worker = threading.Thread(
+                    target=self._work, args=(work_queue,), name="oauthsmtp-send", daemon=True
                 )
-                self._worker.start()
+                worker.start()  # may raise RuntimeError: then nothing is recorded
+                self._queue, self._worker = work_queue, worker
             return self._queue
-
-    def _submit(self, job: Job) -> Future[SendResult]:
-        job.future = Future()
-        if job.error is not None:  # refused before sending: the error goes to the future
-            job.future.set_running_or_notify_cancel()
-            job.future.set_exception(job.error)
-        else:
-            self._ensure_worker().put(job)
-        return job.future
 
     def _work(self, work_queue: queue.Queue[Job | None]) -> None:
         stop = False
@@ -68,7 +116,7 @@ class _AsyncSender:
             if item is None:
                 return
             batch = [item]
-            while len(batch) < _ASYNC_BATCH:
+            while len(batch) < BATCH:
                 try:
                     more = work_queue.get_nowait()
                 except queue.Empty:
@@ -80,12 +128,14 @@ class _AsyncSender:
             live = [
                 j for j in batch if j.future is not None and j.future.set_running_or_notify_cancel()
             ]
-            error: BaseException | None = None
-            with self._lock:
-                try:
-                    self._deliver(live, self.connections)
-                except Exception as exc:  # every error must reach a future
-                    error = exc
+            error: OAuthSMTPError | None = None
+            try:
+                self._deliver(live)
+            except OAuthSMTPError as exc:
+                error = exc
+            except Exception as exc:  # every future must settle, with one of our errors
+                error = SMTPError(f"sending failed unexpectedly: {type(exc).__name__}: {exc}")
+                error.__cause__ = exc
             for job in live:
                 assert job.future is not None  # noqa: S101
                 if job.result is not None:

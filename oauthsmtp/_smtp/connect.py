@@ -1,42 +1,46 @@
-"""Opening an SMTP session's connections: connect, greet, EHLO, STARTTLS or TLS, then AUTH.
+"""Opening a session's connections: connect, greet, EHLO, STARTTLS or TLS, then AUTH.
 
-``_Connector`` is the base class of :class:`~oauthsmtp.SMTPSession` that opens each of its
-connections, on first use and again after a drop. TLS fails closed (SECURITY.md rules
-21-23): with ``security="starttls"``, STARTTLS not offered, refused, or a certificate that
-does not verify ends the attempt before AUTH, and only the EHLO answer given after TLS is
-trusted (RFC 3207 §4.2). Credentials never cross an unencrypted connection, except to a
-loopback address with ``security="none"``. The AUTH exchange itself is in
-:mod:`oauthsmtp._smtp.auth`. :class:`TokenSource` is what a session needs from a token.
+A :class:`Connector` holds what a session needs to open a connection (host, port,
+``security``, timeout, credentials, TLS context) and opens one for a
+:class:`~oauthsmtp._smtp.pool.Channel`, on first use and again after a drop. The session
+owns one; the pool calls its :meth:`Connector.connect`.
+
+TLS fails closed (RFC 3207 §6; docs/security.md): with ``security="starttls"``, STARTTLS
+not offered, refused, or a certificate that does not verify ends the attempt before AUTH,
+and only the EHLO answer given after TLS is trusted (RFC 3207 §4.2). Credentials never
+cross an unencrypted connection, except to a loopback address with ``security="none"``.
+The AUTH exchange itself is in :mod:`oauthsmtp._smtp.auth`.
+
+A plain-text session waits for the server's greeting (RFC 5321 §3.1). When none comes
+within a few seconds, a second, throw-away connection checks whether the port answers a
+TLS hello (an implicit-TLS port, RFC 8314 §3.3, like 465): then the session fails at
+once, saying to use ``security="ssl"``, instead of waiting out the whole timeout.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
-from typing import Any, Literal, Protocol
+from typing import Literal
 
-from oauthsmtp._errors import ConfigurationError, SMTPError
+from oauthsmtp._errors import ConfigurationError, OAuthSMTPError, SMTPError
+from oauthsmtp._util.tls import tls_context
 
-from .auth import authenticate
+from .auth import TokenSource, authenticate
 from .pool import Channel, Gate
-from .wire import Connection, command, parse_ehlo
+from .wire import Connection, Reply, SMTPTimeoutError, command, parse_ehlo, speaks_tls
 
-__all__ = ["Security", "TokenSource"]
+__all__ = ["GREETING_PATIENCE", "Connector", "Security"]
 
 logger = logging.getLogger("oauthsmtp.smtp")
 
 Security = Literal["starttls", "ssl", "none"]
+"""How a session secures its connections: STARTTLS (RFC 3207), implicit TLS (RFC 8314), none."""
 
+GREETING_PATIENCE = 3.0
+"""Seconds (at most a quarter of the timeout) without a greeting before checking for TLS."""
 
-class TokenSource(Protocol):
-    """What SMTPSession needs from a token (an :class:`~oauthsmtp.AuthToken` fits)."""
-
-    @property
-    def access_token(self) -> str:
-        """A usable access token (refreshed first when near expiry)."""
-
-    def refresh(self) -> Any:
-        """Get a new access token now; may raise LoginRequired or TokenError."""
+_NO_PROBE_PORTS = frozenset({25})  # relay port: a greeting may be delayed on purpose
 
 
 def _address_literal(ip: str) -> str:
@@ -44,52 +48,85 @@ def _address_literal(ip: str) -> str:
     return f"[IPv6:{ip}]" if ":" in ip else f"[{ip}]"
 
 
-class _Connector:
-    """How :class:`~oauthsmtp.SMTPSession` opens a connection (its base class).
+class Connector:
+    """Opens, secures and authenticates the connections of one session.
 
-    The attributes below are set by ``SMTPSession.__init__``.
+    Args:
+        host: the server's name as given (used in messages and for TLS and OAUTHBEARER).
+        port: the server's port.
+        security: ``"starttls"``, ``"ssl"`` or ``"none"``.
+        timeout: seconds for connecting, for each write and for each reply.
+        username: the SASL user, required with credentials.
+        token: the OAuth token for XOAUTH2/OAUTHBEARER, or None.
+        password: the password for PLAIN/LOGIN, or None.
+        mechanism: a forced mechanism (already checked), or None.
+        local_hostname: the EHLO name, or None for the local address literal.
+        context: the TLS context, or None for the system trust store plus ``SSL_CERT_FILE``
+            (:func:`oauthsmtp._util.tls.tls_context`).
+
+    The arguments are checked by :class:`~oauthsmtp.SMTPSession`.
     """
 
-    host: str
-    port: int
-    security: Security
-    timeout: float
-    username: str | None
-    mechanism: str | None
-    local_hostname: str | None
-    _token: TokenSource | None
-    _password: str | None
-    _context: ssl.SSLContext | None
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        security: Security,
+        timeout: float,
+        username: str | None,
+        token: TokenSource | None,
+        password: str | None,
+        mechanism: str | None,
+        local_hostname: str | None,
+        context: ssl.SSLContext | None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.security: Security = security
+        self.timeout = timeout
+        self.username = username
+        self.token = token
+        self.password = password
+        self.mechanism = mechanism
+        self.local_hostname = local_hostname
+        self._context = context
 
     @property
-    def _has_credentials(self) -> bool:
-        return self._token is not None or self._password is not None
+    def has_credentials(self) -> bool:
+        """True when the session authenticates (a token or a password)."""
+        return self.token is not None or self.password is not None
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._context is None:
-            self._context = ssl.create_default_context()
+            self._context = tls_context()
         return self._context
 
-    def _connect(self, channel: Channel, gate: Gate | None) -> None:
+    def connect(self, channel: Channel, gate: Gate | None) -> None:
         """Open, secure and authenticate a connection for ``channel``.
 
         Args:
             channel: where the connection goes.
             gate: called after TLS and before AUTH; raises to give up.
+
+        Raises:
+            SMTPError: the server refused or failed (with a hint what to change);
+                SMTPAuthError when AUTH was refused.
+            LoginRequired, TokenError: the token could not be refreshed.
         """
-        conn, extensions = self._open()
+        conn, extensions = self.open()
         try:
             if gate is not None:
                 gate()
             conn, extensions, mechanism = authenticate(
                 conn,
                 extensions,
-                reopen=self._open,
+                reopen=self.open,
                 host=self.host,
                 port=self.port,
                 username=self.username,
-                token=self._token,
-                password=self._password,
+                token=self.token,
+                password=self.password,
                 mechanism=self.mechanism,
             )
         except BaseException:
@@ -98,12 +135,28 @@ class _Connector:
         channel.attach(conn, extensions, mechanism)
         logger.debug("session ready: %s:%d (AUTH %s)", self.host, self.port, mechanism)
 
-    def _open(self) -> tuple[Connection, dict[str, str]]:
-        """Open, greet, EHLO and secure a connection; return it with its trusted extensions."""
-        tls = self._tls_context() if self.security == "ssl" else None
-        conn = Connection.open(self.host, self.port, timeout=self.timeout, tls=tls)
+    def open(self) -> tuple[Connection, dict[str, str]]:
+        """Open, greet, EHLO and secure a connection; return it with its trusted extensions.
+
+        Raises:
+            SMTPError: as :meth:`connect`; never an exception that is not oauthsmtp's.
+        """
         try:
-            greeting = conn.read_reply()
+            return self._open()
+        except OAuthSMTPError:
+            raise
+        except Exception as exc:  # a defect must not leave the public API as a foreign error
+            raise SMTPError(
+                f"unexpected failure while connecting to {self.host}:{self.port}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _open(self) -> tuple[Connection, dict[str, str]]:
+        address = self.host.strip("[]")
+        tls = self._tls_context() if self.security == "ssl" else None
+        conn = Connection.open(address, self.port, timeout=self.timeout, tls=tls)
+        try:
+            greeting = self._greeting(conn)
             if greeting.code != 220:
                 raise SMTPError(
                     f"{self.host} refused the session: {greeting}",
@@ -128,7 +181,7 @@ class _Connector:
                     )
                 conn.starttls(self._tls_context(), self.host, self.port)
                 extensions = self._ehlo(conn)  # RFC 3207 §4.2: forget the pre-TLS answer
-            elif self.security == "none" and self._has_credentials and not conn.peer_is_loopback:
+            elif self.security == "none" and self.has_credentials and not conn.peer_is_loopback:
                 raise ConfigurationError(
                     "credentials are never sent without TLS; security='none' with "
                     "credentials only works with a loopback address"
@@ -138,13 +191,37 @@ class _Connector:
             raise
         return conn, extensions
 
+    def _greeting(self, conn: Connection) -> Reply:
+        """Read the greeting; fail fast when a plain-text session meets an implicit-TLS port."""
+        if self.security != "ssl" and self.port not in _NO_PROBE_PORTS:
+            patience = min(GREETING_PATIENCE, self.timeout / 4)
+            if not conn.wait_for_data(patience) and speaks_tls(
+                self.host, self.port, timeout=patience
+            ):
+                raise SMTPError(
+                    f"{self.host}:{self.port} sent no SMTP greeting and answers in TLS: "
+                    f"port {self.port} expects implicit TLS: use security='ssl' (or port 587 "
+                    "with security='starttls')"
+                )
+        try:
+            return conn.read_reply()
+        except SMTPTimeoutError as exc:
+            hint = (
+                "; if this port expects TLS from the first byte (like 465), use security='ssl'"
+                if self.security != "ssl"
+                else ""
+            )
+            raise SMTPTimeoutError(
+                f"no greeting from {self.host}:{self.port} within {self.timeout} s{hint}"
+            ) from exc
+
     def _ehlo(self, conn: Connection) -> dict[str, str]:
         name = self.local_hostname or _address_literal(conn.local_address)
         conn.write(command("EHLO", name), [f"EHLO {name}"])
         reply = conn.read_reply()
         if reply.code == 250:
             return parse_ehlo(reply)
-        if self.security == "none" and not self._has_credentials:
+        if self.security == "none" and not self.has_credentials:
             conn.write(command("HELO", name), [f"HELO {name}"])
             helo = conn.read_reply()
             if helo.code == 250:

@@ -1,8 +1,10 @@
 """The connections of a session, and a batch shared between several of them.
 
-A session owns a list of :class:`Channel` objects, one per connection it may open (``N``,
-the ``connections=`` setting), and never more: each channel holds at most one connection
-at a time. :func:`deliver` sends a batch:
+A session owns a :class:`Pool`: a list of :class:`Channel` objects, one per connection it
+may open (``N``, the ``connections=`` setting), and never more: each channel holds at most
+one connection at a time. The pool serializes its users (a lock), opens connections
+through the session's connector, remembers how many connections the server accepts, and
+hands a batch to :func:`deliver`:
 
 * **One channel**: in the caller's thread, exactly as a single connection does: a drop
   reconnects and carries on, and two connections in a row without progress end the batch.
@@ -31,7 +33,7 @@ from oauthsmtp._errors import OAuthSMTPError, SMTPError
 from .transact import ConnectionLost, Job, JobQueue, Lane, is_connection_limit, transact
 from .wire import Connection
 
-__all__ = ["Channel", "Connect", "deliver", "quit_all"]
+__all__ = ["Channel", "Connect", "Gate", "Pool", "deliver", "quit_all"]
 
 logger = logging.getLogger("oauthsmtp.smtp")
 
@@ -91,6 +93,102 @@ def quit_all(channels: Sequence[Channel]) -> None:
             conn.read_reply()
     for channel in channels:
         channel.drop()
+
+
+class Pool:
+    """The connections of one session: at most N open at once, reused across calls.
+
+    Args:
+        connect: opens, secures and authenticates a channel's connection.
+        host: the server's name, for log messages.
+
+    Starting, sending and closing take the pool's lock, so a batch, a ``send()`` and the
+    background sender never use the connections at the same time.
+    """
+
+    def __init__(self, connect: Connect, *, host: str) -> None:
+        self._connect = connect
+        self._host = host
+        self._channels: list[Channel] = [Channel()]
+        self._limit: int | None = None  # connections the server accepted when it refused more
+        self._lock = threading.RLock()
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is open (the server may have dropped it meanwhile)."""
+        return any(channel.connected for channel in self._channels)
+
+    @property
+    def open_connections(self) -> int:
+        """How many connections are open now."""
+        return sum(1 for channel in self._channels if channel.connected)
+
+    @property
+    def main(self) -> Channel:
+        """The first connected channel (or the first channel)."""
+        return next((c for c in self._channels if c.connected), self._channels[0])
+
+    def start(self) -> None:
+        """Open the first connection unless one is open.
+
+        Raises:
+            OAuthSMTPError: as the connector raises.
+        """
+        with self._lock:
+            if not self.connected:
+                self._connect(self._channels[0], None)
+
+    def send(self, jobs: Sequence[Job], allowed: int) -> None:
+        """Send every job that has a prepared message and no result, over up to ``allowed``
+        connections (fewer when the server accepted fewer).
+
+        Open connections beyond ``allowed`` are closed first (QUIT), so never more than
+        that are open at once; the list of channels is replaced, never changed in place.
+
+        Raises:
+            OAuthSMTPError: the error that stopped the batch; some jobs may have results.
+        """
+        with self._lock:
+            if self._limit is not None:
+                allowed = min(allowed, self._limit)
+            self._trim(allowed)
+            pending = sum(1 for job in jobs if job.result is None and job.outgoing is not None)
+            if not pending:
+                return
+            width = min(allowed, pending)
+            self._channels = self._channels + [
+                Channel() for _ in range(width - len(self._channels))
+            ]
+            deliver(
+                jobs,
+                self._channels[:width],
+                connect=self._connect,
+                host=self._host,
+                on_limit=self._learn_limit,
+            )
+
+    def close(self) -> None:
+        """QUIT and close every connection; the pool can be used again afterwards."""
+        with self._lock:
+            quit_all(self._channels)
+            self._channels = self._channels[:1]
+
+    def _learn_limit(self, accepted: int) -> None:
+        if self._limit is None or accepted < self._limit:
+            logger.info(
+                "%s refused a connection as one too many (432 4.3.2); using at most %d",
+                self._host,
+                accepted,
+            )
+            self._limit = accepted
+
+    def _trim(self, allowed: int) -> None:
+        """Close connections beyond ``allowed`` (QUIT); open ones are kept, and put first."""
+        channels = sorted(self._channels, key=lambda channel: not channel.connected)
+        keep = max(allowed, 1)
+        self._channels = channels[:keep]
+        if channels[keep:]:
+            quit_all(channels[keep:])
 
 
 class _Limited(Exception):

@@ -23,7 +23,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import NoReturn
 
 from oauthsmtp._errors import ConfigurationError
 
@@ -78,7 +78,8 @@ def xoauth2_initial(user: str, token: str) -> bytes:
 
     Raises:
         ConfigurationError: ``user`` or ``token`` is empty or contains NUL, ``^A``, CR or LF
-            (SECURITY.md rule 29), or the token is not printable ASCII.
+            (they would inject SMTP commands, docs/security.md), or the token is not
+            printable ASCII.
     """
     raw = b"user=" + _check("user", user) + b"\x01auth=Bearer "
     raw += _check("token", token, ascii_only=True) + b"\x01\x01"
@@ -128,7 +129,7 @@ def login_responses(user: str, password: str) -> tuple[bytes, bytes]:
     )
 
 
-def decode_error_challenge(b64: bytes) -> dict[str, Any] | None:
+def decode_error_challenge(b64: bytes) -> dict[str, object] | None:
     """Decode the JSON of an XOAUTH2/OAUTHBEARER error challenge (RFC 7628 §3.2.2).
 
     Gmail sends for example ``{"status":"400","schemes":"Bearer","scope":
@@ -161,7 +162,7 @@ def is_base64(b64: bytes) -> bool:
     return True
 
 
-def _refuse_constant(value: str) -> Any:
+def _refuse_constant(value: str) -> NoReturn:
     raise ValueError(f"{value} is not JSON")
 
 
@@ -170,7 +171,7 @@ class AuthFailure:
     """What an AUTH refusal means.
 
     Attributes:
-        retryable: a fresh OAuth token may help (refresh once and retry, SECURITY.md rule 26).
+        retryable: a fresh OAuth token may help (refresh once and retry, docs/sending.md).
         hint: one or two sentences saying what to check or fix.
     """
 
@@ -178,7 +179,7 @@ class AuthFailure:
     hint: str
 
 
-_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b", re.ASCII)
 
 _HINT_MS_DISABLED = (
     "SMTP AUTH is disabled for this Microsoft 365 tenant or mailbox: an administrator must "
@@ -209,13 +210,13 @@ _HINT_GENERIC = (
 def classify_auth_failure(
     code: int,
     text: str,
-    provider_error: Mapping[str, Any] | None = None,
+    provider_error: Mapping[str, object] | None = None,
     *,
     oauth: bool = True,
 ) -> AuthFailure:
     """Say whether an AUTH refusal may be cured by a fresh token, and what to fix.
 
-    Configuration errors are never retryable (SECURITY.md rule 26): Microsoft's
+    Configuration errors are never retryable (docs/security.md, "Retry policy"): Microsoft's
     ``535 5.7.139 ... SmtpClientAuthentication is disabled for the Tenant`` (or "for the
     Mailbox") and ``550 5.7.30 Basic authentication is not supported``.
 

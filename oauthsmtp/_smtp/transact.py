@@ -32,6 +32,7 @@ from oauthsmtp._errors import OAuthSMTPError, SMTPError
 from oauthsmtp._message.prepare import OutgoingMessage
 
 from .wire import (
+    MAX_COMMAND_LINE,
     Connection,
     Reply,
     SMTPConnectionError,
@@ -39,6 +40,7 @@ from .wire import (
     dot_stuff,
     end_of_data,
     mail_from,
+    parse_size,
     rcpt_to,
 )
 
@@ -48,6 +50,7 @@ __all__ = [
     "JobQueue",
     "Lane",
     "SendResult",
+    "envelope_problem",
     "failed",
     "is_connection_limit",
     "transact",
@@ -125,9 +128,30 @@ class Job:
 
     outgoing: OutgoingMessage | None
     result: SendResult | None = None
-    error: Exception | None = None
+    error: OAuthSMTPError | None = None
     body_sent: bool = False
     future: Future[SendResult] | None = None
+
+
+def envelope_problem(out: OutgoingMessage) -> str | None:
+    """Why the envelope of ``out`` cannot be sent, or None (pure).
+
+    Every ``MAIL FROM:<...>`` and ``RCPT TO:<...>`` line must fit the 512 octets of RFC 5321
+    §4.5.3.1.4 (CRLF included; the parameters ``SIZE=``, ``BODY=`` and ``SMTPUTF8`` have
+    their own allowance, RFC 1870 §3, RFC 6152, RFC 6531 §3.4). A longer line is refused
+    before anything is sent: a server would cut it or reject it, and a cut address is
+    another address.
+    """
+    for verb, address in (("MAIL FROM", out.sender), *(("RCPT TO", r) for r in out.recipients)):
+        octets = len(address) if address.isascii() else len(address.encode("utf-8"))
+        length = len(verb) + octets + 5  # ":<" ">" CRLF
+        if length > MAX_COMMAND_LINE:
+            return (
+                f"the {verb} command for <{address[:40]}...> would be {length} octets, over the "
+                f"{MAX_COMMAND_LINE} that SMTP allows (RFC 5321 §4.5.3.1.4); the address is "
+                "too long to send"
+            )
+    return None
 
 
 def is_connection_limit(code: int | None, text: str | None) -> bool:
@@ -257,19 +281,33 @@ def transact(conn: Connection, extensions: Mapping[str, str], queue: JobQueue, l
             _lockstep(conn, extensions, queue, lane)
     except (SMTPTimeoutError, SMTPConnectionError) as exc:
         raise ConnectionLost(exc) from exc
-    except SMTPError as exc:
+    except OAuthSMTPError as exc:
         conn.close()  # a malformed reply: the server's state is unknown
         raise ConnectionLost(exc) from exc
+    except Exception as exc:  # a defect: the connection's state is unknown; ours to report
+        conn.close()
+        error = SMTPError(f"sending failed unexpectedly: {type(exc).__name__}: {exc}")
+        raise ConnectionLost(error) from exc
 
 
 def _unsendable(out: OutgoingMessage, ext: Mapping[str, str]) -> str | None:
     if out.smtputf8 and "SMTPUTF8" not in ext:
-        return "not sent: an address is not ASCII and the server does not offer SMTPUTF8"
+        return (
+            "an address is not ASCII and the server does not offer SMTPUTF8 (RFC 6531); "
+            "oauthsmtp did not send the message"
+        )
     if out.eight_bit and "8BITMIME" not in ext and "SMTPUTF8" not in ext:
-        return "not sent: the message has 8-bit data and the server does not offer 8BITMIME"
-    limit = ext.get("SIZE", "")
-    if limit.isdigit() and int(limit) > 0 and len(out.data) > int(limit):
-        return f"not sent: {len(out.data)} bytes exceeds the server's SIZE limit of {limit}"
+        return (
+            "the message has 8-bit data and the server does not offer 8BITMIME (RFC 6152); "
+            "oauthsmtp did not send it"
+        )
+    limit = parse_size(ext.get("SIZE", ""))
+    if limit is not None and len(out.data) > limit:
+        return (
+            f"the message is {len(out.data):,} octets and the server announces a limit of "
+            f"{limit:,} (EHLO SIZE, RFC 1870): oauthsmtp checked this before sending and did "
+            "not send it. Make the message smaller (attachments count about 4/3 of their size)"
+        )
     return None
 
 
@@ -402,5 +440,8 @@ def _outcome(
         return SendResult("failed", rcpts[-1].code, rcpts[-1].text, refused)
     if end is None:
         reply = data if data is not None else rcpts[-1]
+        if reply.code < 400:  # DATA answered without 354 (RFC 5321 §4.1.1.4): not sent
+            text = f"the server answered DATA with {reply} instead of 354; the message was not sent"
+            return SendResult("failed", reply.code, text, refused)
         return SendResult("failed", reply.code, reply.text, refused)
     return SendResult("sent" if end.code < 300 else "failed", end.code, end.text, refused)

@@ -1,18 +1,24 @@
 """The SMTP wire: reply parsing (pure), command encoding (pure) and one socket (I/O).
 
-oauthsmtp speaks SMTP itself instead of through :mod:`smtplib`, whose traps are listed in
-DESIGN.md (no EHLO after STARTTLS, a 503 taken for AUTH success, no certificate check
-without a context, a debug level that prints the token, no cap on reply lines). This
-module is small on purpose:
+oauthsmtp speaks SMTP itself instead of through :mod:`smtplib`, which has traps (no EHLO
+after STARTTLS, a 503 taken for AUTH success, no certificate check without a context, a
+debug level that prints the token, no cap on reply lines). This module is small on
+purpose:
 
 * :class:`ReplyParser` turns received bytes into :class:`Reply` values, with a cap on the
   length of a line and on the number of lines in one reply (RFC 5321 §4.2.1, §4.5.3.1.5).
+* :func:`parse_ehlo` and :func:`parse_size` read the server's EHLO answer; nothing the
+  server sends can make them raise (a ``SIZE`` that is not 1-20 ASCII digits is ignored).
 * :func:`command`, :func:`mail_from` and :func:`rcpt_to` build command lines and refuse CR,
-  LF and NUL in arguments (SECURITY.md rule 29); :func:`dot_stuff` and :func:`end_of_data`
+  LF and NUL in arguments (docs/security.md); :func:`dot_stuff` and :func:`end_of_data`
   prepare a message for ``DATA`` without copying it when nothing needs stuffing.
 * :class:`Connection` owns one socket: every read and write has a deadline, TLS is set up
   with the caller's verifying context, and protocol lines go to the ``oauthsmtp.smtp``
-  logger at DEBUG with secrets masked by the caller.
+  logger at DEBUG with secrets masked by the caller. Its errors say what to change (the
+  host name, the port, ``security=``, the trust anchors).
+* :func:`speaks_tls` tells whether a port answers a TLS ClientHello, so that a plain-text
+  session pointed at an implicit-TLS port fails at once with the fix instead of waiting
+  for a greeting that never comes.
 
 A :class:`Connection` that failed once (timeout, reset, malformed reply) is closed and
 stays unusable: the SMTP state of the server is then unknown.
@@ -20,7 +26,9 @@ stays unusable: the SMTP state of the server is then unknown.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import socket
 import ssl
 import time
@@ -31,6 +39,7 @@ from dataclasses import dataclass
 from oauthsmtp._errors import ConfigurationError, SMTPError
 
 __all__ = [
+    "MAX_COMMAND_LINE",
     "MAX_LINE",
     "MAX_REPLY_LINES",
     "Connection",
@@ -44,7 +53,9 @@ __all__ = [
     "end_of_data",
     "mail_from",
     "parse_ehlo",
+    "parse_size",
     "rcpt_to",
+    "speaks_tls",
 ]
 
 logger = logging.getLogger("oauthsmtp.smtp")
@@ -55,10 +66,19 @@ MAX_LINE = 8192
 MAX_REPLY_LINES = 128
 """Most lines accepted in one multi-line reply (an EHLO answer has about 15)."""
 
+MAX_COMMAND_LINE = 512
+"""Longest command line a client may send, CRLF included (RFC 5321 §4.5.3.1.4)."""
+
+MIN_WRITE_RATE = 4096
+"""Octets per second a write must average: a write of n octets may take ``timeout`` plus
+n / MIN_WRITE_RATE seconds in all, so a peer that reads a trickle cannot hold it forever."""
+
 _RECV_SIZE = 65536
 _SEND_SIZE = 256 * 1024
 _COALESCE = 64 * 1024  # smaller buffers of one write are joined into one send
 _DOT_SCAN = 64  # dots examined one by one before dot-stuffing with a full replace
+_SIZE = re.compile(rb"[0-9]{1,20}")  # RFC 1870 §4: size-param = 1*20DIGIT
+_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 class SMTPTimeoutError(SMTPError, TimeoutError):
@@ -94,7 +114,9 @@ class ReplyParser:
     """Incremental parser of SMTP replies, with caps (pure; RFC 5321 §4.2.1).
 
     Lines end with LF (a preceding CR is removed). Every line is ``ddd``, ``ddd text`` or
-    ``ddd-text`` with a first digit 2-5, and all lines of a reply share one code.
+    ``ddd-text`` with a first digit 2-5, and all lines of a reply share one code. Control
+    characters in the text (a stray CR, an escape sequence) become U+FFFD, so that a reply
+    quoted in an error message or a log cannot rewrite a terminal.
     """
 
     def __init__(self, *, max_line: int = MAX_LINE, max_lines: int = MAX_REPLY_LINES) -> None:
@@ -151,7 +173,10 @@ class ReplyParser:
         if self._code is not None and code != self._code:
             raise SMTPError("the server changed the reply code inside a multi-line reply")
         self._code = code
-        self._lines.append(raw[4:].decode("utf-8", "replace"))
+        text = raw[4:].decode("utf-8", "replace")
+        if not text.isprintable():  # no control characters in messages and logs
+            text = _CONTROLS.sub("\ufffd", text)
+        self._lines.append(text)
         if separator == b"-":
             if len(self._lines) >= self._max_lines:
                 raise SMTPError(f"the server sent a reply of more than {self._max_lines} lines")
@@ -178,6 +203,19 @@ def parse_ehlo(reply: Reply) -> dict[str, str]:
             previous = extensions.get(keyword)
             extensions[keyword] = f"{previous} {params}".strip() if previous else params.strip()
     return extensions
+
+
+def parse_size(value: str) -> int | None:
+    """The message size limit of an EHLO ``SIZE`` parameter (RFC 1870 §4), or None.
+
+    None means no limit is known: ``SIZE`` without a number, ``SIZE 0`` (no fixed limit),
+    or anything that is not 1-20 ASCII digits (a server's ``SIZE ²`` or a 5,000-digit
+    number is ignored rather than trusted).
+    """
+    raw = value.strip().encode("ascii", "replace")
+    if _SIZE.fullmatch(raw) is None:
+        return None
+    return int(raw) or None
 
 
 def command(verb: str, *args: str, utf8: bool = False) -> bytes:
@@ -284,15 +322,7 @@ class Connection:
             SMTPError: the TLS handshake failed (``__cause__`` holds the
                 :class:`ssl.SSLError`, e.g. a certificate that does not verify).
         """
-        try:
-            sock = socket.create_connection((host, port), timeout=timeout)
-        except TimeoutError as exc:
-            raise SMTPTimeoutError(f"connecting to {host}:{port} timed out") from exc
-        except OSError as exc:
-            raise SMTPConnectionError(f"cannot connect to {host}:{port}: {exc}") from exc
-        # Writes are already coalesced (a whole pipelined group per write), so Nagle's
-        # algorithm could only delay them.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = _connect(host, port, timeout)
         if tls is not None:
             sock = _wrap(sock, tls, host, port)
         try:
@@ -300,6 +330,27 @@ class Connection:
         except OSError as exc:
             sock.close()
             raise SMTPConnectionError(f"connection to {host}:{port} lost: {exc}") from exc
+
+    def wait_for_data(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the server to send something; nothing is consumed.
+
+        Returns:
+            True when data (or the end of the connection) arrived, False on silence.
+
+        Raises:
+            SMTPConnectionError: the connection failed; it is then closed.
+        """
+        if self._replies or self._parser.pending:
+            return True
+        try:
+            self._sock.settimeout(seconds)
+            self._sock.recv(1, socket.MSG_PEEK)
+        except TimeoutError:
+            return False
+        except OSError as exc:
+            self.close()
+            raise SMTPConnectionError(f"the connection was lost: {exc}") from exc
+        return True
 
     def starttls(self, context: ssl.SSLContext, host: str, port: int) -> None:
         """Start TLS after the server's ``220`` to STARTTLS (RFC 3207 §4).
@@ -338,16 +389,22 @@ class Connection:
         if logger.isEnabledFor(logging.DEBUG):
             for line in log:
                 logger.debug("C: %s", line)
+        buffers = _coalesce([data] if isinstance(data, bytes) else data)
+        size = sum(len(buffer) for buffer in buffers)
+        deadline = time.monotonic() + self.timeout + size / MIN_WRITE_RATE
         try:
             self._sock.settimeout(self.timeout)
-            for buffer in _coalesce([data] if isinstance(data, bytes) else data):
+            for buffer in buffers:
                 view = memoryview(buffer)
                 while view:
                     view = view[self._sock.send(view[:_SEND_SIZE]) :]
+                    if view and time.monotonic() > deadline:
+                        raise TimeoutError
         except TimeoutError as exc:
             self.close()
             raise SMTPTimeoutError(
-                f"sending to the server timed out after {self.timeout} s"
+                f"sending to the server timed out (timeout={self.timeout} s; the server "
+                "stopped reading, or reads too slowly)"
             ) from exc
         except OSError as exc:
             self.close()
@@ -416,21 +473,139 @@ def _coalesce(buffers: Sequence[bytes]) -> list[bytes]:
     return out
 
 
+def _connect(host: str, port: int, timeout: float) -> socket.socket:
+    """A connected TCP socket, or an error that says what to check."""
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except TimeoutError as exc:
+        raise SMTPTimeoutError(
+            f"connecting to {host}:{port} timed out after {timeout} s: check the host and "
+            "port, and whether a firewall blocks outgoing connections to that port"
+        ) from exc
+    except socket.gaierror as exc:
+        raise SMTPConnectionError(
+            f"cannot find the host {host!r} ({exc.strerror}): check its spelling (for "
+            "example smtp.gmail.com or smtp.office365.com) and the network's DNS"
+        ) from exc
+    except ConnectionRefusedError as exc:
+        raise SMTPConnectionError(
+            f"cannot connect to {host}:{port}: connection refused (nothing listens on that "
+            "port): check the port (587 with security='starttls', 465 with security='ssl')"
+        ) from exc
+    except (OSError, UnicodeError) as exc:
+        raise SMTPConnectionError(
+            f"cannot connect to {host}:{port}: {exc}; check the host, the port and the network"
+        ) from exc
+    try:
+        # Writes are already coalesced (a whole pipelined group per write), so Nagle's
+        # algorithm could only delay them.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError as exc:
+        sock.close()
+        raise SMTPConnectionError(f"connection to {host}:{port} lost: {exc}") from exc
+    return sock
+
+
+# OpenSSL's reasons for a peer that answered with something other than TLS records.
+_NOT_TLS = frozenset(
+    {"WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE", "HTTP_REQUEST"}
+)
+_OLD_TLS = frozenset(
+    {"UNSUPPORTED_PROTOCOL", "TLSV1_ALERT_PROTOCOL_VERSION", "NO_PROTOCOLS_AVAILABLE"}
+)
+
+# X509_V_ERR_* codes (OpenSSL) and what to change for each.
+_VERIFY_HINTS = {
+    9: "the certificate is not valid yet: check this machine's clock",
+    10: "the certificate has expired (or this machine's clock is wrong)",
+    18: "the server sent a self-signed certificate: if you trust it, pass "
+    "ssl_context=ssl.create_default_context(cafile=...) with it",
+    19: "the certificate chain ends in a CA this machine does not trust: for a private CA "
+    "pass ssl_context= or set SSL_CERT_FILE",
+    20: "the certificate's issuer is not trusted here: for a private CA pass ssl_context= or "
+    "set SSL_CERT_FILE (a TLS-inspecting proxy or antivirus also causes this)",
+    62: "the certificate is for another host name: connect with the name on the certificate "
+    "(for example smtp.gmail.com, not an IP address or an alias)",
+}
+
+
 def _wrap(sock: socket.socket, context: ssl.SSLContext, host: str, port: int) -> ssl.SSLSocket:
     try:
         return context.wrap_socket(sock, server_hostname=host.strip("[]"))
     except TimeoutError as exc:
         sock.close()
-        raise SMTPTimeoutError(f"the TLS handshake with {host}:{port} timed out") from exc
+        raise SMTPTimeoutError(
+            f"the TLS handshake with {host}:{port} timed out; if this port expects STARTTLS "
+            "(587, 25) rather than TLS from the first byte, use security='starttls'"
+        ) from exc
     except ssl.SSLCertVerificationError as exc:
         sock.close()
+        hint = _VERIFY_HINTS.get(
+            exc.verify_code, "for a private CA pass ssl_context= or set SSL_CERT_FILE"
+        )
         raise SMTPError(
             f"the TLS certificate of {host}:{port} does not verify ({exc.verify_message}); "
-            "refusing to continue. For a private CA pass ssl_context= or set SSL_CERT_FILE"
+            f"refusing to continue: {hint}"
         ) from exc
     except ssl.SSLError as exc:
         sock.close()
-        raise SMTPError(f"the TLS handshake with {host}:{port} failed: {exc}") from exc
+        reason = exc.reason or ""
+        if reason in _NOT_TLS:
+            message = (
+                f"{host}:{port} answered in plain text, not TLS: use security='starttls' "
+                "for this port (usually 587), or the implicit-TLS port (465) with "
+                "security='ssl'"
+            )
+        elif isinstance(exc, ssl.SSLEOFError) or reason == "UNEXPECTED_EOF_WHILE_READING":
+            message = (
+                f"{host}:{port} closed the connection during the TLS handshake: check the port "
+                "and security= (587 with 'starttls', 465 with 'ssl'); the server may also "
+                "refuse this client's TLS settings"
+            )
+        elif reason in _OLD_TLS:
+            message = (
+                f"the TLS handshake with {host}:{port} failed: the server and this machine "
+                "have no TLS version in common (the server may offer only TLS 1.0/1.1, which "
+                "the default context refuses)"
+            )
+        else:
+            message = f"the TLS handshake with {host}:{port} failed: {exc}"
+        raise SMTPError(message) from exc
     except OSError as exc:
         sock.close()
-        raise SMTPConnectionError(f"the connection to {host}:{port} was lost: {exc}") from exc
+        raise SMTPConnectionError(
+            f"the connection to {host}:{port} was lost during the TLS handshake: {exc}"
+        ) from exc
+
+
+def speaks_tls(host: str, port: int, *, timeout: float) -> bool:
+    """True when ``host:port`` answers a TLS ClientHello with a TLS record.
+
+    Used on a second, throw-away connection when a server that should speak first (plain
+    SMTP, RFC 5321 §3.1) stays silent: an implicit-TLS port (RFC 8314 §3.3) waits for the
+    client's hello instead. Only a ClientHello is sent (no credentials, no SMTP), and the
+    handshake is never completed. Any failure means "not known to speak TLS".
+    """
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    name = host.strip("[]")
+    try:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).wrap_bio(
+            incoming, outgoing, server_hostname=name
+        )
+        with contextlib.suppress(ssl.SSLWantReadError):
+            tls.do_handshake()  # writes the ClientHello, then wants the server's answer
+        hello = outgoing.read()
+        with socket.create_connection((name, port), timeout=timeout) as sock:
+            sock.sendall(hello)
+            head = b""
+            deadline = time.monotonic() + timeout
+            while len(head) < 3 and (remaining := deadline - time.monotonic()) > 0:
+                sock.settimeout(remaining)
+                chunk = sock.recv(3 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+    except (OSError, ValueError):
+        return False
+    # A handshake (0x16) or alert (0x15) record of TLS 1.x (major version 3).
+    return len(head) == 3 and head[0] in (0x15, 0x16) and head[1] == 3
