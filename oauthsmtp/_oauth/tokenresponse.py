@@ -28,7 +28,6 @@ __all__ = [
     "ServerResponse",
     "TokenState",
     "lifetime",
-    "load_json_object",
     "parse_token_response",
     "token_identity",
 ]

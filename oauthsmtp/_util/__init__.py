@@ -7,4 +7,6 @@
 - :mod:`.files`: private directories, atomic 0600 writes, safe reads, temporary
   file sweeping and cross-process locks.
 - :mod:`.home`: ``oauthsmtp_home``, where oauthsmtp keeps its files.
+- :mod:`.tls`: verified TLS contexts (the system store plus ``SSL_CERT_FILE``) for
+  the token endpoint and SMTP alike.
 """
