@@ -37,6 +37,7 @@ COMMANDS = (
     "status",
     "logout",
     "account",
+    "sendmail",
     "providers",
     "explain",
     "dev-server",
@@ -70,6 +71,10 @@ def command(name: str) -> Command:
         from .account import run_account
 
         return run_account
+    if name == "sendmail":
+        from .sendmail import run_sendmail
+
+        return run_sendmail
     from .tools import run_demo_command, run_dev_server, run_explain, run_providers
 
     tools = {

@@ -340,6 +340,18 @@ def _tools(sub: argparse._SubParsersAction[Parser]) -> None:
     )
 
 
+def _sendmail_relay(sub: argparse._SubParsersAction[Parser]) -> None:
+    # sendmail's flags are sendmail's (-t, -oi, -fADDR, ...), not argparse's: every argument
+    # goes to oauthsmtp._cli.sendmailargs as it is ("\x00" is a prefix no argument has).
+    sendmail = sub.add_parser(
+        "sendmail",
+        help="a sendmail(8) stand-in: the message on stdin (git send-email, mutt, cron)",
+        add_help=False,
+        prefix_chars="\x00",
+    )
+    sendmail.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+
 def _command(
     sub: argparse._SubParsersAction[Parser], name: str, help_: str, description: str
 ) -> Parser:
@@ -372,5 +384,6 @@ def build_parser() -> Parser:
     _send(sub)
     _status_logout(sub)
     _account_group(sub)
+    _sendmail_relay(sub)
     _tools(sub)
     return parser
