@@ -38,6 +38,7 @@ COMMANDS = (
     "logout",
     "account",
     "sendmail",
+    "relay",
     "providers",
     "explain",
     "dev-server",
@@ -75,6 +76,10 @@ def command(name: str) -> Command:
         from .sendmail import run_sendmail
 
         return run_sendmail
+    if name == "relay":
+        from .relay import run_relay
+
+        return run_relay
     from .tools import run_demo_command, run_dev_server, run_explain, run_providers
 
     tools = {
@@ -86,7 +91,7 @@ def command(name: str) -> Command:
     return tools[name]  # KeyError: not a command (the parser lets none through)
 
 
-_TALKS_TLS = frozenset({"login", "token", "send", "logout"})
+_TALKS_TLS = frozenset({"login", "token", "send", "logout", "relay"})
 
 
 def _debug_logging() -> None:

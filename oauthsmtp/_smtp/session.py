@@ -299,7 +299,7 @@ class SMTPSession:
         assert job.result is not None  # noqa: S101 - _deliver sets it or raises
         return job.result
 
-    def submit(self, message: Email | Message) -> Future[SendResult]:
+    def submit(self, message: Email | Message | OutgoingMessage) -> Future[SendResult]:
         """Queue one message for the background sender and return at once.
 
         The asynchronous form of :meth:`send` (WinDev's ``Asynchronous`` mode): one
