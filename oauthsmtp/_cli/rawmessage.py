@@ -21,13 +21,19 @@ from dataclasses import dataclass
 from email.headerregistry import Address
 
 from oauthsmtp._errors import ConfigurationError
-from oauthsmtp._message.addresses import header_addresses
-from oauthsmtp._message.prepare import OutgoingMessage, parse_address, parse_address_list
+from oauthsmtp._message.addresses import (
+    envelope_address,
+    header_addresses,
+    parse_address,
+    parse_address_list,
+)
+from oauthsmtp._message.prepare import OutgoingMessage
 
 __all__ = [
     "RawMessage",
     "addresses_of",
     "argument_addresses",
+    "envelope_mailbox",
     "normalize_line_ends",
     "outgoing",
     "split_message",
@@ -153,6 +159,15 @@ def argument_addresses(arguments: list[str]) -> list[str]:
     return found
 
 
+def envelope_mailbox(what: str, value: str) -> str:
+    """The one address (``local@domain``, domain in A-labels) in ``value``.
+
+    Raises:
+        ConfigurationError: not exactly one clean address.
+    """
+    return _guarded(what, value, _one_address)[0]
+
+
 def _address_list(value: str) -> tuple[Address, ...]:
     return parse_address_list("recipient", value)
 
@@ -167,7 +182,7 @@ def _guarded(what: str, value: str, parse: Callable[[str], tuple[Address, ...]])
     (The email package's parser raises IndexError and others on some malformed input.)
     """
     try:
-        return [a.addr_spec for a in parse(value)]
+        return [envelope_address(what, a).addr_spec for a in parse(value)]
     except ConfigurationError:
         raise
     except Exception as exc:

@@ -215,9 +215,9 @@ def _envelope_sender(given: str | None, account: str) -> str:
     given = given.strip()
     if given in ("", "<>"):
         return ""  # the null reverse-path (RFC 5321 §4.5.5), as sendmail -f '<>'
-    from oauthsmtp._message.prepare import parse_address
+    from .rawmessage import envelope_mailbox
 
-    return parse_address("-f", given.removeprefix("<").removesuffix(">")).addr_spec
+    return envelope_mailbox("-f", given.removeprefix("<").removesuffix(">"))
 
 
 def _send(account: str, message: OutgoingMessage) -> int:
