@@ -290,3 +290,25 @@ def test_missing_extra_named(cli: CLI) -> None:
     )  # fmt: skip
     assert proc.returncode == 1
     assert "pip install 'oauthsmtp[relay]'" in proc.stderr
+
+
+def test_login_needed_upstream_is_451_with_the_command(
+    cli: CLI, servers: tuple[AuthServer, SMTPServer]
+) -> None:
+    """The account's refresh token revoked while the relay runs: the client gets 451 (it keeps
+    the message) naming the login command; the relay keeps running."""
+    auth, smtp = servers
+    login(cli, auth, smtp)
+    with relay(cli) as r:
+        auth.revoke_all_refresh_tokens()
+        auth.expire_access_tokens()
+        with (
+            smtplib.SMTP("127.0.0.1", r.port, timeout=60) as client,
+            pytest.raises(smtplib.SMTPDataError) as caught,
+        ):
+            client.sendmail(ACCOUNT, ["you@x.test"], b"Subject: s\r\n\r\nhi\r\n")
+        assert caught.value.smtp_code == 451
+        assert f"oauthsmtp login --account {ACCOUNT}".encode() in caught.value.smtp_error
+        assert r.proc.poll() is None
+        r.stop()
+    assert smtp.messages == []

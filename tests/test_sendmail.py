@@ -454,7 +454,7 @@ def test_mutt_batch_mode(cli: CLI, servers: tuple[AuthServer, SMTPServer], tmp_p
     assert pdf.get_content() == attachment.read_bytes()
 
 
-def test_no_shell_environment_leak() -> None:
+def test_sendmail_command_starts_cheaply() -> None:
     """The command module stays importable without the CLI's heavy modules (start-up cost)."""
     code = (
         "import sys, oauthsmtp._cli.main as m; m.command('sendmail'); "
@@ -469,3 +469,15 @@ def test_no_shell_environment_leak() -> None:
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
     )
     assert proc.stdout.strip() == "[]"
+
+
+def test_some_recipients_refused_is_nouser_naming_them(
+    cli: CLI, servers: tuple[AuthServer, SMTPServer]
+) -> None:
+    """One recipient refused, one accepted: the accepted one gets it; exit 67 says who not."""
+    auth, smtp = servers
+    login(cli, auth, smtp)
+    proc = sendmail(cli, "ok@x.test", "nobody@x.test", data=b"Subject: s\n\nb\n", check=EX_NOUSER)
+    assert "nobody@x.test" in proc.stderr.decode()
+    assert "did not get it" in proc.stderr.decode()
+    assert [m.rcpt_tos for m in smtp.messages] == [("ok@x.test",)]

@@ -126,11 +126,14 @@ def run_relay(args: argparse.Namespace, out: TextIO) -> int:
             "oauthsmtp relay needs aiosmtpd, from the optional extra: "
             "pip install 'oauthsmtp[relay]'"
         ) from None
-    from .sendmail import choose_account
+    from .sendmail import SendmailError, choose_account
 
     host, port = _check_listen(args)
     password = _read_password(args.password_file) if args.password_file else None
-    account = choose_account(args.account)
+    try:
+        account = choose_account(args.account)
+    except SendmailError as exc:  # its code is a sysexits.h one; this command's are not
+        raise CommandError(str(exc), code=EXIT_USAGE) from None
     settings, _, token = context.saved_login(account)
     upstream_host, upstream_port, security = context.smtp_target(
         settings, host=None, port=None, security=None
@@ -229,8 +232,13 @@ async def _serve(
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    handled: list[signal.Signals] = []
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        try:
+            loop.add_signal_handler(signum, stop.set)
+            handled.append(signum)
+        except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C is KeyboardInterrupt
+            pass
     try:
         server = await loop.create_server(protocol, host=host, port=port, reuse_address=True)
     except OSError as exc:
@@ -250,5 +258,5 @@ async def _serve(
         transport = getattr(smtp, "transport", None)
         if transport is not None:
             transport.close()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in handled:
         loop.remove_signal_handler(signum)

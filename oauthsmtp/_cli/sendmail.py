@@ -308,7 +308,7 @@ def sysexit_for(exc: BaseException) -> int:
             return EX_TEMPFAIL
         if isinstance(exc, SMTPAuthError):
             return EX_NOPERM
-        return EX_UNAVAILABLE if exc.code is not None else EX_TEMPFAIL
+        return EX_UNAVAILABLE  # a permanent refusal, or TLS that cannot be established
     if isinstance(exc, TokenError):
         if exc.error in ("invalid_client", "unauthorized_client", "invalid_scope"):
             return EX_CONFIG
