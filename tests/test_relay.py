@@ -164,6 +164,7 @@ def test_swaks_with_auth_plain_on_loopback_and_starttls(
     login(cli, auth, smtp)
     password_file = tmp_path / "relay-password"
     password_file.write_text(PASSWORD + "\n")
+    password_file.chmod(0o644)
     attachment = tmp_path / "scan.pdf"
     attachment.write_bytes(b"%PDF-1.4\n" + bytes(range(256)) * 64)
     with relay(cli, "--user", "scanner", "--password-file", str(password_file)) as r:
@@ -178,7 +179,8 @@ def test_swaks_with_auth_plain_on_loopback_and_starttls(
             assert proc.returncode == 0, proc.stdout + proc.stderr
             arrow = "<~" if "--tls" in extra else "<-"  # swaks marks lines read over TLS
             assert f"{arrow}  250 2.0.0 sent on" in proc.stdout
-        r.stop()
+        stderr = r.stop()
+    assert "can be read by other users; chmod 600 it" in stderr
     assert [m.subject for m in smtp.messages] == ["swaks PLAIN", "swaks LOGIN"]
     for received in smtp.messages:
         part = next(received.message.iter_attachments())
@@ -194,6 +196,7 @@ def test_auth_required_and_checked(
     login(cli, auth, smtp)
     password_file = tmp_path / "relay-password"
     password_file.write_text(PASSWORD)
+    password_file.chmod(0o600)
     with relay(cli, "--user", "scanner", "--password-file", str(password_file)) as r:
         with smtplib.SMTP("127.0.0.1", r.port, timeout=30) as client:
             client.ehlo()
@@ -207,7 +210,7 @@ def test_auth_required_and_checked(
             client.starttls(context=ssl._create_unverified_context())  # noqa: S323 - self-signed
             client.login("scanner", PASSWORD)
             assert client.sendmail(ACCOUNT, ["you@x.test"], b"Subject: ok\r\n\r\nhi\r\n") == {}
-        r.stop()
+        assert "warning" not in r.stop()
     assert [m.subject for m in smtp.messages] == ["ok"]
 
 
@@ -260,7 +263,9 @@ def test_concurrent_clients(cli: CLI, servers: tuple[AuthServer, SMTPServer]) ->
         for thread in threads:
             thread.join(60)
         assert not any(thread.is_alive() for thread in threads)
-        r.stop(signal.SIGINT)
+        stderr = r.stop(signal.SIGINT)
+    assert "stopping: no new connections" in stderr
+    assert "relay: stopped" in stderr
     assert errors == []
     assert sorted(m.subject for m in smtp.messages) == sorted(f"client {n}" for n in range(8))
 

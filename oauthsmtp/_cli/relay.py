@@ -64,6 +64,11 @@ def _read_password(path: str) -> str:
         ) from None
     if not password:
         raise CommandError(f"--password-file: {path!r} is empty", code=EXIT_USAGE)
+    import os
+    import stat
+
+    if os.name == "posix" and os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        _say(f"warning: --password-file {path!r} can be read by other users; chmod 600 it")
     return password
 
 
