@@ -4,6 +4,7 @@ bounded size, concurrent clients, clean shutdown on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
+import argparse
 import signal
 import smtplib
 import ssl
@@ -20,6 +21,7 @@ import pytest
 from components import Lines, require_program, spawned
 from test_cli import ACCOUNT, CLI, login
 
+from oauthsmtp._cli import values
 from oauthsmtp._cli.relayserver import reply_for
 from oauthsmtp._smtp.transact import SendResult
 from oauthsmtp.devserver import AuthServer, CertificateSet, SMTPServer, make_certificates
@@ -317,3 +319,23 @@ def test_login_needed_upstream_is_451_with_the_command(
         assert r.proc.poll() is None
         r.stop()
     assert smtp.messages == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:2525", ("127.0.0.1", 2525)),
+        ("[::1]:0", ("::1", 0)),
+        ("0.0.0.0:25", ("0.0.0.0", 25)),
+    ],
+)
+def test_listen_address(text: str, expected: tuple[str, int]) -> None:
+    """--listen takes an IP literal and a port (0: any free one)."""
+    assert values.listen_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["localhost:2525", "127.0.0.1", ":2525", "127.0.0.1:65536"])
+def test_listen_address_refused(text: str) -> None:
+    """Host names, a missing host or port, and ports out of range are usage errors."""
+    with pytest.raises(argparse.ArgumentTypeError):
+        values.listen_address(text)
