@@ -26,21 +26,17 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from oauthsmtp._errors import ConfigurationError, TokenError
 
-from .assertions import (
-    CLIENT_ASSERTION_TYPE,
-    JWT_BEARER_GRANT,
-    SigningKey,
-    build_assertion,
-    load_signing_key,
-)
 from .httpclient import REQUEST_TIMEOUT, post_form
 from .params import check_endpoint, normalize_scope
 from .tokenresponse import TokenState, parse_token_response
+
+if TYPE_CHECKING:
+    from .assertions import SigningKey
 
 __all__ = [
     "MAX_KEY_FILE",
@@ -178,6 +174,9 @@ class ClientCredentials:
             if self.certificate is not None:
                 raise ConfigurationError("certificate goes with private_key, not client_secret")
         if self.private_key is not None:
+            # Imported here: an app with a client secret never loads cryptography or joserfc.
+            from .assertions import load_signing_key
+
             key = load_signing_key(
                 self.private_key,
                 certificate=self.certificate,
@@ -210,6 +209,8 @@ class ClientCredentials:
 
 def app_grant_form(creds: ClientCredentials, *, now: datetime) -> dict[str, str]:
     """The token request's form for ``creds`` at ``now`` (pure but for the fresh ``jti``)."""
+    from .assertions import CLIENT_ASSERTION_TYPE, JWT_BEARER_GRANT, build_assertion
+
     audience = creds.audience or creds.token_url
     scope = " ".join(creds.scopes)
     if creds.grant == "jwt_bearer":
