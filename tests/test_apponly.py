@@ -38,6 +38,7 @@ from oauthsmtp import (
 from oauthsmtp._oauth.appgrants import app_grant_form, request_app_token
 from oauthsmtp._oauth.assertions import CLIENT_ASSERTION_TYPE, JWT_BEARER_GRANT
 from oauthsmtp._oauth.httpclient import post_form
+from oauthsmtp._tokens.apponly import app_token_key
 from oauthsmtp._tokens.stores.choose import FileStore
 from oauthsmtp.devserver import CertificateSet, DevProvider, make_certificates
 
@@ -430,7 +431,7 @@ def test_garbage_answers(scripted: object, status: int, content_type: str, body:
     with pytest.raises(TokenError) as caught:
         app_token(creds, account=MAILBOX, store=store)
     assert "the-secret" not in str(caught.value)
-    assert store.load(oauthsmtp._tokens.apponly.app_token_key(creds, MAILBOX)) is None
+    assert store.load(app_token_key(creds, MAILBOX)) is None
 
 
 def test_renewal_is_single_flight_across_threads_and_token_objects(
@@ -452,6 +453,7 @@ def test_renewal_is_single_flight_across_threads_and_token_objects(
     provider.auth.expire_access_tokens()
     first.expire()
     second.expire()
+    store.save(app_token_key(creds, MAILBOX), first.to_json())  # time passed for the store too
     seen: list[str] = []
     barrier = threading.Barrier(8)
 

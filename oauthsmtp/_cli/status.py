@@ -41,6 +41,7 @@ def summary(token_store: TokenStore, settings: AccountSettings) -> Summary:
         "expires_at": None,
         "access_token_valid": False,
         "has_refresh_token": False,
+        "app_only": settings.provider in ("microsoft-app", "google-service-account"),
     }
     raw = token_store.load(settings.token_key)
     if raw is None:
@@ -67,6 +68,9 @@ def describe_token(row: Summary, *, now: datetime | None = None) -> str:
         return f"not logged in (run: {login})"
     expires = row["expires_at"]
     refresh = bool(row["has_refresh_token"])
+    if row.get("app_only"):
+        state = f"valid until {expires}" if row["access_token_valid"] else f"expired at {expires}"
+        return f"app-only access token {state}; renewed by the app's own grant on next use"
     if row["access_token_valid"]:
         until = f"valid until {expires}" if expires else "valid (no expiry given)"
         held = "refresh token held" if refresh else f"NO refresh token: run {login} after that"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from oauthsmtp._errors import ConfigurationError, TokenStoreError
 from oauthsmtp._oauth.appgrants import ClientCredentials, request_app_token
@@ -28,8 +28,19 @@ log = logging.getLogger("oauthsmtp.login")
 Grant = Callable[[ClientCredentials], TokenState]
 
 
+_FRESH = timedelta(seconds=10)
+"""A token the grant gave this recently is used, even if its whole life is shorter than
+the refresh leeway (else every read would make the grant again)."""
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _usable(state: TokenState, now: datetime) -> bool:
+    if not state.is_expired(now):
+        return True
+    return not state.is_expired(now, timedelta(0)) and now - state.obtained_at < _FRESH
 
 
 def app_token_key(creds: ClientCredentials, account: str | None) -> TokenKey:
@@ -87,19 +98,19 @@ class AppTokenRenewer:
         """The stored token when it is still valid, else a new one from the grant."""
         with self._thread_lock, self.store.lock(self.key):
             current = self.load()
-            if current is not None and not current.is_expired(_now()):
+            if current is not None and _usable(current, _now()):
                 return current
             return self._renew()
 
     def __call__(self, held: TokenState) -> TokenState:
         with self._thread_lock, self.store.lock(self.key):
             current = self.load()
-            if (
-                current is not None
-                and current.access_token != held.access_token
-                and not current.is_expired(_now())
+            now = _now()
+            if current is not None and (
+                (current.access_token != held.access_token and not current.is_expired(now))
+                or (_usable(current, now) and now - current.obtained_at < _FRESH)
             ):
-                log.debug("token: another thread or process renewed the app token already")
+                log.debug("token: the app token was renewed just now (here or elsewhere)")
                 return current
             return self._renew()
 
