@@ -501,3 +501,44 @@ def test_import_oauthsmtp_does_not_load_cryptography() -> None:
         timeout=60,
     ).stdout.strip()
     assert out == "[]"
+
+
+def test_a_refused_app_token_is_renewed_once_by_the_session(provider: DevProvider) -> None:
+    """The server expired the token early: 535, one new grant, the message goes."""
+    app = provider.auth.register_app(mailboxes=[MAILBOX])
+    creds = ClientCredentials(
+        client_id=app.client_id,
+        token_url=provider.auth.token_endpoint,
+        scope=provider.auth.scope,
+        client_secret=app.client_secret,
+    )
+    token = app_token(creds, account=MAILBOX, store=MemoryStore())
+    first = token.access_token
+    provider.auth.expire_access_tokens()
+    before = provider.auth.token_requests
+    _send(provider, token, MAILBOX)
+    assert provider.auth.token_requests - before == 1
+    assert token.access_token != first
+    assert provider.smtp.messages[-1].user == MAILBOX
+
+
+def test_a_short_lived_app_token_is_not_renewed_on_every_use(certs: CertificateSet) -> None:
+    """A 45 s token (less than twice the 60 s leeway) is used, then renewed; refresh() renews."""
+    with DevProvider(certificates=certs, access_token_lifetime=45) as short:
+        app = short.auth.register_app(mailboxes=[MAILBOX])
+        creds = ClientCredentials(
+            client_id=app.client_id,
+            token_url=short.auth.token_endpoint,
+            scope=short.auth.scope,
+            client_secret=app.client_secret,
+        )
+        store = MemoryStore()
+        token = app_token(creds, account=MAILBOX, store=store)
+        value = token.access_token
+        assert token.access_token == value
+        assert app_token(creds, account=MAILBOX, store=store).access_token == value
+        assert short.auth.token_requests == 1
+        token.refresh()
+        assert token.access_token != value
+        assert short.auth.token_requests == 2
+        _send(short, token, MAILBOX)

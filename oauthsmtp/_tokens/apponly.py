@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 from oauthsmtp._errors import ConfigurationError, TokenStoreError
 from oauthsmtp._oauth.appgrants import ClientCredentials, request_app_token
-from oauthsmtp._oauth.tokenresponse import TokenState
+from oauthsmtp._oauth.tokenresponse import DEFAULT_LEEWAY, TokenState
 from oauthsmtp._tokens.stores.choose import TokenKey, TokenStore, default_store
 
 from .token import AuthToken
@@ -28,19 +28,23 @@ log = logging.getLogger("oauthsmtp.login")
 Grant = Callable[[ClientCredentials], TokenState]
 
 
-_FRESH = timedelta(seconds=10)
-"""A token the grant gave this recently is used, even if its whole life is shorter than
-the refresh leeway (else every read would make the grant again)."""
-
-
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _usable(state: TokenState, now: datetime) -> bool:
-    if not state.is_expired(now):
-        return True
-    return not state.is_expired(now, timedelta(0)) and now - state.obtained_at < _FRESH
+def leeway_for(state: TokenState) -> timedelta:
+    """How early an app token is renewed: the usual leeway, or half its life when shorter.
+
+    A token the grant gives for less than twice the leeway would otherwise count as
+    expired the moment it arrives, and every use would make the grant again.
+    """
+    if state.expires_at is None:
+        return DEFAULT_LEEWAY
+    return max(timedelta(0), min(DEFAULT_LEEWAY, (state.expires_at - state.obtained_at) / 2))
+
+
+def _valid(state: TokenState, now: datetime) -> bool:
+    return not state.is_expired(now, leeway_for(state))
 
 
 def app_token_key(creds: ClientCredentials, account: str | None) -> TokenKey:
@@ -98,19 +102,19 @@ class AppTokenRenewer:
         """The stored token when it is still valid, else a new one from the grant."""
         with self._thread_lock, self.store.lock(self.key):
             current = self.load()
-            if current is not None and _usable(current, _now()):
+            if current is not None and _valid(current, _now()):
                 return current
             return self._renew()
 
     def __call__(self, held: TokenState) -> TokenState:
         with self._thread_lock, self.store.lock(self.key):
             current = self.load()
-            now = _now()
-            if current is not None and (
-                (current.access_token != held.access_token and not current.is_expired(now))
-                or (_usable(current, now) and now - current.obtained_at < _FRESH)
+            if (
+                current is not None
+                and current.access_token != held.access_token
+                and _valid(current, _now())
             ):
-                log.debug("token: the app token was renewed just now (here or elsewhere)")
+                log.debug("token: another thread or process renewed the app token already")
                 return current
             return self._renew()
 
@@ -163,4 +167,5 @@ def app_token(
     account = account or creds.subject
     store = store if store is not None else default_store()
     renewer = AppTokenRenewer(creds, store, app_token_key(creds, account))
-    return AuthToken(renewer.obtain(), refresher=renewer, account=account)
+    state = renewer.obtain()
+    return AuthToken(state, refresher=renewer, account=account, leeway=leeway_for(state))
