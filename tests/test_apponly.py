@@ -29,6 +29,7 @@ from oauthsmtp import (
     ClientCredentials,
     ConfigurationError,
     Email,
+    FileStore,
     MemoryStore,
     SMTPAuthError,
     TokenError,
@@ -39,7 +40,6 @@ from oauthsmtp._oauth.appgrants import app_grant_form, request_app_token
 from oauthsmtp._oauth.assertions import CLIENT_ASSERTION_TYPE, JWT_BEARER_GRANT
 from oauthsmtp._oauth.httpclient import post_form
 from oauthsmtp._tokens.apponly import app_token_key
-from oauthsmtp._tokens.stores.choose import FileStore
 from oauthsmtp.devserver import CertificateSet, DevProvider, make_certificates
 
 MAILBOX = "shared@example.test"

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 from test_apponly import make_key_and_cert
 
-from oauthsmtp import AuthToken, FileStore
-from oauthsmtp._tokens.stores.choose import TokenKey
+from oauthsmtp import AuthToken, FileStore, TokenKey
 from oauthsmtp.devserver import AuthServer, CertificateSet, make_certificates
 from oauthsmtp.devserver._smtpserver import SMTPServer
 
@@ -43,7 +42,7 @@ def servers(certs: CertificateSet) -> Iterator[tuple[AuthServer, SMTPServer]]:
 def expire_saved_token(cli: CLI, token_url: str, client_id: str, account: str) -> None:
     """Make the saved access token look expired to the next command (as time passing would)."""
     store = FileStore(cli.home / "tokens")
-    key = TokenKey(token_url, client_id, account)
+    key = TokenKey.for_account(token_url, client_id, account)
     raw = store.load(key)
     assert raw is not None
     token = AuthToken.from_json(raw)

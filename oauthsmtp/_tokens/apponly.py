@@ -17,7 +17,8 @@ from datetime import datetime, timedelta, timezone
 from oauthsmtp._errors import ConfigurationError, TokenStoreError
 from oauthsmtp._oauth.appgrants import ClientCredentials, request_app_token
 from oauthsmtp._oauth.tokenresponse import DEFAULT_LEEWAY, TokenState
-from oauthsmtp._tokens.stores.choose import TokenKey, TokenStore, default_store
+from oauthsmtp._tokens.stores.base import TokenKey, TokenStore
+from oauthsmtp._tokens.stores.choose import default_store
 
 from .token import AuthToken
 
@@ -49,7 +50,7 @@ def _valid(state: TokenState, now: datetime) -> bool:
 
 def app_token_key(creds: ClientCredentials, account: str | None) -> TokenKey:
     """Where the app token for ``account`` is kept: (token URL, client id, account)."""
-    return TokenKey(creds.token_url, creds.client_id, account or creds.subject or "")
+    return TokenKey.for_account(creds.token_url, creds.client_id, account or creds.subject)
 
 
 class AppTokenRenewer:
