@@ -542,3 +542,58 @@ def test_a_short_lived_app_token_is_not_renewed_on_every_use(certs: CertificateS
         assert token.access_token != value
         assert short.auth.token_requests == 2
         _send(short, token, MAILBOX)
+
+
+_WORKER = """
+import sys
+import oauthsmtp
+client_id, secret, token_url, scope, folder, account = sys.argv[1:]
+creds = oauthsmtp.ClientCredentials(
+    client_id=client_id, token_url=token_url, scope=scope, client_secret=secret
+)
+sys.stdin.readline()  # all start together
+token = oauthsmtp.app_token(creds, account=account, store=oauthsmtp.FileStore(folder))
+print(token.access_token)
+"""
+
+
+def test_renewal_is_single_flight_across_processes(provider: DevProvider, tmp_path: Path) -> None:
+    """4 processes find the stored app token expired at once: exactly 1 grant request."""
+    import subprocess
+    import sys
+
+    app = provider.auth.register_app(mailboxes=[MAILBOX])
+    assert app.client_secret is not None
+    creds = ClientCredentials(
+        client_id=app.client_id,
+        token_url=provider.auth.token_endpoint,
+        scope=provider.auth.scope,
+        client_secret=app.client_secret,
+    )
+    folder = tmp_path / "tokens"
+    store = FileStore(folder)
+    token = app_token(creds, account=MAILBOX, store=store)
+    token.expire()
+    store.save(app_token_key(creds, MAILBOX), token.to_json())
+    before = provider.auth.token_requests
+    args = [app.client_id, app.client_secret, creds.token_url, provider.auth.scope]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, *args, str(folder), MAILBOX],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    for worker in workers:
+        assert worker.stdin is not None
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+    outputs = [worker.communicate(timeout=60) for worker in workers]
+    assert all(worker.returncode == 0 for worker in workers), outputs
+    tokens = {out.strip() for out, _ in outputs}
+    assert len(tokens) == 1
+    assert provider.auth.token_requests - before == 1
+    assert provider.auth.validate_access_token(tokens.pop()) is not None
