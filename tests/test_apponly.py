@@ -597,3 +597,38 @@ def test_renewal_is_single_flight_across_processes(provider: DevProvider, tmp_pa
     assert len(tokens) == 1
     assert provider.auth.token_requests - before == 1
     assert provider.auth.validate_access_token(tokens.pop()) is not None
+
+
+def test_the_dev_server_checks_assertions_as_providers_do(
+    provider: DevProvider, rsa_app: tuple[str, str, bytes]
+) -> None:
+    """An expired assertion, or one for another audience: refused (RFC 7523 §3)."""
+    pem, cert, _ = rsa_app
+    app = provider.auth.register_app(certificate=cert, mailboxes=[MAILBOX])
+    key = provider.auth.register_service_account(delegated=[MAILBOX])
+    url, scope = provider.auth.token_endpoint, provider.auth.scope
+    client = ClientCredentials(
+        client_id=app.client_id, token_url=url, scope=scope, private_key=pem, certificate=cert
+    )
+    bearer = providers.google_service_account(key, subject=MAILBOX, scope=scope)
+    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2)
+    for creds in (client, bearer):
+        stale = post_form(url, app_grant_form(creds, now=old))
+        assert stale.status in (400, 401)
+        assert b"invalid_client" in stale.body or b"invalid_grant" in stale.body
+    elsewhere = ClientCredentials(
+        client_id=app.client_id,
+        token_url=url,
+        scope=scope,
+        private_key=pem,
+        certificate=cert,
+        audience="https://login.example/other",
+    )
+    with pytest.raises(TokenError) as caught:
+        request_app_token(elsewhere)
+    assert caught.value.error == "invalid_client"
+    # Only what was registered: an app with a secret and a certificate, a mailbox that is not one.
+    with pytest.raises(ConfigurationError, match="not both"):
+        provider.auth.register_app(client_secret="s" * 20, certificate=cert)
+    with pytest.raises(ConfigurationError, match="email address"):
+        provider.auth.register_app(mailboxes=["not an address"])
