@@ -342,7 +342,7 @@ def test_lock_timeout(tmp_path: pathlib.Path) -> None:
 
 
 # ---------------------------------------------------------------------------
-# FileStore rules (SECURITY rule 32)
+# FileStore rules (docs/security.md rule 32)
 # ---------------------------------------------------------------------------
 
 
@@ -563,7 +563,7 @@ def test_file_store_default_directory(home: pathlib.Path) -> None:
 
 
 # ---------------------------------------------------------------------------
-# KeyringStore rules (SECURITY rule 31)
+# KeyringStore rules (docs/security.md rule 31)
 # ---------------------------------------------------------------------------
 
 
