@@ -142,6 +142,14 @@ def test_microsoft_app_with_client_secret(
     cli("login", "--account", MAILBOX)
     assert auth.token_requests == 2
 
+    # logout --revoke: an app token cannot be revoked; it says how to stop the app instead.
+    proc = cli("logout", "--account", MAILBOX, "--revoke")
+    assert "cannot be revoked" in proc.stderr
+    assert "app registration" in proc.stderr
+    assert "no token saved; the next use gets one" in cli("status").stdout
+    cli("logout", "--account", MAILBOX, "--forget")
+    assert "No accounts" in cli("status").stdout
+
 
 def test_microsoft_app_with_certificate_renews_by_the_grant(
     cli: CLI, servers: tuple[AuthServer, SMTPServer], tmp_path: Path
