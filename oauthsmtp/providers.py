@@ -306,15 +306,15 @@ def microsoft_app(
 
 
 def _is_rsa(pem: str | bytes) -> bool:
+    """Whether ``pem`` is an RSA private key (Microsoft asks for PS256 with those)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+    data = pem.encode("utf-8") if isinstance(pem, str) else pem
     try:
-        data = pem.encode("utf-8") if isinstance(pem, str) else pem
-        from cryptography.hazmat.primitives.asymmetric import rsa
-
         return isinstance(load_pem_private_key(data, password=None), rsa.RSAPrivateKey)
-    except (TypeError, ValueError):
-        return False  # ClientCredentials says what is wrong with it
+    except Exception:  # ClientCredentials parses it again and says what is wrong
+        return False
 
 
 def google_service_account(
