@@ -209,6 +209,18 @@ def test_an_encrypted_or_weak_key_is_refused() -> None:
     )
     with pytest.raises(ConfigurationError, match="1024-bit"):
         ClientCredentials(client_id="a", token_url="https://t.example/token", private_key=weak)
+    from cryptography.hazmat.primitives.asymmetric import dsa
+
+    for other in (dsa.generate_private_key(2048), ec.generate_private_key(ec.SECP384R1())):
+        pem = other.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        with pytest.raises(ConfigurationError, match=r"RSA key .* or an EC P-256 key"):
+            providers.microsoft_app(
+                client_id="a", tenant="c.com", private_key=pem, certificate="unused"
+            )
 
 
 def test_a_certificate_that_does_not_match_the_key(rsa_app: tuple[str, str, bytes]) -> None:
