@@ -1,0 +1,96 @@
+"""GmailAPISession: sending through the Gmail API's ``users.messages.send``.
+
+The request is ``POST {base_url}/users/me/messages/send`` with the JSON body
+``{"raw": "<the RFC 5322 message, base64url>"}`` and a bearer token that carries the
+``https://www.googleapis.com/auth/gmail.send`` scope (``https://mail.google.com/`` works
+too). The answer is the sent message's resource, ``{"id": ..., "threadId": ...,
+"labelIds": ["SENT"]}``; its ``id`` is what the :class:`~oauthsmtp.SendResult` reports.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .answers import API
+from .http import check_base_url
+from .session import MAX_RETRY_WAIT, APISession
+
+if TYPE_CHECKING:
+    from oauthsmtp._smtp.auth import TokenSource
+
+__all__ = ["GMAIL_API_URL", "GMAIL_MAX_MESSAGE_BYTES", "GmailAPISession", "GmailEndpoint"]
+
+GMAIL_API_URL = "https://gmail.googleapis.com/gmail/v1"
+"""The Gmail API's base URL."""
+
+GMAIL_MAX_MESSAGE_BYTES = 36_700_160
+"""The largest message ``users.messages.send`` takes: 35 MB, as its reference states."""
+
+
+class GmailEndpoint:
+    """``users.messages.send`` on the wire."""
+
+    api: API = "gmail"
+    name = "the Gmail API"
+    limit = GMAIL_MAX_MESSAGE_BYTES
+    limit_text = "the Gmail API accepts messages of at most 35 MB (36,700,160 bytes)"
+
+    def __init__(self, base_url: str) -> None:
+        self.url = base_url + "/users/me/messages/send"
+
+    def size(self, raw: bytes) -> int:
+        return len(raw)
+
+    def request(self, raw: bytes) -> tuple[str, dict[str, str], bytes]:
+        encoded = base64.urlsafe_b64encode(raw).decode("ascii")
+        body = json.dumps({"raw": encoded}).encode("ascii")
+        return self.url, {"Content-Type": "application/json"}, body
+
+
+class GmailAPISession(APISession):
+    """Send through the Gmail API with the contract of :class:`~oauthsmtp.SMTPSession`.
+
+    For Gmail apps that should not hold the restricted ``https://mail.google.com/`` scope:
+    a token from ``providers.gmail(..., api=True)`` (scope ``gmail.send``) is enough.
+
+    Args:
+        auth_token: an :class:`~oauthsmtp.AuthToken` (anything with ``access_token`` and
+            ``refresh()``); a 401 refreshes it once and retries once.
+        base_url: the API's base URL (default :data:`GMAIL_API_URL`); https, or http to a
+            loopback address (the development provider's ``gmail_api_url``).
+        timeout: the total deadline of one HTTP request, in seconds.
+        max_retry_wait: the longest ``Retry-After`` (429/503) honoured, in seconds; a
+            longer one makes the message ``"failed"`` at once.
+        retries: how many times one message is retried after 429/503.
+        ca_file: a CA bundle to trust instead of the default (``SSL_CERT_FILE`` and
+            ``REQUESTS_CA_BUNDLE`` are honoured without it).
+        sleep: the function that waits (for tests).
+
+    Raises:
+        ConfigurationError: a malformed option.
+    """
+
+    def __init__(
+        self,
+        *,
+        auth_token: TokenSource,
+        base_url: str = GMAIL_API_URL,
+        timeout: float = 60,
+        max_retry_wait: float = MAX_RETRY_WAIT,
+        retries: int = 3,
+        ca_file: str | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        extra = {} if sleep is None else {"sleep": sleep}
+        super().__init__(
+            GmailEndpoint(check_base_url(base_url)),
+            auth_token=auth_token,
+            timeout=timeout,
+            max_retry_wait=max_retry_wait,
+            retries=retries,
+            ca_file=ca_file,
+            **extra,
+        )
