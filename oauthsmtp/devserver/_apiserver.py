@@ -1,0 +1,517 @@
+"""The development provider's emulation of the Gmail API and Microsoft Graph sending endpoints.
+
+:class:`APIServer` is a small HTTP/1.1 server (keep-alive) on a loopback port that answers:
+
+* ``POST /gmail/v1/users/{me|user}/messages/send`` with ``{"raw": <base64url message>}``:
+  ``200 {"id", "threadId", "labelIds": ["SENT"]}`` (Gmail API ``users.messages.send``);
+* ``POST /graph/v1.0/me/sendMail`` and ``/graph/v1.0/users/{user}/sendMail`` with a
+  base64 MIME body (``Content-Type: text/plain``): ``202`` with no body (Graph ``sendMail``).
+
+Each request's bearer token is checked with the authorization server's
+``validate_access_token``, and its scope must be the API's own (the audience check):
+:data:`GMAIL_API_SCOPE` for Gmail (else ``403`` insufficient scopes, as Google answers) and
+:data:`GRAPH_API_SCOPE` for Graph (else ``401 InvalidAuthenticationToken`` "Invalid
+audience", as Graph answers). An unknown, expired or revoked token gets ``401``. Accepted
+messages go to the same store as SMTP's (``deliver`` is :meth:`SMTPServer.record`), so the
+messages page and ``wait_for_messages`` show them.
+
+Error switches for tests: :meth:`APIServer.fail_next` answers the next requests with a
+401, a configuration 403, a 429/503 with ``Retry-After``, a 5xx, an HTML page, a 200
+without an id, or drops the connection after reading the request.
+
+For development and tests only: nothing here protects anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.parser
+import email.policy
+import json
+import logging
+import secrets
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import getaddresses
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from ._authmodels import GMAIL_API_SCOPE, GRAPH_API_SCOPE, TokenInfo
+
+__all__ = ["FAILURES", "GMAIL_API_SCOPE", "GRAPH_API_SCOPE", "APIRequest", "APIServer"]
+
+_LOG = logging.getLogger("oauthsmtp.devserver")
+
+MAX_REQUEST_BYTES = 48 * 1024 * 1024
+"""Requests larger than this are refused unread (413)."""
+
+GRAPH_MAX_REQUEST = 4 * 1024 * 1024
+GMAIL_MAX_MESSAGE = 36_700_160
+
+FAILURES = (
+    "401",
+    "403",
+    "403-disabled",
+    "403-license",
+    "429",
+    "500",
+    "503",
+    "html",
+    "no-id",
+    "drop",
+)
+"""The answers :meth:`APIServer.fail_next` can force."""
+
+Deliver = Callable[[str, "tuple[str, ...]", bytes, "str | None"], object]
+Validate = Callable[[str], "TokenInfo | None"]
+
+
+@dataclass(frozen=True)
+class APIRequest:
+    """One request the emulation answered (no token kept).
+
+    Attributes:
+        api: ``"gmail"`` or ``"graph"`` (``""`` for an unknown path).
+        path: the request path.
+        status: the status answered (0 when the connection was dropped).
+        user: the identity of the accepted token, or None.
+    """
+
+    api: str
+    path: str
+    status: int
+    user: str | None
+
+
+@dataclass(frozen=True)
+class _Forced:
+    kind: str
+    retry_after: str | None
+
+
+def _google_error(code: int, message: str, status: str, reason: str) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "errors": [{"message": message, "domain": "global", "reason": reason}],
+            "status": status,
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": reason,
+                    "domain": "googleapis.com",
+                }
+            ],
+        }
+    }
+
+
+def _graph_error(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "innerError": {"request-id": "dev"}}}
+
+
+class APIServer:
+    """The Gmail API and Microsoft Graph sending endpoints, emulated on loopback.
+
+    Args:
+        validate: returns what is known about a live access token, or None
+            (:meth:`AuthServer.validate_access_token`).
+        deliver: keeps an accepted message: ``deliver(mail_from, rcpt_tos, data, user)``
+            (:meth:`SMTPServer.record`).
+        host: the loopback address to listen on.
+        port: the port; 0 picks a free one.
+    """
+
+    def __init__(
+        self, validate: Validate, deliver: Deliver, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self._validate = validate
+        self._deliver = deliver
+        self._host = host
+        self._port = port
+        self._lock = threading.Lock()
+        self._forced: deque[_Forced] = deque()
+        self._requests: list[APIRequest] = []
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle
+    def start(self) -> APIServer:
+        """Bind and serve in a background thread; returns self."""
+        handler = _handler_class(self)
+        httpd = ThreadingHTTPServer((self._host, self._port), handler)
+        httpd.daemon_threads = True
+        self._httpd = httpd
+        self._port = httpd.server_address[1]
+        self._thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="oauthsmtp-dev-api",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving (idempotent)."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+
+    @property
+    def port(self) -> int:
+        """The port listened on."""
+        return self._port
+
+    @property
+    def gmail_url(self) -> str:
+        """The Gmail API base URL to pass as ``GmailAPISession(base_url=...)``."""
+        return f"http://{self._host}:{self._port}/gmail/v1"
+
+    @property
+    def graph_url(self) -> str:
+        """The Graph base URL to pass as ``GraphSession(base_url=...)``."""
+        return f"http://{self._host}:{self._port}/graph/v1.0"
+
+    # -- switches and records
+    def fail_next(self, kind: str, *, count: int = 1, retry_after: str | None = None) -> None:
+        """Answer the next ``count`` requests with a forced failure.
+
+        Args:
+            kind: one of :data:`FAILURES`: ``"401"`` (token refused), ``"403"`` (permission
+                missing), ``"403-disabled"`` (Gmail API not enabled), ``"403-license"``
+                (Graph mailbox without a licence), ``"429"``, ``"500"``, ``"503"``,
+                ``"html"`` (200 with an HTML page), ``"no-id"`` (200 without a message id),
+                ``"drop"`` (read the request, then close the connection unanswered).
+            count: how many requests in a row.
+            retry_after: the ``Retry-After`` header of a 429/503.
+
+        Raises:
+            ValueError: an unknown kind.
+        """
+        if kind not in FAILURES:
+            raise ValueError(f"kind must be one of {', '.join(FAILURES)}, not {kind!r}")
+        with self._lock:
+            self._forced.extend(_Forced(kind, retry_after) for _ in range(count))
+
+    @property
+    def requests(self) -> list[APIRequest]:
+        """The requests answered so far, oldest first (a copy)."""
+        with self._lock:
+            return list(self._requests)
+
+    def clear(self) -> None:
+        """Forget recorded requests and pending forced failures."""
+        with self._lock:
+            self._requests.clear()
+            self._forced.clear()
+
+    # -- handling (HTTP threads)
+    def _take_forced(self) -> _Forced | None:
+        with self._lock:
+            return self._forced.popleft() if self._forced else None
+
+    def _record(self, api: str, path: str, status: int, user: str | None) -> None:
+        with self._lock:
+            self._requests.append(APIRequest(api, path, status, user))
+
+    def handle(
+        self, path: str, headers: Any, body: bytes
+    ) -> tuple[int, dict[str, str], bytes] | None:
+        """Answer one POST: (status, headers, body), or None to drop the connection."""
+        api, user_part = _route(path)
+        if not api:
+            self._record("", path, 404, None)
+            return 404, {"Content-Type": "application/json"}, b'{"error":{"code":404}}'
+        forced = self._take_forced()
+        if forced is not None:
+            answer = _forced_answer(api, forced)
+            self._record(api, path, 0 if answer is None else answer[0], None)
+            return answer
+        status, extra, data, user = self._send(api, user_part, headers, body)
+        self._record(api, path, status, user)
+        return status, extra, data
+
+    def _send(
+        self, api: str, user_part: str, headers: Any, body: bytes
+    ) -> tuple[int, dict[str, str], bytes, str | None]:
+        json_type = {"Content-Type": "application/json; charset=UTF-8"}
+        authorization = headers.get("Authorization", "")
+        token = authorization[7:] if authorization[:7].lower() == "bearer " else ""
+        info = self._validate(token) if token else None
+        if info is None:
+            if api == "gmail":
+                data = _google_error(
+                    401,
+                    "Request had invalid authentication credentials.",
+                    "UNAUTHENTICATED",
+                    "ACCESS_TOKEN_EXPIRED" if token else "CREDENTIALS_MISSING",
+                )
+            else:
+                data = _graph_error(
+                    "InvalidAuthenticationToken",
+                    "Lifetime validation failed, the token is expired."
+                    if token
+                    else "Access token is empty.",
+                )
+            return (
+                401,
+                {**json_type, "WWW-Authenticate": 'Bearer error="invalid_token"'},
+                _j(data),
+                None,
+            )
+        if api == "gmail":
+            return self._gmail(info, user_part, headers, body, json_type)
+        return self._graph(info, user_part, headers, body, json_type)
+
+    def _gmail(
+        self, info: TokenInfo, user_part: str, headers: Any, body: bytes, json_type: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes, str | None]:
+        if GMAIL_API_SCOPE not in info.scope:
+            data = _google_error(
+                403,
+                "Request had insufficient authentication scopes.",
+                "PERMISSION_DENIED",
+                "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
+            )
+            return 403, json_type, _j(data), None
+        if user_part not in ("me", info.user):
+            data = _google_error(
+                403, "Delegation denied for " + info.user, "PERMISSION_DENIED", "forbidden"
+            )
+            return 403, json_type, _j(data), None
+        try:
+            payload = json.loads(body.decode("utf-8"))
+            raw = payload["raw"]
+            message = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, binascii.Error):
+            data = _google_error(
+                400, "Invalid value for ByteString", "INVALID_ARGUMENT", "invalidArgument"
+            )
+            return 400, json_type, _j(data), None
+        if len(message) > GMAIL_MAX_MESSAGE:
+            data = _google_error(
+                413, "Request payload size exceeds the limit", "INVALID_ARGUMENT", "badRequest"
+            )
+            return 413, json_type, _j(data), None
+        problem = self._accept(message, info.user)
+        if problem:
+            data = _google_error(400, problem, "INVALID_ARGUMENT", "invalidArgument")
+            return 400, json_type, _j(data), None
+        message_id = secrets.token_hex(8)
+        answer = {"id": message_id, "threadId": message_id, "labelIds": ["SENT"]}
+        return 200, json_type, _j(answer), info.user
+
+    def _graph(
+        self, info: TokenInfo, user_part: str, headers: Any, body: bytes, json_type: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes, str | None]:
+        if GRAPH_API_SCOPE not in info.scope:
+            data = _graph_error(
+                "InvalidAuthenticationToken", "Access token validation failure. Invalid audience."
+            )
+            return 401, json_type, _j(data), None
+        if user_part != "me" and user_part.casefold() != info.user.casefold():
+            data = _graph_error(
+                "ErrorAccessDenied", "Access is denied. Check credentials and try again."
+            )
+            return 403, json_type, _j(data), None
+        if len(body) > GRAPH_MAX_REQUEST:
+            data = _graph_error("RequestEntityTooLarge", "The request is larger than 4 MB.")
+            return 413, json_type, _j(data), None
+        if not headers.get("Content-Type", "").lower().startswith("text/plain"):
+            data = _graph_error(
+                "ErrorInvalidRequest", "This emulation takes MIME (text/plain) only."
+            )
+            return 415, json_type, _j(data), None
+        try:
+            message = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            data = _graph_error(
+                "ErrorMimeContentInvalidBase64String", "Invalid base64 string for MIME content."
+            )
+            return 400, json_type, _j(data), None
+        problem = self._accept(message, info.user)
+        if problem:
+            data = _graph_error("ErrorInvalidRecipients", problem)
+            return 400, json_type, _j(data), None
+        return 202, {}, b"", info.user
+
+    def _accept(self, raw: bytes, user: str) -> str | None:
+        """Take the envelope from the headers, drop Bcc, keep the message; or say why not."""
+        data = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        head = data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+        parsed = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
+        recipients = [
+            address
+            for _, address in getaddresses(
+                [str(v) for name in ("to", "cc", "bcc") for v in parsed.get_all(name, [])]
+            )
+            if address
+        ]
+        if not recipients:
+            return "Recipient address required"
+        senders = [a for _, a in getaddresses([str(v) for v in parsed.get_all("from", [])]) if a]
+        if "bcc" in parsed:
+            lines = data.split(b"\r\n\r\n", 1)
+            kept: list[bytes] = []
+            skipping = False
+            for line in lines[0].split(b"\r\n"):
+                if line[:1] in (b" ", b"\t") and skipping:
+                    continue
+                skipping = line.lower().startswith(b"bcc:")
+                if not skipping:
+                    kept.append(line)
+            data = b"\r\n".join(kept) + b"\r\n\r\n" + (lines[1] if len(lines) > 1 else b"")
+        self._deliver(senders[0] if senders else user, tuple(dict.fromkeys(recipients)), data, user)
+        return None
+
+
+def _j(data: object) -> bytes:
+    return json.dumps(data).encode("utf-8")
+
+
+def _route(path: str) -> tuple[str, str]:
+    """``(api, user)`` for a sending path; ``("", "")`` for anything else."""
+    parts = [unquote(p) for p in urlsplit(path).path.split("/")]
+    if (
+        len(parts) == 7
+        and parts[1:4] == ["gmail", "v1", "users"]
+        and parts[5:]
+        == [
+            "messages",
+            "send",
+        ]
+    ):
+        return "gmail", parts[4]
+    if len(parts) == 5 and parts[1:4] == ["graph", "v1.0", "me"] and parts[4] == "sendMail":
+        return "graph", "me"
+    if len(parts) == 6 and parts[1:4] == ["graph", "v1.0", "users"] and parts[5] == "sendMail":
+        return "graph", parts[4]
+    return "", ""
+
+
+def _forced_answer(api: str, forced: _Forced) -> tuple[int, dict[str, str], bytes] | None:
+    json_type = {"Content-Type": "application/json; charset=UTF-8"}
+    kind = forced.kind
+    if kind == "drop":
+        return None
+    if kind == "html":
+        page = b"<!DOCTYPE html><html><body>Please sign in to the Wi-Fi</body></html>"
+        return 200, {"Content-Type": "text/html"}, page
+    if kind == "no-id":
+        return 200, json_type, b"{}"
+    status = int(kind[:3])
+    gmail = api == "gmail"
+    if kind == "401":
+        data = (
+            _google_error(
+                401,
+                "Request had invalid authentication credentials.",
+                "UNAUTHENTICATED",
+                "ACCESS_TOKEN_EXPIRED",
+            )
+            if gmail
+            else _graph_error(
+                "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired."
+            )
+        )
+    elif kind == "403-disabled" or (kind == "403-license" and gmail):
+        data = _google_error(
+            403,
+            "Gmail API has not been used in project 0 before or it is disabled.",
+            "PERMISSION_DENIED",
+            "SERVICE_DISABLED",
+        )
+    elif kind == "403-license":
+        data = _graph_error(
+            "MailboxNotEnabledForRESTAPI",
+            "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
+        )
+    elif kind == "403":
+        data = (
+            _google_error(
+                403,
+                "Request had insufficient authentication scopes.",
+                "PERMISSION_DENIED",
+                "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
+            )
+            if gmail
+            else _graph_error(
+                "ErrorAccessDenied", "Access is denied. Check credentials and try again."
+            )
+        )
+    elif kind == "429":
+        data = (
+            _google_error(
+                429, "User-rate limit exceeded.", "RESOURCE_EXHAUSTED", "rateLimitExceeded"
+            )
+            if gmail
+            else _graph_error(
+                "ApplicationThrottled", "Application is over its MailboxConcurrency limit."
+            )
+        )
+    else:
+        data = (
+            _google_error(
+                status,
+                "Backend Error",
+                "UNAVAILABLE" if status == 503 else "INTERNAL",
+                "backendError",
+            )
+            if gmail
+            else _graph_error(
+                "ServiceUnavailable" if status == 503 else "InternalServerError", "Service error."
+            )
+        )
+    headers = dict(json_type)
+    if forced.retry_after is not None:
+        headers["Retry-After"] = forced.retry_after
+    return status, headers, _j(data)
+
+
+def _handler_class(server: APIServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as the real APIs
+        timeout = 30
+
+        def do_POST(self) -> None:
+            length_text = self.headers.get("Content-Length")
+            if length_text is None or not length_text.isdigit():
+                self._answer(411, {"Content-Type": "text/plain"}, b"Content-Length required")
+                return
+            length = int(length_text)
+            if length > MAX_REQUEST_BYTES:
+                self.close_connection = True
+                self._answer(413, {"Content-Type": "text/plain"}, b"too large")
+                return
+            body = self.rfile.read(length)
+            answer = server.handle(self.path, self.headers, body)
+            if answer is None:
+                self.close_connection = True
+                return
+            self._answer(*answer)
+
+        def do_GET(self) -> None:
+            self._answer(405, {"Content-Type": "text/plain", "Allow": "POST"}, b"POST only")
+
+        def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            _LOG.debug("api %s", args[1] if len(args) > 1 else "")
+
+    return Handler
