@@ -183,7 +183,9 @@ class APIServer:
         return f"http://{self._host}:{self._port}/graph/v1.0"
 
     # -- switches and records
-    def fail_next(self, kind: str, *, count: int = 1, retry_after: str | None = None) -> None:
+    def fail_next(
+        self, kind: str, *, count: int = 1, retry_after: str | None = None, after: int = 0
+    ) -> None:
         """Answer the next ``count`` requests with a forced failure.
 
         Args:
@@ -194,6 +196,7 @@ class APIServer:
                 ``"drop"`` (read the request, then close the connection unanswered).
             count: how many requests in a row.
             retry_after: the ``Retry-After`` header of a 429/503.
+            after: answer this many requests normally first.
 
         Raises:
             ValueError: an unknown kind.
@@ -201,6 +204,7 @@ class APIServer:
         if kind not in FAILURES:
             raise ValueError(f"kind must be one of {', '.join(FAILURES)}, not {kind!r}")
         with self._lock:
+            self._forced.extend(_Forced("pass", None) for _ in range(after))
             self._forced.extend(_Forced(kind, retry_after) for _ in range(count))
 
     @property
@@ -233,7 +237,7 @@ class APIServer:
             self._record("", path, 404, None)
             return 404, {"Content-Type": "application/json"}, b'{"error":{"code":404}}'
         forced = self._take_forced()
-        if forced is not None:
+        if forced is not None and forced.kind != "pass":
             answer = _forced_answer(api, forced)
             self._record(api, path, 0 if answer is None else answer[0], None)
             return answer
