@@ -371,7 +371,7 @@ def test_from_json_refuses_malformed(text: str) -> None:
     ],
 )
 def test_microsoft_client_type_errors_say_what_to_fix(description: str, advice: str) -> None:
-    """AADSTS700025 / AADSTS7000218 map to the fix (PROVIDERS.md)."""
+    """AADSTS700025 / AADSTS7000218 map to the fix (docs/troubleshooting.md)."""
     with pytest.raises(TokenError) as info:
         parse({"error": "invalid_client", "error_description": description}, status=401)
     assert advice in str(info.value)
