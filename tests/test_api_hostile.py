@@ -11,11 +11,12 @@ import base64
 import json
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
+from pathlib import Path
 
 import pytest
 from scripted_http import ScriptedServer, send_then
 
-from oauthsmtp import Email, GmailAPISession, GraphSession
+from oauthsmtp import APIError, Email, GmailAPISession, GraphSession
 from oauthsmtp._api.answers import read_answer, retry_after_seconds
 
 
@@ -207,3 +208,28 @@ def test_retry_after_forms() -> None:
     assert retry_after_seconds("nan", now=0) is None
     assert retry_after_seconds(None, now=0) is None
     assert read_answer("gmail", 429, "", b"", retry_after="junk").wait == 1.0
+
+
+def test_tls_is_verified_and_ssl_cert_file_adds_a_ca(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An untrusted certificate: APIError, nothing sent; SSL_CERT_FILE's CA is then trusted."""
+    from oauthsmtp.devserver import make_certificates
+
+    certs = make_certificates(tmp_path)
+    server = ScriptedServer(tls=certs.server_context()).start()
+    try:
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+        with gmail(server) as session, pytest.raises(APIError, match="TLS handshake failed"):
+            session.send(MESSAGE)
+        assert server.seen == []
+        monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca_cert))
+        server.reply_json({"id": "abc"})
+        with gmail(server) as session:
+            assert session.send(MESSAGE).ok
+        server.reply_json({"id": "def"})
+        with gmail(server, ssl_context=certs.client_context()) as session:
+            assert session.send(MESSAGE).ok
+    finally:
+        server.stop()

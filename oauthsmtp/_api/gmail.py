@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -65,8 +66,8 @@ class GmailAPISession(APISession):
         max_retry_wait: the longest ``Retry-After`` (429/503) honoured, in seconds; a
             longer one makes the message ``"failed"`` at once.
         retries: how many times one message is retried after 429/503.
-        ca_file: a CA bundle to trust instead of the default (``SSL_CERT_FILE`` and
-            ``REQUESTS_CA_BUNDLE`` are honoured without it).
+        ssl_context: the TLS context; default the system's trust store plus
+            ``SSL_CERT_FILE`` (certificates and host names verified).
         sleep: the function that waits (for tests).
 
     Raises:
@@ -81,7 +82,7 @@ class GmailAPISession(APISession):
         timeout: float = 60,
         max_retry_wait: float = MAX_RETRY_WAIT,
         retries: int = 3,
-        ca_file: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
         extra = {} if sleep is None else {"sleep": sleep}
@@ -91,6 +92,6 @@ class GmailAPISession(APISession):
             timeout=timeout,
             max_retry_wait=max_retry_wait,
             retries=retries,
-            ca_file=ca_file,
+            ssl_context=ssl_context,
             **extra,
         )

@@ -10,6 +10,7 @@ must stay under 4 MB, which holds about 3 MB of message once base64-encoded.
 from __future__ import annotations
 
 import base64
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -91,7 +92,7 @@ class GraphSession(APISession):
         base_url: Graph's base URL (default :data:`GRAPH_API_URL`; national clouds differ);
             https, or http to a loopback address (the development provider's
             ``graph_api_url``).
-        timeout, max_retry_wait, retries, ca_file, sleep: as for
+        timeout, max_retry_wait, retries, ssl_context, sleep: as for
             :class:`~oauthsmtp.GmailAPISession`.
 
     Raises:
@@ -107,7 +108,7 @@ class GraphSession(APISession):
         timeout: float = 60,
         max_retry_wait: float = MAX_RETRY_WAIT,
         retries: int = 3,
-        ca_file: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
         extra = {} if sleep is None else {"sleep": sleep}
@@ -118,6 +119,6 @@ class GraphSession(APISession):
             timeout=timeout,
             max_retry_wait=max_retry_wait,
             retries=retries,
-            ca_file=ca_file,
+            ssl_context=ssl_context,
             **extra,
         )

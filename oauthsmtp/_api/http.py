@@ -9,8 +9,9 @@
   what remains of it, and the body is read in chunks while time remains.
 * **Bounded bodies**: at most :data:`MAX_ANSWER_BYTES` of an answer are read; no
   compression is asked for, so nothing grows in memory beyond that.
-* **TLS verified** (``requests``' default, with ``SSL_CERT_FILE`` / ``REQUESTS_CA_BUNDLE``
-  honoured); plain ``http`` only to a loopback host (the development provider).
+* **TLS verified** with the same context as SMTP and the token endpoint (the system's
+  trust store plus ``SSL_CERT_FILE``), or the caller's ``ssl_context``; plain ``http`` only
+  to a loopback host (the development provider).
 * **No redirects** are followed: a 3xx is an answer like any other.
 * **No secrets in output**: the ``Authorization`` header is never logged or put in an
   error; requests' own errors are replaced by words that hold no header.
@@ -19,15 +20,17 @@
 from __future__ import annotations
 
 import logging
-import os
+import ssl
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from oauthsmtp._errors import ConfigurationError
 from oauthsmtp._oauth.params import is_loopback_host
+from oauthsmtp._util.tls import tls_context
 
 __all__ = ["MAX_ANSWER_BYTES", "HTTPAnswer", "HTTPClient", "RequestLost", "check_base_url"]
 
@@ -92,20 +95,46 @@ def check_base_url(url: object, name: str = "base_url") -> str:
     return url.rstrip("/")
 
 
+class _TLSAdapter(HTTPAdapter):
+    """An adapter whose connections use our verified TLS context."""
+
+    def __init__(self, context: ssl.SSLContext | None) -> None:
+        self._context = context
+        super().__init__(pool_connections=1, pool_maxsize=4, max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        if self._context is not None:
+            kwargs["ssl_context"] = self._context
+        super().init_poolmanager(*args, **kwargs)
+
+    def proxy_manager_for(self, *args: Any, **kwargs: Any) -> Any:
+        if self._context is not None:
+            kwargs["ssl_context"] = self._context
+        return super().proxy_manager_for(*args, **kwargs)
+
+
 class HTTPClient:
     """Posts requests over one keep-alive session.
 
     Args:
         timeout: the total deadline of one request, in seconds.
-        verify: ``requests``' ``verify`` (True, or the path of a CA bundle).
+        ssl_context: the TLS context for https; None makes the standard verified one
+            (system trust store plus ``SSL_CERT_FILE``). Only used for https URLs.
+        https: whether https will be used (the context is made only then).
+
+    Raises:
+        ConfigurationError: ``SSL_CERT_FILE`` names a file that cannot be read.
     """
 
-    def __init__(self, *, timeout: float, verify: bool | str = True) -> None:
+    def __init__(
+        self, *, timeout: float, ssl_context: ssl.SSLContext | None = None, https: bool = True
+    ) -> None:
         self.timeout = timeout
+        if https and ssl_context is None:
+            ssl_context = tls_context()
         self._session = requests.Session()
-        self._session.trust_env = True  # proxies and CA bundles from the environment
-        self._session.verify = verify
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0)
+        self._session.trust_env = True  # https_proxy / no_proxy from the environment
+        adapter = _TLSAdapter(ssl_context)
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
         self.requests_sent = 0
@@ -206,9 +235,3 @@ def _why(exc: BaseException) -> str:
 
 def _no_query(url: str) -> str:
     return url.split("?", 1)[0]
-
-
-def ca_bundle_from_environment() -> bool | str:
-    """``SSL_CERT_FILE`` when set (as OpenSSL reads it), else True (requests' default)."""
-    path = os.environ.get("SSL_CERT_FILE")
-    return path if path else True

@@ -22,6 +22,7 @@ raises :class:`~oauthsmtp.APIError` naming the fix and is never retried.
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from email.message import Message
@@ -53,6 +54,7 @@ class Endpoint(Protocol):
 
     api: API
     name: str
+    url: str
     limit: int
     limit_text: str
 
@@ -114,7 +116,7 @@ class APISession:
         timeout: float = 60,
         max_retry_wait: float = MAX_RETRY_WAIT,
         retries: int = 3,
-        ca_file: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not is_token_source(auth_token):
@@ -139,7 +141,11 @@ class APISession:
         self.timeout = float(timeout)
         self.max_retry_wait = float(max_retry_wait)
         self.retries = retries
-        self._ca_file = ca_file
+        if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
+            raise ConfigurationError(
+                f"ssl_context must be an ssl.SSLContext, not {type(ssl_context).__name__}"
+            )
+        self._ssl_context = ssl_context
         self._sleep = sleep
         self._client: HTTPClient | None = None
 
@@ -147,7 +153,11 @@ class APISession:
     def start(self) -> APISession:
         """Open the HTTP session (connections open on the first request); returns self."""
         if self._client is None:
-            self._client = HTTPClient(timeout=self.timeout, verify=self._ca_file or True)
+            self._client = HTTPClient(
+                timeout=self.timeout,
+                ssl_context=self._ssl_context,
+                https=self._endpoint.url.startswith("https:"),
+            )
         return self
 
     def close(self) -> None:
