@@ -39,7 +39,12 @@ class AccountSettings:
         revocation_url / issuer / extra_auth_params: the OAuth2 client.
         has_client_secret: whether a client secret is kept in the token store.
         tenant: the Microsoft tenant, when the provider is ``microsoft``.
-        smtp_host / smtp_port / security: where mail is sent.
+        smtp_host / smtp_port / security: where mail is sent over SMTP.
+        transport: ``"smtp"`` (the default) or ``"api"``: ``oauthsmtp send`` then sends
+            through the Gmail API (provider ``gmail``) or Microsoft Graph (``microsoft``;
+            ``custom``: the Gmail API when ``api_url`` has a ``/gmail/`` segment, else Graph).
+        api_url: the API's base URL when not the public one (national clouds, the
+            development provider); None for the default.
     """
 
     account: str
@@ -57,6 +62,8 @@ class AccountSettings:
     extra_auth_params: Mapping[str, str] = field(default_factory=dict)
     has_client_secret: bool = False
     tenant: str | None = None
+    transport: str = "smtp"
+    api_url: str | None = None
 
     def parameters(self, client_secret: str | None = None) -> OAuth2Parameters:
         """The OAuth2 parameters for this account (with the secret, when given)."""
@@ -71,6 +78,15 @@ class AccountSettings:
             revocation_url=self.revocation_url,
             issuer=self.issuer,
         )
+
+    @property
+    def api(self) -> str:
+        """Which HTTP API ``transport="api"`` means: ``"gmail"`` or ``"graph"``."""
+        if self.provider == "gmail":
+            return "gmail"
+        if self.provider == "custom" and self.api_url and "/gmail/" in self.api_url + "/":
+            return "gmail"
+        return "graph"
 
     @property
     def token_key(self) -> TokenKey:

@@ -17,7 +17,9 @@ from oauthsmtp._oauth.params import OAuth2Parameters
 from ._errors import ConfigurationError
 
 __all__ = [
+    "GMAIL_API_SCOPE",
     "GMAIL_SCOPE",
+    "GRAPH_MAIL_SEND_SCOPE",
     "IDENTITY_SCOPES",
     "MAIL_SCOPES",
     "MICROSOFT_SMTP_SCOPE",
@@ -33,6 +35,17 @@ GMAIL_SCOPE = "https://mail.google.com/"
 MICROSOFT_SMTP_SCOPE = "https://outlook.office.com/SMTP.Send"
 DEV_SCOPE = "https://mail.oauthsmtp.test/smtp"
 
+GMAIL_API_SCOPE = "https://www.googleapis.com/auth/gmail.send"
+"""Sending through the Gmail API only (a "sensitive" scope; SMTP's is "restricted")."""
+
+GRAPH_MAIL_SEND_SCOPE = "https://graph.microsoft.com/Mail.Send"
+"""Sending through Microsoft Graph (``sendMail``) as the signed-in user."""
+
+_DEV_API_SCOPES = (
+    "https://mail.oauthsmtp.test/gmail.send",
+    "https://mail.oauthsmtp.test/Mail.Send",
+)
+
 OUTLOOK_COM_SMTP_HOST = "smtp-mail.outlook.com"
 """Outlook.com (consumer) accounts send here; Microsoft 365 uses ``smtp.office365.com``
 (both STARTTLS on 587; secondary sources, see docs/login.md)."""
@@ -42,10 +55,18 @@ IDENTITY_SCOPES = "openid email"
 the account that logged in (checked against ``account=``)."""
 
 MAIL_SCOPES = frozenset(
-    {GMAIL_SCOPE, MICROSOFT_SMTP_SCOPE, "https://outlook.office365.com/.default", DEV_SCOPE}
+    {
+        GMAIL_SCOPE,
+        MICROSOFT_SMTP_SCOPE,
+        "https://outlook.office365.com/.default",
+        DEV_SCOPE,
+        GMAIL_API_SCOPE,
+        GRAPH_MAIL_SEND_SCOPE,
+        *_DEV_API_SCOPES,
+    }
 )
-"""Scopes that grant SMTP sending; a login that asked for one must be granted it
-(docs/security.md rule 17)."""
+"""Scopes that grant sending (SMTP or an HTTP API); a login that asked for one must be
+granted it (docs/security.md rule 17)."""
 
 
 @dataclass(frozen=True)
@@ -100,9 +121,14 @@ def gmail(
     client_id: str,
     client_secret: str,
     redirect_url: str = "http://localhost:9000",
+    api: bool = False,
     **overrides: Any,
 ) -> OAuth2Parameters:
     """Parameters for Gmail and Google Workspace.
+
+    ``api=True`` asks for :data:`GMAIL_API_SCOPE` (``gmail.send``, for
+    :class:`~oauthsmtp.GmailAPISession`) instead of SMTP's restricted
+    ``https://mail.google.com/``, plus the identity scopes (docs/api.md).
 
     Use a "Desktop app" OAuth client: Google accepts any loopback port for it
     and issues a client secret that it expects on code exchange and refresh
@@ -122,7 +148,7 @@ def gmail(
         "client_secret": client_secret,
         "auth_url": info.auth_url,
         "token_url": info.token_url,
-        "scope": info.scope,
+        "scope": f"{GMAIL_API_SCOPE} {IDENTITY_SCOPES}" if api else info.scope,
         "redirect_url": redirect_url,
         "extra_auth_params": {"access_type": "offline", "prompt": "consent"},
         "revocation_url": info.revocation_url,
@@ -141,9 +167,15 @@ def microsoft(
     tenant: str = "common",
     client_secret: str | None = None,
     redirect_url: str = "http://localhost:9000",
+    api: bool = False,
     **overrides: Any,
 ) -> OAuth2Parameters:
     """Parameters for Microsoft 365 (work or school) and Outlook.com.
+
+    ``api=True`` asks for Microsoft Graph's ``Mail.Send offline_access`` (for
+    :class:`~oauthsmtp.GraphSession`) instead of ``SMTP.Send``, plus the identity
+    scopes (docs/api.md). One token serves one resource: an SMTP token is refused
+    by Graph ("Invalid audience") and the other way round.
 
     Register a public client ("Mobile and desktop applications" with redirect
     ``http://localhost``) and pass no secret: Entra refuses a secret from a
@@ -171,7 +203,9 @@ def microsoft(
         "client_secret": client_secret,
         "auth_url": info.auth_url.format(tenant=tenant),
         "token_url": info.token_url.format(tenant=tenant),
-        "scope": info.scope,
+        "scope": (
+            f"{GRAPH_MAIL_SEND_SCOPE} offline_access {IDENTITY_SCOPES}" if api else info.scope
+        ),
         "redirect_url": redirect_url,
         "revocation_url": None,
         # RFC 9207 issuer; Entra sends no ``iss`` today, so this is only a guard.
