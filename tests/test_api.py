@@ -352,3 +352,20 @@ def test_no_token_in_errors_logs_or_reprs(
         text = f"{caught.value!s} {caught.value!r} {session!r} {caplog.text}"
     assert token.access_token not in text
     assert "Bearer " not in text
+
+
+def test_presets_ask_for_the_api_scopes() -> None:
+    """api=True: gmail.send (not the restricted mail.google.com) and Graph Mail.Send."""
+    gmail = oauthsmtp.providers.gmail(client_id="id", client_secret="s", api=True)
+    assert gmail.scopes == ("https://www.googleapis.com/auth/gmail.send", "openid", "email")
+    microsoft = oauthsmtp.providers.microsoft(client_id="id", tenant="contoso.com", api=True)
+    assert microsoft.scopes == (
+        "https://graph.microsoft.com/Mail.Send",
+        "offline_access",
+        "openid",
+        "email",
+    )
+    assert (
+        "https://mail.google.com/"
+        in oauthsmtp.providers.gmail(client_id="i", client_secret="s").scopes
+    )
