@@ -12,7 +12,8 @@ What it holds, bottom up (each module imports only modules listed before it):
   parsing, pure), ``_smtpmessages`` (:class:`ReceivedMessage`), ``_smtpsession`` (one
   connection, which calls back into the server only through the ``ServerHooks`` protocol)
   and ``_smtpserver`` (:class:`SMTPServer`);
-- the HTTP sending APIs: ``_apiserver`` (:class:`APIServer`: the Gmail API's
+- the HTTP sending APIs: ``_apibodies`` (routes, each API's error bodies, the forced
+  failures; pure) and ``_apiserver`` (:class:`APIServer`: the Gmail API's
   ``users.messages.send`` and Microsoft Graph's ``sendMail`` emulated, with the same token
   check and message store, and error switches);
 - on top: ``_mailpages`` (the received-messages pages), ``_headless`` (a login without a

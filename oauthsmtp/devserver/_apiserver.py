@@ -31,6 +31,7 @@ import email.policy
 import json
 import logging
 import secrets
+import socket
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -38,8 +39,8 @@ from dataclasses import dataclass
 from email.utils import getaddresses
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
+from ._apibodies import FAILURES, Forced, forced_answer, google_error, graph_error, route, to_json
 from ._authmodels import GMAIL_API_SCOPE, GRAPH_API_SCOPE, TokenInfo
 
 __all__ = ["FAILURES", "GMAIL_API_SCOPE", "GRAPH_API_SCOPE", "APIRequest", "APIServer"]
@@ -51,20 +52,6 @@ MAX_REQUEST_BYTES = 48 * 1024 * 1024
 
 GRAPH_MAX_REQUEST = 4 * 1024 * 1024
 GMAIL_MAX_MESSAGE = 36_700_160
-
-FAILURES = (
-    "401",
-    "403",
-    "403-disabled",
-    "403-license",
-    "429",
-    "500",
-    "503",
-    "html",
-    "no-id",
-    "drop",
-)
-"""The answers :meth:`APIServer.fail_next` can force."""
 
 Deliver = Callable[[str, "tuple[str, ...]", bytes, "str | None"], object]
 Validate = Callable[[str], "TokenInfo | None"]
@@ -87,34 +74,6 @@ class APIRequest:
     user: str | None
 
 
-@dataclass(frozen=True)
-class _Forced:
-    kind: str
-    retry_after: str | None
-
-
-def _google_error(code: int, message: str, status: str, reason: str) -> dict[str, Any]:
-    return {
-        "error": {
-            "code": code,
-            "message": message,
-            "errors": [{"message": message, "domain": "global", "reason": reason}],
-            "status": status,
-            "details": [
-                {
-                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                    "reason": reason,
-                    "domain": "googleapis.com",
-                }
-            ],
-        }
-    }
-
-
-def _graph_error(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "innerError": {"request-id": "dev"}}}
-
-
 class APIServer:
     """The Gmail API and Microsoft Graph sending endpoints, emulated on loopback.
 
@@ -135,7 +94,7 @@ class APIServer:
         self._host = host
         self._port = port
         self._lock = threading.Lock()
-        self._forced: deque[_Forced] = deque()
+        self._forced: deque[Forced] = deque()
         self._requests: list[APIRequest] = []
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -204,8 +163,8 @@ class APIServer:
         if kind not in FAILURES:
             raise ValueError(f"kind must be one of {', '.join(FAILURES)}, not {kind!r}")
         with self._lock:
-            self._forced.extend(_Forced("pass", None) for _ in range(after))
-            self._forced.extend(_Forced(kind, retry_after) for _ in range(count))
+            self._forced.extend(Forced("pass", None) for _ in range(after))
+            self._forced.extend(Forced(kind, retry_after) for _ in range(count))
 
     @property
     def requests(self) -> list[APIRequest]:
@@ -220,7 +179,7 @@ class APIServer:
             self._forced.clear()
 
     # -- handling (HTTP threads)
-    def _take_forced(self) -> _Forced | None:
+    def _take_forced(self) -> Forced | None:
         with self._lock:
             return self._forced.popleft() if self._forced else None
 
@@ -232,13 +191,13 @@ class APIServer:
         self, path: str, headers: Any, body: bytes
     ) -> tuple[int, dict[str, str], bytes] | None:
         """Answer one POST: (status, headers, body), or None to drop the connection."""
-        api, user_part = _route(path)
+        api, user_part = route(path)
         if not api:
             self._record("", path, 404, None)
             return 404, {"Content-Type": "application/json"}, b'{"error":{"code":404}}'
         forced = self._take_forced()
         if forced is not None and forced.kind != "pass":
-            answer = _forced_answer(api, forced)
+            answer = forced_answer(api, forced)
             self._record(api, path, 0 if answer is None else answer[0], None)
             return answer
         status, extra, data, user = self._send(api, user_part, headers, body)
@@ -254,14 +213,14 @@ class APIServer:
         info = self._validate(token) if token else None
         if info is None:
             if api == "gmail":
-                data = _google_error(
+                data = google_error(
                     401,
                     "Request had invalid authentication credentials.",
                     "UNAUTHENTICATED",
                     "ACCESS_TOKEN_EXPIRED" if token else "CREDENTIALS_MISSING",
                 )
             else:
-                data = _graph_error(
+                data = graph_error(
                     "InvalidAuthenticationToken",
                     "Lifetime validation failed, the token is expired."
                     if token
@@ -270,7 +229,7 @@ class APIServer:
             return (
                 401,
                 {**json_type, "WWW-Authenticate": 'Bearer error="invalid_token"'},
-                _j(data),
+                to_json(data),
                 None,
             )
         if api == "gmail":
@@ -281,72 +240,72 @@ class APIServer:
         self, info: TokenInfo, user_part: str, headers: Any, body: bytes, json_type: dict[str, str]
     ) -> tuple[int, dict[str, str], bytes, str | None]:
         if GMAIL_API_SCOPE not in info.scope:
-            data = _google_error(
+            data = google_error(
                 403,
                 "Request had insufficient authentication scopes.",
                 "PERMISSION_DENIED",
                 "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
             )
-            return 403, json_type, _j(data), None
+            return 403, json_type, to_json(data), None
         if user_part not in ("me", info.user):
-            data = _google_error(
+            data = google_error(
                 403, "Delegation denied for " + info.user, "PERMISSION_DENIED", "forbidden"
             )
-            return 403, json_type, _j(data), None
+            return 403, json_type, to_json(data), None
         try:
             payload = json.loads(body.decode("utf-8"))
             raw = payload["raw"]
             message = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
         except (UnicodeDecodeError, ValueError, KeyError, TypeError, binascii.Error):
-            data = _google_error(
+            data = google_error(
                 400, "Invalid value for ByteString", "INVALID_ARGUMENT", "invalidArgument"
             )
-            return 400, json_type, _j(data), None
+            return 400, json_type, to_json(data), None
         if len(message) > GMAIL_MAX_MESSAGE:
-            data = _google_error(
+            data = google_error(
                 413, "Request payload size exceeds the limit", "INVALID_ARGUMENT", "badRequest"
             )
-            return 413, json_type, _j(data), None
+            return 413, json_type, to_json(data), None
         problem = self._accept(message, info.user)
         if problem:
-            data = _google_error(400, problem, "INVALID_ARGUMENT", "invalidArgument")
-            return 400, json_type, _j(data), None
+            data = google_error(400, problem, "INVALID_ARGUMENT", "invalidArgument")
+            return 400, json_type, to_json(data), None
         message_id = secrets.token_hex(8)
         answer = {"id": message_id, "threadId": message_id, "labelIds": ["SENT"]}
-        return 200, json_type, _j(answer), info.user
+        return 200, json_type, to_json(answer), info.user
 
     def _graph(
         self, info: TokenInfo, user_part: str, headers: Any, body: bytes, json_type: dict[str, str]
     ) -> tuple[int, dict[str, str], bytes, str | None]:
         if GRAPH_API_SCOPE not in info.scope:
-            data = _graph_error(
+            data = graph_error(
                 "InvalidAuthenticationToken", "Access token validation failure. Invalid audience."
             )
-            return 401, json_type, _j(data), None
+            return 401, json_type, to_json(data), None
         if user_part != "me" and user_part.casefold() != info.user.casefold():
-            data = _graph_error(
+            data = graph_error(
                 "ErrorAccessDenied", "Access is denied. Check credentials and try again."
             )
-            return 403, json_type, _j(data), None
+            return 403, json_type, to_json(data), None
         if len(body) > GRAPH_MAX_REQUEST:
-            data = _graph_error("RequestEntityTooLarge", "The request is larger than 4 MB.")
-            return 413, json_type, _j(data), None
+            data = graph_error("RequestEntityTooLarge", "The request is larger than 4 MB.")
+            return 413, json_type, to_json(data), None
         if not headers.get("Content-Type", "").lower().startswith("text/plain"):
-            data = _graph_error(
+            data = graph_error(
                 "ErrorInvalidRequest", "This emulation takes MIME (text/plain) only."
             )
-            return 415, json_type, _j(data), None
+            return 415, json_type, to_json(data), None
         try:
             message = base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError):
-            data = _graph_error(
+            data = graph_error(
                 "ErrorMimeContentInvalidBase64String", "Invalid base64 string for MIME content."
             )
-            return 400, json_type, _j(data), None
+            return 400, json_type, to_json(data), None
         problem = self._accept(message, info.user)
         if problem:
-            data = _graph_error("ErrorInvalidRecipients", problem)
-            return 400, json_type, _j(data), None
+            data = graph_error("ErrorInvalidRecipients", problem)
+            return 400, json_type, to_json(data), None
         return 202, {}, b"", info.user
 
     def _accept(self, raw: bytes, user: str) -> str | None:
@@ -379,113 +338,16 @@ class APIServer:
         return None
 
 
-def _j(data: object) -> bytes:
-    return json.dumps(data).encode("utf-8")
-
-
-def _route(path: str) -> tuple[str, str]:
-    """``(api, user)`` for a sending path; ``("", "")`` for anything else."""
-    parts = [unquote(p) for p in urlsplit(path).path.split("/")]
-    if (
-        len(parts) == 7
-        and parts[1:4] == ["gmail", "v1", "users"]
-        and parts[5:]
-        == [
-            "messages",
-            "send",
-        ]
-    ):
-        return "gmail", parts[4]
-    if len(parts) == 5 and parts[1:4] == ["graph", "v1.0", "me"] and parts[4] == "sendMail":
-        return "graph", "me"
-    if len(parts) == 6 and parts[1:4] == ["graph", "v1.0", "users"] and parts[5] == "sendMail":
-        return "graph", parts[4]
-    return "", ""
-
-
-def _forced_answer(api: str, forced: _Forced) -> tuple[int, dict[str, str], bytes] | None:
-    json_type = {"Content-Type": "application/json; charset=UTF-8"}
-    kind = forced.kind
-    if kind == "drop":
-        return None
-    if kind == "html":
-        page = b"<!DOCTYPE html><html><body>Please sign in to the Wi-Fi</body></html>"
-        return 200, {"Content-Type": "text/html"}, page
-    if kind == "no-id":
-        return 200, json_type, b"{}"
-    status = int(kind[:3])
-    gmail = api == "gmail"
-    if kind == "401":
-        data = (
-            _google_error(
-                401,
-                "Request had invalid authentication credentials.",
-                "UNAUTHENTICATED",
-                "ACCESS_TOKEN_EXPIRED",
-            )
-            if gmail
-            else _graph_error(
-                "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired."
-            )
-        )
-    elif kind == "403-disabled" or (kind == "403-license" and gmail):
-        data = _google_error(
-            403,
-            "Gmail API has not been used in project 0 before or it is disabled.",
-            "PERMISSION_DENIED",
-            "SERVICE_DISABLED",
-        )
-    elif kind == "403-license":
-        data = _graph_error(
-            "MailboxNotEnabledForRESTAPI",
-            "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
-        )
-    elif kind == "403":
-        data = (
-            _google_error(
-                403,
-                "Request had insufficient authentication scopes.",
-                "PERMISSION_DENIED",
-                "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
-            )
-            if gmail
-            else _graph_error(
-                "ErrorAccessDenied", "Access is denied. Check credentials and try again."
-            )
-        )
-    elif kind == "429":
-        data = (
-            _google_error(
-                429, "User-rate limit exceeded.", "RESOURCE_EXHAUSTED", "rateLimitExceeded"
-            )
-            if gmail
-            else _graph_error(
-                "ApplicationThrottled", "Application is over its MailboxConcurrency limit."
-            )
-        )
-    else:
-        data = (
-            _google_error(
-                status,
-                "Backend Error",
-                "UNAVAILABLE" if status == 503 else "INTERNAL",
-                "backendError",
-            )
-            if gmail
-            else _graph_error(
-                "ServiceUnavailable" if status == 503 else "InternalServerError", "Service error."
-            )
-        )
-    headers = dict(json_type)
-    if forced.retry_after is not None:
-        headers["Retry-After"] = forced.retry_after
-    return status, headers, _j(data)
-
-
 def _handler_class(server: APIServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as the real APIs
         timeout = 30
+
+        def setup(self) -> None:
+            super().setup()
+            # As real API front ends do: a response's header and body writes never wait
+            # for a delayed ACK (Nagle), which would add tens of milliseconds per answer.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def do_POST(self) -> None:
             length_text = self.headers.get("Content-Length")

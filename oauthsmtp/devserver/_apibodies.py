@@ -1,0 +1,161 @@
+"""What the emulated Gmail API and Microsoft Graph answer (pure): routes, error bodies, switches.
+
+The error bodies follow each API's own format: Google's ``{"error": {"code", "message",
+"errors": [{"reason"}], "status", "details": [{"@type": "...ErrorInfo", "reason"}]}}`` and
+Graph's ``{"error": {"code", "message", "innerError"}}``. :func:`forced_answer` is what
+:meth:`~oauthsmtp.devserver.APIServer.fail_next` makes the server answer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+__all__ = ["FAILURES", "Forced", "forced_answer", "google_error", "graph_error", "route", "to_json"]
+
+FAILURES = (
+    "401",
+    "403",
+    "403-disabled",
+    "403-license",
+    "429",
+    "500",
+    "503",
+    "html",
+    "no-id",
+    "drop",
+)
+"""The answers :meth:`APIServer.fail_next` can force."""
+
+
+@dataclass(frozen=True)
+class Forced:
+    kind: str
+    retry_after: str | None
+
+
+def google_error(code: int, message: str, status: str, reason: str) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "errors": [{"message": message, "domain": "global", "reason": reason}],
+            "status": status,
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": reason,
+                    "domain": "googleapis.com",
+                }
+            ],
+        }
+    }
+
+
+def graph_error(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "innerError": {"request-id": "dev"}}}
+
+
+def to_json(data: object) -> bytes:
+    return json.dumps(data).encode("utf-8")
+
+
+def route(path: str) -> tuple[str, str]:
+    """``(api, user)`` for a sending path; ``("", "")`` for anything else."""
+    parts = [unquote(p) for p in urlsplit(path).path.split("/")]
+    if (
+        len(parts) == 7
+        and parts[1:4] == ["gmail", "v1", "users"]
+        and parts[5:]
+        == [
+            "messages",
+            "send",
+        ]
+    ):
+        return "gmail", parts[4]
+    if len(parts) == 5 and parts[1:4] == ["graph", "v1.0", "me"] and parts[4] == "sendMail":
+        return "graph", "me"
+    if len(parts) == 6 and parts[1:4] == ["graph", "v1.0", "users"] and parts[5] == "sendMail":
+        return "graph", parts[4]
+    return "", ""
+
+
+def forced_answer(api: str, forced: Forced) -> tuple[int, dict[str, str], bytes] | None:
+    json_type = {"Content-Type": "application/json; charset=UTF-8"}
+    kind = forced.kind
+    if kind == "drop":
+        return None
+    if kind == "html":
+        page = b"<!DOCTYPE html><html><body>Please sign in to the Wi-Fi</body></html>"
+        return 200, {"Content-Type": "text/html"}, page
+    if kind == "no-id":
+        return 200, json_type, b"{}"
+    status = int(kind[:3])
+    gmail = api == "gmail"
+    if kind == "401":
+        data = (
+            google_error(
+                401,
+                "Request had invalid authentication credentials.",
+                "UNAUTHENTICATED",
+                "ACCESS_TOKEN_EXPIRED",
+            )
+            if gmail
+            else graph_error(
+                "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired."
+            )
+        )
+    elif kind == "403-disabled" or (kind == "403-license" and gmail):
+        data = google_error(
+            403,
+            "Gmail API has not been used in project 0 before or it is disabled.",
+            "PERMISSION_DENIED",
+            "SERVICE_DISABLED",
+        )
+    elif kind == "403-license":
+        data = graph_error(
+            "MailboxNotEnabledForRESTAPI",
+            "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
+        )
+    elif kind == "403":
+        data = (
+            google_error(
+                403,
+                "Request had insufficient authentication scopes.",
+                "PERMISSION_DENIED",
+                "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
+            )
+            if gmail
+            else graph_error(
+                "ErrorAccessDenied", "Access is denied. Check credentials and try again."
+            )
+        )
+    elif kind == "429":
+        data = (
+            google_error(
+                429, "User-rate limit exceeded.", "RESOURCE_EXHAUSTED", "rateLimitExceeded"
+            )
+            if gmail
+            else graph_error(
+                "ApplicationThrottled", "Application is over its MailboxConcurrency limit."
+            )
+        )
+    else:
+        data = (
+            google_error(
+                status,
+                "Backend Error",
+                "UNAVAILABLE" if status == 503 else "INTERNAL",
+                "backendError",
+            )
+            if gmail
+            else graph_error(
+                "ServiceUnavailable" if status == 503 else "InternalServerError", "Service error."
+            )
+        )
+    headers = dict(json_type)
+    if forced.retry_after is not None:
+        headers["Retry-After"] = forced.retry_after
+    return status, headers, to_json(data)
