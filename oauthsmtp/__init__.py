@@ -53,13 +53,11 @@ if TYPE_CHECKING:
     from ._smtp.session import SendResult, SMTPSession
     from ._smtp.wire import SMTPConnectionError, SMTPTimeoutError
     from ._tokens.identify import auth_identify, refresh_token, revoke_token
-    from ._tokens.stores.choose import (
-        FileStore,
-        KeyringStore,
-        MemoryStore,
-        TokenStore,
-        default_store,
-    )
+    from ._tokens.stores.base import TokenKey, TokenStore
+    from ._tokens.stores.choose import default_store
+    from ._tokens.stores.filestore import FileStore
+    from ._tokens.stores.keyringstore import KeyringStore
+    from ._tokens.stores.memory import MemoryStore
     from ._tokens.token import AuthToken
 del TYPE_CHECKING
 
@@ -90,6 +88,7 @@ __all__ = [
     "SMTPTimeoutError",
     "SendResult",
     "TokenError",
+    "TokenKey",
     "TokenStore",
     "TokenStoreError",
     "__version__",
@@ -109,10 +108,11 @@ _LAZY = {
     "auth_identify": "._tokens.identify",
     "refresh_token": "._tokens.identify",
     "revoke_token": "._tokens.identify",
-    "FileStore": "._tokens.stores.choose",
-    "KeyringStore": "._tokens.stores.choose",
-    "MemoryStore": "._tokens.stores.choose",
-    "TokenStore": "._tokens.stores.choose",
+    "FileStore": "._tokens.stores.filestore",
+    "KeyringStore": "._tokens.stores.keyringstore",
+    "MemoryStore": "._tokens.stores.memory",
+    "TokenKey": "._tokens.stores.base",
+    "TokenStore": "._tokens.stores.base",
     "default_store": "._tokens.stores.choose",
     "providers": ".providers",
     "explain": "._explain",

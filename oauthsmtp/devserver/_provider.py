@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from oauthsmtp._api.gmail import GmailAPISession
     from oauthsmtp._api.graph import GraphSession
     from oauthsmtp._smtp.session import Security, SMTPSession
-    from oauthsmtp._tokens.stores.choose import TokenStore
+    from oauthsmtp._tokens.stores.base import TokenStore
 
 __all__ = ["DevProvider", "headless_login"]
 
