@@ -87,13 +87,14 @@ class AccountSettings:
         Raises:
             ConfigurationError: a field has the wrong type, the account or SMTP
                 host is empty or holds white space or control characters, the
-                port is not 1-65535, or the security is not starttls/ssl/none.
+                port is not 1-65535, the security is not starttls/ssl/none, or the
+                transport is not smtp/api.
         """
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in ("smtp_port", "has_client_secret", "scope", "extra_auth_params"):
                 continue
-            optional = f.name in ("revocation_url", "issuer", "tenant")
+            optional = f.name in ("revocation_url", "issuer", "tenant", "api_url")
             if not isinstance(value, str) and not (optional and value is None):
                 raise ConfigurationError(f"account setting {f.name} must be a string")
             if isinstance(value, str) and _CONTROL.search(value):
@@ -114,6 +115,10 @@ class AccountSettings:
         if self.security not in _SECURITY:
             raise ConfigurationError(
                 f"the SMTP security {self.security!r:.20} is not one of {', '.join(_SECURITY)}"
+            )
+        if self.transport not in ("smtp", "api"):
+            raise ConfigurationError(
+                f"the transport {self.transport!r:.20} is not smtp or api (give --transport)"
             )
         if not isinstance(self.has_client_secret, bool):
             raise ConfigurationError("account setting has_client_secret must be true or false")
