@@ -148,3 +148,24 @@ def test_api_refusal_is_one_line_with_the_fix(tmp_path: Path, provider: DevProvi
     assert lines[0].startswith("oauthsmtp: error:")
     assert "Mail.Send" in lines[0]
     assert provider.messages == []
+
+
+def test_demo_transport_api_sends_through_graph(tmp_path: Path) -> None:
+    """`oauthsmtp demo --transport api`: both messages through the Graph emulation, exit 0."""
+    env = {k: v for k, v in os.environ.items() if k not in ("BROWSER", "DISPLAY", "CI")}
+    env["OAUTHSMTP_HOME"] = str(tmp_path / "home")
+    env["PYTHONPATH"] = str(HERE.parent)
+    proc = subprocess.run(
+        [sys.executable, "-m", "oauthsmtp", "demo", "--transport", "api"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = " ".join(proc.stdout.split())
+    assert "send a message through Microsoft Graph" in out
+    assert out.count("server answered: 202 accepted (202)") == 2
+    assert "GraphSession(...).send(...)" in out
+    assert not (tmp_path / "home").exists()

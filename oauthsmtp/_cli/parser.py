@@ -352,12 +352,19 @@ def _tools(sub: argparse._SubParsersAction[Parser]) -> None:
     explain.add_argument(
         "--account", type=values.account, help="fill this account into the fix's commands"
     )
-    _command(
+    demo = _command(
         sub,
         "demo",
         "walk through the whole product against an embedded dev provider",
         "Log in through the browser, send a message over STARTTLS with XOAUTH2, force a "
         "token refresh and send again, all against a local development provider.",
+    )
+    demo.add_argument(
+        "--transport",
+        choices=("smtp", "api"),
+        default="smtp",
+        help="smtp (default), or api: log in for Microsoft Graph and send through the "
+        "provider's Graph emulation",
     )
 
 
