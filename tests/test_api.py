@@ -246,7 +246,7 @@ def test_outcomes_that_cannot_be_known_are_never_sent_again(
     session = (
         provider.gmail_api_session(auth_token=token)
         if api == "gmail"
-        else provider.graph_session(auth_token=token)
+        else provider.graph_session(auth_token=token, batch=False)
     )
     with session:
         results = session.send_many([mail(provider, "first"), mail(provider, "second")])
@@ -286,7 +286,7 @@ def test_configuration_error_mid_batch_fails_the_rest_without_sending(
 ) -> None:
     """First sent; then a configuration 403: the rest are failed 'not sent', not raised."""
     provider.api.fail_next("403", after=1)
-    with provider.graph_session(auth_token=token) as session:
+    with provider.graph_session(auth_token=token, batch=False) as session:
         results = session.send_many([mail(provider, "a"), mail(provider, "b"), mail(provider, "c")])
     assert [r.status for r in results] == ["sent", "failed", "failed"]
     assert "Mail.Send" in (results[1].message or "")

@@ -24,9 +24,9 @@ EXPECTED: dict[str, list[str]] = {
         "arrived: user@example.test -> friend@example.test: 'Sent through the Gmail API'",
     ],
     "send_graph.py": [
-        "#1: sent 202 accepted (202)",
-        "#3: sent 202 accepted (202)",
-        "HTTP requests: 3",
+        "#1: sent 202 accepted (202, in a batch)",
+        "#3: sent 202 accepted (202, in a batch)",
+        "HTTP requests: 1",
         "arrived: 3 messages in the development mailbox",
     ],
 }

@@ -3,8 +3,8 @@
 Delegated (a person logs in once): ``providers.microsoft(..., api=True)`` asks for Graph's
 ``Mail.Send offline_access``; the session posts to ``/me/sendMail``. App-only (a daemon
 with the ``Mail.Send`` application permission): pass ``user="mailbox@contoso.com"`` and
-the session posts to ``/users/{user}/sendMail``. Several messages go over one kept-alive
-connection with ``send_many``, one result each.
+the session posts to ``/users/{user}/sendMail``. ``send_many`` sends up to 20 messages in
+one JSON batch request (``POST /$batch``), one result each.
 
 With Microsoft 365 (a public client with redirect http://localhost, Graph Mail.Send):
 

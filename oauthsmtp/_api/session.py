@@ -35,13 +35,13 @@ from oauthsmtp._message.prepare import Email, OutgoingMessage, prepare_message
 from oauthsmtp._smtp.auth import TokenSource, is_token_source
 from oauthsmtp._smtp.session import SendResult
 
-from .answers import API, read_answer
-from .http import HTTPClient, RequestLost
+from .answers import API, Verdict, read_answer
+from .http import HTTPAnswer, HTTPClient, RequestLost
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-__all__ = ["MAX_RETRY_WAIT", "APISession", "Endpoint", "raw_with_bcc"]
+__all__ = ["MAX_RETRY_WAIT", "APISession", "Endpoint", "Job", "fail_rest", "raw_with_bcc"]
 
 logger = logging.getLogger("oauthsmtp.api")
 
@@ -87,7 +87,9 @@ def raw_with_bcc(outgoing: OutgoingMessage) -> bytes:
     return b"Bcc: " + ", ".join(blind).encode("utf-8") + b"\r\n" + outgoing.data
 
 
-class _Job:
+class Job:
+    """One message on its way: its bytes (None when refused before sending) and result."""
+
     __slots__ = ("error", "raw", "result")
 
     def __init__(
@@ -220,20 +222,7 @@ class APISession:
                 f"EmailMessage), not {type(messages).__name__}; use send() for one message"
             )
         jobs = [self._prepare(m) for m in messages]
-        answered = False
-        for index, job in enumerate(jobs):
-            if job.result is not None:
-                continue
-            try:
-                job.result = self._deliver(job)
-            except OAuthSMTPError as exc:
-                if not answered:
-                    raise
-                for rest in jobs[index:]:
-                    if rest.result is None:
-                        rest.result = SendResult("failed", None, f"not sent: {exc}")
-                break
-            answered = True
+        self._deliver_all(jobs)
         return [job.result or SendResult("failed", None, "not sent") for job in jobs]
 
     def __repr__(self) -> str:
@@ -242,7 +231,7 @@ class APISession:
         )
 
     # -- internals --------------------------------------------------------------------------
-    def _prepare(self, message: Email | Message) -> _Job:
+    def _prepare(self, message: Email | Message) -> Job:
         endpoint = self._endpoint
         try:
             raw = raw_with_bcc(prepare_message(message))
@@ -253,22 +242,65 @@ class APISession:
                     f"the message cannot be sent: {type(exc).__name__}: {exc}"
                 )
                 error.__cause__ = exc
-            return _Job(None, SendResult("failed", None, f"refused before sending: {error}"), error)
+            return Job(None, SendResult("failed", None, f"refused before sending: {error}"), error)
         size = endpoint.size(raw)
         if size > endpoint.limit:
             error = ConfigurationError(
                 f"the message is too large for {endpoint.name}: {size:,} bytes to send, and "
                 f"{endpoint.limit_text}; make the attachments smaller, or send it over SMTP"
             )
-            return _Job(None, SendResult("failed", None, f"refused before sending: {error}"), error)
-        return _Job(raw)
+            return Job(None, SendResult("failed", None, f"refused before sending: {error}"), error)
+        return Job(raw)
 
-    def _deliver(self, job: _Job) -> SendResult:
+    def _deliver_all(self, jobs: list[Job]) -> None:
+        """Send every prepared job, one request each; apply send_many's raising rule."""
+        answered = False
+        for index, job in enumerate(jobs):
+            if job.result is not None:
+                continue
+            try:
+                job.result = self._deliver(job)
+            except OAuthSMTPError as exc:
+                if not answered:
+                    raise
+                fail_rest(jobs[index:], exc)
+                return
+            answered = True
+
+    def _deliver(self, job: Job) -> SendResult:
         assert job.raw is not None  # noqa: S101 - only prepared jobs are delivered
+        url, headers, body = self._endpoint.request(job.raw)
+        outcome = self._exchange(url, headers, body)
+        if isinstance(outcome, SendResult):
+            return outcome
+        verdict = outcome
+        said = f"{verdict.error}: {verdict.text}" if verdict.error else verdict.text
+        if verdict.kind == "sent":
+            return SendResult("sent", verdict.status, verdict.text)
+        return SendResult("failed" if verdict.kind == "failed" else "unknown", verdict.status, said)
+
+    def _exchange(
+        self,
+        url: str,
+        headers: dict[str, str],
+        body: bytes,
+        *,
+        answer_to: list[HTTPAnswer] | None = None,
+    ) -> SendResult | Verdict:
+        """Post one request under the retry rules; the final verdict, or a result already.
+
+        Returns a :class:`Verdict` of kind ``"sent"``, ``"failed"`` or ``"unknown"`` (the
+        answer itself is appended to ``answer_to`` when given), or a :class:`SendResult`
+        when no answer came after the request was sent (``"unknown"``) or the waits ran out
+        (``"failed"``).
+
+        Raises:
+            APIError: a configuration refusal, a 401 after a refresh, or the API could not
+                be reached (nothing was sent).
+        """
         client = self.start()._client
         assert client is not None  # noqa: S101 - start() sets it
         endpoint = self._endpoint
-        url, headers, body = endpoint.request(job.raw)
         refreshed = False
         waits = 0
         while True:
@@ -296,12 +328,10 @@ class APISession:
                 now=time.time(),
             )
             said = f"{verdict.error}: {verdict.text}" if verdict.error else verdict.text
-            if verdict.kind == "sent":
-                return SendResult("sent", verdict.status, verdict.text)
-            if verdict.kind == "failed":
-                return SendResult("failed", verdict.status, said)
-            if verdict.kind == "unknown":
-                return SendResult("unknown", verdict.status, said)
+            if verdict.kind in ("sent", "failed", "unknown"):
+                if answer_to is not None:
+                    answer_to.append(answer)
+                return verdict
             if verdict.kind == "config":
                 raise APIError(
                     f"{endpoint.name} refused ({verdict.status} {said}); {verdict.fix}; "
@@ -336,3 +366,10 @@ class APISession:
             waits += 1
             logger.debug("%s answered %d: waiting %g s", endpoint.name, verdict.status, wait)
             self._sleep(wait)
+
+
+def fail_rest(jobs: list[Job], error: OAuthSMTPError) -> None:
+    """Mark every job without a result as failed (not sent) because of ``error``."""
+    for job in jobs:
+        if job.result is None:
+            job.result = SendResult("failed", None, f"not sent: {error}")

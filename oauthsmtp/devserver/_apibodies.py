@@ -8,12 +8,25 @@ Graph's ``{"error": {"code", "message", "innerError"}}``. :func:`forced_answer` 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from dataclasses import dataclass
+from email.headerregistry import Address
+from email.message import EmailMessage
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["FAILURES", "Forced", "forced_answer", "google_error", "graph_error", "route", "to_json"]
+__all__ = [
+    "mime_from_graph_json",
+    "FAILURES",
+    "Forced",
+    "forced_answer",
+    "google_error",
+    "graph_error",
+    "route",
+    "to_json",
+]
 
 FAILURES = (
     "401",
@@ -75,6 +88,8 @@ def route(path: str) -> tuple[str, str]:
         ]
     ):
         return "gmail", parts[4]
+    if len(parts) == 4 and parts[1:4] == ["graph", "v1.0", "$batch"]:
+        return "graph-batch", ""
     if len(parts) == 5 and parts[1:4] == ["graph", "v1.0", "me"] and parts[4] == "sendMail":
         return "graph", "me"
     if len(parts) == 6 and parts[1:4] == ["graph", "v1.0", "users"] and parts[5] == "sendMail":
@@ -159,3 +174,63 @@ def forced_answer(api: str, forced: Forced) -> tuple[int, dict[str, str], bytes]
     if forced.retry_after is not None:
         headers["Retry-After"] = forced.retry_after
     return status, headers, to_json(data)
+
+
+def _recipients(message: dict[str, Any], key: str) -> list[Address]:
+    found = []
+    for entry in message.get(key) or []:
+        email = entry.get("emailAddress") if isinstance(entry, dict) else None
+        if not isinstance(email, dict):
+            raise ValueError(f"invalid {key}")
+        address = email.get("address")
+        if not isinstance(address, str) or address.count("@") != 1:
+            raise ValueError(f"invalid {key}")
+        local, domain = address.split("@")
+        found.append(
+            Address(display_name=str(email.get("name") or ""), username=local, domain=domain)
+        )
+    return found
+
+
+def mime_from_graph_json(payload: object) -> bytes | str:
+    """The RFC 5322 message Exchange would build from a JSON ``sendMail`` body, or a problem.
+
+    Takes ``{"message": {subject, body, from, toRecipients, ccRecipients, bccRecipients,
+    replyTo, attachments (fileAttachment), internetMessageHeaders}}``; Bcc is kept as a
+    header here (the caller takes the envelope from it and removes it).
+    """
+    message = payload.get("message") if isinstance(payload, dict) else None
+    if not isinstance(message, dict):
+        return "The message is missing."
+    try:
+        out = EmailMessage()
+        out["Subject"] = str(message.get("subject", ""))
+        sender = _recipients({"from": [message["from"]]} if "from" in message else {}, "from")
+        if sender:
+            out["From"] = sender[0]
+        for key, header in (("toRecipients", "To"), ("ccRecipients", "Cc"),
+                            ("bccRecipients", "Bcc"), ("replyTo", "Reply-To")):  # fmt: skip
+            addresses = _recipients(message, key)
+            if addresses:
+                out[header] = addresses
+        for item in message.get("internetMessageHeaders") or []:
+            name, value = str(item["name"]), str(item["value"])
+            if not name.lower().startswith("x-"):
+                return "The internet message header name should start with 'x-' or 'X-'."
+            out[name] = value
+        body = message.get("body") or {}
+        content = str(body.get("content", ""))
+        if str(body.get("contentType", "Text")).lower() == "html":
+            out.set_content(content, subtype="html")
+        else:
+            out.set_content(content)
+        for attachment in message.get("attachments") or []:
+            data = base64.b64decode(attachment["contentBytes"], validate=True)
+            maintype, _, subtype = str(
+                attachment.get("contentType") or "application/octet-stream"
+            ).partition("/")
+            out.add_attachment(data, maintype=maintype, subtype=subtype or "octet-stream",
+                               filename=str(attachment.get("name") or "attachment"))  # fmt: skip
+    except (KeyError, TypeError, ValueError, AttributeError, binascii.Error):
+        return "The JSON message is not valid."
+    return out.as_bytes(policy=out.policy.clone(linesep="\r\n"))

@@ -40,7 +40,16 @@ from email.utils import getaddresses
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ._apibodies import FAILURES, Forced, forced_answer, google_error, graph_error, route, to_json
+from ._apibodies import (
+    FAILURES,
+    Forced,
+    forced_answer,
+    google_error,
+    graph_error,
+    mime_from_graph_json,
+    route,
+    to_json,
+)
 from ._authmodels import GMAIL_API_SCOPE, GRAPH_API_SCOPE, TokenInfo
 
 __all__ = ["FAILURES", "GMAIL_API_SCOPE", "GRAPH_API_SCOPE", "APIRequest", "APIServer"]
@@ -95,6 +104,9 @@ class APIServer:
         self._port = port
         self._lock = threading.Lock()
         self._forced: deque[Forced] = deque()
+        self.reject_recipients: set[str] = set()
+        """Recipients (lower case) refused with ``400`` (Gmail ``invalidArgument``, Graph
+        ``ErrorInvalidRecipients``), like the SMTP server's ``reject_recipients``."""
         self._requests: list[APIRequest] = []
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -173,10 +185,11 @@ class APIServer:
             return list(self._requests)
 
     def clear(self) -> None:
-        """Forget recorded requests and pending forced failures."""
+        """Forget recorded requests, pending forced failures and refused recipients."""
         with self._lock:
             self._requests.clear()
             self._forced.clear()
+            self.reject_recipients.clear()
 
     # -- handling (HTTP threads)
     def _take_forced(self) -> Forced | None:
@@ -197,12 +210,56 @@ class APIServer:
             return 404, {"Content-Type": "application/json"}, b'{"error":{"code":404}}'
         forced = self._take_forced()
         if forced is not None and forced.kind != "pass":
-            answer = forced_answer(api, forced)
+            answer = forced_answer("graph" if api == "graph-batch" else api, forced)
             self._record(api, path, 0 if answer is None else answer[0], None)
             return answer
+        if api == "graph-batch":
+            return self._batch(path, headers, body)
         status, extra, data, user = self._send(api, user_part, headers, body)
         self._record(api, path, status, user)
         return status, extra, data
+
+    def _batch(self, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """JSON batching: up to 20 requests, run in order; ``dependsOn`` a failed one: 424."""
+        json_type = {"Content-Type": "application/json; charset=UTF-8"}
+        try:
+            requests = json.loads(body.decode("utf-8"))["requests"]
+            if not isinstance(requests, list) or not 1 <= len(requests) <= 20:
+                raise ValueError
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+            self._record("graph-batch", path, 400, None)
+            data = graph_error("BadRequest", "Invalid batch payload format (1 to 20 requests).")
+            return 400, json_type, to_json(data)
+        statuses: dict[str, int] = {}
+        responses = []
+        for request in requests:
+            request = request if isinstance(request, dict) else {}
+            key = str(request.get("id"))
+            depends = request.get("dependsOn") or []
+            item_body: Any
+            answer: dict[str, str]
+            if any(not 200 <= statuses.get(str(d), 0) < 300 for d in depends):
+                status, answer = 424, {}
+                item_body = graph_error("FailedDependency", "A request it depends on failed.")
+            else:
+                api, user_part = route("/graph/v1.0" + str(request.get("url", "")))
+                inner = {str(k): str(v) for k, v in (request.get("headers") or {}).items()}
+                inner["Authorization"] = headers.get("Authorization", "")
+                payload = json.dumps(request.get("body")).encode()
+                if api != "graph" or str(request.get("method", "")).upper() != "POST":
+                    status, answer = 400, {}
+                    item_body = graph_error("BadRequest", "Unsupported request in this batch.")
+                else:
+                    status, answer, raw, user = self._send(api, user_part, inner, payload)
+                    item_body = json.loads(raw) if raw else None
+                    self._record("graph", f"$batch {request.get('url')}", status, user)
+            statuses[key] = status
+            item: dict[str, Any] = {"id": key, "status": status, "headers": answer}
+            if item_body is not None:
+                item["body"] = item_body
+            responses.append(item)
+        self._record("graph-batch", path, 200, None)
+        return 200, json_type, to_json({"responses": responses})
 
     def _send(
         self, api: str, user_part: str, headers: Any, body: bytes
@@ -290,10 +347,18 @@ class APIServer:
         if len(body) > GRAPH_MAX_REQUEST:
             data = graph_error("RequestEntityTooLarge", "The request is larger than 4 MB.")
             return 413, json_type, to_json(data), None
-        if not headers.get("Content-Type", "").lower().startswith("text/plain"):
-            data = graph_error(
-                "ErrorInvalidRequest", "This emulation takes MIME (text/plain) only."
-            )
+        content_type = headers.get("Content-Type", "").lower()
+        if content_type.startswith("application/json"):
+            try:
+                converted = mime_from_graph_json(json.loads(body.decode("utf-8")))
+            except (UnicodeDecodeError, ValueError):
+                converted = "The body is not JSON."
+            if isinstance(converted, str):
+                data = graph_error("ErrorInvalidRequest", converted)
+                return 400, json_type, to_json(data), None
+            body = base64.b64encode(converted)
+        elif not content_type.startswith("text/plain"):
+            data = graph_error("ErrorInvalidRequest", "Send MIME as text/plain, or JSON.")
             return 415, json_type, to_json(data), None
         try:
             message = base64.b64decode(body, validate=True)
@@ -322,6 +387,9 @@ class APIServer:
         ]
         if not recipients:
             return "Recipient address required"
+        refused = [r for r in recipients if r.casefold() in self.reject_recipients]
+        if refused:
+            return f"The recipient {refused[0]} is not valid."
         senders = [a for _, a in getaddresses([str(v) for v in parsed.get_all("from", [])]) if a]
         if "bcc" in parsed:
             lines = data.split(b"\r\n\r\n", 1)
