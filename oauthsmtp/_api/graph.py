@@ -20,7 +20,7 @@ from oauthsmtp._errors import APIError, ConfigurationError, OAuthSMTPError
 from oauthsmtp._smtp.session import SendResult
 
 from .answers import API, read_answer
-from .graphjson import MAX_BATCH, graph_message
+from .graphjson import BATCH_MAX_MESSAGE_BYTES, MAX_BATCH, graph_message
 from .http import check_base_url
 from .session import MAX_RETRY_WAIT, APISession, Job, fail_rest
 
@@ -101,9 +101,9 @@ class GraphSession(APISession):
             :class:`~oauthsmtp.GmailAPISession`.
         batch: let :meth:`send_many` use JSON batching (``POST /$batch``, up to 20
             messages per request, chained with ``dependsOn`` so that they run one after
-            the other as a mailbox allows). Only messages that Graph's JSON form carries
-            faithfully are batched (see :mod:`oauthsmtp._api.graphjson`); the others are
-            sent alone as MIME. False: one MIME request per message.
+            the other as a mailbox allows). Only messages up to 256 KB that Graph's JSON
+            form carries faithfully are batched (see :mod:`oauthsmtp._api.graphjson`); the
+            others are sent alone as MIME. False: one MIME request per message.
 
     Raises:
         ConfigurationError: a malformed option.
@@ -147,7 +147,8 @@ class GraphSession(APISession):
             for job in jobs:
                 if job.result is not None or job.raw is None:
                     continue
-                form = graph_message(job.raw)
+                small = len(job.raw) <= BATCH_MAX_MESSAGE_BYTES
+                form = graph_message(job.raw) if small else None
                 if form is None:
                     self._send_batched(run)
                     run = []
