@@ -369,3 +369,14 @@ def test_presets_ask_for_the_api_scopes() -> None:
         "https://mail.google.com/"
         in oauthsmtp.providers.gmail(client_id="i", client_secret="s").scopes
     )
+
+
+def test_smtp_auth_disabled_explanation_names_the_api_transport() -> None:
+    """535 5.7.139 (SMTP AUTH off): explain() offers the API transport and its command."""
+    text = oauthsmtp.explain(
+        "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for "
+        "the Mailbox"
+    )
+    assert text is not None
+    assert "--transport api" in text
+    assert "Microsoft Graph" in text
