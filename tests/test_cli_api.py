@@ -169,3 +169,30 @@ def test_demo_transport_api_sends_through_graph(tmp_path: Path) -> None:
     assert out.count("server answered: 202 accepted (202)") == 2
     assert "GraphSession(...).send(...)" in out
     assert not (tmp_path / "home").exists()
+
+
+def test_account_settings_transport_values() -> None:
+    """transport is smtp or api; which API follows the provider (custom: the URL's path)."""
+    from oauthsmtp import ConfigurationError
+    from oauthsmtp._accounts import AccountSettings
+
+    base = {
+        "account": ACCOUNT,
+        "provider": "custom",
+        "client_id": "cid",
+        "auth_url": "https://auth.example/authorize",
+        "token_url": "https://auth.example/token",
+        "scope": ("s",),
+        "redirect_url": "http://127.0.0.1:0/cb",
+        "smtp_host": "127.0.0.1",
+        "smtp_port": 587,
+        "security": "starttls",
+    }
+    with pytest.raises(ConfigurationError, match="transport"):
+        AccountSettings(**base, transport="ftp")  # type: ignore[arg-type]
+    gmail = AccountSettings(**base, transport="api", api_url="http://127.0.0.1:1/gmail/v1")  # type: ignore[arg-type]
+    graph = AccountSettings(**base, transport="api", api_url="http://127.0.0.1:1/graph/v1.0")  # type: ignore[arg-type]
+    assert (gmail.api, graph.api) == ("gmail", "graph")
+    assert AccountSettings.from_dict(gmail.to_dict()) == gmail
+    old = {k: v for k, v in gmail.to_dict().items() if k not in ("transport", "api_url")}
+    assert AccountSettings.from_dict(old).transport == "smtp"  # files written before stay SMTP
