@@ -14,7 +14,7 @@ from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
-from scripted_http import ScriptedServer, send_then
+from scripted_http import ScriptedServer, drip, head, send_then
 
 from oauthsmtp import APIError, Email, GmailAPISession, GraphSession
 from oauthsmtp._api.answers import read_answer, retry_after_seconds
@@ -102,6 +102,29 @@ def test_stalled_answer_is_unknown_within_the_deadline(scripted: ScriptedServer)
     with gmail(scripted, timeout=0.5) as session:
         result = session.send(MESSAGE)
     assert result.status == "unknown"
+    assert len(scripted.seen) == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n",  # headers, then spaces
+        head(200, Content_Type="application/json", Content_Length="1000") + b'{"id": "',
+    ],
+    ids=["dripping-headers", "dripping-body"],
+)
+def test_a_dripping_server_cannot_stretch_the_deadline(
+    scripted: ScriptedServer, answer: bytes
+) -> None:
+    """A byte every 50 ms never trips a per-read timeout; the total deadline still ends it.
+
+    Without the watchdog this request never ends (pytest-timeout fails the test).
+    """
+    scripted.reply_raw(drip(answer, every=0.05))
+    with gmail(scripted, timeout=0.5) as session:
+        result = session.send(MESSAGE)
+    assert result.status == "unknown"
+    assert "within 0.5 s" in (result.message or "")
     assert len(scripted.seen) == 1
 
 

@@ -5,8 +5,9 @@
 
 * **Keep-alive**: one :class:`requests.Session` per API session, so a batch reuses its
   connection (and its TLS session).
-* **Deadlines**: each request gets a total deadline; connecting and every read get at most
-  what remains of it, and the body is read in chunks while time remains.
+* **Deadlines**: each request gets a total deadline. A watchdog timer shuts the request's
+  connection down when it passes, so a server that drips its headers or body one byte at a
+  time cannot stretch the request (each socket wait is also bounded by the timeout).
 * **Bounded bodies**: at most :data:`MAX_ANSWER_BYTES` of an answer are read; no
   compression is asked for, so nothing grows in memory beyond that.
 * **TLS verified** with the same context as SMTP and the token endpoint (the system's
@@ -19,14 +20,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from oauthsmtp._errors import ConfigurationError
 from oauthsmtp._oauth.params import is_loopback_host
@@ -95,6 +101,69 @@ def check_base_url(url: object, name: str = "base_url") -> str:
     return url.rstrip("/")
 
 
+class _Watch:
+    """The connection a request is using, and the deadline that may shut it down."""
+
+    def __init__(self) -> None:
+        self.connection: HTTPConnection | None = None
+        self.expired = False
+        self._lock = threading.Lock()
+
+    def attach(self, connection: HTTPConnection) -> None:
+        with self._lock:
+            self.connection = connection
+            expired = self.expired
+        if expired:
+            self._shut(connection)
+
+    def expire(self) -> None:
+        """The deadline passed: shut the connection down (the waiting read fails at once)."""
+        with self._lock:
+            self.expired = True
+            connection = self.connection
+        if connection is not None:
+            self._shut(connection)
+
+    @staticmethod
+    def _shut(connection: HTTPConnection) -> None:
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+_WATCHED = threading.local()
+
+
+def _attach(connection: HTTPConnection) -> None:
+    watch = getattr(_WATCHED, "watch", None)
+    if isinstance(watch, _Watch):
+        watch.attach(connection)
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        _attach(self)
+        return super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        _attach(self)
+        return super().request(*args, **kwargs)
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
 class _TLSAdapter(HTTPAdapter):
     """An adapter whose connections use our verified TLS context."""
 
@@ -106,11 +175,14 @@ class _TLSAdapter(HTTPAdapter):
         if self._context is not None:
             kwargs["ssl_context"] = self._context
         super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
 
     def proxy_manager_for(self, *args: Any, **kwargs: Any) -> Any:
         if self._context is not None:
             kwargs["ssl_context"] = self._context
-        return super().proxy_manager_for(*args, **kwargs)
+        manager = super().proxy_manager_for(*args, **kwargs)
+        manager.pool_classes_by_scheme = dict(_POOLS)
+        return manager
 
 
 class HTTPClient:
@@ -155,11 +227,47 @@ class HTTPClient:
         # Plain http goes to loopback only: never through a proxy.
         proxies = {"http": "", "https": ""} if url.startswith("http://") else None
         self.requests_sent += 1
+        watch = _Watch()
+        timer = threading.Timer(self.timeout, watch.expire)
+        timer.daemon = True
+        _WATCHED.watch = watch
+        timer.start()
+        try:
+            response, body = self._exchange(url, sent_headers, data, proxies, deadline)
+        except RequestLost as lost:
+            if watch.expired and lost.body_sent:
+                raise RequestLost(
+                    f"the answer did not arrive within {self.timeout:g} s", body_sent=True
+                ) from None
+            raise
+        finally:
+            timer.cancel()
+            _WATCHED.watch = None
+        if watch.expired:  # an end of file forced by the watchdog is not the whole answer
+            raise RequestLost(
+                f"the answer did not arrive within {self.timeout:g} s", body_sent=True
+            )
+        logger.debug("POST %s -> %s (%d bytes)", _no_query(url), response.status_code, len(body))
+        return HTTPAnswer(
+            status=response.status_code,
+            content_type=response.headers.get("Content-Type", ""),
+            body=body,
+            retry_after=response.headers.get("Retry-After"),
+        )
+
+    def _exchange(
+        self,
+        url: str,
+        headers: dict[str, str],
+        data: bytes,
+        proxies: dict[str, str] | None,
+        deadline: float,
+    ) -> tuple[requests.Response, bytes]:
         try:
             response = self._session.post(
                 url,
                 data=data,
-                headers=sent_headers,
+                headers=headers,
                 timeout=(self.timeout, self.timeout),
                 allow_redirects=False,
                 stream=True,
@@ -187,13 +295,7 @@ class HTTPClient:
         except requests.exceptions.RequestException as exc:
             response.close()
             raise RequestLost(_why(exc), body_sent=True) from None
-        logger.debug("POST %s -> %s (%d bytes)", _no_query(url), response.status_code, len(body))
-        return HTTPAnswer(
-            status=response.status_code,
-            content_type=response.headers.get("Content-Type", ""),
-            body=bytes(body),
-            retry_after=response.headers.get("Retry-After"),
-        )
+        return response, bytes(body)
 
 
 def _never_connected(exc: BaseException) -> bool:
