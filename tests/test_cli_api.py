@@ -97,6 +97,10 @@ def test_login_transport_api_then_send_uses_the_api(
     recorded = json.loads((home / "accounts.json").read_text())["accounts"][ACCOUNT]
     assert recorded["transport"] == "api"
     assert recorded["api_url"] == url
+    status = cli(home, provider, "status").stdout
+    assert f"sends:    through the API ({api} {url})" in status
+    rows = json.loads(cli(home, provider, "status", "--json").stdout)["accounts"]
+    assert rows[0]["transport"] == "api"
     said = send(home, provider, f"via {api}")
     assert "sent through" in said
     [received] = provider.messages
