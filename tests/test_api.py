@@ -380,3 +380,18 @@ def test_smtp_auth_disabled_explanation_names_the_api_transport() -> None:
     assert text is not None
     assert "--transport api" in text
     assert "Microsoft Graph" in text
+
+
+def test_large_gmail_message_through_the_upload_uri_arrives(
+    provider: DevProvider, token: oauthsmtp.AuthToken
+) -> None:
+    """A 6 MB message: the emulation's media-upload endpoint keeps it byte for byte."""
+    payload = bytes(range(256)) * (6 * 1024 * 4)
+    with provider.gmail_api_session(auth_token=token) as session:
+        result = session.send(mail(provider, "big", attachments=[("big.bin", payload)]))
+    assert result.ok
+    [request] = provider.api.requests
+    assert request.api == "gmail-upload"
+    [received] = provider.messages
+    [part] = list(received.message.iter_attachments())
+    assert part.get_content() == payload

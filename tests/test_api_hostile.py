@@ -256,3 +256,21 @@ def test_tls_is_verified_and_ssl_cert_file_adds_a_ca(
             assert session.send(MESSAGE).ok
     finally:
         server.stop()
+
+
+def test_large_gmail_message_goes_to_the_upload_uri(scripted: ScriptedServer) -> None:
+    """Over 5 MB: the media-upload URI, the message itself as message/rfc822 (no base64)."""
+    scripted.reply_json({"id": "big1"})
+    big = Email(
+        sender="me@example.test",
+        to=["bob@example.test"],
+        subject="Big",
+        text="See attached.",
+        attachments=[("big.bin", b"\x01" * (6 * 1024 * 1024))],
+    )
+    with gmail(scripted) as session:
+        assert session.send(big).ok
+    [seen] = scripted.seen
+    assert seen.path == "/upload/gmail/v1/users/me/messages/send?uploadType=media"
+    assert seen.headers["Content-Type"] == "message/rfc822"
+    assert b"Subject: Big\r\n" in seen.body

@@ -3,8 +3,11 @@
 The request is ``POST {base_url}/users/me/messages/send`` with the JSON body
 ``{"raw": "<the RFC 5322 message, base64url>"}`` and a bearer token that carries the
 ``https://www.googleapis.com/auth/gmail.send`` scope (``https://mail.google.com/`` works
-too). The answer is the sent message's resource, ``{"id": ..., "threadId": ...,
-"labelIds": ["SENT"]}``; its ``id`` is what the :class:`~oauthsmtp.SendResult` reports.
+too). A message over :data:`GMAIL_SIMPLE_MAX_BYTES` goes to the method's media-upload URI
+instead (``POST /upload/gmail/v1/users/me/messages/send?uploadType=media``, the message
+itself as ``message/rfc822``), which the API documents for messages up to 35 MB. The
+answer is the sent message's resource, ``{"id": ..., "threadId": ..., "labelIds":
+["SENT"]}``; its ``id`` is what the :class:`~oauthsmtp.SendResult` reports.
 """
 
 from __future__ import annotations
@@ -22,13 +25,22 @@ from .session import MAX_RETRY_WAIT, APISession
 if TYPE_CHECKING:
     from oauthsmtp._smtp.auth import TokenSource
 
-__all__ = ["GMAIL_API_URL", "GMAIL_MAX_MESSAGE_BYTES", "GmailAPISession", "GmailEndpoint"]
+__all__ = [
+    "GMAIL_API_URL",
+    "GMAIL_MAX_MESSAGE_BYTES",
+    "GMAIL_SIMPLE_MAX_BYTES",
+    "GmailAPISession",
+    "GmailEndpoint",
+]
 
 GMAIL_API_URL = "https://gmail.googleapis.com/gmail/v1"
 """The Gmail API's base URL."""
 
 GMAIL_MAX_MESSAGE_BYTES = 36_700_160
 """The largest message ``users.messages.send`` takes: 35 MB, as its reference states."""
+
+GMAIL_SIMPLE_MAX_BYTES = 5 * 1024 * 1024
+"""Larger messages use the media-upload URI (Google's guide keeps the other for about 5 MB)."""
 
 
 class GmailEndpoint:
@@ -40,12 +52,21 @@ class GmailEndpoint:
     limit_text = "the Gmail API accepts messages of at most 35 MB (36,700,160 bytes)"
 
     def __init__(self, base_url: str) -> None:
+        from urllib.parse import urlsplit
+
         self.url = base_url + "/users/me/messages/send"
+        parts = urlsplit(base_url)
+        self.upload_url = (
+            f"{parts.scheme}://{parts.netloc}/upload{parts.path}"
+            "/users/me/messages/send?uploadType=media"
+        )
 
     def size(self, raw: bytes) -> int:
         return len(raw)
 
     def request(self, raw: bytes) -> tuple[str, dict[str, str], bytes]:
+        if len(raw) > GMAIL_SIMPLE_MAX_BYTES:
+            return self.upload_url, {"Content-Type": "message/rfc822"}, raw
         encoded = base64.urlsafe_b64encode(raw).decode("ascii")
         body = json.dumps({"raw": encoded}).encode("ascii")
         return self.url, {"Content-Type": "application/json"}, body

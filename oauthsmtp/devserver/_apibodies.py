@@ -77,17 +77,18 @@ def to_json(data: object) -> bytes:
 
 def route(path: str) -> tuple[str, str]:
     """``(api, user)`` for a sending path; ``("", "")`` for anything else."""
-    parts = [unquote(p) for p in urlsplit(path).path.split("/")]
-    if (
-        len(parts) == 7
-        and parts[1:4] == ["gmail", "v1", "users"]
-        and parts[5:]
-        == [
-            "messages",
-            "send",
-        ]
-    ):
+    split = urlsplit(path)
+    parts = [unquote(p) for p in split.path.split("/")]
+    gmail_tail = ["messages", "send"]
+    if len(parts) == 7 and parts[1:4] == ["gmail", "v1", "users"] and parts[5:] == gmail_tail:
         return "gmail", parts[4]
+    if (
+        len(parts) == 8
+        and parts[1:5] == ["upload", "gmail", "v1", "users"]
+        and parts[6:] == gmail_tail
+        and split.query == "uploadType=media"
+    ):
+        return "gmail-upload", parts[5]
     if len(parts) == 4 and parts[1:4] == ["graph", "v1.0", "$batch"]:
         return "graph-batch", ""
     if len(parts) == 5 and parts[1:4] == ["graph", "v1.0", "me"] and parts[4] == "sendMail":

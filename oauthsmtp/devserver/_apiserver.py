@@ -210,7 +210,8 @@ class APIServer:
             return 404, {"Content-Type": "application/json"}, b'{"error":{"code":404}}'
         forced = self._take_forced()
         if forced is not None and forced.kind != "pass":
-            answer = forced_answer("graph" if api == "graph-batch" else api, forced)
+            kind = {"graph-batch": "graph", "gmail-upload": "gmail"}.get(api, api)
+            answer = forced_answer(kind, forced)
             self._record(api, path, 0 if answer is None else answer[0], None)
             return answer
         if api == "graph-batch":
@@ -289,12 +290,20 @@ class APIServer:
                 to_json(data),
                 None,
             )
-        if api == "gmail":
-            return self._gmail(info, user_part, headers, body, json_type)
+        if api in ("gmail", "gmail-upload"):
+            upload = api == "gmail-upload"
+            return self._gmail(info, user_part, headers, body, json_type, upload=upload)
         return self._graph(info, user_part, headers, body, json_type)
 
     def _gmail(
-        self, info: TokenInfo, user_part: str, headers: Any, body: bytes, json_type: dict[str, str]
+        self,
+        info: TokenInfo,
+        user_part: str,
+        headers: Any,
+        body: bytes,
+        json_type: dict[str, str],
+        *,
+        upload: bool = False,
     ) -> tuple[int, dict[str, str], bytes, str | None]:
         if GMAIL_API_SCOPE not in info.scope:
             data = google_error(
@@ -310,9 +319,14 @@ class APIServer:
             )
             return 403, json_type, to_json(data), None
         try:
-            payload = json.loads(body.decode("utf-8"))
-            raw = payload["raw"]
-            message = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+            if upload:  # the media upload: the message itself, as message/rfc822
+                if not headers.get("Content-Type", "").lower().startswith("message/rfc822"):
+                    raise ValueError
+                message = body
+            else:
+                payload = json.loads(body.decode("utf-8"))
+                raw = payload["raw"]
+                message = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
         except (UnicodeDecodeError, ValueError, KeyError, TypeError, binascii.Error):
             data = google_error(
                 400, "Invalid value for ByteString", "INVALID_ARGUMENT", "invalidArgument"
