@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "GMAIL_API_SCOPE",
     "GMAIL_SCOPE",
+    "GRAPH_APP_SCOPE",
     "GRAPH_MAIL_SEND_SCOPE",
     "IDENTITY_SCOPES",
     "MAIL_SCOPES",
@@ -52,6 +53,9 @@ GMAIL_API_SCOPE = "https://www.googleapis.com/auth/gmail.send"
 
 GRAPH_MAIL_SEND_SCOPE = "https://graph.microsoft.com/Mail.Send"
 """Sending through Microsoft Graph (``sendMail``) as the signed-in user."""
+
+GRAPH_APP_SCOPE = "https://graph.microsoft.com/.default"
+"""App-only Microsoft Graph: the application permissions granted to the app (``Mail.Send``)."""
 
 _DEV_API_SCOPES = (
     "https://mail.oauthsmtp.test/gmail.send",
@@ -288,7 +292,8 @@ def microsoft_app(
     private_key: str | bytes | os.PathLike[str] | None = None,
     certificate: str | bytes | os.PathLike[str] | None = None,
     token_url: str | None = None,
-    scope: str = MICROSOFT_APP_SCOPE,
+    scope: str | None = None,
+    api: bool = False,
 ) -> ClientCredentials:
     """App-only credentials for Microsoft 365 (client credentials, RFC 6749 §4.4).
 
@@ -308,7 +313,12 @@ def microsoft_app(
             which Microsoft recommends over secrets.
         token_url: overrides the tenant's token endpoint (national clouds, the
             development provider).
-        scope: default ``https://outlook.office365.com/.default``.
+        scope: default ``https://outlook.office365.com/.default`` (SMTP), or with
+            ``api=True`` :data:`GRAPH_APP_SCOPE`.
+        api: ask for Microsoft Graph (``https://graph.microsoft.com/.default``: the
+            ``Mail.Send`` application permission, admin consent) for
+            :class:`~oauthsmtp.GraphSession` with ``user=`` the mailbox (docs/api.md),
+            instead of SMTP's ``SMTP.SendAsApp``.
 
     Raises:
         ConfigurationError: a tenant word, both or neither of secret and key, a
@@ -331,7 +341,7 @@ def microsoft_app(
     return ClientCredentials(
         client_id=client_id,
         token_url=token_url or PROVIDERS["microsoft"].token_url.format(tenant=tenant),
-        scope=scope,
+        scope=scope or (GRAPH_APP_SCOPE if api else MICROSOFT_APP_SCOPE),
         client_secret=client_secret,
         private_key=key,
         certificate=_pem_or_file("certificate", certificate),

@@ -395,3 +395,38 @@ def test_large_gmail_message_through_the_upload_uri_arrives(
     [received] = provider.messages
     [part] = list(received.message.iter_attachments())
     assert part.get_content() == payload
+
+
+def test_app_only_token_sends_through_graph_users_path(provider: DevProvider) -> None:
+    """providers.microsoft_app(api=True) + GraphSession(user=...): /users/{mailbox}; /me is
+    refused with the fix (pass user=); a mailbox the app was not given: ErrorAccessDenied."""
+    provider.clear()
+    app = provider.auth.register_app(mailboxes=["shared@example.test"])
+    creds = oauthsmtp.providers.microsoft_app(
+        client_id=app.client_id,
+        tenant="dev.test",
+        client_secret=app.client_secret,
+        token_url=provider.auth.token_endpoint,
+        scope=provider.GRAPH_API_SCOPE,  # real Graph: api=True asks for .../.default
+    )
+    token = oauthsmtp.app_token(creds, account="shared@example.test", store=oauthsmtp.MemoryStore())
+    message = Email(sender="shared@example.test", to=["bob@example.test"], subject="app", text="x")
+    with provider.graph_session(auth_token=token, user="shared@example.test") as session:
+        assert session.send(message).ok
+    [received] = provider.messages
+    assert received.user == "shared@example.test"
+    with (
+        provider.graph_session(auth_token=token) as session,
+        pytest.raises(APIError, match="user="),
+    ):
+        session.send(message)
+    with (
+        provider.graph_session(auth_token=token, user="ceo@example.test") as session,
+        pytest.raises(APIError, match=r"Mail\.Send"),
+    ):
+        session.send(message)
+    assert len(provider.messages) == 1
+    graph = oauthsmtp.providers.microsoft_app(
+        client_id="app", tenant="contoso.com", client_secret="s", api=True
+    )
+    assert graph.scope == ("https://graph.microsoft.com/.default",)

@@ -353,7 +353,14 @@ class APIServer:
                 "InvalidAuthenticationToken", "Access token validation failure. Invalid audience."
             )
             return 401, json_type, to_json(data), None
-        if user_part != "me" and user_part.casefold() != info.user.casefold():
+        app_only = not info.user and bool(info.mailboxes)
+        if app_only and user_part == "me":
+            data = graph_error(
+                "BadRequest", "/me request is only valid with delegated authentication flow."
+            )
+            return 400, json_type, to_json(data), None
+        allowed = {m.casefold() for m in info.mailboxes} if app_only else {info.user.casefold()}
+        if user_part != "me" and user_part.casefold() not in allowed:
             data = graph_error(
                 "ErrorAccessDenied", "Access is denied. Check credentials and try again."
             )
@@ -381,11 +388,12 @@ class APIServer:
                 "ErrorMimeContentInvalidBase64String", "Invalid base64 string for MIME content."
             )
             return 400, json_type, to_json(data), None
-        problem = self._accept(message, info.user)
+        mailbox = info.user or user_part  # app-only: the mailbox named in the path
+        problem = self._accept(message, mailbox)
         if problem:
             data = graph_error("ErrorInvalidRecipients", problem)
             return 400, json_type, to_json(data), None
-        return 202, {}, b"", info.user
+        return 202, {}, b"", mailbox
 
     def _accept(self, raw: bytes, user: str) -> str | None:
         """Take the envelope from the headers, drop Bcc, keep the message; or say why not."""
