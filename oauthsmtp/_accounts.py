@@ -57,7 +57,8 @@ class AccountSettings:
         tenant: the Microsoft tenant, when the provider is ``microsoft``.
         smtp_host / smtp_port / security: where mail is sent over SMTP.
         transport: ``"smtp"`` (the default) or ``"api"``: ``oauthsmtp send`` then sends
-            through the Gmail API (provider ``gmail``) or Microsoft Graph (``microsoft``;
+            through the Gmail API (``gmail``, ``google-service-account``) or Microsoft Graph
+            (``microsoft``; ``microsoft-app`` through ``/users/{account}``;
             ``custom``: the Gmail API when ``api_url`` has a ``/gmail/`` segment, else Graph).
         api_url: the API's base URL when not the public one (national clouds, the
             development provider); None for the default.
@@ -147,7 +148,7 @@ class AccountSettings:
     @property
     def api(self) -> str:
         """Which HTTP API ``transport="api"`` means: ``"gmail"`` or ``"graph"``."""
-        if self.provider == "gmail":
+        if self.provider in ("gmail", "google-service-account"):
             return "gmail"
         if self.provider == "custom" and self.api_url and "/gmail/" in self.api_url + "/":
             return "gmail"

@@ -200,3 +200,34 @@ def test_account_settings_transport_values() -> None:
     assert AccountSettings.from_dict(gmail.to_dict()) == gmail
     old = {k: v for k, v in gmail.to_dict().items() if k not in ("transport", "api_url")}
     assert AccountSettings.from_dict(old).transport == "smtp"  # files written before stay SMTP
+
+
+def test_microsoft_app_login_transport_api_sends_as_its_mailbox(
+    tmp_path: Path, provider: DevProvider
+) -> None:
+    """login --provider microsoft-app --transport api: send goes to /users/{account}."""
+    provider.clear()
+    home = tmp_path / "home"
+    mailbox = "shared@example.test"
+    app = provider.auth.register_app(mailboxes=[mailbox])
+    assert app.client_secret is not None
+    secret_file = tmp_path / "secret.txt"
+    secret_file.write_text(app.client_secret + "\n")
+    secret_file.chmod(0o600)
+    cli(
+        home, provider,
+        "login", "--account", mailbox, "--provider", "microsoft-app",
+        "--client-id", app.client_id, "--tenant", "dev.test",
+        "--client-secret-file", str(secret_file), "--token-url", provider.auth.token_endpoint,
+        "--scope", provider.GRAPH_API_SCOPE,
+        "--transport", "api", "--api-url", provider.graph_api_url,
+    )  # fmt: skip
+    body = tmp_path / "body.txt"
+    body.write_text("From the app\n")
+    proc = cli(home, provider, "send", "--account", mailbox, "--to", "you@example.test",
+               "--subject", "app via graph", "--body-file", str(body))  # fmt: skip
+    assert "sent through Microsoft Graph" in proc.stderr
+    [request] = provider.api.requests
+    assert request.path == f"/graph/v1.0/users/{mailbox}/sendMail"
+    [received] = provider.messages
+    assert received.user == mailbox

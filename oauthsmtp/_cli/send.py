@@ -123,7 +123,11 @@ def _send_api(settings: AccountSettings, token: AuthToken, email: Email) -> int:
         session = GmailAPISession(auth_token=token, base_url=settings.api_url or GMAIL_API_URL)
     else:
         name = "Microsoft Graph"
-        session = GraphSession(auth_token=token, base_url=settings.api_url or GRAPH_API_URL)
+        # An app-only token has no "me": it sends as the recorded mailbox.
+        user = settings.account if settings.provider == "microsoft-app" else None
+        session = GraphSession(
+            auth_token=token, user=user, base_url=settings.api_url or GRAPH_API_URL
+        )
     with session:
         result = session.send(email)
     if result.status == "unknown":
