@@ -14,11 +14,15 @@ import json
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import getaddresses
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 __all__ = [
     "mime_from_graph_json",
+    "split_envelope",
     "FAILURES",
     "Forced",
     "forced_answer",
@@ -235,3 +239,36 @@ def mime_from_graph_json(payload: object) -> bytes | str:
     except (KeyError, TypeError, ValueError, AttributeError, binascii.Error):
         return "The JSON message is not valid."
     return out.as_bytes(policy=out.policy.clone(linesep="\r\n"))
+
+
+def split_envelope(raw: bytes) -> tuple[str | None, tuple[str, ...], bytes] | str:
+    """``(sender, recipients, message without Bcc)`` as the APIs take them from the headers.
+
+    Both APIs read the recipients from To, Cc and Bcc and remove Bcc before delivery.
+    Returns the problem's words when there is no recipient.
+    """
+    data = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    head = data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+    parsed = BytesHeaderParser(policy=compat32).parsebytes(head)
+    recipients = [
+        address
+        for _, address in getaddresses(
+            [str(v) for name in ("to", "cc", "bcc") for v in parsed.get_all(name, [])]
+        )
+        if address
+    ]
+    if not recipients:
+        return "Recipient address required"
+    senders = [a for _, a in getaddresses([str(v) for v in parsed.get_all("from", [])]) if a]
+    if "bcc" in parsed:
+        lines = data.split(b"\r\n\r\n", 1)
+        kept: list[bytes] = []
+        skipping = False
+        for line in lines[0].split(b"\r\n"):
+            if line[:1] in (b" ", b"\t") and skipping:
+                continue
+            skipping = line.lower().startswith(b"bcc:")
+            if not skipping:
+                kept.append(line)
+        data = b"\r\n".join(kept) + b"\r\n\r\n" + (lines[1] if len(lines) > 1 else b"")
+    return (senders[0] if senders else None), tuple(dict.fromkeys(recipients)), data

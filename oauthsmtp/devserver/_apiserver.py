@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.parser
-import email.policy
 import json
 import logging
 import secrets
@@ -36,7 +34,6 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import getaddresses
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -48,6 +45,7 @@ from ._apibodies import (
     graph_error,
     mime_from_graph_json,
     route,
+    split_envelope,
     to_json,
 )
 from ._authmodels import GMAIL_API_SCOPE, GRAPH_API_SCOPE, TokenInfo
@@ -397,34 +395,14 @@ class APIServer:
 
     def _accept(self, raw: bytes, user: str) -> str | None:
         """Take the envelope from the headers, drop Bcc, keep the message; or say why not."""
-        data = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-        head = data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
-        parsed = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
-        recipients = [
-            address
-            for _, address in getaddresses(
-                [str(v) for name in ("to", "cc", "bcc") for v in parsed.get_all(name, [])]
-            )
-            if address
-        ]
-        if not recipients:
-            return "Recipient address required"
+        envelope = split_envelope(raw)
+        if isinstance(envelope, str):
+            return envelope
+        sender, recipients, data = envelope
         refused = [r for r in recipients if r.casefold() in self.reject_recipients]
         if refused:
             return f"The recipient {refused[0]} is not valid."
-        senders = [a for _, a in getaddresses([str(v) for v in parsed.get_all("from", [])]) if a]
-        if "bcc" in parsed:
-            lines = data.split(b"\r\n\r\n", 1)
-            kept: list[bytes] = []
-            skipping = False
-            for line in lines[0].split(b"\r\n"):
-                if line[:1] in (b" ", b"\t") and skipping:
-                    continue
-                skipping = line.lower().startswith(b"bcc:")
-                if not skipping:
-                    kept.append(line)
-            data = b"\r\n".join(kept) + b"\r\n\r\n" + (lines[1] if len(lines) > 1 else b"")
-        self._deliver(senders[0] if senders else user, tuple(dict.fromkeys(recipients)), data, user)
+        self._deliver(sender or user, recipients, data, user)
         return None
 
 
