@@ -1,4 +1,4 @@
-"""The Email builder and the checks every outgoing message passes (SECURITY.md rule 29)."""
+"""The Email builder and the checks every outgoing message passes (docs/security.md, rule 29)."""
 
 from __future__ import annotations
 
@@ -152,7 +152,7 @@ def test_bad_addresses_refused(field: str, address: str) -> None:
 
 
 def test_bad_address_is_a_value_error() -> None:
-    """ConfigurationError is a ValueError, as SECURITY.md part (c) 24 expects."""
+    """ConfigurationError is a ValueError, so `except ValueError` catches an injection attempt."""
     with pytest.raises(ValueError, match="CR, LF or NUL"):
         Email(sender=ALICE, to=["a@x\r\nRCPT TO:<evil@y>"])
 
@@ -233,10 +233,11 @@ def test_rfc822_attachment() -> None:
 
 
 def test_missing_attachment_file(tmp_path: Path) -> None:
-    """A missing attachment file raises OSError when the message is built."""
+    """A missing attachment file is a ConfigurationError naming it when the message is built."""
     mail = Email(sender=ALICE, to=[BOB], attachments=[tmp_path / "missing.pdf"])
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ConfigurationError, match=r"missing\.pdf.*cannot be read") as caught:
         prepare_message(mail)
+    assert isinstance(caught.value.__cause__, FileNotFoundError)
 
 
 def test_compat32_header_injection_refused() -> None:
@@ -447,19 +448,19 @@ def test_subject_that_looks_encoded_stays_literal() -> None:
     [
         Email(sender=ALICE, to=[BOB], headers={"X-Note": "café"}),
         Email(sender=ALICE, to=[BOB], attachments=[("n" * 90 + ".txt", b"x")]),
+        Email(sender=ALICE, to=[BOB], attachments=[("é" * 90 + ".txt", b"x")]),
         Email(sender=ALICE, to=["ñoño@example.org"]),
         Email(sender=ALICE, to=[BOB], attachments=[("fwd.eml", b"Subject: x\r\n\r\nhi\r\n")]),
     ],
-    ids=["non-ascii-header", "long-filename", "smtputf8", "rfc822"],
+    ids=["non-ascii-header", "long-filename", "long-non-ascii-filename", "smtputf8", "rfc822"],
 )
-def test_fallback_to_email_package(case: Email) -> None:
-    """What the fast path does not write simply goes through the email package, correctly."""
-    from oauthsmtp._message.prepare import prepare_email
-
-    assert prepare_email(case) is None
+def test_former_fallbacks_take_the_direct_path(case: Email) -> None:
+    """What the email package used to write for us is written directly, and says the same."""
     out = prepare_message(case)
     assert out.data.count(b"\n") == out.data.count(b"\r\n")
+    assert max(len(line) for line in out.data.split(b"\r\n")) <= 78
     assert _summary(parse(out.data)) == _summary(parse(case.to_message().as_bytes()))
+    assert parse(out.data).defects == []
 
 
 @pytest.mark.parametrize(

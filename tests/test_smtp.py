@@ -1055,3 +1055,30 @@ def test_connection_limit_replies() -> None:
     assert not is_connection_limit(432, "4.7.12 A password transition is needed")
     assert not is_connection_limit(550, "5.3.2 concurrent connections")
     assert not is_connection_limit(None, None)
+
+
+# -- SSL_CERT_FILE means the same for SMTP as for the token endpoint -----------------------------
+def test_ssl_cert_file_adds_a_ca_for_smtp(
+    dev: SMTPServer, certs: CertificateSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ssl_context=, SMTP trusts the system store plus SSL_CERT_FILE (added)."""
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    tok, _ = token()
+    with pytest.raises(SMTPError, match="certificate"):
+        SMTPSession("localhost", port=dev.port, auth_token=tok, username=ALICE, timeout=10).send(
+            mail()
+        )
+    monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca_cert))
+    with SMTPSession("localhost", port=dev.port, auth_token=tok, username=ALICE, timeout=10) as s:
+        assert s.send(mail()).ok
+
+
+def test_missing_ssl_cert_file_is_an_error_for_smtp(
+    dev: SMTPServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+    tok, _ = token()
+    with pytest.raises(ConfigurationError, match=r"SSL_CERT_FILE.*missing\.pem"):
+        SMTPSession("localhost", port=dev.port, auth_token=tok, username=ALICE, timeout=10).send(
+            mail()
+        )

@@ -1,26 +1,36 @@
 """Messages to wire bytes: an :class:`~oauthsmtp.Email` directly, others via the email package.
 
 The :mod:`email` package parses every header it is given and parses it again to fold it on
-output; for a small message that is about a millisecond of CPU, and its generator walks a
-large base64 body line by line in Python. An ``Email`` is already validated field by field,
-so :func:`render` writes the bytes for the wire directly, in one pass, with CRLF line ends
-(RFC 5322 §2.1, RFC 5321 §2.3.8) and a 7-bit transfer encoding for every part (RFC 2045
-§6), so the result never needs 8BITMIME:
+output (and its folder differs between patch releases of one Python version: some fold the
+comma between two addresses into an encoded-word); for a small message that is about a
+millisecond of CPU, and its generator walks a large base64 body line by line in Python. An
+``Email`` is already validated field by field, so :func:`render` writes the bytes for the
+wire directly, in one pass, with CRLF line ends (RFC 5322 §2.1, RFC 5321 §2.3.8), every
+line within 998 octets (RFC 5322 §2.1.1), and a 7-bit transfer encoding for every text
+part (RFC 2045 §6):
 
-* address headers: ``Name <local@domain>``, the name quoted (RFC 5322 §3.2.4) or, when not
-  ASCII, as RFC 2047 encoded-words; folded between addresses;
-* unstructured ASCII headers folded at spaces; a non-ASCII subject as RFC 2047 ``B``
-  encoded-words of at most 75 characters (§2), lines within 78 characters;
-* text bodies as ``7bit`` when they allow it, else quoted-printable or base64;
-* attachments in base64 lines of 76 characters (RFC 2045 §6.8), split in C;
-* file names as ``filename="..."`` or RFC 2231 ``filename*=utf-8''...``.
+* address headers: ``Name <local@domain>``, the name as atoms, quoted (RFC 5322 §3.2.4) or,
+  when not printable ASCII or too long for a line, as RFC 2047 encoded-words; folded
+  between addresses; a non-ASCII local part as UTF-8 (RFC 6532, the message then needs
+  SMTPUTF8);
+* unstructured headers (the subject, custom fields) folded at spaces, or as RFC 2047 ``B``
+  encoded-words of at most 75 characters (§2) when not ASCII, when they contain ``=?`` (so
+  a literal ``=?...?=`` reads as typed), or when a word is too long for a line; structured
+  custom fields (``Message-ID``, ``References``, ...) must be printable ASCII;
+* text bodies as ``7bit`` when they allow it (ASCII, short lines, no NUL), else
+  quoted-printable or base64;
+* attachments in base64 lines of 76 characters (RFC 2045 §6.8), split in C; a
+  ``message/rfc822`` attachment as it is (RFC 2046 §5.2.1: ``7bit`` or ``8bit``), its lines
+  within 998 octets;
+* file names as ``filename="..."`` or RFC 2231 ``filename*=utf-8''...``, continued over
+  several lines when long (RFC 2231 §3, §4.1).
 
-Anything this module does not handle simply (a non-ASCII or encoded-word-like custom header,
-a very long file name, a line that cannot be folded within 998 octets) makes :func:`render`
-return None, and the caller falls back to the email package: the fast path never guesses.
+What cannot be written within these rules is refused with :class:`ConfigurationError`.
 
 :func:`flatten` serializes any other message (an ``EmailMessage`` or a legacy ``Message``)
-with the email package, like ``as_bytes``, but converts line ends in C.
+with the email package, like ``as_bytes``, but converts line ends in C; :func:`wire_policy`
+is the policy it uses for an ``EmailMessage``: address and unstructured headers are folded
+by this module's rules instead of the email package's folder.
 """
 
 from __future__ import annotations
@@ -32,22 +42,37 @@ import secrets
 import struct
 from collections.abc import Sequence
 from email.generator import BytesGenerator
+from email.headerregistry import AddressHeader, BaseHeader, UnstructuredHeader
+from email.policy import EmailPolicy
 from io import BytesIO
 from typing import TYPE_CHECKING
 from urllib.parse import quote
+
+from oauthsmtp._errors import ConfigurationError
+
+from .checks import MAX_LINE, check_line_lengths, excerpt
 
 if TYPE_CHECKING:
     from email.message import Message
     from email.policy import Policy
 
-__all__ = ["Attachment", "base64_lines", "flatten", "render"]
+__all__ = [
+    "Attachment",
+    "base64_lines",
+    "flatten",
+    "is_structured",
+    "looks_encoded",
+    "render",
+    "unstructured_words",
+    "wire_policy",
+]
 
 Attachment = tuple[str, bytes, str, str]
 """``(filename, data, maintype, subtype)`` of one base64 attachment."""
 
 CRLF = "\r\n"
 _FOLD_AT = 78  # RFC 5322 §2.1.1: SHOULD
-_MAX_LINE = 998  # RFC 5322 §2.1.1: MUST
+_LONGEST_WORD = MAX_LINE - 100  # a word longer than this is encoded or refused
 _LINE = 76  # RFC 2045 §6.8: base64 lines
 _LINES_PER_BLOCK = 256
 _BLOCK = struct.Struct(f"{_LINE}s" * _LINES_PER_BLOCK)
@@ -57,6 +82,26 @@ _ATEXT = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
 )
 _ATTR_SAFE = "!#$&+-.^_`|~"  # RFC 2231 attribute-char besides letters and digits
+_PARAM_CHUNK = 50  # characters of a percent-encoded file name per continuation line
+# Fields whose syntax RFC 5322 (§3.6.4, §3.6.1), RFC 2369 and RFC 2919 define: no
+# encoded-words there (RFC 2047 §5), so their values go on the wire as given.
+_STRUCTURED = frozenset(
+    {
+        "date",
+        "message-id",
+        "in-reply-to",
+        "references",
+        "content-id",
+        "list-id",
+        "list-archive",
+        "list-help",
+        "list-owner",
+        "list-post",
+        "list-subscribe",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+    }
+)
 
 
 def base64_lines(data: bytes) -> list[bytes]:
@@ -90,15 +135,33 @@ def _encoded_words(text: str, chunk: int) -> list[str]:
 
 
 def _plain(value: str) -> bool:
-    """True for text that can go into a header as it is: printable ASCII, no ``=?``."""
-    return value.isascii() and value.isprintable() and "=?" not in value
+    """True for text that can go into a header as it is: printable ASCII or TAB, no ``=?``."""
+    return value.isascii() and value.replace("\t", " ").isprintable() and "=?" not in value
 
 
-def _fold(name: str, tokens: Sequence[str]) -> str | None:
+def looks_encoded(value: str) -> bool:
+    """True if a reader could take part of ``value`` for an RFC 2047 encoded-word."""
+    return "=?" in value
+
+
+def is_structured(name: str) -> bool:
+    """True for a field with a syntax of its own (``Message-ID``...): no encoded-words there."""
+    return name.lower() in _STRUCTURED
+
+
+def unstructured_words(value: str) -> list[str]:
+    """``value`` as RFC 2047 encoded-words, which any reader decodes back to ``value``."""
+    return _encoded_words(value, _SUBJECT_CHUNK)
+
+
+def _fold(name: str, tokens: Sequence[str]) -> str:
     """``name: token token ...``, folded before tokens to keep lines within 78 characters.
 
-    Returns the field without its final CRLF, or None when a line would still exceed 998
-    octets.
+    Returns the field without its final CRLF.
+
+    Raises:
+        ConfigurationError: a token is too long for a line of 998 octets (callers give
+            only tokens that fit, so this is a last guard).
     """
     lines: list[str] = []
     line = f"{name}:"
@@ -109,42 +172,67 @@ def _fold(name: str, tokens: Sequence[str]) -> str | None:
         else:
             line += " " + token
     lines.append(line)
-    if any(len(line) > _MAX_LINE for line in lines):
-        return None
+    for line in lines:
+        if len(line.encode("utf-8")) > MAX_LINE:
+            raise ConfigurationError(
+                f"header {name}: a word of {len(line)} characters cannot fit the 998 octets "
+                "allowed on one line (RFC 5322 §2.1.1); shorten it"
+            )
     return CRLF.join(lines)
 
 
-def _unstructured(name: str, value: str, *, chunk: int = _SUBJECT_CHUNK) -> str | None:
-    """An unstructured field (RFC 5322 §3.2.5): folded at single spaces, or encoded-words."""
-    if _plain(value):
-        # Folding next to other white space could leave a line of blanks: fold only at
-        # single spaces between words.
-        single = "  " not in value and value == value.strip(" ")
-        return _fold(name, value.split(" ") if single else [value])
-    if name.lower() != "subject":
-        return None  # custom fields may be structured: let the email package decide
-    return _fold(name, _encoded_words(value, chunk))
+def _short_words(value: str) -> list[str] | None:
+    """The words of a plain value to fold between, or None if one is too long for a line.
+
+    Folding next to other white space could leave a line of blanks: fold only at single
+    spaces between words, else keep the value as one word.
+    """
+    single = "  " not in value and value == value.strip(" ") and "\t" not in value
+    words = value.split(" ") if single else [value]
+    return words if all(len(word) <= _LONGEST_WORD for word in words) else None
+
+
+def unstructured_field(name: str, value: str) -> str:
+    """A header field: unstructured (RFC 5322 §3.2.5) unless its name is a structured one.
+
+    Raises:
+        ConfigurationError: a structured field that is not printable ASCII, or that has a
+            word too long for a line.
+    """
+    # Leading or trailing white space would be lost to a reader's parser unless encoded.
+    plain = _plain(value) and value == value.strip(" \t")
+    words = _short_words(value) if plain else None
+    if is_structured(name):
+        if not (value.isascii() and value.replace("\t", " ").isprintable()):
+            raise ConfigurationError(
+                f"header {name} must be printable ASCII ({excerpt(value)}); RFC 5322 gives "
+                "it a structure that encoded-words cannot carry"
+            )
+        return _fold(name, _short_words(value) or [value])
+    return _fold(name, words if words is not None else _encoded_words(value, _SUBJECT_CHUNK))
 
 
 def _mailbox(display_name: str, addr_spec: str) -> list[str]:
     """One mailbox (RFC 5322 §3.4) as the words it may be folded between.
 
-    The addr-spec is ASCII and already validated. A display name is written as atoms,
-    as a quoted string, or (not ASCII, or looking like an encoded-word) as RFC 2047
-    encoded-words (§5(3)).
+    The addr-spec is validated (at most 254 octets). A display name is written as atoms,
+    as a quoted string, or (not printable ASCII, looking like an encoded-word, or too long
+    for a line) as RFC 2047 encoded-words (§5(3)).
     """
     if not display_name:
         return [addr_spec]
-    if _plain(display_name):
+    if _plain(display_name) and "\t" not in display_name:
         words = display_name.split(" ")
-        if all(words) and all(_ATEXT.issuperset(w) for w in words):
+        if all(w and _ATEXT.issuperset(w) and len(w) <= _LONGEST_WORD for w in words):
             return [*words, f"<{addr_spec}>"]
         escaped = display_name.replace("\\", "\\\\").replace('"', '\\"')
-        return [f'"{escaped}"', f"<{addr_spec}>"]
+        if len(escaped) < _LONGEST_WORD:
+            return [f'"{escaped}"', f"<{addr_spec}>"]
     return [*_encoded_words(display_name, _PHRASE_CHUNK), f"<{addr_spec}>"]
 
 
-def _address_field(name: str, mailboxes: Sequence[tuple[str, str]]) -> str | None:
+def address_field(name: str, mailboxes: Sequence[tuple[str, str]]) -> str:
+    """An address field: ``(display name, addr-spec)`` mailboxes, folded between words."""
     tokens: list[str] = []
     for display_name, addr_spec in mailboxes:
         if tokens:
@@ -162,7 +250,8 @@ def _text_part(text: str, subtype: str) -> list[bytes]:
     raw = text.encode("utf-8")
     lines = raw.splitlines()
     body: list[bytes]
-    if raw.isascii() and max((len(line) for line in lines), default=0) <= _FOLD_AT:
+    short = max((len(line) for line in lines), default=0) <= _FOLD_AT
+    if raw.isascii() and short and b"\x00" not in raw:  # RFC 2045 §2.7: no NUL in 7bit
         cte, body = "7bit", [b"\r\n".join(lines)]
     elif raw.isascii() or (len(raw) - len(text)) * 4 <= len(text):
         cte = "quoted-printable"
@@ -173,29 +262,67 @@ def _text_part(text: str, subtype: str) -> list[bytes]:
     return [head.encode("ascii"), b"", *body]
 
 
-def _disposition(filename: str) -> str | None:
+def _disposition(filename: str) -> str:
+    """``Content-Disposition`` for an attachment, with RFC 2231 continuations when long."""
     if filename.isascii() and filename.isprintable() and not any(c in filename for c in '"\\'):
-        param = f'filename="{filename}"'
-    else:  # RFC 2231 §4: charset and percent-encoded octets
-        param = "filename*=utf-8''" + quote(filename.encode("utf-8"), safe=_ATTR_SAFE)
-    line = f"Content-Disposition: attachment; {param}"
-    if len(line) <= _FOLD_AT:
-        return line
+        line = f'Content-Disposition: attachment; filename="{filename}"'
+        if len(line) <= _FOLD_AT:
+            return line
+    encoded = quote(filename.encode("utf-8"), safe=_ATTR_SAFE)
+    param = f"filename*=utf-8''{encoded}"
     if len(param) < _FOLD_AT:
         return f"Content-Disposition: attachment;{CRLF} {param}"
-    return None  # long names need RFC 2231 continuations: the email package writes them
+    chunks: list[str] = []
+    start = 0
+    while start < len(encoded):
+        end = min(start + _PARAM_CHUNK, len(encoded))
+        percent = encoded.rfind("%", end - 2, end)  # never split a %XX escape
+        if percent != -1 and end < len(encoded):
+            end = percent
+        chunks.append(encoded[start:end])
+        start = end
+    params = [
+        f"filename*{i}*={'utf-8' + chr(39) * 2 if i == 0 else ''}{chunk}"
+        for i, chunk in enumerate(chunks)
+    ]
+    return f"Content-Disposition: attachment;{CRLF} " + f";{CRLF} ".join(params)
 
 
-def _attachment_part(attachment: Attachment) -> list[bytes] | None:
+def _attachment_part(attachment: Attachment) -> list[bytes]:
     filename, data, maintype, subtype = attachment
     disposition = _disposition(filename)
-    if disposition is None:
-        return None
+    if (maintype, subtype) == ("message", "rfc822"):
+        return _message_part(filename, data, disposition)
     head = (
         f"Content-Type: {maintype}/{subtype}{CRLF}"
         f"Content-Transfer-Encoding: base64{CRLF}{disposition}"
     )
     return [head.encode("ascii"), b"", *(base64_lines(data) if data else ())]
+
+
+def _message_part(filename: str, data: bytes, disposition: str) -> list[bytes]:
+    """A ``message/rfc822`` part: the attached message as it is, line ends made CRLF.
+
+    RFC 2046 §5.2.1 allows only 7bit, 8bit or binary for it, so a message with a NUL or a
+    line over 998 octets cannot be attached as such (it could as application/octet-stream).
+    """
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()  # the last line's break is written by the enclosing multipart
+    content = b"\r\n".join(lines)
+    try:
+        check_line_lengths(content)
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            f"attachment {excerpt(filename)}: a message/rfc822 attachment is sent as it is "
+            f"(RFC 2046 §5.2.1), and this one cannot be: {exc}; attach it as "
+            "(filename, data, 'application/octet-stream') instead"
+        ) from None
+    cte = "7bit" if data.isascii() else "8bit"
+    head = f"Content-Type: message/rfc822{CRLF}Content-Transfer-Encoding: {cte}{CRLF}{disposition}"
+    return [head.encode("ascii"), b"", content]
 
 
 def _multipart(subtype: str, parts: Sequence[list[bytes]]) -> list[bytes]:
@@ -229,38 +356,41 @@ def render(
     attachments: Sequence[Attachment],
     date: str,
     message_id: str,
-) -> bytes | None:
-    """Serialize a validated message; None when the email package should do it instead.
+) -> bytes:
+    """Serialize a validated message.
 
     Args:
-        sender: ``(display name, addr-spec)`` of From; addr-specs must be ASCII.
+        sender: ``(display name, addr-spec)`` of From.
         to: To mailboxes.
         cc: Cc mailboxes.
         reply_to: Reply-To mailboxes.
         subject: the subject.
-        headers: extra ``(name, value)`` fields, already checked for CR/LF/NUL.
+        headers: extra ``(name, value)`` fields, already checked for control characters.
         text: the plain-text body.
         html: the HTML body.
-        attachments: base64 attachments.
+        attachments: base64 attachments, or ``message/rfc822`` ones (written as they are).
         date: the Date value, or ``""`` when ``headers`` has one.
         message_id: the Message-ID value, or ``""`` when ``headers`` has one.
 
     Returns:
-        The message with CRLF line ends, ASCII only, or None.
+        The message with CRLF line ends; ASCII unless an addr-spec or an attached message
+        is not (then the message needs SMTPUTF8 or 8BITMIME).
+
+    Raises:
+        ConfigurationError: a field or an attached message cannot be written within the
+            line limits, or a structured custom field is not ASCII.
     """
-    fields: list[str | None] = [_address_field("From", [sender])]
+    fields = [address_field("From", [sender])]
     for name, mailboxes in (("To", to), ("Cc", cc), ("Reply-To", reply_to)):
         if mailboxes:
-            fields.append(_address_field(name, mailboxes))
-    fields.append(_unstructured("Subject", subject))
+            fields.append(address_field(name, mailboxes))
+    fields.append(unstructured_field("Subject", subject))
     if date:
         fields.append(f"Date: {date}")
     if message_id:
         fields.append(f"Message-ID: {message_id}")
-    fields.extend(_unstructured(name, value) for name, value in headers)
+    fields.extend(unstructured_field(name, value) for name, value in headers)
     fields.append("MIME-Version: 1.0")
-    if any(field is None for field in fields):
-        return None
 
     if html is not None and text is not None:
         body = _multipart("alternative", [_text_part(text, "plain"), _text_part(html, "html")])
@@ -269,11 +399,8 @@ def render(
     else:
         body = _text_part(text or "", "plain")
     if attachments:
-        parts = [_attachment_part(a) for a in attachments]
-        if any(part is None for part in parts):
-            return None
-        body = _multipart("mixed", [body, *(p for p in parts if p is not None)])
-    head = CRLF.join(f for f in fields if f is not None).encode("ascii")
+        body = _multipart("mixed", [body, *(_attachment_part(a) for a in attachments)])
+    head = CRLF.join(fields).encode("utf-8")
     return b"\r\n".join([head, *body, b""])
 
 
@@ -308,6 +435,50 @@ class _Generator(BytesGenerator):
                     return boundary
             elif boundary.encode("ascii") not in text:  # BytesGenerator passes bytes
                 return boundary
+
+
+class _WirePolicy(EmailPolicy):
+    """``email.policy.SMTP`` (or ``SMTPUTF8``), with address and unstructured headers folded
+    by :func:`address_field` and :func:`unstructured_field`.
+
+    The email package's own folder varies between patch releases of one Python version
+    (some fold the comma between two addresses into an encoded-word, so the field reads
+    as one address fewer). A header it parsed with a defect, a group, or any other field
+    is left to it. Raw header text from a parsed message is written as it came, as the
+    stock policy does, unless a line of it is too long.
+    """
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        header: object = value
+        if not isinstance(value, BaseHeader):  # raw text from a parsed message
+            if all(len(line) + len(name) + 2 <= _FOLD_AT for line in value.splitlines()):
+                return super().fold_binary(name, value)
+            header = self.header_factory(name, "".join(value.splitlines()))
+        folded = _fold_header(name, header)
+        if folded is None:
+            return super().fold_binary(name, value)
+        return (folded + self.linesep).encode("utf-8" if self.utf8 else "ascii")
+
+
+def _fold_header(name: str, header: object) -> str | None:
+    if getattr(header, "defects", ()):
+        return None
+    if isinstance(header, AddressHeader):
+        if any(group.display_name is not None for group in header.groups):
+            return None
+        return address_field(name, [(a.display_name, a.addr_spec) for a in header.addresses])
+    if isinstance(header, UnstructuredHeader):
+        return unstructured_field(name, str(header))
+    return None
+
+
+def wire_policy(*, utf8: bool) -> Policy:
+    """The policy for serializing an ``EmailMessage`` for SMTP (CRLF line ends).
+
+    Args:
+        utf8: the message needs SMTPUTF8: headers may carry UTF-8 (RFC 6532).
+    """
+    return _WirePolicy(linesep="\r\n", utf8=utf8)
 
 
 def flatten(message: Message, policy: Policy) -> bytes:

@@ -2,12 +2,17 @@
 
 :func:`prepare_message` takes an :class:`~oauthsmtp.Email` (built in
 :mod:`oauthsmtp._message.email`) or any :class:`email.message.Message` and returns an
-:class:`OutgoingMessage`: the explicit envelope (SECURITY.md rule 29) and the serialized
-bytes, Bcc removed. Everything that could inject a command or a header (CR, LF or NUL in an
-address or a header) and every address header the :mod:`email` package parses with a defect
-(e.g. ``alice@example.org)<bob@example.org>``) is refused with :class:`ConfigurationError`
-before anything reaches a server (the checks are in :mod:`oauthsmtp._message.addresses`): the
-library never guesses which address was meant.
+:class:`OutgoingMessage`: the explicit envelope and the serialized bytes, Bcc removed.
+Everything that could inject a command or a header (CR, LF or NUL in an address or a
+header), every address header the :mod:`email` package parses with a defect (e.g.
+``alice@example.org)<bob@example.org>``) or cannot parse at all, and every message that
+cannot be written within RFC 5322's line limits is refused with :class:`ConfigurationError`
+before anything reaches a server (the checks are in :mod:`oauthsmtp._message.addresses` and
+:mod:`oauthsmtp._message.checks`): the library never guesses which address was meant.
+
+An ``Email`` is rendered by :func:`~oauthsmtp._message.mime.render` (never by the email
+package); any other message by the email package with
+:func:`~oauthsmtp._message.mime.wire_policy`, then checked line by line.
 
 This module is also where the rest of the package imports the message names from
 (``Email``, ``check_header``, ``parse_address``, ...).
@@ -18,18 +23,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import Message
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from oauthsmtp._errors import ConfigurationError
 
-from .addresses import check_header, header_addresses, parse_address, unfold
-from .addresses import parse_address_list as parse_address_list
-from .addresses import simple_address as simple_address
-from .email import AttachmentSpec, Email, describe_attachment, read_attachment
-from .mime import Attachment, flatten, render
-
-if TYPE_CHECKING:
-    from email.policy import Policy
+from .addresses import check_header, envelope_address, header_addresses, parse_address, unfold
+from .checks import check_line_lengths
+from .email import AttachmentSpec, Email, describe_attachment, parsed_addresses, read_attachment
+from .mime import Attachment, flatten, render, wire_policy
 
 __all__ = [
     "AttachmentSpec",
@@ -37,6 +38,7 @@ __all__ = [
     "OutgoingMessage",
     "check_header",
     "parse_address",
+    "prepare_email",
     "prepare_message",
 ]
 
@@ -67,30 +69,54 @@ def prepare_message(message: Email | Message) -> OutgoingMessage:
 
     For a :class:`~email.message.Message`, the envelope sender is ``Sender`` or else the
     single ``From`` address; the recipients are every address in To, Cc and Bcc. Headers of
-    every MIME part are checked for CR/LF/NUL, address headers for parse defects.
+    every MIME part are checked for CR/LF/NUL, address headers for parse defects, and the
+    serialized message for lines over 998 octets and NUL octets.
+
+    Contract: whatever the message holds, this raises :class:`ConfigurationError` (a
+    ``ValueError``) and nothing else, with a message that names what is wrong; callers such
+    as ``send_many`` turn it into a failed result for that message alone.
 
     Raises:
-        ConfigurationError: injection attempts, malformed or missing addresses, ``Resent-*``
-            headers (whose envelope rules this library does not implement), or a message
-            that needs SMTPUTF8 but does not use an ``email.policy.EmailPolicy``.
-        OSError: an attachment file of an :class:`Email` cannot be read.
+        ConfigurationError: injection attempts, malformed, unparseable or missing
+            addresses, ``Resent-*`` headers (whose envelope rules this library does not
+            implement), a message that needs SMTPUTF8 but does not use an
+            ``email.policy.EmailPolicy``, one that cannot be written within the line limits,
+            or an attachment file that cannot be read.
     """
-    blind: list[Address] = []
-    deferred: list[tuple[bytes, bytes]] = []
     if isinstance(message, Email):
-        fast = prepare_email(message)
-        if fast is not None:
-            return fast
-        blind = [parse_address("bcc", value) for value in message.bcc]
-        message = message._build(deferred)  # Bcc is envelope-only: never a header
-    elif not isinstance(message, Message):
+        return prepare_email(message)
+    if not isinstance(message, Message):
         raise ConfigurationError(
             f"send() takes an oauthsmtp.Email or an email.message.EmailMessage, "
             f"not {type(message).__name__}"
         )
+    try:
+        return _prepare_other(message)
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # the email package raises IndexError, AttributeError... on bad input
+        raise ConfigurationError(
+            f"the message cannot be read or written by the email package "
+            f"({type(exc).__name__}: {exc}); it is malformed and was not sent"
+        ) from exc
+
+
+def _header_items(part: Message, name: str) -> list[object]:
+    """Every value of header ``name`` of ``part``, as the part's policy parses it."""
+    try:
+        return list(part.get_all(name, []))
+    except Exception as exc:  # the email package's header parser on malformed input
+        raise ConfigurationError(
+            f"header {name} cannot be parsed ({type(exc).__name__}); the message is "
+            "malformed and was not sent"
+        ) from exc
+
+
+def _prepare_other(message: Message) -> OutgoingMessage:
     for part in message.walk():
-        for name, value in part.items():
-            check_header(name, unfold(str(value)))
+        for name in dict.fromkeys(part.keys()):
+            for value in _header_items(part, name):
+                check_header(name, unfold(str(value)))
     fields: dict[str, list[Address]] = {}
     for name in message:
         lowered = name.lower()
@@ -101,30 +127,27 @@ def prepare_message(message: Email | Message) -> OutgoingMessage:
         if lowered in _ADDRESS_HEADERS and lowered not in fields:
             fields[lowered] = [
                 address
-                for value in message.get_all(name, [])
+                for value in _header_items(message, name)
                 for address in header_addresses(name, value)
             ]
-    if blind:
-        fields.setdefault("bcc", []).extend(blind)
     senders = fields.get("sender") or fields.get("from") or []
     if len(senders) != 1:
         raise ConfigurationError(
             f"the message needs exactly one From address (or a Sender header), found {len(senders)}"
         )
     recipients = dict.fromkeys(
-        a.addr_spec for key in ("to", "cc", "bcc") for a in fields.get(key, [])
+        envelope_address(key, a).addr_spec
+        for key in ("to", "cc", "bcc")
+        for a in fields.get(key, [])
     )
     if not recipients:
         raise ConfigurationError("the message has no recipient (To, Cc or Bcc)")
     every = [a for addresses in fields.values() for a in addresses]
     smtputf8 = not all(a.addr_spec.isascii() for a in every)
     data = _serialize(message, smtputf8=smtputf8)
-    for placeholder, content in deferred:
-        if data.count(placeholder) != 1:  # pragma: no cover - 192 random bits
-            raise ConfigurationError("attachment placeholder collision; try again")
-        data = data.replace(placeholder, content)
+    check_line_lengths(data)
     return OutgoingMessage(
-        sender=senders[0].addr_spec,
+        sender=envelope_address("sender", senders[0]).addr_spec,
         recipients=tuple(recipients),
         data=data,
         smtputf8=smtputf8,
@@ -132,25 +155,22 @@ def prepare_message(message: Email | Message) -> OutgoingMessage:
     )
 
 
-def prepare_email(email: Email) -> OutgoingMessage | None:
+def prepare_email(email: Email) -> OutgoingMessage:
     """Serialize an Email without the email package (see :mod:`oauthsmtp._message.mime`).
 
-    Returns None for what the fast path leaves to the email package: a non-ASCII address
-    (SMTPUTF8), a ``message/rfc822`` attachment, or a header it cannot write simply.
+    Raises:
+        ConfigurationError: an attachment file cannot be read, or a field or an attached
+            message cannot be written within RFC 5322's line limits.
     """
     from email.utils import formatdate, make_msgid
 
-    parsed = email._parsed
+    parsed = parsed_addresses(email)
     mailboxes = (parsed.sender, *parsed.to, *parsed.cc, *parsed.bcc, *parsed.reply_to)
-    if not all(a.addr_spec.isascii() for a in mailboxes):
-        return None
-    described = [describe_attachment(spec) for spec in email.attachments]
-    if any(kind[1:] == ("message", "rfc822") for kind in described):
-        return None
     attachments: list[Attachment] = []
-    for spec, (filename, maintype, subtype) in zip(email.attachments, described, strict=True):
-        if maintype in ("message", "multipart"):  # RFC 2046 forbids base64 for these
-            maintype, subtype = "application", "octet-stream"
+    for spec in email.attachments:
+        filename, maintype, subtype = describe_attachment(spec)
+        if maintype in ("message", "multipart") and (maintype, subtype) != ("message", "rfc822"):
+            maintype, subtype = "application", "octet-stream"  # RFC 2046 forbids base64 here
         attachments.append((filename, read_attachment(spec), maintype, subtype))
     headers = cast("tuple[tuple[str, str], ...]", email.headers)  # see Email.__post_init__
     given = {name.lower() for name, _ in headers}
@@ -167,10 +187,16 @@ def prepare_email(email: Email) -> OutgoingMessage | None:
         date="" if "date" in given else formatdate(localtime=True),
         message_id="" if "message-id" in given else make_msgid(domain=parsed.sender.domain),
     )
-    if data is None:
-        return None
+    smtputf8 = not all(a.addr_spec.isascii() for a in mailboxes)
+    # Only UTF-8 headers or an attached message can put 8-bit octets in what render() writes:
+    # no need to scan a large message otherwise.
+    maybe_8bit = smtputf8 or any(a[2:] == ("message", "rfc822") for a in attachments)
     return OutgoingMessage(
-        sender=parsed.sender.addr_spec, recipients=email.envelope_recipients, data=data
+        sender=parsed.sender.addr_spec,
+        recipients=email.envelope_recipients,
+        data=data,
+        smtputf8=smtputf8,
+        eight_bit=maybe_8bit and not data.isascii(),
     )
 
 
@@ -181,9 +207,8 @@ def _serialize(message: Message, *, smtputf8: bool) -> bytes:
     if "bcc" in message:
         message = copy.copy(message)  # __delitem__ rebinds the header list: no mutation
         del message["bcc"]
-    policy: Policy
     if isinstance(message.policy, email_policy.EmailPolicy):
-        policy = email_policy.SMTPUTF8 if smtputf8 else email_policy.SMTP
+        policy = wire_policy(utf8=smtputf8)
     elif smtputf8:
         raise ConfigurationError(
             "a message with non-ASCII addresses must be an EmailMessage "

@@ -24,6 +24,7 @@ import ssl
 from typing import Literal
 
 from oauthsmtp._errors import ConfigurationError, OAuthSMTPError, SMTPError
+from oauthsmtp._util.tls import tls_context
 
 from .auth import TokenSource, authenticate
 from .pool import Channel, Gate
@@ -60,7 +61,8 @@ class Connector:
         password: the password for PLAIN/LOGIN, or None.
         mechanism: a forced mechanism (already checked), or None.
         local_hostname: the EHLO name, or None for the local address literal.
-        context: the TLS context, or None for :func:`ssl.create_default_context`.
+        context: the TLS context, or None for the system trust store plus ``SSL_CERT_FILE``
+            (:func:`oauthsmtp._util.tls.tls_context`).
 
     The arguments are checked by :class:`~oauthsmtp.SMTPSession`.
     """
@@ -97,7 +99,7 @@ class Connector:
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._context is None:
-            self._context = ssl.create_default_context()
+            self._context = tls_context()
         return self._context
 
     def connect(self, channel: Channel, gate: Gate | None) -> None:
