@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from ._oauth.params import OAuth2Parameters
     from ._smtp.session import SendResult, SMTPSession
     from ._smtp.wire import SMTPConnectionError, SMTPTimeoutError
-    from ._tokens.identify import auth_identify, refresh_token, revoke_token
+    from ._tokens.identify import auth_identify, import_token, refresh_token, revoke_token
     from ._tokens.stores.choose import (
         FileStore,
         KeyringStore,
@@ -90,6 +90,7 @@ __all__ = [
     "default_store",
     "explain",
     "imap_authenticate",
+    "import_token",
     "pop3_authenticate",
     "providers",
     "refresh_token",
@@ -100,6 +101,7 @@ _LAZY = {
     "OAuth2Parameters": "._oauth.params",
     "AuthToken": "._tokens.token",
     "auth_identify": "._tokens.identify",
+    "import_token": "._tokens.identify",
     "refresh_token": "._tokens.identify",
     "revoke_token": "._tokens.identify",
     "FileStore": "._tokens.stores.choose",

@@ -62,7 +62,7 @@ _GMAIL_SCOPES = ("https://mail.google.com/",)
 
 _GOOGLE_REFUSAL = (
     "the device login cannot be used with Gmail: Google refuses the mail scope "
-    "https://mail.google.com/ in its device flow (\"Invalid device flow scope\"). On a machine "
+    'https://mail.google.com/ in its device flow ("Invalid device flow scope"). On a machine '
     'without a browser use flow="paste" (`oauthsmtp login --flow paste`: open the printed URL '
     "in any browser and paste back the address it ends on), forward the redirect port over SSH "
     "(ssh -L 9000:127.0.0.1:9000), or log in on another machine and move the login with "
@@ -140,9 +140,7 @@ def _uri(data: dict[str, object], *names: str) -> str | None:
             ) from None
         host = parts.hostname or ""
         scheme = parts.scheme.lower()
-        if not host or not (
-            scheme == "https" or (scheme == "http" and is_loopback_host(host))
-        ):
+        if not host or not (scheme == "https" or (scheme == "http" and is_loopback_host(host))):
             raise AuthorizationError(
                 f"the device authorization endpoint sent {name} {_shown(value)}, which is not an "
                 "https URL; it is not shown to you"
@@ -230,7 +228,10 @@ def prompt_text(auth: DeviceAuthorization, *, valid_for: float | None = None) ->
         f"and enter the code: {auth.user_code}",
     ]
     if auth.verification_uri_complete:
-        lines += ["(or open this address, which has the code filled in:", f"  {auth.verification_uri_complete} )"]
+        lines += [
+            "(or open this address, which has the code filled in:",
+            f"  {auth.verification_uri_complete} )",
+        ]
     lines.append(f"The code is valid for {_duration(seconds)}; waiting for you to approve...")
     return "\n".join(lines)
 

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 from oauthsmtp._errors import ConfigurationError, TokenError
 
-from .httpclient import get
 from .hosts import is_loopback_host
+from .httpclient import get
 from .tokenresponse import load_json_object
 
 __all__ = [
@@ -177,7 +177,8 @@ def parse_metadata(issuer: str, body: bytes, *, source: str) -> ProviderMetadata
         )
     auth = _endpoint(data, "authorization_endpoint", required=True, source=source)
     token = _endpoint(data, "token_endpoint", required=True, source=source)
-    assert auth is not None and token is not None  # noqa: S101 - required=True
+    assert auth is not None  # noqa: S101 - required=True
+    assert token is not None  # noqa: S101 - required=True
     return ProviderMetadata(
         issuer=issuer,
         authorization_endpoint=auth,
