@@ -39,6 +39,7 @@ class AccountSettings:
         revocation_url / issuer / extra_auth_params: the OAuth2 client.
         has_client_secret: whether a client secret is kept in the token store.
         tenant: the Microsoft tenant, when the provider is ``microsoft``.
+        device_authorization_url: the RFC 8628 endpoint, when known (``--flow device``).
         smtp_host / smtp_port / security: where mail is sent.
     """
 
@@ -57,6 +58,7 @@ class AccountSettings:
     extra_auth_params: Mapping[str, str] = field(default_factory=dict)
     has_client_secret: bool = False
     tenant: str | None = None
+    device_authorization_url: str | None = None
 
     def parameters(self, client_secret: str | None = None) -> OAuth2Parameters:
         """The OAuth2 parameters for this account (with the secret, when given)."""
@@ -70,6 +72,7 @@ class AccountSettings:
             extra_auth_params=dict(self.extra_auth_params),
             revocation_url=self.revocation_url,
             issuer=self.issuer,
+            device_authorization_url=self.device_authorization_url,
         )
 
     @property
