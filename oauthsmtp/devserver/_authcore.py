@@ -325,13 +325,16 @@ class Core(AuthorizationServer):  # type: ignore[misc]
     def dev_device_polled(self, record: DeviceRecord) -> bool:
         """Record a poll; True (slow_down) when it came sooner than the interval allows.
 
-        On slow_down the interval grows by 5 s for all later polls (RFC 8628 §3.5).
+        The interval is the one the client was given, or the server's current
+        setting when that was raised since. On slow_down the interval the client
+        was given grows by 5 s for all later polls (RFC 8628 §3.5).
         """
         now = self.clock()
         with self.lock:
             last = record.last_poll if record.last_poll is not None else record.issued_at
             record.last_poll = now
-            too_soon = now - last < record.interval - 0.001
+            record.polls += 1
+            too_soon = now - last < max(record.interval, self.device_interval) - 0.001
             if too_soon:
                 record.interval += 5
             return too_soon

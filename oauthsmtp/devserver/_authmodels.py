@@ -201,6 +201,7 @@ class DeviceRecord:
     clock: Callable[[], float] = field(repr=False)
     family: str = field(repr=False, default="")
     last_poll: float | None = None
+    polls: int = 0
     decision: tuple[str, bool] | None = None
     used: bool = False
 
