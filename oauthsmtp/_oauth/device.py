@@ -215,8 +215,8 @@ def parse_device_authorization(status: int, body: bytes) -> DeviceAuthorization:
 
 def _duration(seconds: float) -> str:
     if seconds >= 120:
-        return f"{int(seconds // 60)} minutes"
-    return f"{int(seconds)} seconds"
+        return f"{round(seconds / 60)} minutes"
+    return f"{round(seconds)} seconds"
 
 
 def prompt_text(auth: DeviceAuthorization, *, valid_for: float | None = None) -> str:
