@@ -45,8 +45,8 @@ from messages import RECIPIENT
 from refresh import expire_cached, parameters
 
 import oauthsmtp
+from oauthsmtp import TokenKey
 from oauthsmtp._accounts import AccountRegistry, AccountSettings, secret_key
-from oauthsmtp._tokens.stores.choose import TokenKey
 from oauthsmtp.devserver import headless_login
 
 IMPORT_LIMIT = 0.030  # seconds `import oauthsmtp` may add

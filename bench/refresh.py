@@ -29,9 +29,7 @@ from clients import Stopwatch
 from harness import BENCH, PYTHON, Helper, Table, ms, progress
 
 import oauthsmtp
-from oauthsmtp._tokens.stores.choose import (
-    TokenKey,  # the store key: private, but the benchmark is ours
-)
+from oauthsmtp import TokenKey
 from oauthsmtp.devserver import headless_login
 
 

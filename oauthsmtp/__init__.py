@@ -49,13 +49,11 @@ if TYPE_CHECKING:
     from ._smtp.session import SendResult, SMTPSession
     from ._smtp.wire import SMTPConnectionError, SMTPTimeoutError
     from ._tokens.identify import auth_identify, import_token, refresh_token, revoke_token
-    from ._tokens.stores.choose import (
-        FileStore,
-        KeyringStore,
-        MemoryStore,
-        TokenStore,
-        default_store,
-    )
+    from ._tokens.stores.base import TokenKey, TokenStore
+    from ._tokens.stores.choose import default_store
+    from ._tokens.stores.filestore import FileStore
+    from ._tokens.stores.keyringstore import KeyringStore
+    from ._tokens.stores.memory import MemoryStore
     from ._tokens.token import AuthToken
 del TYPE_CHECKING
 
@@ -83,6 +81,7 @@ __all__ = [
     "SMTPTimeoutError",
     "SendResult",
     "TokenError",
+    "TokenKey",
     "TokenStore",
     "TokenStoreError",
     "__version__",
@@ -104,10 +103,11 @@ _LAZY = {
     "import_token": "._tokens.identify",
     "refresh_token": "._tokens.identify",
     "revoke_token": "._tokens.identify",
-    "FileStore": "._tokens.stores.choose",
-    "KeyringStore": "._tokens.stores.choose",
-    "MemoryStore": "._tokens.stores.choose",
-    "TokenStore": "._tokens.stores.choose",
+    "FileStore": "._tokens.stores.filestore",
+    "KeyringStore": "._tokens.stores.keyringstore",
+    "MemoryStore": "._tokens.stores.memory",
+    "TokenKey": "._tokens.stores.base",
+    "TokenStore": "._tokens.stores.base",
     "default_store": "._tokens.stores.choose",
     "providers": ".providers",
     "explain": "._explain",

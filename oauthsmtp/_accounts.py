@@ -9,23 +9,39 @@ when there is one, goes to the token store under :func:`secret_key`.
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
 import os
-import tempfile
+import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from oauthsmtp._oauth.params import OAuth2Parameters
-from oauthsmtp._tokens.stores.choose import TokenKey
+from oauthsmtp._tokens.stores.base import TokenKey
+from oauthsmtp._util.files import (
+    MAX_FILE_BYTES,
+    atomic_write,
+    ensure_private_dir,
+    interprocess_lock,
+    os_detail,
+    sweep_temp_files,
+)
+from oauthsmtp._util.jsonobject import load_json_object
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, TokenStoreError
 
-__all__ = ["AccountSettings", "AccountRegistry", "secret_key"]
+__all__ = ["AccountRegistry", "AccountSettings", "secret_key"]
+
+log = logging.getLogger("oauthsmtp.accounts")
 
 _FORMAT = 1
+_SECURITY = ("starttls", "ssl", "none")
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_LOCK_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,50 @@ class AccountSettings:
     tenant: str | None = None
     device_authorization_url: str | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse values no command could use (they would be recorded and fail later).
+
+        Raises:
+            ConfigurationError: a field has the wrong type, the account or SMTP
+                host is empty or holds white space or control characters, the
+                port is not 1-65535, or the security is not starttls/ssl/none.
+        """
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("smtp_port", "has_client_secret", "scope", "extra_auth_params"):
+                continue
+            optional = f.name in ("revocation_url", "issuer", "tenant")
+            if not isinstance(value, str) and not (optional and value is None):
+                raise ConfigurationError(f"account setting {f.name} must be a string")
+            if isinstance(value, str) and _CONTROL.search(value):
+                raise ConfigurationError(
+                    f"account setting {f.name} must not contain control characters"
+                )
+        if not self.account.strip():
+            raise ConfigurationError("the account name must not be empty (give --account EMAIL)")
+        if not self.smtp_host or _CONTROL_OR_SPACE.search(self.smtp_host):
+            raise ConfigurationError(
+                f"the SMTP host {self.smtp_host!r:.80} is not a host name (give --smtp-host HOST)"
+            )
+        port = self.smtp_port
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ConfigurationError(
+                f"the SMTP port {port!r:.20} is not a port number 1-65535 (give --smtp-port)"
+            )
+        if self.security not in _SECURITY:
+            raise ConfigurationError(
+                f"the SMTP security {self.security!r:.20} is not one of {', '.join(_SECURITY)}"
+            )
+        if not isinstance(self.has_client_secret, bool):
+            raise ConfigurationError("account setting has_client_secret must be true or false")
+        if not isinstance(self.scope, tuple) or not all(isinstance(s, str) for s in self.scope):
+            raise ConfigurationError("account setting scope must be a list of strings")
+        params = self.extra_auth_params
+        if not isinstance(params, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in params.items()
+        ):
+            raise ConfigurationError("account setting extra_auth_params must map str to str")
+
     def parameters(self, client_secret: str | None = None) -> OAuth2Parameters:
         """The OAuth2 parameters for this account (with the secret, when given)."""
         return OAuth2Parameters(
@@ -78,7 +138,7 @@ class AccountSettings:
     @property
     def token_key(self) -> TokenKey:
         """Where this account's token lives in the store."""
-        return TokenKey(self.token_url, self.client_id, self.account)
+        return TokenKey.for_account(self.token_url, self.client_id, self.account)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -88,20 +148,40 @@ class AccountSettings:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AccountSettings:
+        """Rebuild settings from :meth:`to_dict` output (untrusted: read from a file).
+
+        Raises:
+            ConfigurationError: a field is missing or malformed.
+        """
+        if not isinstance(data, Mapping):
+            raise ConfigurationError("account settings must be a JSON object")
         values = dict(data)
-        values["scope"] = tuple(values.get("scope", ()))
-        values["extra_auth_params"] = dict(values.get("extra_auth_params") or {})
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in values.items() if k in known})
+        scope = values.get("scope", ())
+        if not isinstance(scope, (list, tuple)):
+            raise ConfigurationError("account setting scope must be a list of strings")
+        values["scope"] = tuple(scope)
+        values["extra_auth_params"] = values.get("extra_auth_params") or {}
+        known = {f.name for f in fields(cls)}
+        try:
+            return cls(**{k: v for k, v in values.items() if k in known})
+        except TypeError:
+            raise ConfigurationError("account settings miss a required field") from None
 
 
 def secret_key(settings: AccountSettings) -> TokenKey:
     """The token-store key under which the account's client secret is kept."""
-    return TokenKey(settings.token_url, settings.client_id, f"{settings.account}#client-secret")
+    return TokenKey.for_account(
+        settings.token_url, settings.client_id, f"{settings.account}#client-secret"
+    )
 
 
 class AccountRegistry:
-    """The accounts recorded under one ``OAUTHSMTP_HOME``."""
+    """The accounts recorded under one ``OAUTHSMTP_HOME``.
+
+    Changes are read-modify-write under a cross-process lock
+    (``locks/accounts.lock``), so two logins at once both end up recorded, and
+    written with the same atomic private-file writer as the file token store.
+    """
 
     def __init__(self, home: Path) -> None:
         self.home = home
@@ -110,54 +190,88 @@ class AccountRegistry:
     def load_all(self) -> dict[str, AccountSettings]:
         """Every recorded account, by address.
 
+        An entry that is not valid settings is skipped with a WARNING (its
+        name is logged, nothing else), so one bad entry does not lock out the
+        others.
+
         Raises:
-            ConfigurationError: the file exists but cannot be read or parsed.
+            ConfigurationError: the file exists but cannot be read or is not a
+                settings file at all.
         """
         try:
-            text = self.path.read_text(encoding="utf-8")
+            with open(self.path, "rb") as fh:
+                data = fh.read(MAX_FILE_BYTES + 1)
         except FileNotFoundError:
             return {}
         except OSError as exc:
-            raise ConfigurationError(f"cannot read {self.path}: {exc.strerror}") from None
-        try:
-            data = json.loads(text)
-            accounts = data["accounts"]
-            return {name: AccountSettings.from_dict(v) for name, v in accounts.items()}
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise ConfigurationError(
-                f"{self.path} is damaged; move it away and log in again"
-            ) from None
+            raise ConfigurationError(f"cannot read {self.path}: {os_detail(exc)}") from None
+        record = load_json_object(data) if len(data) <= MAX_FILE_BYTES else None
+        accounts = record.get("accounts") if record is not None else None
+        if not isinstance(accounts, dict):
+            raise ConfigurationError(f"{self.path} is damaged; move it away and log in again")
+        found: dict[str, AccountSettings] = {}
+        for name, value in accounts.items():
+            try:
+                settings = AccountSettings.from_dict(value)
+            except ConfigurationError as exc:
+                log.warning("ignoring the account %.80r in %s: %s", name, self.path, exc)
+                continue
+            if settings.account != name:
+                log.warning("ignoring the account %.80r in %s: misfiled", name, self.path)
+                continue
+            found[name] = settings
+        return found
 
     def get(self, account: str) -> AccountSettings | None:
+        """The settings recorded for ``account``, or None."""
         return self.load_all().get(account)
 
     def put(self, settings: AccountSettings) -> None:
-        accounts = self.load_all()
-        accounts[settings.account] = settings
-        self._write(accounts)
+        """Record (or replace) ``settings``.
+
+        Raises:
+            ConfigurationError: the folder or file cannot be written.
+        """
+        with self._locked():
+            accounts = self.load_all()
+            accounts[settings.account] = settings
+            self._write(accounts)
 
     def remove(self, account: str) -> bool:
-        accounts = self.load_all()
-        if accounts.pop(account, None) is None:
-            return False
-        self._write(accounts)
-        return True
+        """Forget ``account``; True when it was recorded.
+
+        Raises:
+            ConfigurationError: the folder or file cannot be written.
+        """
+        with self._locked():
+            accounts = self.load_all()
+            if accounts.pop(account, None) is None:
+                return False
+            self._write(accounts)
+            return True
+
+    def _locked(self) -> AbstractContextManager[None]:
+        try:
+            ensure_private_dir(self.home / "locks")
+        except TokenStoreError as exc:
+            raise ConfigurationError(str(exc)) from None
+        return interprocess_lock(self.home / "locks" / "accounts.lock").hold(
+            _LOCK_TIMEOUT, "the account settings"
+        )
 
     def _write(self, accounts: Mapping[str, AccountSettings]) -> None:
-        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         payload = {
             "format": _FORMAT,
             "accounts": {name: s.to_dict() for name, s in sorted(accounts.items())},
         }
-        fd, tmp = tempfile.mkstemp(prefix=".accounts-", suffix=".tmp", dir=self.home)
+        data = (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode("utf-8")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(payload, fh, indent=2, sort_keys=True)
-                fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+            # Not ensure_private_dir: OAUTHSMTP_HOME may be a folder the user shares
+            # for other things; the file itself is 0600 and holds no secret.
+            os.makedirs(self.home, mode=0o700, exist_ok=True)
+            sweep_temp_files(self.path)
+            atomic_write(self.path, data)
+        except TokenStoreError as exc:
+            raise ConfigurationError(str(exc)) from None
+        except OSError as exc:
+            raise ConfigurationError(f"cannot write {self.path}: {os_detail(exc)}") from None

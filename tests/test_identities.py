@@ -30,6 +30,7 @@ from oauthsmtp import (
     LoginRequired,
     MemoryStore,
     OAuth2Parameters,
+    TokenKey,
     auth_identify,
     import_token,
 )
@@ -42,7 +43,6 @@ from oauthsmtp._oauth.device import (
 )
 from oauthsmtp._oauth.paste import judge_pasted, paste_redirect_uri
 from oauthsmtp._oauth.tokenresponse import token_identity
-from oauthsmtp._tokens.stores.choose import TokenKey
 from oauthsmtp.devserver import DevProvider
 from oauthsmtp.devserver._certs import CertificateSet, make_certificates
 

@@ -12,10 +12,10 @@ from oauthsmtp._mailbox.rules import (
     classify_refusal,
     imap_mechanisms,
     mask,
-    peer_is_loopback,
     pop3_mechanisms,
     response_code,
 )
+from oauthsmtp._util.net import peer_is_loopback
 
 
 def transport(**changes: object) -> Transport:

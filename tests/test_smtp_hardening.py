@@ -461,7 +461,7 @@ def test_the_batch_example_of_the_docs_runs(capsys: pytest.CaptureFixture[str]) 
     text = (Path(__file__).parent.parent / "docs" / "sending.md").read_text(encoding="utf-8")
     section = text[text.index("## Batches") :]
     code = section[section.index("```python") + len("```python") : section.index("```\n")]
-    loop = code[code.index("for ") :]
+    loop = code[code.index("\nfor ") + 1 :]
     messages = [mail(0), mail(1)]
     results = [SendResult("sent", 250, "ok"), SendResult("failed", 550, "5.1.1 no")]
     exec(loop, {"messages": messages, "results": results})  # noqa: S102 - our own docs

@@ -6,6 +6,7 @@ D-Bus session bus, see ``secret_service.py``) and against small in-test backends
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pathlib
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import keyring
@@ -25,16 +27,18 @@ from keyring.backend import KeyringBackend
 from keyring.backends import chainer, fail, null
 from keyring.compat import properties
 
-from oauthsmtp._errors import ConfigurationError, TokenStoreError
-from oauthsmtp._tokens.stores.choose import (
+from oauthsmtp import (
+    ConfigurationError,
     FileStore,
     KeyringStore,
     MemoryStore,
     TokenKey,
     TokenStore,
+    TokenStoreError,
     default_store,
-    oauthsmtp_home,
 )
+from oauthsmtp._accounts import AccountRegistry, AccountSettings, secret_key
+from oauthsmtp._util.home import oauthsmtp_home
 
 if TYPE_CHECKING:
     from secret_service import SecretService
@@ -269,7 +273,7 @@ def test_lock_is_reentrant_in_one_thread(store: Any) -> None:
 
 _COUNTER_SCRIPT = """
 import pathlib, sys, time
-from oauthsmtp._tokens.stores.choose import FileStore, KeyringStore, TokenKey
+from oauthsmtp import FileStore, KeyringStore, TokenKey
 
 kind, directory, me, total = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 store = FileStore(directory / "tokens") if kind == "file" else KeyringStore("oauthsmtp-test")
@@ -338,7 +342,7 @@ def test_lock_timeout(tmp_path: pathlib.Path) -> None:
 
 
 # ---------------------------------------------------------------------------
-# FileStore rules (SECURITY rule 32)
+# FileStore rules (docs/security.md rule 32)
 # ---------------------------------------------------------------------------
 
 
@@ -523,7 +527,9 @@ def test_interrupted_write_keeps_the_old_file(
     assert "NEW-SECRET" not in str(info.value)
     monkeypatch.undo()
     assert store.load(KEY) == TOKEN
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{KEY.slug()}.json"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock") == [
+        f"{KEY.slug()}.json"
+    ]
 
 
 def test_interrupted_write_during_fsync_keeps_the_old_file(
@@ -540,7 +546,7 @@ def test_interrupted_write_during_fsync_keeps_the_old_file(
         store.save(KEY, big_value(5000))
     monkeypatch.undo()
     assert store.load(KEY) == TOKEN
-    assert [p.name for p in tmp_path.iterdir()] == [f"{KEY.slug()}.json"]
+    assert [p.name for p in tmp_path.iterdir() if p.suffix != ".lock"] == [f"{KEY.slug()}.json"]
 
 
 def test_file_store_ignores_stray_files(tmp_path: pathlib.Path) -> None:
@@ -557,7 +563,7 @@ def test_file_store_default_directory(home: pathlib.Path) -> None:
 
 
 # ---------------------------------------------------------------------------
-# KeyringStore rules (SECURITY rule 31)
+# KeyringStore rules (docs/security.md rule 31)
 # ---------------------------------------------------------------------------
 
 
@@ -837,3 +843,348 @@ def test_token_key() -> None:
     for bad in (("", "c", "a"), ("https://a.test/t", "", "a"), ("https://a.test/t", "c", "a\nb")):
         with pytest.raises(ConfigurationError):
             TokenKey(*bad)
+
+
+# ---------------------------------------------------------------------------
+# kill -9 mid-write: leftovers never accumulate and the next save/delete removes them
+# ---------------------------------------------------------------------------
+
+_FILE_KILL_SCRIPT = """
+import os, signal, sys
+from oauthsmtp import FileStore, TokenKey
+
+store = FileStore(sys.argv[1])
+key = TokenKey("https://auth.example.test/token", "client-1", "me@example.test")
+def fsync_then_die(fd):
+    os.kill(os.getpid(), signal.SIGKILL)  # the temporary file is complete, not yet renamed
+os.fsync = fsync_then_die
+n = sys.argv[2]
+store.save(key, '{"access_token":"at-SECRET-%s","refresh_token":"rt-SECRET-%s"}' % (n, n))
+"""
+
+
+def _run_killed(script: str, *args: str, env: dict[str, str] | None = None) -> None:
+    """Run ``script`` in a child that SIGKILLs itself; wait for it (bounded)."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args], env=env, cwd=ROOT, timeout=60, check=False
+    )
+    assert proc.returncode == -9  # it really died mid-write
+
+
+def _secret_files(directory: pathlib.Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if b"SECRET" in p.read_bytes())
+
+
+@posix_only
+def test_file_store_sweeps_what_a_killed_save_left(tmp_path: pathlib.Path) -> None:
+    """kill -9 between write and rename leaves a temp file; the next save and delete remove it."""
+    directory = tmp_path / "tokens"
+    for n in range(3):
+        _run_killed(_FILE_KILL_SCRIPT, str(directory), str(n))
+    leftovers = [p.name for p in directory.iterdir() if p.name.endswith(".tmp")]
+    assert len(leftovers) == 1  # each save swept the one before: they never accumulate
+    assert _secret_files(directory) == leftovers  # a whole token record
+    store = FileStore(directory)
+    store.save(KEY, TOKEN)
+    assert not [p for p in directory.iterdir() if p.name.endswith(".tmp")]
+    for n in range(3):
+        _run_killed(_FILE_KILL_SCRIPT, str(directory), str(n))
+    store.delete(KEY)  # `oauthsmtp logout`
+    assert _secret_files(directory) == []
+    assert store.load(KEY) is None
+
+
+_FILE_LOOP_SCRIPT = """
+import os, sys
+from oauthsmtp import FileStore, TokenKey
+
+store = FileStore(sys.argv[1])
+key = TokenKey("https://auth.example.test/token", "client-1", "me@example.test")
+os.write(1, b"go\\n")
+i = 0
+while True:
+    i += 1
+    store.save(key, '{"access_token":"at-SECRET-%d","refresh_token":"rt-SECRET-%d"}' % (i, i))
+"""
+
+
+@posix_only
+def test_file_store_under_repeated_kill_9(tmp_path: pathlib.Path) -> None:
+    """Saves killed at random moments: the token stays readable; logout leaves no secret."""
+    import random
+
+    directory = tmp_path / "tokens"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    rng = random.Random(7)  # noqa: S311 - picks kill moments, nothing secret
+    store = FileStore(directory)
+    store.save(KEY, TOKEN)  # so that load() has an old value to fall back on from the start
+    for _ in range(12):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _FILE_LOOP_SCRIPT, str(directory)],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == b"go\n"
+            time.sleep(rng.uniform(0.0, 0.05))  # a random point in the save loop
+            proc.kill()
+        finally:
+            proc.kill()
+            proc.communicate(timeout=30)
+        assert store.load(KEY) is not None  # old or new, never half
+        assert len([p for p in directory.iterdir() if p.name.endswith(".tmp")]) <= 1
+    store.delete(KEY)
+    assert _secret_files(directory) == []
+
+
+class KillingBackend:
+    """Wraps a real keyring backend; SIGKILLs the process at the n-th write or delete."""
+
+    def __init__(self, inner: Any, kill_at: int) -> None:
+        self.inner = inner
+        self.kill_at = kill_at
+        self.calls = 0
+
+    def _count(self) -> None:
+        self.calls += 1
+        if self.calls == self.kill_at:
+            os.kill(os.getpid(), 9)
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.inner.get_password(service, username)  # type: ignore[no-any-return]
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self._count()
+        self.inner.set_password(service, username, password)
+
+    def delete_password(self, service: str, username: str) -> None:
+        self._count()
+        self.inner.delete_password(service, username)
+
+
+_KEYRING_KILL_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[4])
+from keyring.backends import SecretService
+from oauthsmtp import KeyringStore, TokenKey
+from test_store import KillingBackend
+
+service, account, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+key = TokenKey("https://auth.example.test/token", "client-1", account)
+backend = KillingBackend(SecretService.Keyring(), kill_at=0)
+store = KeyringStore(service, backend=backend, max_chunk=128)
+store.save(key, "OLD-SECRET-" * 30)  # three chunks
+backend.calls, backend.kill_at = 0, kill_at
+store.save(key, "NEW-SECRET-" * 30)  # killed at its kill_at-th keyring write or delete
+store.delete(key)  # reached only when kill_at is past the save's last call
+raise SystemExit("not killed")
+"""
+
+
+@pytest.fixture(scope="module")
+def killing_secret_service(secret_service: SecretService) -> Iterator[SecretService]:
+    """A Secret Service of their own for the kill -9 tests (skips like ``secret_service``).
+
+    Clients killed mid-session are hard on gnome-keyring; should one of these tests take
+    its daemon down, the other tests' Secret Service is not affected.
+    """
+    from secret_service import running_secret_service
+
+    with running_secret_service() as service:
+        yield service
+
+
+# The second save makes 9 keyring writes/deletes (journal, 3 chunks, head, 3 old chunks,
+# journal) and the delete 4 (3 chunks, head): a kill at each of them.
+@pytest.mark.parametrize("kill_at", range(1, 14))
+def test_keyring_store_leaves_no_chunk_after_kill_9(
+    killing_secret_service: SecretService,
+    home: pathlib.Path,
+    kill_at: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kill -9 at every keyring call of a chunked save (and the delete after it): the next save
+    and the next delete leave exactly what they should, no orphaned chunk."""
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", killing_secret_service.address)
+    service = f"oauthsmtp-kill-{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, **killing_secret_service.env, OAUTHSMTP_HOME=str(home))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _KEYRING_KILL_SCRIPT,
+            service,
+            "me@example.test",
+            str(kill_at),
+            str(ROOT / "tests"),
+        ],
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+        capture_output=True,
+    )
+    daemon_log = killing_secret_service.directory / "gnome-keyring.log"
+    assert proc.returncode == -9, (
+        proc.stderr.decode(errors="replace")[-1500:]
+        + "\ngnome-keyring: "
+        + daemon_log.read_text(errors="replace")[-1000:]
+    )
+    store = KeyringStore(service, backend=killing_secret_service.backend(), max_chunk=128)
+    value = store.load(KEY)
+    assert value in (None, "OLD-SECRET-" * 30, "NEW-SECRET-" * 30)
+    store.save(KEY, TOKEN)  # short: one entry
+    assert len(killing_secret_service.items(f"{service}:{KEY.token_url}")) == 1
+    store.delete(KEY)
+    assert killing_secret_service.items(f"{service}:{KEY.token_url}") == []
+
+
+# ---------------------------------------------------------------------------
+# account settings: the non-secret half of a login, read as untrusted data
+# ---------------------------------------------------------------------------
+
+
+def _settings(**changes: Any) -> AccountSettings:
+    values: dict[str, Any] = {
+        "account": "me@example.test",
+        "provider": "custom",
+        "client_id": "client-1",
+        "auth_url": "https://auth.example.test/auth",
+        "token_url": "https://auth.example.test/token",
+        "scope": ("mail",),
+        "redirect_url": "http://localhost:9000",
+        "smtp_host": "smtp.example.test",
+        "smtp_port": 587,
+        "security": "starttls",
+    }
+    values.update(changes)
+    return AccountSettings(**values)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"account": ""},
+        {"account": "  "},
+        {"smtp_host": ""},
+        {"smtp_host": "smtp.example.test\r\nRCPT"},
+        {"smtp_host": "a b"},
+        {"smtp_port": -5},
+        {"smtp_port": 0},
+        {"smtp_port": 65536},
+        {"smtp_port": True},
+        {"smtp_port": "587"},
+        {"security": "tls"},
+        {"scope": "mail"},
+        {"client_id": None},
+        {"extra_auth_params": {"a": 1}},
+    ],
+    ids=repr,
+)
+def test_account_settings_refuse_values_no_command_could_use(changes: dict[str, Any]) -> None:
+    """`login --smtp-port -5`, `--smtp-host ''`, `--account ''` are refused, not recorded."""
+    with pytest.raises(ConfigurationError):
+        _settings(**changes)
+
+
+def test_empty_account_never_reaches_a_store() -> None:
+    """TokenKey.for_account refuses '' (None is 'no account'); so do the account settings."""
+    with pytest.raises(ConfigurationError, match="account"):
+        TokenKey.for_account("https://auth.example.test/token", "client-1", "")
+    assert TokenKey.for_account("https://auth.example.test/token", "client-1", None).account == ""
+    with pytest.raises(ConfigurationError):
+        TokenKey("https://auth.example.test/token", "client-1", " ")
+    assert secret_key(_settings()).account == "me@example.test#client-secret"
+
+
+def test_account_registry_skips_a_bad_entry(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One damaged entry (an account '' recorded by an older version) does not hide the rest."""
+    registry = AccountRegistry(tmp_path)
+    registry.put(_settings())
+    data = json.loads(registry.path.read_text())
+    data["accounts"][""] = dict(data["accounts"]["me@example.test"], account="")
+    data["accounts"]["port@example.test"] = dict(
+        data["accounts"]["me@example.test"], account="port@example.test", smtp_port=-5
+    )
+    registry.path.write_text(json.dumps(data))
+    assert list(registry.load_all()) == ["me@example.test"]
+    assert "ignoring the account" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "content", [b"not json", b"[]", b'{"accounts": []}', b'{"a": 1, "a": 2}', b"\xff" * 10]
+)
+def test_account_registry_damaged_file_says_what_to_do(
+    tmp_path: pathlib.Path, content: bytes
+) -> None:
+    registry = AccountRegistry(tmp_path)
+    registry.path.write_bytes(content)
+    with pytest.raises(ConfigurationError, match="damaged"):
+        registry.load_all()
+
+
+@posix_only
+def test_account_registry_writes_privately_and_sweeps_leftovers(tmp_path: pathlib.Path) -> None:
+    """accounts.json is 0600 whatever the umask; a killed writer's temp file is removed."""
+    registry = AccountRegistry(tmp_path)
+    stale = tmp_path / ".accounts.json.0123456789ab.tmp"
+    stale.write_text("{}")
+    old = os.umask(0)
+    try:
+        registry.put(_settings())
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(registry.path.stat().st_mode) == 0o600
+    assert not stale.exists()
+    assert registry.get("me@example.test") == _settings()
+
+
+def test_account_registry_concurrent_puts_keep_every_account(tmp_path: pathlib.Path) -> None:
+    """Logins in parallel: each one's record survives (read-modify-write under a lock)."""
+    registry = AccountRegistry(tmp_path)
+    names = [f"user{n}@example.test" for n in range(8)]
+    barrier = threading.Barrier(len(names))
+
+    def put(name: str) -> None:
+        barrier.wait(timeout=30)
+        AccountRegistry(tmp_path).put(_settings(account=name))
+
+    threads = [threading.Thread(target=put, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(registry.load_all()) == sorted(names)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda tmp: FileStore(tmp, lock_timeout=float("nan")),
+        lambda tmp: FileStore(tmp, lock_timeout=-1),
+        lambda tmp: MemoryStore(lock_timeout=float("inf")),
+        lambda tmp: KeyringStore(lock_timeout="5"),  # type: ignore[arg-type]
+        lambda tmp: FileStore(f"{tmp}/a\x00b"),
+        lambda tmp: FileStore(""),
+        lambda tmp: FileStore(5),  # type: ignore[arg-type]
+    ],
+    ids=["nan", "negative", "inf", "str", "nul", "empty", "int"],
+)
+def test_store_arguments_are_checked(make: Any, tmp_path: pathlib.Path) -> None:
+    """Bad constructor arguments give ConfigurationError, not a standard-library exception later."""
+    with pytest.raises(ConfigurationError):
+        make(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+def test_saving_a_non_string_is_our_error(kind: str, tmp_path: pathlib.Path) -> None:
+    store = MemoryStore() if kind == "memory" else FileStore(tmp_path)
+    with pytest.raises(ConfigurationError):
+        store.save(KEY, b"bytes")  # type: ignore[arg-type]

@@ -363,6 +363,40 @@ def test_from_json_refuses_malformed(text: str) -> None:
         AuthToken.from_json(text)
 
 
+def _stored(**fields: object) -> str:
+    return json.dumps({"access_token": "at", "refresh_token": "rt", **fields})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        _stored(expires_at="0001-01-01T00:00:00+01:00"),  # OverflowError in astimezone
+        _stored(expires_at="0001-01-01T00:00:00+00:00"),
+        _stored(expires_at="9999-12-31T23:59:59-01:00"),
+        _stored(expires_at="9999-12-31T23:59:59+00:00"),
+        _stored(obtained_at="0001-01-01T00:00:00+00:00"),
+        _stored(expires_at=["2026-01-01T00:00:00+00:00"]),
+        _stored(expires_at=1e308),
+        _stored(scope=["a"]),
+        _stored(refresh_token=0),
+        '{"access_token":"at","access_token":"other"}',  # duplicate key
+        '{"access_token":"at","expires_at":NaN}',
+        "[" * 100_000,
+        '{"access_token":"at\udc00"}',  # a lone surrogate, as a store might return
+        "\udc00",
+        _stored(access_token="at\udc00"),  # the same, written as a JSON escape
+        _stored(access_token="at\x01x"),
+        _stored(refresh_token="rt\ud800"),
+        _stored(refresh_token="rt\n"),
+    ],
+    ids=lambda text: text[:48],
+)
+def test_from_json_treats_stored_text_as_untrusted(text: str) -> None:
+    """Out-of-range dates, wrong types, duplicates, NaN, deep nesting: ValueError, nothing else."""
+    with pytest.raises(ValueError, match="not a serialized AuthToken"):
+        AuthToken.from_json(text)
+
+
 @pytest.mark.parametrize(
     ("description", "advice"),
     [
@@ -371,7 +405,7 @@ def test_from_json_refuses_malformed(text: str) -> None:
     ],
 )
 def test_microsoft_client_type_errors_say_what_to_fix(description: str, advice: str) -> None:
-    """AADSTS700025 / AADSTS7000218 map to the fix (PROVIDERS.md)."""
+    """AADSTS700025 / AADSTS7000218 map to the fix (docs/troubleshooting.md)."""
     with pytest.raises(TokenError) as info:
         parse({"error": "invalid_client", "error_description": description}, status=401)
     assert advice in str(info.value)

@@ -70,8 +70,10 @@ def _run(out: TextIO, interactive: bool, workdir: Path, provider_class: type[Dev
     """The six steps, with the provider and the token store in ``workdir``."""
     from oauthsmtp._message.prepare import Email
     from oauthsmtp._oauth.browser import browser_login
-    from oauthsmtp._tokens.identify import TokenManager, auth_identify
-    from oauthsmtp._tokens.stores.choose import FileStore, TokenKey
+    from oauthsmtp._tokens.identify import auth_identify
+    from oauthsmtp._tokens.manager import TokenManager
+    from oauthsmtp._tokens.stores.base import TokenKey
+    from oauthsmtp._tokens.stores.filestore import FileStore
 
     _say(
         out,

@@ -119,36 +119,35 @@ def _store_name(token_store: TokenStore) -> str:
 
 def run_logout(args: argparse.Namespace, out: TextIO) -> int:
     """Delete the account's token (revoke it first with --revoke); returns the exit code."""
-    from oauthsmtp import AuthToken, OAuthSMTPError
     from oauthsmtp._accounts import secret_key
+    from oauthsmtp._tokens.identify import logout
 
     accounts = context.registry()
     settings = context.require_settings(args.account)
     token_store = context.store()
-    raw = token_store.load(settings.token_key)
+    params = (
+        settings.parameters(context.client_secret(token_store, settings)) if args.revoke else None
+    )
+    # Revocation and deletion happen under the store's lock: a refresh in flight in
+    # another process cannot save its token back afterwards.
+    result = logout(token_store, settings.token_key, revoke_with=params)
     notes: list[str] = []
-    if args.revoke and raw is not None:
-        from oauthsmtp._tokens.identify import revoke_state
-
-        params = settings.parameters(context.client_secret(token_store, settings))
-        try:
-            if revoke_state(params, AuthToken.from_json(raw).state):
-                notes.append("revoked it at the provider")
-            else:
-                notes.append(
-                    "the provider has no revocation endpoint: remove the app's access in the "
-                    "account's security settings"
-                )
-        except (OAuthSMTPError, ValueError) as exc:
-            notes.append(f"revocation failed ({exc}); the local copy is deleted anyway")
-    token_store.delete(settings.token_key)
+    if result.revoke_error is not None:
+        notes.append(f"revocation failed ({result.revoke_error}); the local copy is deleted anyway")
+    elif result.revoked is True:
+        notes.append("revoked it at the provider")
+    elif result.revoked is False:
+        notes.append(
+            "the provider has no revocation endpoint: remove the app's access in the "
+            "account's security settings"
+        )
     where = _store_name(token_store)
-    if raw is None:
+    if not result.removed:
         notes.insert(0, f"no token was saved in {where}")
     else:
         notes.insert(0, f"deleted its token from {where}")
     if args.forget:
-        token_store.delete(secret_key(settings))
+        logout(token_store, secret_key(settings))
         if settings.has_client_secret:
             notes.append(f"deleted its client secret from {where}")
         accounts.remove(args.account)

@@ -40,6 +40,7 @@ from oauthsmtp._smtp.sasl import (
     oauthbearer_initial,
     xoauth2_initial,
 )
+from oauthsmtp._util.net import peer_is_loopback
 
 from .rules import (
     MailProtocol,
@@ -50,7 +51,6 @@ from .rules import (
     describe_provider_error,
     imap_mechanisms,
     mask,
-    peer_is_loopback,
     pop3_mechanisms,
 )
 

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -34,7 +33,6 @@ __all__ = [
     "describe_provider_error",
     "imap_mechanisms",
     "mask",
-    "peer_is_loopback",
     "pop3_mechanisms",
     "response_code",
 ]
@@ -272,13 +270,3 @@ def mask(text: str, secrets: Iterable[str]) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
-
-
-def peer_is_loopback(address: object) -> bool:
-    """True when ``address`` (from ``socket.getpeername()``) is a loopback IP address."""
-    if not isinstance(address, tuple) or not address or not isinstance(address[0], str):
-        return False
-    try:
-        return ipaddress.ip_address(address[0].split("%")[0]).is_loopback
-    except ValueError:
-        return False

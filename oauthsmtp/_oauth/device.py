@@ -31,11 +31,12 @@ from oauthsmtp._errors import (
     ConfigurationError,
     TokenError,
 )
+from oauthsmtp._util.jsonobject import load_json_object
 
 from .hosts import is_loopback_host
 from .httpclient import REQUEST_TIMEOUT, post_form
 from .params import OAuth2Parameters
-from .tokenresponse import TokenState, load_json_object, parse_token_response
+from .tokenresponse import TokenState, parse_token_response
 
 __all__ = [
     "DEFAULT_INTERVAL",

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from oauthsmtp._errors import ConfigurationError, TokenError
+from oauthsmtp._util.jsonobject import load_json_object
 
 from .hosts import is_loopback_host
 from .httpclient import get
-from .tokenresponse import load_json_object
 
 __all__ = [
     "MAX_METADATA_BYTES",

@@ -17,14 +17,15 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 from oauthsmtp._errors import TokenError
+from oauthsmtp._util.clock import utcnow
+from oauthsmtp._util.jsonobject import load_json_object
 
 from .httpclient import REQUEST_TIMEOUT, post_form
 from .params import OAuth2Parameters
-from .tokenresponse import TokenState, load_json_object, parse_token_response
+from .tokenresponse import TokenState, parse_token_response
 
 __all__ = [
     "MAX_BACKOFF",
@@ -50,10 +51,6 @@ _MIN_ATTEMPT = 1.0
 """A retry is not started with less time than this left."""
 
 Sleep = Callable[[float], None]
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _host(url: str) -> str:
@@ -132,7 +129,7 @@ def exchange_code(
             answer.status,
             answer.content_type,
             answer.body,
-            now=_now(),
+            now=utcnow(),
             requested_scope=params.scopes,
         )
     except TokenError as exc:
@@ -205,7 +202,7 @@ def refresh(
                 answer.status,
                 answer.content_type,
                 answer.body,
-                now=_now(),
+                now=utcnow(),
                 requested_scope=params.scopes,
                 previous_refresh_token=state.refresh_token,
             )

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from oauthsmtp._errors import ConfigurationError, TokenError
+from oauthsmtp._util.net import is_loopback_address
 
 from .hosts import is_loopback_host
 from .tokenresponse import MAX_TOKEN_RESPONSE_BYTES
@@ -122,16 +123,6 @@ def _host_port(netloc_host: str, port: int) -> str:
     return f"[{netloc_host}]:{port}" if ":" in netloc_host else f"{netloc_host}:{port}"
 
 
-def _is_loopback_address(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped.is_loopback
-    return ip.is_loopback
-
-
 def _resolve(host: str, port: int, deadline: _Deadline) -> list[tuple[int, tuple[object, ...]]]:
     """getaddrinfo, bounded by the deadline (a stuck resolver is left behind, not waited for)."""
     try:
@@ -164,7 +155,7 @@ def _resolve(host: str, port: int, deadline: _Deadline) -> list[tuple[int, tuple
 def _connect(host: str, port: int, *, loopback_only: bool, deadline: _Deadline) -> socket.socket:
     addresses = _resolve(host, port, deadline)
     if loopback_only:
-        local = [a for a in addresses if _is_loopback_address(str(a[1][0]))]
+        local = [a for a in addresses if is_loopback_address(str(a[1][0]))]
         if not local:
             shown = ", ".join(sorted({str(a[1][0]) for a in addresses}))
             raise _Failure(
@@ -192,7 +183,7 @@ def _connect(host: str, port: int, *, loopback_only: bool, deadline: _Deadline) 
             continue
         if loopback_only:
             peer = str(sock.getpeername()[0])
-            if not _is_loopback_address(peer):
+            if not is_loopback_address(peer):
                 sock.close()
                 raise _Failure(
                     f"the connection to {host} reached {peer}, which is not a loopback "

@@ -10,7 +10,6 @@ within the leeway of its expiry.
 from __future__ import annotations
 
 import base64
-import json
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -19,6 +18,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from oauthsmtp._errors import TokenError
+from oauthsmtp._util.clock import utcnow
+from oauthsmtp._util.jsonobject import load_json_object
 
 __all__ = [
     "DEFAULT_LEEWAY",
@@ -27,7 +28,6 @@ __all__ = [
     "ServerResponse",
     "TokenState",
     "lifetime",
-    "load_json_object",
     "parse_token_response",
     "token_identity",
 ]
@@ -46,10 +46,6 @@ MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
 BEARER = "Bearer"
 
 _SECRET_KEYS = frozenset({"access_token", "refresh_token", "id_token", "code", "client_secret"})
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class ServerResponse(Mapping[str, Any]):
@@ -103,7 +99,7 @@ class TokenState:
     refresh_token: str | None = field(default=None, repr=False)
     expires_at: datetime | None = None
     scope: tuple[str, ...] = ()
-    obtained_at: datetime = field(default_factory=_utcnow)
+    obtained_at: datetime = field(default_factory=utcnow)
     server_response: ServerResponse = field(
         default_factory=lambda: ServerResponse({}), repr=False, compare=False
     )
@@ -155,7 +151,7 @@ class TokenState:
                 raise ValueError(f"token data has a naive {key}")
             return value.astimezone(timezone.utc)
 
-        obtained = _when("obtained_at") or _utcnow()
+        obtained = _when("obtained_at") or utcnow()
         return cls(
             access_token=access,
             token_type=BEARER,
@@ -231,43 +227,10 @@ def lifetime(expires_in: object) -> timedelta:
     return timedelta(seconds=min(max(seconds, 0.0), float(MAX_EXPIRES_IN)))
 
 
-def _parse_int(text: str) -> int | float:
-    # int() refuses more than 4300 digits (CVE-2020-10735); such a number is only "very large".
-    return int(text) if len(text) <= 100 else float("inf")
-
-
 def _clean(text: str, limit: int = 300) -> str:
     """A server-sent string made safe to show: printable, bounded."""
     shown = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
     return shown + ("..." if len(text) > limit else "")
-
-
-def _reject_constant(value: str) -> Any:
-    raise ValueError(f"{value} is not valid JSON")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
-def load_json_object(body: bytes) -> dict[str, Any] | None:
-    """The body as a JSON object; None for non-UTF-8, non-JSON, NaN, duplicate keys, non-objects."""
-    try:
-        text = body.decode("utf-8")
-        data = json.loads(
-            text,
-            parse_constant=_reject_constant,
-            parse_int=_parse_int,
-            object_pairs_hook=_no_duplicates,
-        )
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _str_field(data: Mapping[str, Any], key: str) -> str | None:

@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from oauthsmtp._errors import ConfigurationError, SMTPError
+from oauthsmtp._util.net import peer_is_loopback
 
 __all__ = [
     "MAX_COMMAND_LINE",
@@ -282,17 +283,6 @@ def encode_data(data: bytes) -> bytes:
     return dot_stuff(data) + end_of_data(data)
 
 
-def _peer_is_loopback(address: object) -> bool:
-    import ipaddress
-
-    if not isinstance(address, tuple) or not address or not isinstance(address[0], str):
-        return False
-    try:
-        return ipaddress.ip_address(address[0].split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
 class Connection:
     """One SMTP connection: a socket, a reply parser and a deadline per operation.
 
@@ -307,7 +297,7 @@ class Connection:
         self._parser = ReplyParser()
         self._replies: deque[Reply] = deque()
         self.closed = False
-        self.peer_is_loopback = _peer_is_loopback(sock.getpeername())
+        self.peer_is_loopback = peer_is_loopback(sock.getpeername())
         self.local_address: str = sock.getsockname()[0]
 
     @classmethod

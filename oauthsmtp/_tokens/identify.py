@@ -1,21 +1,30 @@
-"""The login: ``auth_identify``, explicit refresh and revocation (WinDev AuthIdentify).
+"""The login: ``auth_identify``, explicit refresh, revocation and logout (WinDev AuthIdentify).
 
 :func:`auth_identify` returns a cached token when the store has one (refreshed
 if needed) and otherwise runs the browser login: it binds the loopback
 listener first (so a busy port fails before any browser opens), opens the
 user's own browser (RFC 8252 §8.12: never an embedded view), waits for the
-redirect, exchanges the code and saves the token before returning it.
+redirect, exchanges the code and saves the token (under the store's lock)
+before returning it. :func:`logout` and :func:`revoke_token` revoke (RFC 7009)
+and delete under the same lock, so a refresh in flight elsewhere can neither
+outlive nor undo them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from oauthsmtp._errors import ConfigurationError, LoginRequired, TokenError, TokenStoreError
+from oauthsmtp._errors import (
+    ConfigurationError,
+    LoginRequired,
+    OAuthSMTPError,
+    TokenError,
+    TokenStoreError,
+)
 from oauthsmtp._oauth import endpoint as _endpoint
 from oauthsmtp._oauth.browser import (
     DEFAULT_TIMEOUT,
@@ -28,118 +37,27 @@ from oauthsmtp._oauth.device import check_device_flow, device_login
 from oauthsmtp._oauth.params import OAuth2Parameters
 from oauthsmtp._oauth.paste import paste_login
 from oauthsmtp._oauth.tokenresponse import TokenState
-from oauthsmtp._tokens.stores.choose import TokenKey, TokenStore, default_store
 
+from .manager import TokenManager, invalid_grant_error, login_hint
+from .stores.base import TokenKey, TokenStore
+from .stores.choose import default_store
 from .token import AuthToken
 
-__all__ = ["FLOWS", "auth_identify", "import_token", "refresh_token", "revoke_token"]
+__all__ = [
+    "FLOWS",
+    "LogoutResult",
+    "auth_identify",
+    "import_token",
+    "logout",
+    "refresh_token",
+    "revoke_state",
+    "revoke_token",
+]
 
 FLOWS = ("browser", "device", "paste")
 """The interactive logins ``auth_identify(flow=...)`` runs."""
 
 log = logging.getLogger("oauthsmtp.login")
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _login_hint(account: str | None) -> str:
-    if account:
-        return (
-            f"oauthsmtp login --account {account} (from Python: "
-            f"oauthsmtp.auth_identify(params, account={account!r}))"
-        )
-    return "oauthsmtp.auth_identify(params) again (or `oauthsmtp login --account ...`)"
-
-
-def _invalid_grant(account: str | None, exc: TokenError) -> LoginRequired:
-    who = f"for {account} " if account else ""
-    said = f" ({exc.error_description})" if exc.error_description else ""
-    return LoginRequired(
-        f"the saved login {who}is no longer valid: the provider answered invalid_grant{said}. "
-        "Likely causes: the user revoked the app's access; a Google OAuth app in "
-        '"Testing" status issues refresh tokens that expire after 7 days (publish the app '
-        "to avoid this); Microsoft refresh tokens lapse after about 90 days unused; a password "
-        f"change. Log in again: {_login_hint(account)}",
-        account=account,
-    )
-
-
-class TokenManager:
-    """Loads, saves and refreshes one account's token in a store, single-flight.
-
-    Used as an :class:`AuthToken` refresher: calling it with the state the
-    caller holds returns a fresh state. Under the store's cross-process lock it
-    first re-reads the store: when another thread or process already refreshed
-    (the stored access token differs from the caller's and is still valid),
-    that token is returned and no request is made. A rotated refresh token is
-    saved before the new access token is handed out (RFC 6749 §6).
-    """
-
-    def __init__(
-        self,
-        params: OAuth2Parameters,
-        store: TokenStore,
-        key: TokenKey,
-        *,
-        refresh: Callable[[OAuth2Parameters, TokenState], TokenState] = _endpoint.refresh,
-    ) -> None:
-        self.params = params
-        self.store = store
-        self.key = key
-        self._refresh = refresh
-        self._thread_lock = threading.Lock()
-
-    @property
-    def account(self) -> str | None:
-        return self.key.account or None
-
-    def load(self) -> TokenState | None:
-        """The stored state, or None (an unreadable entry counts as absent)."""
-        raw = self.store.load(self.key)
-        if raw is None:
-            return None
-        try:
-            return AuthToken.from_json(raw).state
-        except ValueError:
-            log.warning("stored token for %r is unreadable; a new login is needed", self.account)
-            return None
-
-    def save(self, state: TokenState) -> None:
-        self.store.save(self.key, AuthToken(state).to_json())
-
-    def forget(self) -> None:
-        """Delete the stored token."""
-        self.store.delete(self.key)
-
-    def __call__(self, held: TokenState) -> TokenState:
-        with self._thread_lock, self.store.lock(self.key):
-            current = self.load()
-            if (
-                current is not None
-                and current.access_token != held.access_token
-                and not current.is_expired(_now())
-            ):
-                log.debug("token: another thread or process refreshed already")
-                return current
-            base = current if current is not None and current.refresh_token else held
-            if base.refresh_token is None:
-                raise LoginRequired(
-                    "the token has expired and no refresh token is held (Google needs "
-                    "access_type=offline and prompt=consent; Microsoft needs the offline_access "
-                    f"scope). Log in again: {_login_hint(self.account)}",
-                    account=self.account,
-                )
-            try:
-                new = self._refresh(self.params, base)
-            except TokenError as exc:
-                if exc.error == "invalid_grant":
-                    self.forget()
-                    raise _invalid_grant(self.account, exc) from None
-                raise
-            self.save(new)
-            return new
 
 
 def auth_identify(
@@ -201,7 +119,7 @@ def auth_identify(
     if flow == "device":
         check_device_flow(params)  # before any store or network: Gmail is refused at once
     store = store if store is not None else default_store()
-    key = TokenKey(params.token_url, params.client_id, account or "")
+    key = TokenKey.for_account(params.token_url, params.client_id, account)
     manager = TokenManager(params, store, key)
     cached = manager.load()  # also proves the store is usable before any browser opens
     if cached is not None and not force:
@@ -218,7 +136,7 @@ def auth_identify(
     if not interactive:
         raise LoginRequired(
             f"no saved login{f' for {account}' if account else ''}: log in first with "
-            f"{_login_hint(account)}",
+            f"{login_hint(account)}",
             account=account,
         )
     if account and "login_hint" not in params.extra_auth_params:
@@ -285,15 +203,13 @@ def import_token(
     if not isinstance(account, str) or not account.strip():
         raise ConfigurationError("account is required: the mailbox the refresh token is for")
     store = store if store is not None else default_store()
-    key = TokenKey(params.token_url, params.client_id, account)
+    key = TokenKey.for_account(params.token_url, params.client_id, account)
     manager = TokenManager(params, store, key)
-    seed = TokenState(access_token="", refresh_token=refresh_value, expires_at=_now())
+    seed = TokenState(
+        access_token="", refresh_token=refresh_value, expires_at=datetime.now(timezone.utc)
+    )
     try:
-        with store.lock(key):
-            state = _endpoint.refresh(params, seed)
-            check_granted_scope(params, state)
-            check_account(params, state, account)
-            manager.save(state)
+        state = _endpoint.refresh(params, seed)
     except TokenError as exc:
         if exc.error == "invalid_grant":
             raise LoginRequired(
@@ -301,10 +217,13 @@ def import_token(
                 f"{': ' + exc.error_description if exc.error_description else ''}): it has "
                 "expired, was revoked or rotated since, or was issued to another client id. "
                 "Nothing was saved. Log in on this machine instead: "
-                f"{_login_hint(account)}",
+                f"{login_hint(account)}",
                 account=account,
             ) from None
         raise
+    check_granted_scope(params, state)
+    check_account(params, state, account)
+    manager.save(state)  # under the store's lock; a rotated refresh token is kept (RFC 6749 §6)
     return AuthToken(state, refresher=manager, account=account)
 
 
@@ -325,7 +244,7 @@ def refresh_token(params: OAuth2Parameters, token: AuthToken) -> AuthToken:
         state = _endpoint.refresh(params, token.state)
     except TokenError as exc:
         if exc.error == "invalid_grant":
-            raise _invalid_grant(token.account, exc) from None
+            raise invalid_grant_error(token.account, exc) from None
         raise
     token._replace_state(state)
     return token
@@ -342,12 +261,89 @@ def revoke_state(params: OAuth2Parameters, state: TokenState) -> bool:
     return _endpoint.revoke(params, state.access_token, hint="access_token")
 
 
+@dataclass(frozen=True)
+class LogoutResult:
+    """What :func:`logout` did.
+
+    Attributes:
+        removed: a value was stored for the key and is deleted now.
+        revoked: None when revocation was not asked for or there was nothing
+            to revoke; True when the provider confirmed; False when it has no
+            revocation endpoint.
+        revoke_error: why revocation failed (the local copy is deleted all the same).
+    """
+
+    removed: bool
+    revoked: bool | None = None
+    revoke_error: OAuthSMTPError | None = None
+
+
+def logout(
+    store: TokenStore,
+    key: TokenKey,
+    *,
+    revoke_with: OAuth2Parameters | None = None,
+    held: TokenState | None = None,
+) -> LogoutResult:
+    """Revoke (optionally) and delete the token stored for ``key``, under the store's lock.
+
+    Holding the lock means a refresh in flight in another process either
+    finishes first (and its new refresh token is the one revoked and deleted)
+    or starts after (and finds the entry gone, so it does not bring it back).
+
+    Args:
+        store: the token store.
+        key: the token's key (or any other key, e.g. the one of a client secret).
+        revoke_with: revoke at the provider first (RFC 7009), with these parameters.
+        held: a state the caller holds; revoked too when its refresh token is
+            not the stored one (a token whose save had failed).
+
+    Returns:
+        a :class:`LogoutResult`.
+
+    Raises:
+        TokenStoreError: the store could not be locked, read or changed.
+    """
+    with store.lock(key):
+        raw = store.load(key)
+        try:
+            stored = AuthToken.from_json(raw).state if raw is not None else None
+        except ValueError:
+            stored = None
+        revoked: bool | None = None
+        error: OAuthSMTPError | None = None
+        try:
+            if revoke_with is not None:
+                states = [s for s in (stored, held) if s is not None]
+                if (
+                    stored is not None
+                    and held is not None
+                    and (
+                        held.refresh_token == stored.refresh_token
+                        or (held.refresh_token is None and held.access_token == stored.access_token)
+                    )
+                ):
+                    states = [stored]
+                for state in states:
+                    try:
+                        done = revoke_state(revoke_with, state)
+                    except OAuthSMTPError as exc:
+                        error = error or exc
+                        continue
+                    revoked = done if revoked is None else revoked and done
+        finally:
+            store.delete(key)
+    return LogoutResult(removed=raw is not None, revoked=revoked, revoke_error=error)
+
+
 def revoke_token(params: OAuth2Parameters, token: AuthToken) -> bool:
     """Revoke ``token`` at the provider (RFC 7009) and forget it locally.
 
     The refresh token is revoked (which revokes its access tokens at Google);
-    without one, the access token. The stored copy is deleted whatever the
-    provider answers.
+    without one, the access token. For a token from :func:`auth_identify` the
+    revocation and the deletion happen under the store's lock (see
+    :func:`logout`), so the newest stored refresh token is the one revoked and
+    deleted. The stored copy is deleted whatever the provider answers.
 
     Returns:
         True when the provider confirmed; False when it has no revocation endpoint
@@ -356,15 +352,19 @@ def revoke_token(params: OAuth2Parameters, token: AuthToken) -> bool:
     Raises:
         TokenError: the provider refused or was unreachable (the local copy is
             deleted all the same).
+        TokenStoreError: the stored copy could not be deleted.
     """
+    manager = token._refresher
     try:
-        return revoke_state(params, token.state)
+        if not isinstance(manager, TokenManager):
+            return revoke_state(params, token.state)
+        try:
+            result = logout(manager.store, manager.key, revoke_with=params, held=token.state)
+        except TokenStoreError:
+            log.warning("could not delete the stored token for %r", manager.account)
+            raise
     finally:
-        manager = token._refresher
-        if isinstance(manager, TokenManager):
-            try:
-                manager.forget()
-            except TokenStoreError:
-                log.warning("could not delete the stored token for %r", manager.account)
-                raise
         token._attach(None)
+    if result.revoke_error is not None:
+        raise result.revoke_error
+    return bool(result.revoked)

@@ -11,24 +11,54 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
 
 from oauthsmtp._errors import LoginRequired
-from oauthsmtp._oauth.tokenresponse import (
-    DEFAULT_LEEWAY,
-    ServerResponse,
-    TokenState,
-    load_json_object,
-)
+from oauthsmtp._oauth.tokenresponse import DEFAULT_LEEWAY, ServerResponse, TokenState
+from oauthsmtp._util.clock import utcnow
+from oauthsmtp._util.jsonobject import load_json_object
 
-__all__ = ["AuthToken", "Refresher"]
+__all__ = ["AuthToken", "Refresher", "SavesLater"]
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
+_FIRST_YEAR, _LAST_YEAR = (
+    1970,
+    9998,
+)  # stored dates outside this are not ours: date arithmetic overflows
 
 Refresher = Callable[[TokenState], TokenState]
+"""Given the state a token holds, returns a fresh one (raises LoginRequired or TokenError)."""
+
+
+@runtime_checkable
+class SavesLater(Protocol):
+    """A refresher that may hold a refreshed state its store refused, to save it later.
+
+    :class:`AuthToken` calls :meth:`retry_save` on each use of the access token
+    while :attr:`save_pending` is true (the token manager is one).
+    """
+
+    @property
+    def save_pending(self) -> bool:
+        """True while a refreshed state waits to be saved."""
+        ...
+
+    def retry_save(self) -> None:
+        """Try the save again; never raises."""
+        ...
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _saver_of(refresher: object) -> SavesLater | None:
+    return refresher if isinstance(refresher, SavesLater) else None
 
 
 class AuthToken:
@@ -51,6 +81,7 @@ class AuthToken:
     ) -> None:
         self._state = state
         self._refresher = refresher
+        self._saver = _saver_of(refresher)
         self._lock = threading.RLock()
         self._clock = clock
         self.account = account
@@ -66,8 +97,12 @@ class AuthToken:
     def access_token(self) -> str:
         """The access token; refreshed first when within the leeway of expiry."""
         with self._lock:
-            if self._refresher is not None and self._state.is_expired(self._clock(), self.leeway):
-                self._state = self._refresher(self._state)
+            refresher = self._refresher
+            if refresher is not None:
+                if self._state.is_expired(self._clock(), self.leeway):
+                    self._state = refresher(self._state)
+                elif self._saver is not None and self._saver.save_pending:
+                    self._saver.retry_save()
             return self._state.access_token
 
     @property
@@ -132,6 +167,7 @@ class AuthToken:
     def _attach(self, refresher: Refresher | None) -> None:
         with self._lock:
             self._refresher = refresher
+            self._saver = _saver_of(refresher)
 
     def expire(self) -> None:
         """Mark the access token as expired so the next use refreshes it (for tests and demos)."""
@@ -149,13 +185,33 @@ class AuthToken:
     ) -> AuthToken:
         """Rebuild a token from :meth:`to_json` output.
 
+        The text comes from a store and is treated as untrusted: anything but
+        a well-formed token whose dates lie in the years 1970-9998 is refused.
+
         Raises:
-            ValueError: the text is not a serialized token.
+            ValueError: the text is not a serialized token (no other exception).
         """
-        data = load_json_object(text.encode("utf-8") if isinstance(text, str) else text)
+        data = load_json_object(
+            text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+        )
         if data is None:
             raise ValueError("not a serialized AuthToken (expected a JSON object)")
-        return cls(TokenState.from_dict(data), refresher=refresher, account=account)
+        try:
+            state = TokenState.from_dict(data)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise ValueError(f"not a serialized AuthToken ({type(exc).__name__})") from None
+        for when in (state.expires_at, state.obtained_at):
+            if when is not None and not _FIRST_YEAR <= when.year <= _LAST_YEAR:
+                raise ValueError("not a serialized AuthToken (a date out of range)")
+        # The same rule the token endpoint's answers pass (RFC 6750 §2.1 b64token is ASCII);
+        # a refresh token is sent form-encoded, so it must at least be text.
+        access = state.access_token
+        if not access.isascii() or not access.isprintable():
+            raise ValueError("not a serialized AuthToken (forbidden characters in access_token)")
+        refresh = state.refresh_token
+        if refresh is not None and (not refresh.isprintable() or not _is_utf8(refresh)):
+            raise ValueError("not a serialized AuthToken (forbidden characters in refresh_token)")
+        return cls(state, refresher=refresher, account=account)
 
     def __repr__(self) -> str:
         expires = self._state.expires_at.isoformat() if self._state.expires_at else None

@@ -1,21 +1,26 @@
-"""Private files, directories and cross-process locks for the token stores (POSIX rules of
-SECURITY.md 32; Windows relies on per-user ACLs)."""
+"""Private files, directories and cross-process locks for the token stores and the account
+settings (POSIX modes and O_NOFOLLOW, see docs/security.md#rule-32; Windows relies on per-user
+ACLs).
+
+Everything here takes paths and bytes and knows nothing of tokens; the stores above it decide
+what the files hold.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import pathlib
+import re
 import secrets
 import stat
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from oauthsmtp._errors import TokenStoreError
 
@@ -28,12 +33,13 @@ __all__ = [
     "ensure_private_dir",
     "fsync_dir",
     "interprocess_lock",
-    "load_json_object",
     "lock_timeout",
     "os_detail",
     "read_file",
     "replace_file",
+    "sweep_temp_files",
     "symlink_error",
+    "temp_name",
 ]
 
 log = logging.getLogger("oauthsmtp.store")
@@ -130,18 +136,58 @@ def replace_file(source: str, target: str) -> None:
             time.sleep(0.05 * (attempt + 1))
 
 
-def atomic_write(path: pathlib.Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically with mode 0600 (SECURITY rule 32).
+def temp_name(path: pathlib.Path) -> pathlib.Path:
+    """A fresh temporary name beside ``path``: ``.<name>.<12 hex digits>.tmp``."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
 
-    A temporary file is created in the same directory with
+
+def sweep_temp_files(path: pathlib.Path) -> int:
+    """Remove the temporary files a killed :func:`atomic_write` of ``path`` left behind.
+
+    A process killed between creating its temporary file and renaming it
+    leaves ``.<name>.<hex>.tmp`` beside ``path``, holding all or part of what
+    it was writing (for a token file: the refresh token). The caller must hold
+    the lock that every writer of ``path`` holds, so that no temporary file
+    found here still belongs to a live writer. Never raises.
+
+    Returns:
+        How many files were removed.
+    """
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{12}}\.tmp")
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        if pattern.fullmatch(name):
+            try:
+                os.unlink(path.parent / name)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("could not remove the leftover %s: %s", name, os_detail(exc))
+                continue
+            removed += 1
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted write of %s", removed, path)
+        fsync_dir(path.parent)
+    return removed
+
+
+def atomic_write(path: pathlib.Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically with mode 0600 (docs/security.md#rule-32).
+
+    A temporary file (:func:`temp_name`) is created in the same directory with
     ``O_CREAT|O_EXCL|O_NOFOLLOW`` and mode 0600 (fchmod'ed again, whatever the
     umask), written, fsynced, renamed over ``path`` and the directory fsynced.
-    On failure the temporary file is removed and ``path`` keeps its old content.
+    On failure the temporary file is removed and ``path`` keeps its old content;
+    after a kill, :func:`sweep_temp_files` finds what is left.
 
     Raises:
         OSError: the write failed (the caller wraps it without the data).
     """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    tmp = temp_name(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
     fd = os.open(tmp, flags, 0o600)
     try:
@@ -233,14 +279,6 @@ def symlink_error(path: pathlib.Path) -> TokenStoreError:
         f"{path} is a symbolic link; token files are never read or written through a link. "
         "Delete the link (e.g. `oauthsmtp logout`) and log in again"
     )
-
-
-def load_json_object(data: bytes) -> dict[str, Any] | None:
-    try:
-        value = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 # ---------------------------------------------------------------------------

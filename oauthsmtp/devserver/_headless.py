@@ -24,7 +24,7 @@ from oauthsmtp._oauth.params import OAuth2Parameters
 from oauthsmtp._tokens.token import AuthToken
 
 if TYPE_CHECKING:
-    from oauthsmtp._tokens.stores.choose import TokenStore
+    from oauthsmtp._tokens.stores.base import TokenStore
 
 __all__ = ["headless_login"]
 
@@ -179,8 +179,9 @@ def headless_login(
         TokenError: the token endpoint refused the code.
     """
     from oauthsmtp._oauth.browser import browser_login
-    from oauthsmtp._tokens.identify import TokenManager
-    from oauthsmtp._tokens.stores.choose import MemoryStore, TokenKey
+    from oauthsmtp._tokens.manager import TokenManager
+    from oauthsmtp._tokens.stores.base import TokenKey
+    from oauthsmtp._tokens.stores.memory import MemoryStore
 
     store = store if store is not None else MemoryStore()
     key = TokenKey(params.token_url, params.client_id, account or "")

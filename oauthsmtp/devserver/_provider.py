@@ -47,7 +47,7 @@ from ._smtpserver import ReceivedMessage, SMTPServer
 
 if TYPE_CHECKING:
     from oauthsmtp._smtp.session import Security, SMTPSession
-    from oauthsmtp._tokens.stores.choose import TokenStore
+    from oauthsmtp._tokens.stores.base import TokenStore
 
 __all__ = ["DevProvider", "headless_login"]
 

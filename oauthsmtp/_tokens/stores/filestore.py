@@ -8,7 +8,6 @@ import os
 import pathlib
 import re
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING
 
 from oauthsmtp._errors import ConfigurationError, TokenStoreError
 from oauthsmtp._util.files import (
@@ -16,17 +15,15 @@ from oauthsmtp._util.files import (
     ensure_private_dir,
     fsync_dir,
     interprocess_lock,
-    load_json_object,
     os_detail,
     read_file,
+    sweep_temp_files,
     symlink_error,
 )
+from oauthsmtp._util.home import oauthsmtp_home
+from oauthsmtp._util.jsonobject import load_json_object
 
-from .choose import DEFAULT_LOCK_TIMEOUT, TokenKey, oauthsmtp_home
-
-if TYPE_CHECKING:
-    pass
-
+from .base import DEFAULT_LOCK_TIMEOUT, TokenKey, check_lock_timeout
 
 __all__ = ["FileStore"]
 
@@ -49,7 +46,7 @@ class FileStore:
     ..., "account": ..., "token": "<serialized token>"}``, and
     ``<slug>.lock`` beside it while a lock is held.
 
-    Security (SECURITY rule 32), on POSIX:
+    Security (CWE-732; see docs/security.md#rule-32), on POSIX:
 
     - the directory is created 0700, an existing one of ours with wider
       permissions is chmod'ed to 0700, and one owned by another user is refused;
@@ -85,9 +82,15 @@ class FileStore:
     ) -> None:
         if directory is None:
             self.directory = oauthsmtp_home() / "tokens"
-        else:
+        elif (
+            isinstance(directory, (str, os.PathLike))
+            and str(directory).strip()
+            and "\x00" not in str(directory)
+        ):
             self.directory = pathlib.Path(directory).expanduser().absolute()
-        self.lock_timeout = lock_timeout
+        else:
+            raise ConfigurationError("FileStore needs a folder path (or None for the default)")
+        self.lock_timeout = check_lock_timeout(lock_timeout)
 
     def path(self, key: TokenKey) -> pathlib.Path:
         """The file that holds ``key``'s token."""
@@ -140,16 +143,19 @@ class FileStore:
     def save(self, key: TokenKey, value: str) -> None:
         """See :meth:`TokenStore.save`.
 
+        Takes ``key``'s lock (re-entrant: callers that hold it already are
+        fine), removes the temporary files an earlier writer killed mid-write
+        left (each may hold a whole token record), then writes atomically.
+
         Raises:
             TokenStoreError: the directory is not ours, the token path is a
                 symbolic link, or the write failed (the old file is kept).
+            ConfigurationError: ``value`` is not a string.
         """
         if not isinstance(value, str):
-            raise TypeError("a token store saves strings")
+            raise ConfigurationError("a token store saves strings")
         ensure_private_dir(self.directory)
         path = self.path(key)
-        if os.path.islink(path):
-            raise symlink_error(path)
         record = {
             "format": _FILE_FORMAT,
             "token_url": key.token_url,
@@ -157,24 +163,39 @@ class FileStore:
             "account": key.account,
             "token": value,
         }
-        data = (json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
-        try:
-            atomic_write(path, data)
-        except OSError as exc:
-            raise TokenStoreError(
-                f"cannot save the token for {key.describe()} in {path}: {os_detail(exc)}"
-            ) from exc
+        # ASCII with \u escapes: any str round-trips, even one with lone surrogates.
+        data = (json.dumps(record, sort_keys=True) + "\n").encode("ascii")
+        with self.lock(key):
+            if os.path.islink(path):
+                raise symlink_error(path)
+            sweep_temp_files(path)
+            try:
+                atomic_write(path, data)
+            except OSError as exc:
+                raise TokenStoreError(
+                    f"cannot save the token for {key.describe()} in {path}: {os_detail(exc)}"
+                ) from exc
 
     def delete(self, key: TokenKey) -> None:
-        """See :meth:`TokenStore.delete` (a symbolic link is removed, not followed)."""
+        """See :meth:`TokenStore.delete`.
+
+        Under ``key``'s lock: the file (a symbolic link is removed, not
+        followed) and any temporary file a killed writer left.
+        """
+        if not os.path.isdir(self.directory):
+            return  # nothing was ever stored here; do not create the folder
         path = self.path(key)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise TokenStoreError(f"cannot delete the token file {path}: {os_detail(exc)}") from exc
-        fsync_dir(self.directory)
+        with self.lock(key):
+            sweep_temp_files(path)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                raise TokenStoreError(
+                    f"cannot delete the token file {path}: {os_detail(exc)}"
+                ) from exc
+            fsync_dir(self.directory)
 
     def lock(self, key: TokenKey) -> AbstractContextManager[None]:
         """See :meth:`TokenStore.lock`: a ``filelock`` on ``<slug>.lock`` plus a thread lock."""

@@ -1,4 +1,4 @@
-"""KeyringStore: tokens in the OS keyring (see :mod:`oauthsmtp._tokens.stores.choose`)."""
+"""KeyringStore: tokens in the OS keyring, chunked where one entry is too small."""
 
 from __future__ import annotations
 
@@ -12,22 +12,20 @@ import secrets
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from oauthsmtp._errors import ConfigurationError, TokenStoreError
 from oauthsmtp._util.files import (
     atomic_write,
     ensure_private_dir,
     interprocess_lock,
-    load_json_object,
     read_file,
+    sweep_temp_files,
 )
+from oauthsmtp._util.home import oauthsmtp_home
+from oauthsmtp._util.jsonobject import load_json_object
 
-from .choose import CONTROL_RE, DEFAULT_LOCK_TIMEOUT, TokenKey, oauthsmtp_home
-
-if TYPE_CHECKING:
-    pass
-
+from .base import CONTROL_RE, DEFAULT_LOCK_TIMEOUT, TokenKey, check_lock_timeout
 
 __all__ = ["KeyringStore"]
 
@@ -46,6 +44,11 @@ _INDEX_NAME = "keyring-index.json"
 _CHUNK_MARKER = "oauthsmtp-chunked/1:"
 _CHUNK_HEAD_RE = re.compile(r"oauthsmtp-chunked/1:([0-9a-f]{8}):([1-9][0-9]{0,5}):([0-9a-f]{64})")
 _MIN_CHUNK = 128
+_MAX_CHUNKS = 10_000
+_JOURNAL_MARKER = "oauthsmtp-journal/1:"
+_JOURNAL_RE = re.compile(
+    r"oauthsmtp-journal/1:([0-9a-f]{8}:[1-9][0-9]{0,4}(?:,[0-9a-f]{8}:[1-9][0-9]{0,4})?)"
+)
 _LOAD_ATTEMPTS = 3
 
 
@@ -89,7 +92,7 @@ def _leaks(text: str, secrets: Sequence[str], window: int = 12) -> bool:
 
 
 def _insecure_reason(backend: Any) -> str | None:
-    """Why ``backend`` must not hold tokens (SECURITY rule 31), or None when it may."""
+    """Why ``backend`` must not hold tokens (RFC 6749 §10.3-10.4), or None when it may."""
     from keyring.backends import chainer, fail, null
 
     cls = type(backend)
@@ -135,10 +138,17 @@ class KeyringStore:
     head last, then deletes the previous generation's chunks, so a crash or a
     concurrent reader sees the complete old value or the complete new one. A
     head whose chunks are missing or do not match the checksum counts as absent.
+    Before chunks are written or orphaned, their generations (names and counts,
+    nothing secret) are recorded in a journal entry ``f"{username}|journal"``,
+    removed once they are cleaned up; a process killed mid-save leaves it, and
+    the next :meth:`save` or :meth:`delete` of the key removes every chunk it
+    names that the head does not use. :meth:`save` and :meth:`delete` hold the
+    key's lock.
 
-    Security (SECURITY rule 31): on first use the backend is checked and
-    refused with TokenStoreError when it would keep tokens in plain text or
-    nowhere: ``keyring.backends.fail.Keyring``, ``keyring.backends.null.Keyring``,
+    Security (RFC 6749 §10.3-10.4; docs/security.md#rule-31): on first use
+    the backend is checked and refused with TokenStoreError when it would keep
+    tokens in plain text or nowhere: ``keyring.backends.fail.Keyring``,
+    ``keyring.backends.null.Keyring``,
     any backend whose class name contains ``Plaintext``, the ``keyrings.alt.file``
     backends, and a ``ChainerBackend`` that is empty or whose first (writing)
     backend is one of those. ``allow_insecure=True`` accepts them (with a WARNING).
@@ -181,7 +191,7 @@ class KeyringStore:
         self.service = service
         self.allow_insecure = allow_insecure
         self.max_chunk = max_chunk
-        self.lock_timeout = lock_timeout
+        self.lock_timeout = check_lock_timeout(lock_timeout)
         self._backend_arg = backend
         self._backend: Any = None
         self._home: pathlib.Path | None = None
@@ -339,6 +349,9 @@ class KeyringStore:
                 log.warning("ignoring a malformed keyring entry for %s", key.describe())
                 return None
             generation, count, checksum = match[1], int(match[2]), match[3]
+            if count > _MAX_CHUNKS:
+                log.warning("ignoring a malformed keyring entry for %s", key.describe())
+                return None
             pieces: list[str] = []
             for index in range(count):
                 piece = self._get(key, self._chunk_username(key, generation, index))
@@ -360,60 +373,116 @@ class KeyringStore:
     def _previous_generation(self, key: TokenKey) -> tuple[str, int] | None:
         head = self._get(key, self._username(key))
         match = _CHUNK_HEAD_RE.fullmatch(head) if head is not None else None
-        return (match[1], int(match[2])) if match is not None else None
+        if match is None or int(match[2]) > _MAX_CHUNKS:
+            return None
+        return match[1], int(match[2])
 
     def _remove_generation(self, key: TokenKey, generation: str, count: int) -> None:
-        for index in range(count):
+        # Last chunk first: an interrupted removal leaves a prefix, which the head or the
+        # journal still names with its full count, so the next attempt finds all of it.
+        for index in reversed(range(count)):
             self._remove(key, self._chunk_username(key, generation, index))
+
+    # -- journal ----------------------------------------------------------------
+    # Before a write creates or orphans chunk entries, the generations concerned are
+    # recorded (names and counts only, nothing secret) in one entry beside the head; the
+    # entry is removed once they are cleaned up. A process killed in between leaves the
+    # journal behind, and the next save or delete of the key removes every generation it
+    # names except the one the head uses. So no chunk ever exists that neither the head
+    # nor the journal names.
+
+    def _journal_username(self, key: TokenKey) -> str:
+        return f"{self._username(key)}|journal"
+
+    def _write_journal(self, key: TokenKey, generations: Sequence[tuple[str, int]]) -> None:
+        value = _JOURNAL_MARKER + ",".join(f"{g}:{c}" for g, c in generations)
+        self._set(key, self._journal_username(key), value, ())
+
+    def _recover(self, key: TokenKey, keep: str | None) -> None:
+        """Remove the chunks the journal names (except generation ``keep``), then the journal."""
+        name = self._journal_username(key)
+        journal = self._get(key, name)
+        if journal is None:
+            return
+        match = _JOURNAL_RE.fullmatch(journal)
+        if match is None:
+            log.warning("removing a malformed keyring journal entry for %s", key.describe())
+        else:
+            for part in match[1].split(","):
+                generation, _, count = part.partition(":")
+                if generation != keep and int(count) <= _MAX_CHUNKS:
+                    self._remove_generation(key, generation, int(count))
+        self._remove(key, name)
 
     def save(self, key: TokenKey, value: str) -> None:
         """See :meth:`TokenStore.save` (chunked when longer than ``max_chunk``).
 
+        Takes ``key``'s lock (re-entrant in one thread), first removes what a
+        write killed earlier left behind (see the class doc), then writes.
+
         Raises:
-            TokenStoreError: no secure keyring, or the backend failed (the
-                previous value is then still there).
+            TokenStoreError: no secure keyring, the backend failed (the previous
+                value is then still there), or the value needs more than
+                10,000 chunks.
+            ConfigurationError: ``value`` is not a string.
         """
         if not isinstance(value, str):
-            raise TypeError("a token store saves strings")
+            raise ConfigurationError("a token store saves strings")
         username = self._username(key)
-        previous = self._previous_generation(key)
-        if _utf16_units(value) <= self.max_chunk and not value.startswith(_CHUNK_MARKER):
-            self._set(key, username, value, [value])
-        else:
-            pieces = _split(value, self.max_chunk)
-            generation = secrets.token_hex(4)
-            while previous is not None and generation == previous[0]:
+        chunked = _utf16_units(value) > self.max_chunk or value.startswith(_CHUNK_MARKER)
+        pieces = _split(value, self.max_chunk) if chunked else []
+        if len(pieces) > _MAX_CHUNKS:
+            raise TokenStoreError(
+                f"the token for {key.describe()} is too large for the OS keyring "
+                f"({len(pieces)} chunks of {self.max_chunk}); use a larger max_chunk"
+            )
+        with self.lock(key):
+            previous = self._previous_generation(key)
+            self._recover(key, keep=previous[0] if previous is not None else None)
+            journal = [previous] if previous is not None else []
+            generation = None
+            if chunked:
                 generation = secrets.token_hex(4)
-            written = 0
+                while previous is not None and generation == previous[0]:
+                    generation = secrets.token_hex(4)
+                journal.insert(0, (generation, len(pieces)))
+            if journal:
+                self._write_journal(key, journal)
             try:
-                for index, piece in enumerate(pieces):
-                    self._set(
-                        key, self._chunk_username(key, generation, index), piece, [value, piece]
-                    )
-                    written += 1
-                head = f"{_CHUNK_MARKER}{generation}:{len(pieces)}:{_checksum(value)}"
-                self._set(key, username, head, [value])
+                if generation is None:
+                    self._set(key, username, value, [value])
+                else:
+                    for index, piece in enumerate(pieces):
+                        self._set(
+                            key,
+                            self._chunk_username(key, generation, index),
+                            piece,
+                            [value, piece],
+                        )
+                    head = f"{_CHUNK_MARKER}{generation}:{len(pieces)}:{_checksum(value)}"
+                    self._set(key, username, head, [value])
             except TokenStoreError:
                 with contextlib.suppress(TokenStoreError):
-                    self._remove_generation(key, generation, written)
+                    self._recover(key, keep=previous[0] if previous is not None else None)
                 raise
-        if previous is not None:
             try:
-                self._remove_generation(key, *previous)
+                self._recover(key, keep=generation)
             except TokenStoreError as exc:
-                log.warning("could not remove stale keyring chunks: %s", exc)
+                log.warning("could not remove stale keyring chunks (retried next time): %s", exc)
         self._index_update(key, present=True)
 
     def delete(self, key: TokenKey) -> None:
-        """See :meth:`TokenStore.delete` (the head first, then every chunk).
+        """See :meth:`TokenStore.delete`: every chunk first, then the head, then the journal.
 
         Raises:
             TokenStoreError: no secure keyring, or the backend failed.
         """
-        previous = self._previous_generation(key)
-        self._remove(key, self._username(key))
-        if previous is not None:
-            self._remove_generation(key, *previous)
+        with self.lock(key):
+            previous = self._previous_generation(key)
+            if previous is not None:
+                self._remove_generation(key, *previous)
+            self._remove(key, self._username(key))
+            self._recover(key, keep=None)
         self._index_update(key, present=False)
 
     def lock(self, key: TokenKey) -> AbstractContextManager[None]:
@@ -484,7 +553,8 @@ class KeyringStore:
                         for service, k in sorted(entries)
                     ],
                 }
-                data = (json.dumps(record, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+                data = (json.dumps(record, indent=1) + "\n").encode("ascii")
+                sweep_temp_files(self.home / _INDEX_NAME)
                 atomic_write(self.home / _INDEX_NAME, data)
         except (OSError, TokenStoreError) as exc:
             log.warning("could not update the keyring index (used by `oauthsmtp status`): %s", exc)

@@ -1,0 +1,277 @@
+"""TokenManager: one account's token in a store, refreshed exactly once however many ask.
+
+An :class:`~oauthsmtp._tokens.token.AuthToken` returned by
+:func:`oauthsmtp.auth_identify` holds a :class:`TokenManager` as its refresher.
+Data flows token endpoint -> manager -> store: the manager refreshes under the
+store's cross-process lock and saves what the endpoint answered before handing
+it out.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from oauthsmtp._errors import LoginRequired, TokenError, TokenStoreError
+from oauthsmtp._oauth import endpoint as _endpoint
+from oauthsmtp._oauth.params import OAuth2Parameters
+from oauthsmtp._oauth.tokenresponse import TokenState
+from oauthsmtp._util.clock import utcnow
+
+from .stores.base import TokenKey, TokenStore
+from .token import AuthToken
+
+__all__ = ["TokenManager", "UnsavedState", "invalid_grant_error", "login_hint"]
+
+log = logging.getLogger("oauthsmtp.login")
+
+
+def login_hint(account: str | None) -> str:
+    """How to log in again, for messages: the command, and the Python call."""
+    if account:
+        return (
+            f"oauthsmtp login --account {account} (from Python: "
+            f"oauthsmtp.auth_identify(params, account={account!r}))"
+        )
+    return "oauthsmtp.auth_identify(params) again (or `oauthsmtp login --account ...`)"
+
+
+def invalid_grant_error(account: str | None, exc: TokenError) -> LoginRequired:
+    """The LoginRequired for a refresh token the provider refused (``invalid_grant``)."""
+    who = f"for {account} " if account else ""
+    said = f" ({exc.error_description})" if exc.error_description else ""
+    return LoginRequired(
+        f"the saved login {who}is no longer valid: the provider answered invalid_grant{said}. "
+        "Likely causes: the user revoked the app's access; a Google OAuth app in "
+        '"Testing" status issues refresh tokens that expire after 7 days (publish the app '
+        "to avoid this); Microsoft refresh tokens lapse after about 90 days unused; a password "
+        f"change. Log in again: {login_hint(account)}",
+        account=account,
+    )
+
+
+@dataclass(frozen=True)
+class UnsavedState:
+    """A refreshed state the store refused to take, kept in memory until it does.
+
+    Attributes:
+        state: what the token endpoint answered (with a possibly rotated refresh token).
+        replaces: the stored text it was meant to replace (None: there was none
+            readable); a retry saves only while the store still holds exactly
+            that, so a newer login or a logout is never overwritten.
+    """
+
+    state: TokenState
+    replaces: str | None
+
+
+class TokenManager:
+    """Loads, saves and refreshes one account's token in a store, single-flight.
+
+    Used as an :class:`AuthToken` refresher: calling it with the state the
+    caller holds returns a fresh state. Every write (the login's save, a
+    refresh, :meth:`forget`) holds the store's cross-process lock.
+
+    Under the lock a refresh first re-reads the store: when another thread or
+    process already refreshed (the stored access token differs from the
+    caller's and is still valid), that token is returned and no request is
+    made. When the entry is gone (a logout in another process), the refresh
+    raises :class:`LoginRequired` rather than bring it back. A rotated refresh
+    token is saved before the new access token is handed out (RFC 6749 §6).
+
+    When that save fails (a locked keyring, a full disk), the new state is
+    handed out all the same and kept in memory (the provider may already have
+    revoked the old refresh token, so dropping the new one would end the
+    login); the save is retried on the token's next use and before the next
+    refresh. A refresh token the provider refuses (``invalid_grant``) ends the
+    login only after the store was read again and holds no other refresh token
+    (another process may have rotated it).
+    """
+
+    def __init__(
+        self,
+        params: OAuth2Parameters,
+        store: TokenStore,
+        key: TokenKey,
+        *,
+        refresh: Callable[[OAuth2Parameters, TokenState], TokenState] = _endpoint.refresh,
+    ) -> None:
+        self.params = params
+        self.store = store
+        self.key = key
+        self._refresh = refresh
+        self._thread_lock = threading.Lock()
+        self._unsaved: UnsavedState | None = None
+
+    @property
+    def account(self) -> str | None:
+        """The account of the key, None for the key without an account."""
+        return self.key.account or None
+
+    @property
+    def save_pending(self) -> bool:
+        """True while a refreshed token is held in memory because its save failed."""
+        return self._unsaved is not None
+
+    def read(self) -> tuple[str | None, TokenState | None]:
+        """The stored text and the state it holds (None for both when absent).
+
+        An unreadable entry (not a token, or a value out of range) gives
+        ``(text, None)`` and a WARNING without its content.
+
+        Raises:
+            TokenStoreError: the store cannot be read.
+        """
+        raw = self.store.load(self.key)
+        if raw is None:
+            return None, None
+        try:
+            return raw, AuthToken.from_json(raw).state
+        except ValueError:
+            log.warning("the stored token for %s is unreadable", self.key.describe())
+            return raw, None
+
+    def load(self) -> TokenState | None:
+        """The stored state, or None (an unreadable entry counts as absent)."""
+        return self.read()[1]
+
+    def save(self, state: TokenState) -> None:
+        """Save a new login's state, under the store's lock.
+
+        Raises:
+            TokenStoreError: the store refused it.
+        """
+        with self._thread_lock, self.store.lock(self.key):
+            self.store.save(self.key, AuthToken(state).to_json())
+            self._unsaved = None
+
+    def forget(self) -> None:
+        """Delete the stored token, under the store's lock.
+
+        Raises:
+            TokenStoreError: the store refused.
+        """
+        with self._thread_lock, self.store.lock(self.key):
+            self._unsaved = None
+            self.store.delete(self.key)
+
+    def retry_save(self) -> None:
+        """Save a refreshed token whose save failed earlier; never raises.
+
+        Does nothing when no save is pending, and drops the pending state
+        when the store has moved on (a new login, or a logout) meanwhile.
+        """
+        if self._unsaved is None:
+            return
+        try:
+            with self._thread_lock, self.store.lock(self.key):
+                raw, _ = self.read()
+                self._settle(raw)
+        except TokenStoreError as exc:
+            log.debug("the refreshed token for %s is still unsaved: %s", self.key.describe(), exc)
+
+    def _try_save(self, state: TokenState, replaces: str | None) -> str | None:
+        """Save under the (held) lock; on failure keep ``state`` for a retry.
+
+        Returns:
+            The text now stored, or None when the save failed (the store still
+            holds ``replaces``).
+        """
+        text = AuthToken(state).to_json()
+        try:
+            self.store.save(self.key, text)
+        except TokenStoreError as exc:
+            if self._unsaved is None:
+                log.warning(
+                    "could not save the refreshed token (%s); it is kept in memory and the save "
+                    "is retried on its next use",
+                    exc,
+                )
+            self._unsaved = UnsavedState(state, replaces)
+            return None
+        self._unsaved = None
+        return text
+
+    def _settle(self, raw: str | None) -> tuple[TokenState | None, str | None]:
+        """Under the lock: resolve a pending unsaved state against the stored text ``raw``.
+
+        Returns:
+            The pending state when it is still the newest (saved now, or kept
+            pending when the save fails again), else None; and the text the
+            store holds now.
+        """
+        unsaved = self._unsaved
+        if unsaved is None:
+            return None, raw
+        if raw is None or raw != unsaved.replaces:
+            # A logout removed the entry, or a login or another process replaced it.
+            self._unsaved = None
+            return None, raw
+        saved = self._try_save(unsaved.state, raw)
+        return unsaved.state, (saved if saved is not None else raw)
+
+    def _logged_out(self) -> LoginRequired:
+        return LoginRequired(
+            f"the saved login{f' for {self.account}' if self.account else ''} was removed "
+            f"(a logout in another process?). Log in again: {login_hint(self.account)}",
+            account=self.account,
+        )
+
+    def __call__(self, held: TokenState) -> TokenState:
+        with self._thread_lock, self.store.lock(self.key):
+            raw, current = self.read()
+            if raw is None:
+                self._unsaved = None
+                raise self._logged_out()  # never resurrect a deleted login
+            pending, raw = self._settle(raw)
+            if pending is not None:
+                current = pending
+            if (
+                current is not None
+                and current.access_token != held.access_token
+                and not current.is_expired(utcnow())
+            ):
+                log.debug("token: another thread or process refreshed already")
+                return current
+            base = current if current is not None and current.refresh_token else held
+            return self._refresh_from(base, raw)
+
+    def _refresh_from(self, base: TokenState, raw: str | None) -> TokenState:
+        """Refresh ``base`` (under the lock); ``raw`` is the stored text the result replaces."""
+        tried: set[str] = set()
+        while True:
+            if base.refresh_token is None:
+                raise LoginRequired(
+                    "the token has expired and no refresh token is held (Google needs "
+                    "access_type=offline and prompt=consent; Microsoft needs the offline_access "
+                    f"scope). Log in again: {login_hint(self.account)}",
+                    account=self.account,
+                )
+            tried.add(base.refresh_token)
+            try:
+                new = self._refresh(self.params, base)
+            except TokenError as exc:
+                if exc.error != "invalid_grant":
+                    raise
+                # Read the store again before declaring the login dead: a writer that does
+                # not share our lock may have rotated the refresh token meanwhile.
+                raw_now, stored = self.read()
+                if stored is not None and stored.refresh_token not in tried:
+                    if not stored.is_expired(utcnow()):
+                        self._unsaved = None
+                        return stored
+                    base, raw = stored, raw_now or raw
+                    continue
+                if raw_now is not None and (stored is None or stored.refresh_token in tried):
+                    # The provider refused the very refresh token the store holds.
+                    self._unsaved = None
+                    try:
+                        self.store.delete(self.key)
+                    except TokenStoreError as error:
+                        # The login is over all the same: say so, not that the store failed.
+                        log.warning("could not delete the dead token: %s", error)
+                raise invalid_grant_error(self.account, exc) from None
+            self._try_save(new, raw)
+            return new
