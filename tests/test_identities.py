@@ -542,3 +542,34 @@ def test_import_refuses_malformed_refresh_tokens(bad: str, tmp_path: Path) -> No
                               token_url="https://a.example/t")  # fmt: skip
     with pytest.raises(ConfigurationError):
         import_token(params, refresh_token=bad, account=ME, store=MemoryStore())
+
+
+def test_device_code_echoed_by_the_server_never_reaches_a_message(
+    scripted: ScriptedServer,
+) -> None:
+    """The token endpoint's error_description is shown (Microsoft puts its AADSTS codes
+    there), with the device code blanked out when the server echoes it."""
+    scripted.reply_json(
+        {
+            "device_code": "DEVICE-SECRET-42",
+            "user_code": "ABCD",
+            "verification_uri": "https://login.example/device",
+            "expires_in": 900,
+            "interval": 1,
+        }
+    )
+    scripted.reply_json(
+        {"error": "invalid_request", "error_description": "bad device_code DEVICE-SECRET-42"},
+        status=400,
+    )
+    params = OAuth2Parameters(
+        client_id="cid",
+        auth_url=scripted.url("/authorize"),
+        token_url=scripted.url("/token"),
+        device_authorization_url=scripted.url("/device"),
+    )
+    with pytest.raises(AuthorizationError) as caught:
+        device_login(params, timeout=60, on_prompt=lambda _: None, sleep=lambda _: None)
+    assert "bad device_code [secret]" in str(caught.value)  # the description, scrubbed
+    assert "DEVICE-SECRET-42" not in str(caught.value)
+    assert "DEVICE-SECRET-42" not in str(caught.value.error_description)

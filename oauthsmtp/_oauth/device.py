@@ -237,7 +237,7 @@ def prompt_text(auth: DeviceAuthorization, *, valid_for: float | None = None) ->
     return "\n".join(lines)
 
 
-def next_interval(error: str | None, interval: float) -> float:
+def next_interval(error: str | None, interval: float, description: str | None = None) -> float:
     """The interval for the next poll after a token-endpoint error (RFC 8628 §3.5).
 
     ``authorization_pending``: the same interval. ``slow_down``: 5 s more, for
@@ -263,13 +263,29 @@ def next_interval(error: str | None, interval: float) -> float:
             "login again and enter the new code sooner",
             error="expired_token",
         )
+    said = f" ({_shown(description, 300)})" if description else ""
     raise AuthorizationError(
-        f"the token endpoint ended the device login: {_shown(error, 100)}", error=error
+        f"the token endpoint ended the device login: {_shown(error, 100)}{said}",
+        error=error,
+        error_description=description,
     )
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _scrubbed(exc: TokenError, secrets: tuple[str | None, ...]) -> TokenError:
+    """``exc`` with any secret that was sent blanked out (servers echo what they got)."""
+    message, description = str(exc), exc.error_description
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            message = message.replace(secret, "[secret]")
+            if description:
+                description = description.replace(secret, "[secret]")
+    if message == str(exc) and description == exc.error_description:
+        return exc
+    return TokenError(message, error=exc.error, error_description=description, status=exc.status)
 
 
 def _client_form(params: OAuth2Parameters, form: dict[str, str]) -> dict[str, str]:
@@ -338,14 +354,15 @@ def device_login(
                 now=_now(),
                 requested_scope=params.scopes,
             )
-        except TokenError as exc:
+        except TokenError as raw:
+            exc = _scrubbed(raw, (auth.device_code, params.client_secret))
             if exc.error is None and (exc.status is None or exc.status >= 500):
                 # RFC 8628 §3.5: on a connection failure, poll less often.
                 interval = min(interval * 2, MAX_INTERVAL)
                 continue
             if exc.error is None:
                 raise
-            interval = next_interval(exc.error, interval)
+            interval = next_interval(exc.error, interval, exc.error_description)
             continue
         if check is not None:
             check(state)
