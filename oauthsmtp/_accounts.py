@@ -88,7 +88,7 @@ class AccountSettings:
             value = getattr(self, f.name)
             if f.name in ("smtp_port", "has_client_secret", "scope", "extra_auth_params"):
                 continue
-            optional = f.name in ("revocation_url", "issuer", "tenant")
+            optional = f.name in ("revocation_url", "issuer", "tenant", "device_authorization_url")
             if not isinstance(value, str) and not (optional and value is None):
                 raise ConfigurationError(f"account setting {f.name} must be a string")
             if isinstance(value, str) and _CONTROL.search(value):
