@@ -365,6 +365,63 @@ def _tools(sub: argparse._SubParsersAction[Parser]) -> None:
     )
 
 
+def _sendmail_relay(sub: argparse._SubParsersAction[Parser]) -> None:
+    # sendmail's flags are sendmail's (-t, -oi, -fADDR, ...), not argparse's: every argument
+    # goes to oauthsmtp._cli.sendmailargs as it is ("\x00" is a prefix no argument has).
+    sendmail = sub.add_parser(
+        "sendmail",
+        help="a sendmail(8) stand-in: the message on stdin (git send-email, mutt, cron)",
+        add_help=False,
+        prefix_chars="\x00",
+    )
+    sendmail.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    relay = _command(
+        sub,
+        "relay",
+        "an SMTP relay on loopback for programs that only speak plain SMTP",
+        "Accept mail over plain SMTP (loopback only, unless --allow-remote) and send it on "
+        "through the account's SMTP server with its OAuth2 token. A message is answered "
+        "250 only after the upstream server accepted it (4xx when it failed for now, 5xx "
+        "when it refused). SIGTERM or Ctrl-C stops it after the messages in progress.",
+    )
+    _account(
+        relay,
+        required=False,
+        help_="the recorded account (default: $OAUTHSMTP_ACCOUNT, else the only one)",
+    )
+    relay.add_argument(
+        "--listen",
+        default="127.0.0.1:2525",
+        metavar="HOST:PORT",
+        type=values.listen_address,
+        help="the address to listen on (default 127.0.0.1:2525; port 0 picks a free one)",
+    )
+    relay.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --listen address that is not loopback (other machines can then send)",
+    )
+    relay.add_argument("--user", metavar="NAME", help="require AUTH PLAIN/LOGIN as this user")
+    relay.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="the file holding --user's password (first line)",
+    )
+    relay.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="PEM certificate for STARTTLS (default with --user: a generated self-signed one)",
+    )
+    relay.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    relay.add_argument(
+        "--max-size",
+        type=values.positive_int,
+        default=64 * 1024 * 1024,
+        metavar="BYTES",
+        help="the largest message accepted (default 64 MiB; announced with SIZE)",
+    )
+
+
 def _command(
     sub: argparse._SubParsersAction[Parser], name: str, help_: str, description: str
 ) -> Parser:
@@ -397,5 +454,6 @@ def build_parser() -> Parser:
     _send(sub)
     _status_logout(sub)
     _account_group(sub)
+    _sendmail_relay(sub)
     _tools(sub)
     return parser
