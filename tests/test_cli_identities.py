@@ -236,6 +236,8 @@ def test_login_dead_refresh_token_exits_3_and_records_nothing(
           "--refresh-token-file", "-"], "x\n", "both read standard input"),
         (["--provider", "microsoft", "--client-id", "c", "--refresh-token-file", "-"], "",
          "--refresh-token-file: standard input is empty"),
+        (["--provider", "microsoft-app", "--client-id", "c", "--tenant", "t", "--flow",
+          "device"], "", "--flow and --refresh-token-file do not apply"),
         (["--issuer", "http://127.0.0.1:9", "--client-id", "c", "--scope", "s",
           "--smtp-host", "h"], "", "could not discover"),
     ],

@@ -86,6 +86,16 @@ def run_login(args: argparse.Namespace, out: TextIO) -> int:
     accounts = context.registry()
     previous = accounts.get(args.account)
     provider = args.provider or (previous.provider if previous else None)
+    if provider in ("microsoft-app", "google-service-account"):
+        if args.flow not in (None, "browser") or args.refresh_token_file is not None:
+            raise CommandError(
+                f"--provider {provider} logs in as the app itself, with no person: --flow and "
+                "--refresh-token-file do not apply",
+                code=EXIT_USAGE,
+            )
+        from .applogin import run_app_login
+
+        return run_app_login(args, provider, previous, secret=_given_secret(args))
     if provider is None and args.issuer:
         provider = "custom"  # --issuer alone: discover the endpoints
     flow = args.flow or "browser"
