@@ -55,6 +55,7 @@ class AccountSettings:
         revocation_url / issuer / extra_auth_params: the OAuth2 client.
         has_client_secret: whether a client secret is kept in the token store.
         tenant: the Microsoft tenant, when the provider is ``microsoft``.
+        device_authorization_url: the RFC 8628 endpoint, when known (``--flow device``).
         smtp_host / smtp_port / security: where mail is sent over SMTP.
         transport: ``"smtp"`` (the default) or ``"api"``: ``oauthsmtp send`` then sends
             through the Gmail API (``gmail``, ``google-service-account``) or Microsoft Graph
@@ -81,6 +82,7 @@ class AccountSettings:
     tenant: str | None = None
     transport: str = "smtp"
     api_url: str | None = None
+    device_authorization_url: str | None = None
 
     def __post_init__(self) -> None:
         """Refuse values no command could use (they would be recorded and fail later).
@@ -95,7 +97,13 @@ class AccountSettings:
             value = getattr(self, f.name)
             if f.name in ("smtp_port", "has_client_secret", "scope", "extra_auth_params"):
                 continue
-            optional = f.name in ("revocation_url", "issuer", "tenant", "api_url")
+            optional = f.name in (
+                "revocation_url",
+                "issuer",
+                "tenant",
+                "api_url",
+                "device_authorization_url",
+            )
             if not isinstance(value, str) and not (optional and value is None):
                 raise ConfigurationError(f"account setting {f.name} must be a string")
             if isinstance(value, str) and _CONTROL.search(value):
@@ -143,6 +151,7 @@ class AccountSettings:
             extra_auth_params=dict(self.extra_auth_params),
             revocation_url=self.revocation_url,
             issuer=self.issuer,
+            device_authorization_url=self.device_authorization_url,
         )
 
     @property

@@ -95,6 +95,8 @@ class ProviderInfo:
             (``{tenant}`` stands for the Microsoft tenant).
         scope: the scopes requested.
         smtp_host / smtp_port / security: where to send mail.
+        device_authorization_url: the RFC 8628 endpoint, where the provider allows
+            the device login for mail (Microsoft; not Google).
     """
 
     name: str
@@ -105,6 +107,7 @@ class ProviderInfo:
     smtp_host: str
     smtp_port: int
     security: str
+    device_authorization_url: str | None = None
 
 
 PROVIDERS: dict[str, ProviderInfo] = {
@@ -127,6 +130,7 @@ PROVIDERS: dict[str, ProviderInfo] = {
         smtp_host="smtp.office365.com",
         smtp_port=587,
         security="starttls",
+        device_authorization_url="https://login.microsoftonline.com/{tenant}/oauth2/v2.0/devicecode",
     ),
 }
 """The presets, by name."""
@@ -151,6 +155,9 @@ def gmail(
     (it is not confidential for desktop apps). ``access_type=offline`` and
     ``prompt=consent`` make Google return a refresh token every time;
     ``openid email`` makes it say which account logged in (see ``AccountMismatch``).
+    No device login: Google refuses the mail scope in its device flow, so
+    ``auth_identify(..., flow="device")`` raises ConfigurationError naming the
+    alternatives (``flow="paste"``, an SSH port forward, :func:`~oauthsmtp.import_token`).
     """
     if not client_secret:
         raise ConfigurationError(
@@ -226,6 +233,10 @@ def microsoft(
         "revocation_url": None,
         # RFC 9207 issuer; Entra sends no ``iss`` today, so this is only a guard.
         "issuer": f"https://login.microsoftonline.com/{tenant}/v2.0",
+        # RFC 8628 device login (auth_identify(..., flow="device")).
+        "device_authorization_url": info.device_authorization_url.format(tenant=tenant)
+        if info.device_authorization_url
+        else None,
     }
     values.update(overrides)
     return _build(values)
