@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from oauthsmtp._errors import OAuthSMTPError, SMTPError
 
@@ -138,9 +138,12 @@ class Pool:
             if not self.connected:
                 self._connect(self._channels[0], None)
 
-    def send(self, jobs: Sequence[Job], allowed: int) -> None:
+    def send(self, jobs: Iterable[Job], allowed: int) -> None:
         """Send every job that has a prepared message and no result, over up to ``allowed``
         connections (fewer when the server accepted fewer).
+
+        ``jobs`` is read lazily, as connections are ready for the next message (a
+        generator is not consumed ahead of the sending).
 
         Open connections beyond ``allowed`` are closed first (QUIT), so never more than
         that are open at once; the list of channels is replaced, never changed in place.
@@ -152,7 +155,8 @@ class Pool:
             if self._limit is not None:
                 allowed = min(allowed, self._limit)
             self._trim(allowed)
-            pending = sum(1 for job in jobs if job.result is None and job.outgoing is not None)
+            queue = JobQueue(jobs)
+            pending = queue.fill(allowed)
             if not pending:
                 return
             width = min(allowed, pending)
@@ -160,7 +164,7 @@ class Pool:
                 Channel() for _ in range(width - len(self._channels))
             ]
             deliver(
-                jobs,
+                queue,
                 self._channels[:width],
                 connect=self._connect,
                 host=self._host,
@@ -204,17 +208,17 @@ class _Skipped(Exception):
 
 
 def deliver(
-    jobs: Sequence[Job],
+    queue: JobQueue,
     channels: Sequence[Channel],
     *,
     connect: Connect,
     host: str,
     on_limit: Callable[[int], None],
 ) -> None:
-    """Send every job that has a prepared message and no result, over ``channels``.
+    """Send every job of ``queue``, over ``channels``.
 
     Args:
-        jobs: the batch; results are set on the jobs.
+        queue: the batch (read lazily); results are set on the jobs.
         channels: the channels to use (connected ones first); one means no thread.
         connect: opens and authenticates a channel.
         host: the server's name, for log messages.
@@ -224,14 +228,13 @@ def deliver(
     Raises:
         OAuthSMTPError: the error that stopped the batch; some jobs may have results.
     """
-    queue = JobQueue(job for job in jobs if job.result is None and job.outgoing is not None)
     if len(channels) == 1:
         _drive(channels[0], queue, Lane(), connect=connect, gate=None, pooled=False, host=host)
         return
     active = list(channels)
     while len(queue):
         active.sort(key=lambda channel: not channel.connected)
-        used = active[: len(queue)]
+        used = active[: queue.fill(len(active))]
         lanes, errors = _round(used, queue, connect=connect, host=host)
         for error in errors:
             if error is not None and not isinstance(error, _Skipped):

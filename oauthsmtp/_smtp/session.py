@@ -27,7 +27,7 @@ alone.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from email.message import Message
 from types import MappingProxyType
@@ -50,7 +50,8 @@ from .options import (
     check_timeout,
 )
 from .pool import Pool
-from .transact import Job, SendResult, envelope_problem, failed, unknown
+from .stream import send_stream
+from .transact import Job, SendResult, envelope_problem, failed
 from .wire import SMTPConnectionError, SMTPTimeoutError
 
 if TYPE_CHECKING:
@@ -343,25 +344,48 @@ class SMTPSession:
                 ``"failed"``.
         """
         width = self.connections if connections is None else check_connections(connections)
-        if isinstance(messages, (Email, Message, str, bytes)) or not isinstance(messages, Iterable):
+        results: list[SendResult] = []
+        self._stream(messages, width, results.append)
+        return results
+
+    def send_stream(
+        self,
+        messages: Iterable[Email | Message],
+        on_result: Callable[[SendResult], object],
+        *,
+        connections: int | None = None,
+    ) -> int:
+        """Send a batch of any size, handing each result to ``on_result`` as it comes.
+
+        :meth:`send_many` for batches too large to hold: ``messages`` (a generator, say) is
+        read only as the connections are ready for the next message, and nothing is kept
+        once its result is handed on, so memory stays flat however long the batch.
+        Sending, pipelining and failures are as in :meth:`send_many`.
+
+        Args:
+            messages: the messages to send, any iterable (read lazily, once).
+            on_result: called once per message with its :class:`SendResult`, in the order
+                of ``messages``, one call at a time, from the thread that sends (with
+                several connections, one of their threads): keep it quick. If it raises,
+                no further message is read; the error is raised once the messages under
+                way are settled.
+            connections: as for :meth:`send_many`.
+
+        Returns:
+            How many messages were read (each got one ``on_result`` call).
+
+        Raises:
+            ConfigurationError: as :meth:`send_many`.
+            SMTPError, LoginRequired, TokenError: as :meth:`send_many` (nothing was sent).
+            Exception: what ``messages`` or ``on_result`` raised.
+        """
+        if not callable(on_result):
             raise ConfigurationError(
-                "send_many() takes an iterable of messages (a list of oauthsmtp.Email or "
-                f"EmailMessage), not {type(messages).__name__}; use send() for one message"
+                f"on_result must be callable (it receives each SendResult), not "
+                f"{type(on_result).__name__}"
             )
-        jobs = [self._prepare(m) for m in messages]
-        if self._sender.queueing:
-            futures = [self._sender.submit(job) for job in jobs if job.error is None]
-            for future in futures:
-                error = future.exception()
-                if isinstance(error, OAuthSMTPError):
-                    self._settle(jobs, error)
-                    break
-        else:
-            try:
-                self._deliver(jobs, width)
-            except OAuthSMTPError as exc:
-                self._settle(jobs, exc)
-        return [job.result or failed("not sent") for job in jobs]
+        width = self.connections if connections is None else check_connections(connections)
+        return self._stream(messages, width, on_result)
 
     def __repr__(self) -> str:
         connector = self._connector
@@ -394,7 +418,7 @@ class SMTPSession:
             return Job(None, failed(f"refused before sending: {error}"), error)
         return Job(outgoing)
 
-    def _deliver(self, jobs: Sequence[Job], allowed: int) -> None:
+    def _deliver(self, jobs: Iterable[Job], allowed: int) -> None:
         """Send jobs over the pool; only oauthsmtp's errors come out."""
         try:
             self._pool.send(jobs, allowed)
@@ -406,11 +430,18 @@ class SMTPSession:
     def _deliver_queued(self, jobs: Sequence[Job]) -> None:
         self._deliver(jobs, self.connections)
 
-    @staticmethod
-    def _settle(jobs: Sequence[Job], error: OAuthSMTPError) -> None:
-        """Apply send_many's rule: raise unless some message already got an answer."""
-        if not any(job.result is not None and job.outgoing is not None for job in jobs):
-            raise error
-        for job in jobs:
-            if job.result is None:
-                job.result = unknown() if job.body_sent else failed(f"not sent: {error}")
+    def _stream(
+        self, messages: Iterable[Email | Message], width: int, emit: Callable[[SendResult], object]
+    ) -> int:
+        if isinstance(messages, (Email, Message, str, bytes)) or not isinstance(messages, Iterable):
+            raise ConfigurationError(
+                "send_many() takes an iterable of messages (a list of oauthsmtp.Email or "
+                f"EmailMessage), not {type(messages).__name__}; use send() for one message"
+            )
+        return send_stream(
+            messages,
+            prepare=self._prepare,
+            deliver=lambda jobs: self._deliver(jobs, width),
+            submit=self._sender.submit if self._sender.queueing else None,
+            emit=emit,
+        )

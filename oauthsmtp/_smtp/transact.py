@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -176,26 +176,56 @@ def is_connection_limit(code: int | None, text: str | None) -> bool:
 class JobQueue:
     """Jobs waiting for a connection, in order; shared by the connections of a batch.
 
+    The jobs come from an iterable that is read lazily: a job is pulled from it only when
+    a connection is ready for one (or :meth:`fill` asks for a few), so a generator of
+    messages is never consumed ahead of the sending. Jobs that already have a result (a
+    message refused before sending) are passed over.
+
     Thread-safe: each job is taken by one connection at a time, and a connection that is
     lost gives back the jobs it had taken but not sent.
     """
 
     def __init__(self, jobs: Iterable[Job] = ()) -> None:
-        self._jobs: deque[Job] = deque(jobs)
+        self._jobs: deque[Job] = deque()
+        self._source: Iterator[Job] | None = iter(jobs)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._jobs)
+        """How many jobs are waiting: those pulled already, plus one if the source has more."""
+        with self._lock:
+            if not self._jobs:
+                self._pull()
+            return len(self._jobs)
+
+    def fill(self, count: int) -> int:
+        """Pull jobs from the source until ``count`` wait (or it ends); return how many wait."""
+        with self._lock:
+            while len(self._jobs) < count and self._pull():
+                pass
+            return len(self._jobs)
 
     def take(self) -> Job | None:
-        """The next job, or None when the queue is empty."""
+        """The next job, or None when the queue is empty and the source exhausted."""
         with self._lock:
+            if not self._jobs:
+                self._pull()
             return self._jobs.popleft() if self._jobs else None
 
     def give_back(self, jobs: Sequence[Job]) -> None:
         """Put jobs back at the front, in their order."""
         with self._lock:
             self._jobs.extendleft(reversed(jobs))
+
+    def _pull(self) -> bool:
+        """Append the source's next sendable job; False when the source is exhausted."""
+        while self._source is not None:
+            job = next(self._source, None)
+            if job is None:
+                self._source = None
+            elif job.result is None and job.outgoing is not None:
+                self._jobs.append(job)
+                return True
+        return False
 
 
 @dataclass(eq=False)
