@@ -47,6 +47,7 @@ class _Window:
         self.answered = False
         self.count = 0
         self.error: BaseException | None = None
+        self._emit_failed = False
 
     def jobs(self, limit: int | None = None) -> Iterator[Job]:
         """Prepare the next messages one at a time (at most ``limit``), handing on the
@@ -70,7 +71,7 @@ class _Window:
 
     def flush(self) -> None:
         """Hand on every finished job at the head of the window."""
-        while self._jobs and self._jobs[0].result is not None and self.error is None:
+        while self._jobs and self._jobs[0].result is not None and not self._emit_failed:
             job = self._jobs.popleft()
             if job.outgoing is not None:
                 self.answered = True
@@ -79,7 +80,8 @@ class _Window:
             try:
                 self._emit(result)
             except Exception as exc:  # the caller's callback failed: stop pulling, raise later
-                self.error = exc
+                self.error = self.error or exc
+                self._emit_failed = True
 
     def finish(self) -> None:
         """Hand on every remaining job (one without a result, which deliver never leaves
