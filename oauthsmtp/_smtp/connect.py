@@ -30,7 +30,18 @@ from .auth import TokenSource, authenticate
 from .pool import Channel, Gate
 from .wire import Connection, Reply, SMTPTimeoutError, command, parse_ehlo, speaks_tls
 
-__all__ = ["GREETING_PATIENCE", "Connector", "Security"]
+__all__ = [
+    "GREETING_PATIENCE",
+    "Connector",
+    "Security",
+    "address_literal",
+    "no_greeting",
+    "no_starttls",
+    "plain_text_credentials",
+    "refused_ehlo",
+    "refused_greeting",
+    "refused_starttls",
+]
 
 logger = logging.getLogger("oauthsmtp.smtp")
 
@@ -43,7 +54,8 @@ GREETING_PATIENCE = 3.0
 _NO_PROBE_PORTS = frozenset({25})  # relay port: a greeting may be delayed on purpose
 
 
-def _address_literal(ip: str) -> str:
+def address_literal(ip: str) -> str:
+    """The EHLO address literal of a local IP address (RFC 5321 §4.1.3)."""
     ip = ip.split("%")[0]
     return f"[IPv6:{ip}]" if ":" in ip else f"[{ip}]"
 
@@ -158,34 +170,19 @@ class Connector:
         try:
             greeting = self._greeting(conn)
             if greeting.code != 220:
-                raise SMTPError(
-                    f"{self.host} refused the session: {greeting}",
-                    code=greeting.code,
-                    server_message=greeting.text,
-                )
+                raise refused_greeting(self.host, greeting)
             extensions = self._ehlo(conn)
             if self.security == "starttls":
                 if "STARTTLS" not in extensions:
-                    raise SMTPError(
-                        f"{self.host}:{self.port} does not offer STARTTLS; refusing to go on "
-                        "without TLS (nothing was sent). Check the port (587 for STARTTLS, "
-                        "465 with security='ssl'), or whether something strips STARTTLS"
-                    )
+                    raise no_starttls(self.host, self.port)
                 conn.write(b"STARTTLS\r\n", ["STARTTLS"])
                 reply = conn.read_reply()
                 if reply.code != 220:
-                    raise SMTPError(
-                        f"{self.host} refused STARTTLS ({reply}); refusing to go on without TLS",
-                        code=reply.code,
-                        server_message=reply.text,
-                    )
+                    raise refused_starttls(self.host, reply)
                 conn.starttls(self._tls_context(), self.host, self.port)
                 extensions = self._ehlo(conn)  # RFC 3207 §4.2: forget the pre-TLS answer
             elif self.security == "none" and self.has_credentials and not conn.peer_is_loopback:
-                raise ConfigurationError(
-                    "credentials are never sent without TLS; security='none' with "
-                    "credentials only works with a loopback address"
-                )
+                raise plain_text_credentials()
         except BaseException:
             conn.close()
             raise
@@ -206,17 +203,10 @@ class Connector:
         try:
             return conn.read_reply()
         except SMTPTimeoutError as exc:
-            hint = (
-                "; if this port expects TLS from the first byte (like 465), use security='ssl'"
-                if self.security != "ssl"
-                else ""
-            )
-            raise SMTPTimeoutError(
-                f"no greeting from {self.host}:{self.port} within {self.timeout} s{hint}"
-            ) from exc
+            raise no_greeting(self.host, self.port, self.timeout, self.security) from exc
 
     def _ehlo(self, conn: Connection) -> dict[str, str]:
-        name = self.local_hostname or _address_literal(conn.local_address)
+        name = self.local_hostname or address_literal(conn.local_address)
         conn.write(command("EHLO", name), [f"EHLO {name}"])
         reply = conn.read_reply()
         if reply.code == 250:
@@ -227,6 +217,53 @@ class Connector:
             if helo.code == 250:
                 return {}
             reply = helo
-        raise SMTPError(
-            f"{self.host} refused EHLO: {reply}", code=reply.code, server_message=reply.text
-        )
+        raise refused_ehlo(self.host, reply)
+
+
+# -- the errors of opening a connection (pure: shared with the asyncio session) ----------------
+def refused_greeting(host: str, reply: Reply) -> SMTPError:
+    """The server greeted with something other than ``220`` (RFC 5321 §3.1)."""
+    return SMTPError(
+        f"{host} refused the session: {reply}", code=reply.code, server_message=reply.text
+    )
+
+
+def no_greeting(host: str, port: int, timeout: float, security: Security) -> SMTPTimeoutError:
+    """No greeting arrived within the timeout."""
+    hint = (
+        "; if this port expects TLS from the first byte (like 465), use security='ssl'"
+        if security != "ssl"
+        else ""
+    )
+    return SMTPTimeoutError(f"no greeting from {host}:{port} within {timeout} s{hint}")
+
+
+def refused_ehlo(host: str, reply: Reply) -> SMTPError:
+    """EHLO (and HELO where allowed) was refused."""
+    return SMTPError(f"{host} refused EHLO: {reply}", code=reply.code, server_message=reply.text)
+
+
+def no_starttls(host: str, port: int) -> SMTPError:
+    """STARTTLS is required (RFC 3207 §6: fail closed) and the server does not offer it."""
+    return SMTPError(
+        f"{host}:{port} does not offer STARTTLS; refusing to go on "
+        "without TLS (nothing was sent). Check the port (587 for STARTTLS, "
+        "465 with security='ssl'), or whether something strips STARTTLS"
+    )
+
+
+def refused_starttls(host: str, reply: Reply) -> SMTPError:
+    """The server answered STARTTLS with something other than ``220``."""
+    return SMTPError(
+        f"{host} refused STARTTLS ({reply}); refusing to go on without TLS",
+        code=reply.code,
+        server_message=reply.text,
+    )
+
+
+def plain_text_credentials() -> ConfigurationError:
+    """Credentials over a connection without TLS to an address that is not loopback."""
+    return ConfigurationError(
+        "credentials are never sent without TLS; security='none' with "
+        "credentials only works with a loopback address"
+    )
