@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from ._mailbox.login import imap_authenticate, pop3_authenticate
     from ._message.prepare import Email
     from ._oauth.params import OAuth2Parameters
+    from ._smtp.asyncsession import AsyncSMTPSession
     from ._smtp.session import SendResult, SMTPSession
     from ._smtp.wire import SMTPConnectionError, SMTPTimeoutError
     from ._tokens.identify import auth_identify, refresh_token, revoke_token
@@ -60,6 +61,7 @@ del TYPE_CHECKING
 __all__ = [
     "AccessDenied",
     "AccountMismatch",
+    "AsyncSMTPSession",
     "AuthToken",
     "AuthorizationError",
     "AuthorizationTimeout",
@@ -113,6 +115,7 @@ _LAZY = {
     "pop3_authenticate": "._mailbox.login",
     "Email": "._message.prepare",
     "SMTPSession": "._smtp.session",
+    "AsyncSMTPSession": "._smtp.asyncsession",
     "SendResult": "._smtp.session",
     "SMTPConnectionError": "._smtp.wire",
     "SMTPTimeoutError": "._smtp.wire",

@@ -34,15 +34,16 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from oauthsmtp._errors import ConfigurationError, OAuthSMTPError, SMTPError
-from oauthsmtp._message.prepare import Email, OutgoingMessage, prepare_message
+from oauthsmtp._message.prepare import Email, OutgoingMessage
 
 from .auth import TokenSource
 from .background import BackgroundSender
+from .batch import check_messages, prepare_job, settle
 from .connect import Connector, Security
 from .options import check_connections
 from .pool import Pool
 from .settings import check_settings
-from .transact import Job, SendResult, envelope_problem, failed, unknown
+from .transact import Job, SendResult, failed
 from .wire import SMTPConnectionError, SMTPTimeoutError
 
 if TYPE_CHECKING:
@@ -311,12 +312,7 @@ class SMTPSession:
                 ``"failed"``.
         """
         width = self.connections if connections is None else check_connections(connections)
-        if isinstance(messages, (Email, Message, str, bytes)) or not isinstance(messages, Iterable):
-            raise ConfigurationError(
-                "send_many() takes an iterable of messages (a list of oauthsmtp.Email or "
-                f"EmailMessage), not {type(messages).__name__}; use send() for one message"
-            )
-        jobs = [self._prepare(m) for m in messages]
+        jobs = [self._prepare(m) for m in check_messages(messages)]
         if self._sender.queueing:
             futures = [self._sender.submit(job) for job in jobs if job.error is None]
             for future in futures:
@@ -340,27 +336,9 @@ class SMTPSession:
         )
 
     # -- internals --------------------------------------------------------------------------
-    def _prepare(self, message: Email | Message | OutgoingMessage) -> Job:
-        """Validate and serialize a message; a refused one becomes a failed job, not a raise.
-
-        Any exception while preparing one message fails that message only (a defect in
-        the email package, e.g. ``IndexError`` on ``To: <``, included).
-        """
-        try:
-            outgoing = message if isinstance(message, OutgoingMessage) else prepare_message(message)
-            problem = envelope_problem(outgoing)
-        except Exception as exc:  # one message's problem, whatever raised it
-            error = exc if isinstance(exc, OAuthSMTPError) else None
-            if error is None:
-                error = ConfigurationError(
-                    f"the message cannot be sent: {type(exc).__name__}: {exc}"
-                )
-                error.__cause__ = exc
-            return Job(None, failed(f"refused before sending: {error}"), error)
-        if problem is not None:
-            error = ConfigurationError(f"the message cannot be sent: {problem}")
-            return Job(None, failed(f"refused before sending: {error}"), error)
-        return Job(outgoing)
+    @staticmethod
+    def _prepare(message: Email | Message | OutgoingMessage) -> Job:
+        return prepare_job(message)
 
     def _deliver(self, jobs: Sequence[Job], allowed: int) -> None:
         """Send jobs over the pool; only oauthsmtp's errors come out."""
@@ -376,9 +354,4 @@ class SMTPSession:
 
     @staticmethod
     def _settle(jobs: Sequence[Job], error: OAuthSMTPError) -> None:
-        """Apply send_many's rule: raise unless some message already got an answer."""
-        if not any(job.result is not None and job.outgoing is not None for job in jobs):
-            raise error
-        for job in jobs:
-            if job.result is None:
-                job.result = unknown() if job.body_sent else failed(f"not sent: {error}")
+        settle(jobs, error)

@@ -48,6 +48,7 @@ __all__ = [
     "ReplyParser",
     "SMTPConnectionError",
     "SMTPTimeoutError",
+    "coalesce",
     "command",
     "connect_error",
     "dot_stuff",
@@ -381,7 +382,7 @@ class Connection:
         if logger.isEnabledFor(logging.DEBUG):
             for line in log:
                 logger.debug("C: %s", line)
-        buffers = _coalesce([data] if isinstance(data, bytes) else data)
+        buffers = coalesce([data] if isinstance(data, bytes) else data)
         size = sum(len(buffer) for buffer in buffers)
         deadline = time.monotonic() + self.timeout + size / MIN_WRITE_RATE
         try:
@@ -449,7 +450,9 @@ class Connection:
         self._sock.close()
 
 
-def _coalesce(buffers: Sequence[bytes]) -> list[bytes]:
+def coalesce(buffers: Sequence[bytes]) -> list[bytes]:
+    """Join runs of small buffers (so a pipelined group leaves in one segment); large ones
+    are kept as they are, never copied."""
     out: list[bytes] = []
     small: list[bytes] = []
     for buffer in buffers:
