@@ -8,7 +8,9 @@ results kept across a dropped connection, only oauthsmtp's errors.
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import re
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime, timedelta, timezone
@@ -472,3 +474,17 @@ def test_import_oauthsmtp_does_not_import_asyncio() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_the_fastapi_sketch_in_the_docs_is_valid_python() -> None:
+    """docs/sending.md's FastAPI sketch (a ```py block, not run: FastAPI is not installed)."""
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "sending.md"
+    sketches = re.findall(r"^```py\n(.*?)^```", doc.read_text(encoding="utf-8"), re.S | re.M)
+    fastapi = [code for code in sketches if "AsyncSMTPSession" in code]
+    assert len(fastapi) == 1
+    tree = ast.parse(fastapi[0])
+    names = {node.name for node in ast.walk(tree) if isinstance(node, ast.AsyncFunctionDef)}
+    assert names == {"lifespan", "contact"}
+    assert "await app.state.smtp.send(message)" in fastapi[0]
