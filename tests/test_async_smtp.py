@@ -413,6 +413,74 @@ def test_drop_that_cannot_be_cured_keeps_the_results(
     assert all("not sent" in (r.message or "") for r in results[2:])
 
 
+@pytest.mark.parametrize("how", ["drop_on_mail", "bye_on_mail", "bye_on_data"])
+def test_drop_before_body_resends_once(
+    hostile: Callable[..., HostileServer], certs: CertificateSet, how: str
+) -> None:
+    """Lost before a body was sent, or a 421 refusing it: sent once, on a new connection."""
+    server = hostile(**{how: {0: 2}})
+
+    async def main() -> tuple[list[Any], bool]:
+        async with session(server.port, certs) as s:
+            results = await s.send_many([mail(i) for i in range(3)])
+            return results, (await s.send(mail(3))).ok
+
+    results, later = run(main())
+    assert [r.status for r in results] == ["sent"] * 3
+    assert later
+    assert subjects(server) == ["m0", "m1", "m2", "m3"]
+    assert len(server.connections) == 2
+
+
+@pytest.mark.parametrize("where", ["greeting", "mail", "data"])
+def test_pool_shrinks_on_connection_limit(
+    hostile: Callable[..., HostileServer], certs: CertificateSet, where: str
+) -> None:
+    """Beyond 2 connections the server answers 432 4.3.2: the session carries on with 2."""
+    server = hostile(max_connections=2, limit_at=where, data_delay=0.01)
+
+    async def main() -> tuple[list[Any], list[Any], int]:
+        async with session(server.port, certs, connections=4) as s:
+            first = await s.send_many([mail(i) for i in range(20)])
+            opened = len(server.connections)
+            later = await s.send_many([mail(i) for i in range(20, 30)])
+            return first, later, opened
+
+    first, later, opened = run(main())
+    assert [r.status for r in first + later] == ["sent"] * 30
+    assert server.refused_over_limit >= 1
+    assert len(server.connections) == opened  # no third connection tried again
+    assert sorted(subjects(server)) == sorted(f"m{i}" for i in range(30))  # once each
+
+
+def test_pool_authenticates_once_with_a_bad_token(dev: SMTPServer, certs: CertificateSet) -> None:
+    """A refused token is refreshed once, by the first connection; the others never send AUTH."""
+    auth, refresher = token("expired-token", "still-bad-token", "never-used")
+
+    async def main() -> None:
+        s = session(dev.port, certs, auth_token=auth, connections=4)
+        try:
+            with pytest.raises(SMTPAuthError):
+                await s.send_many([mail(i) for i in range(8)])
+        finally:
+            await s.close()
+
+    run(main())
+    assert refresher.calls == 1
+    assert len(dev.auth_log) == 2  # the first attempt and its one retry
+    assert dev.wait_for_messages(0) == []
+
+
+def test_starttls_to_an_implicit_tls_port_fails_fast_with_the_fix(
+    hostile: Callable[..., HostileServer], certs: CertificateSet
+) -> None:
+    """A silent server that answers in TLS: security='ssl' is named, well before the timeout."""
+    server = hostile(implicit_tls=True)
+    with pytest.raises(SMTPError, match="use security='ssl'") as caught:
+        run(session(server.port, certs, timeout=40).start())
+    assert "sent no SMTP greeting and answers in TLS" in str(caught.value)
+
+
 def test_send_raises_ours_when_no_connection_can_be_made(certs: CertificateSet) -> None:
     """Nothing listens: send() raises an OAuthSMTPError, never a foreign exception."""
     import socket

@@ -36,9 +36,12 @@ from .asyncwire import AsyncConnection
 from .auth import SASLExchange, TokenSource, choose_mechanism, oauth_exchange, password_exchange
 from .connect import (
     address_literal,
+    greeting_patience,
+    implicit_tls_port,
     no_greeting,
     no_starttls,
     plain_text_credentials,
+    probes_for_tls,
     refused_ehlo,
     refused_greeting,
     refused_starttls,
@@ -55,7 +58,15 @@ from .transact import (
     mail_command,
     outcome,
 )
-from .wire import Reply, SMTPConnectionError, SMTPTimeoutError, command, parse_ehlo, rcpt_to
+from .wire import (
+    Reply,
+    SMTPConnectionError,
+    SMTPTimeoutError,
+    command,
+    parse_ehlo,
+    rcpt_to,
+    speaks_tls,
+)
 
 __all__ = ["AsyncChannel", "TokenGate", "open_channel", "transact"]
 
@@ -157,6 +168,12 @@ async def _open(settings: SessionSettings) -> tuple[AsyncConnection, dict[str, s
     tls = _context(settings) if settings.security == "ssl" else None
     conn = await AsyncConnection.open(settings.address, port, timeout=settings.timeout, tls=tls)
     try:
+        if probes_for_tls(settings.security, port):
+            patience = greeting_patience(settings.timeout)
+            if not await conn.wait_for_data(patience) and await asyncio.to_thread(
+                speaks_tls, host, port, timeout=patience
+            ):
+                raise implicit_tls_port(host, port)
         try:
             greeting = await conn.read_reply()
         except SMTPTimeoutError as exc:

@@ -38,7 +38,15 @@ from .batch import check_messages, prepare_job, settle
 from .connect import Security
 from .options import check_connections
 from .settings import check_settings
-from .transact import ConnectionLost, Job, JobQueue, Lane, SendResult, failed
+from .transact import (
+    ConnectionLost,
+    Job,
+    JobQueue,
+    Lane,
+    SendResult,
+    failed,
+    is_connection_limit,
+)
 
 __all__ = ["AsyncSMTPSession"]
 
@@ -99,6 +107,8 @@ class AsyncSMTPSession:
         self._gate: TokenGate | None = None
         self._first: asyncio.Lock | None = None
         self._authenticated = False
+        self._first_error: OAuthSMTPError | None = None
+        self._accepted: int | None = None  # connections the server accepted, once it refused one
 
     # -- settings -------------------------------------------------------------------------
     @property
@@ -301,8 +311,9 @@ class AsyncSMTPSession:
         """Start workers on idle channels while messages wait: connected channels first."""
         idle = [i for i in range(len(self._channels)) if i not in self._workers]
         idle.sort(key=lambda i: not self._channels[i].connected)
+        width = self.connections if self._accepted is None else self._accepted
         for index in idle:
-            if len(self._queue) <= len(self._workers):
+            if len(self._queue) <= len(self._workers) or len(self._workers) >= width:
                 break
             self._workers[index] = asyncio.ensure_future(self._work(index))
 
@@ -311,8 +322,14 @@ class AsyncSMTPSession:
         assert self._first is not None  # noqa: S101 - _bind sets it
         if self._gate is not None and not self._authenticated:
             async with self._first:
+                if self._first_error is not None:  # refused just now: not once per connection
+                    raise self._first_error
                 if not self._authenticated:
-                    await open_channel(channel, self._settings, self._gate)
+                    try:
+                        await open_channel(channel, self._settings, self._gate)
+                    except OAuthSMTPError as exc:
+                        self._first_error = exc
+                        raise
                     self._authenticated = True
                     return
         await open_channel(channel, self._settings, self._gate)
@@ -324,6 +341,7 @@ class AsyncSMTPSession:
 
     def _fail_waiting(self, error: OAuthSMTPError) -> None:
         """Fail every job still queued (no connection is left to send it)."""
+        self._first_error = None  # the next send() tries again
         while (job := self._queue.take()) is not None:
             waiter = self._waiters.pop(job, None)
             if waiter is not None and not waiter.done():
@@ -369,6 +387,9 @@ class AsyncSMTPSession:
         lane.recover(self._queue)
         del self._workers[index]
         if self._workers:
+            code, text = getattr(error, "code", None), getattr(error, "server_message", None)
+            if is_connection_limit(code, text):
+                self._accepted = len(self._workers)  # never open more than that again
             logger.info("a connection to %s gave up (%s); the others go on", self.host, error)
         else:
             self._fail_waiting(error)

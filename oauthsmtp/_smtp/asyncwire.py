@@ -162,6 +162,21 @@ class AsyncConnection:
             await conn._upgrade(tls, host, port)
         return conn
 
+    async def wait_for_data(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the server to send something; nothing is consumed.
+
+        Returns:
+            True when data (or the end of the connection) arrived, False on silence.
+        """
+        receiver = self._receiver
+        if receiver.replies or receiver.parser.pending or receiver.lost or receiver.error:
+            return True
+        try:
+            await asyncio.wait_for(receiver.data(), seconds)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
     async def starttls(self, context: ssl.SSLContext, host: str, port: int) -> None:
         """Start TLS after the server's ``220`` to STARTTLS (RFC 3207 §4).
 

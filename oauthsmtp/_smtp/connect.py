@@ -35,9 +35,12 @@ __all__ = [
     "Connector",
     "Security",
     "address_literal",
+    "greeting_patience",
+    "implicit_tls_port",
     "no_greeting",
     "no_starttls",
     "plain_text_credentials",
+    "probes_for_tls",
     "refused_ehlo",
     "refused_greeting",
     "refused_starttls",
@@ -190,16 +193,12 @@ class Connector:
 
     def _greeting(self, conn: Connection) -> Reply:
         """Read the greeting; fail fast when a plain-text session meets an implicit-TLS port."""
-        if self.security != "ssl" and self.port not in _NO_PROBE_PORTS:
-            patience = min(GREETING_PATIENCE, self.timeout / 4)
+        if probes_for_tls(self.security, self.port):
+            patience = greeting_patience(self.timeout)
             if not conn.wait_for_data(patience) and speaks_tls(
                 self.host, self.port, timeout=patience
             ):
-                raise SMTPError(
-                    f"{self.host}:{self.port} sent no SMTP greeting and answers in TLS: "
-                    f"port {self.port} expects implicit TLS: use security='ssl' (or port 587 "
-                    "with security='starttls')"
-                )
+                raise implicit_tls_port(self.host, self.port)
         try:
             return conn.read_reply()
         except SMTPTimeoutError as exc:
@@ -220,7 +219,26 @@ class Connector:
         raise refused_ehlo(self.host, reply)
 
 
-# -- the errors of opening a connection (pure: shared with the asyncio session) ----------------
+# -- the rules and errors of opening a connection (pure: shared with the asyncio session) -------
+def probes_for_tls(security: Security, port: int) -> bool:
+    """Whether a silent server is checked for implicit TLS (not on the relay port 25)."""
+    return security != "ssl" and port not in _NO_PROBE_PORTS
+
+
+def greeting_patience(timeout: float) -> float:
+    """Seconds without a greeting before the implicit-TLS check."""
+    return min(GREETING_PATIENCE, timeout / 4)
+
+
+def implicit_tls_port(host: str, port: int) -> SMTPError:
+    """A plain-text session met a port that answers in TLS (RFC 8314 §3.3)."""
+    return SMTPError(
+        f"{host}:{port} sent no SMTP greeting and answers in TLS: "
+        f"port {port} expects implicit TLS: use security='ssl' (or port 587 "
+        "with security='starttls')"
+    )
+
+
 def refused_greeting(host: str, reply: Reply) -> SMTPError:
     """The server greeted with something other than ``220`` (RFC 5321 §3.1)."""
     return SMTPError(
