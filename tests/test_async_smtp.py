@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import logging
 import re
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -556,3 +557,30 @@ def test_the_fastapi_sketch_in_the_docs_is_valid_python() -> None:
     names = {node.name for node in ast.walk(tree) if isinstance(node, ast.AsyncFunctionDef)}
     assert names == {"lifespan", "contact"}
     assert "await app.state.smtp.send(message)" in fastapi[0]
+
+
+def test_debug_log_never_shows_the_token(
+    dev: SMTPServer, certs: CertificateSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The protocol log at DEBUG shows the commands, never the token or the SASL string."""
+    import base64
+
+    from oauthsmtp._smtp.sasl import oauthbearer_initial, xoauth2_initial
+
+    caplog.set_level(logging.DEBUG, logger="oauthsmtp")
+
+    async def main() -> bool:
+        async with session(dev.port, certs, mechanism="XOAUTH2") as s:
+            return (await s.send(mail(0))).ok
+
+    assert run(main())
+    text = caplog.text
+    assert "AUTH XOAUTH2 [masked]" in text
+    assert "MAIL FROM:<alice@example.org>" in text
+    for secret in (
+        GOOD,
+        base64.b64encode(GOOD.encode()).decode(),
+        xoauth2_initial(ALICE, GOOD).decode(),
+        oauthbearer_initial(ALICE, GOOD, "localhost", dev.port).decode(),
+    ):
+        assert secret not in text
