@@ -105,6 +105,13 @@ def run_login(args: argparse.Namespace, out: TextIO) -> int:
     redirect = args.redirect_url or (previous.redirect_url if previous else None)
     overrides = {"redirect_url": redirect} if redirect else {}
     same = previous if previous is not None and previous.provider == provider else None
+    transport = args.transport or (same.transport if same else "smtp")
+    api_url = args.api_url or (same.api_url if same else None)
+    if api_url is not None:
+        from oauthsmtp._api.http import check_base_url
+
+        api_url = check_base_url(api_url, "--api-url")
+    api = transport == "api"
     tenant = None
     if provider in ("gmail", "microsoft"):
         info = providers.PROVIDERS[provider]
@@ -115,11 +122,13 @@ def run_login(args: argparse.Namespace, out: TextIO) -> int:
                     "clients: give --client-secret-file FILE (or --client-secret SECRET)",
                     code=EXIT_USAGE,
                 )
-            params = providers.gmail(client_id=client_id, client_secret=secret, **overrides)
+            params = providers.gmail(
+                client_id=client_id, client_secret=secret, api=api, **overrides
+            )
         else:
             tenant = args.tenant or (previous.tenant if previous else None) or "common"
             params = providers.microsoft(
-                client_id=client_id, client_secret=secret, tenant=tenant, **overrides
+                client_id=client_id, client_secret=secret, tenant=tenant, api=api, **overrides
             )
         default_host = info.smtp_host
         if provider == "microsoft" and tenant == "consumers":
@@ -144,6 +153,8 @@ def run_login(args: argparse.Namespace, out: TextIO) -> int:
             )
             if not value
         ]
+        if api and not api_url:
+            missing.append("--api-url (with --transport api)")
         if missing:
             raise CommandError(f"--provider custom needs {', '.join(missing)}", code=EXIT_USAGE)
         security = args.security or (same.security if same else "starttls")
@@ -190,6 +201,8 @@ def run_login(args: argparse.Namespace, out: TextIO) -> int:
         extra_auth_params=dict(params.extra_auth_params),
         has_client_secret=params.client_secret is not None,
         tenant=tenant,
+        transport=transport,
+        api_url=api_url,
     )
     if params.client_secret is not None:
         token_store.save(secret_key(settings), params.client_secret)
@@ -198,10 +211,15 @@ def run_login(args: argparse.Namespace, out: TextIO) -> int:
     accounts.put(settings)
     expiry = token.expires_at.isoformat(timespec="seconds") if token.expires_at else "unknown"
     refresh = "with a refresh token" if token.refresh_token else "WITHOUT a refresh token"
+    target = (
+        f"the {'Gmail API' if settings.api == 'gmail' else 'Microsoft Graph API'}"
+        + (f" at {api_url}" if api_url else "")
+        if api
+        else f"{smtp_host}:{smtp_port} ({security})"
+    )
     print(
         f"oauthsmtp: logged in as {args.account} ({provider}); token saved {refresh}, "
-        f"access token valid until {expiry}; sending through {smtp_host}:{smtp_port} "
-        f"({security}).",
+        f"access token valid until {expiry}; sending through {target}.",
         file=sys.stderr,
     )
     return EXIT_OK

@@ -87,6 +87,22 @@ def _smtp_flags(parser: argparse.ArgumentParser, *, purpose: str) -> None:
     )
 
 
+def _transport_flags(parser: argparse.ArgumentParser, *, purpose: str) -> None:
+    parser.add_argument(
+        "--transport",
+        choices=("smtp", "api"),
+        help="send over SMTP, or through the provider's HTTP API (Gmail API, Microsoft "
+        f"Graph: for tenants with SMTP AUTH off, or Gmail's gmail.send scope) {purpose}",
+    )
+    parser.add_argument(
+        "--api-url",
+        metavar="URL",
+        type=values.url,
+        help="the API's base URL when not the public one (national clouds, the "
+        f"development provider) {purpose}",
+    )
+
+
 def _login(sub: argparse._SubParsersAction[Parser]) -> None:
     login = _command(
         sub,
@@ -191,6 +207,7 @@ def _login(sub: argparse._SubParsersAction[Parser]) -> None:
         "default: --account)",
     )
     _smtp_flags(login, purpose="(default: the provider's; remembered)")
+    _transport_flags(login, purpose="(default smtp; remembered; api asks for the API's scope)")
     login.add_argument(
         "--no-browser", action="store_true", help="print the URL instead of opening a browser"
     )
@@ -308,18 +325,22 @@ def _account_group(sub: argparse._SubParsersAction[Parser]) -> None:
     actions.required = True
     set_ = actions.add_parser(
         "set",
-        help="change the SMTP host, port or security",
-        description="Change the SMTP server an account sends through. Give at least one of "
-        "--smtp-host, --smtp-port, --security. Changing --security alone moves a default "
-        "port along (587 starttls, 465 ssl, 25 none).\n\n"
-        "example:\n"
-        "  oauthsmtp account set --account me@outlook.com --smtp-host smtp-mail.outlook.com",
+        help="change the SMTP host, port or security, or the transport",
+        description="Change the SMTP server an account sends through, or the transport. "
+        "Give at least one of --smtp-host, --smtp-port, --security, --transport, --api-url. "
+        "Changing --security alone moves a default port along (587 starttls, 465 ssl, "
+        "25 none). A token for SMTP is refused by the APIs (and the other way round): after "
+        "--transport api, log in again with --transport api.\n\n"
+        "examples:\n"
+        "  oauthsmtp account set --account me@outlook.com --smtp-host smtp-mail.outlook.com\n"
+        "  oauthsmtp account set --account me@contoso.com --transport api",
         epilog=ENVIRONMENT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_debug(set_, top=False)
     _account(set_)
     _smtp_flags(set_, purpose="to record")
+    _transport_flags(set_, purpose="to record")
 
 
 def _tools(sub: argparse._SubParsersAction[Parser]) -> None:
@@ -362,12 +383,19 @@ def _tools(sub: argparse._SubParsersAction[Parser]) -> None:
     explain.add_argument(
         "--account", type=values.account, help="fill this account into the fix's commands"
     )
-    _command(
+    demo = _command(
         sub,
         "demo",
         "walk through the whole product against an embedded dev provider",
         "Log in through the browser, send a message over STARTTLS with XOAUTH2, force a "
         "token refresh and send again, all against a local development provider.",
+    )
+    demo.add_argument(
+        "--transport",
+        choices=("smtp", "api"),
+        default="smtp",
+        help="smtp (default), or api: log in for Microsoft Graph and send through the "
+        "provider's Graph emulation",
     )
 
 

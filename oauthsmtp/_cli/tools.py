@@ -66,4 +66,4 @@ def run_demo_command(args: argparse.Namespace, out: TextIO) -> int:
     """Run the end-to-end demo."""
     from .demo import run_demo
 
-    return run_demo(out=out)
+    return run_demo(out=out, transport=getattr(args, "transport", None) or "smtp")

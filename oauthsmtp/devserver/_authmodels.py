@@ -22,8 +22,15 @@ from oauthsmtp._errors import ConfigurationError
 SCOPE = "https://mail.oauthsmtp.test/smtp"
 """The scope that grants sending mail through the development SMTP server."""
 
-EXTRA_SCOPES = ("offline_access", "openid", "email")
-"""Other scopes the server accepts (and grants unchanged); they carry no meaning here."""
+GMAIL_API_SCOPE = "https://mail.oauthsmtp.test/gmail.send"
+"""The scope the emulated Gmail API wants (Google's ``.../auth/gmail.send``)."""
+
+GRAPH_API_SCOPE = "https://mail.oauthsmtp.test/Mail.Send"
+"""The scope the emulated Microsoft Graph wants (``https://graph.microsoft.com/Mail.Send``)."""
+
+EXTRA_SCOPES = ("offline_access", "openid", "email", GMAIL_API_SCOPE, GRAPH_API_SCOPE)
+"""Other scopes the server accepts (and grants unchanged); only the API emulation reads the
+two API scopes (``_apiserver``), the rest carry no meaning here."""
 
 CODE_LIFETIME = 60
 """Seconds an authorization code stays redeemable."""
