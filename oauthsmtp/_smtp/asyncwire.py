@@ -292,7 +292,8 @@ class AsyncConnection:
     def close(self) -> None:
         """Close the transport at once (idempotent)."""
         self.closed = True
-        self._transport.abort()
+        if not self._transport.is_closing():  # some Pythons fail a second abort()
+            self._transport.abort()
 
     async def quit(self) -> None:
         """Say QUIT and close, politely but within a few seconds; never raises."""
@@ -306,4 +307,5 @@ class AsyncConnection:
         except (SMTPError, asyncio.TimeoutError, OSError):
             pass
         self.closed = True
-        self._transport.close()
+        if not self._transport.is_closing():
+            self._transport.close()
