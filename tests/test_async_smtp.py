@@ -307,6 +307,25 @@ def test_configuration_refusal_is_not_retried(
     assert "good-token" not in str(caught.value)
 
 
+def test_a_refusal_is_tried_again_by_the_next_call(
+    hostile: Callable[..., HostileServer], certs: CertificateSet
+) -> None:
+    """A failed start() or send() leaves no stale error: the next call tries AUTH again."""
+    server = hostile(failure="tenant")
+    s = session(server.port, certs, auth_token=token("good-token")[0])
+
+    async def main() -> None:
+        for _ in range(2):
+            with pytest.raises(SMTPAuthError, match=r"5\.7\.139"):
+                await s.start()
+        with pytest.raises(SMTPAuthError, match=r"5\.7\.139"):
+            await s.send(mail(0))
+        await s.close()
+
+    run(main())
+    assert len(server.auth_attempts) == 3
+
+
 def test_sync_and_async_sessions_share_one_refresh(dev: SMTPServer, certs: CertificateSet) -> None:
     """An expired token used by a blocking and an asyncio session at once: one refresh."""
     auth, refresher = token("expired-token", "fresh-token")

@@ -181,6 +181,8 @@ class AsyncSMTPSession:
         channel = self._channels[0]
         if not channel.connected and 0 not in self._workers:
             channel.drop()
+            if not self._workers:
+                self._first_error = None
             try:
                 await self._connect(channel)
             except BaseException:
@@ -312,6 +314,8 @@ class AsyncSMTPSession:
         idle = [i for i in range(len(self._channels)) if i not in self._workers]
         idle.sort(key=lambda i: not self._channels[i].connected)
         width = self.connections if self._accepted is None else self._accepted
+        if not self._workers:
+            self._first_error = None  # a new round: an earlier refusal is tried again
         for index in idle:
             if len(self._queue) <= len(self._workers) or len(self._workers) >= width:
                 break
