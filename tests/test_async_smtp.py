@@ -158,7 +158,7 @@ def test_send_and_send_many(
     assert used == (mechanism or "OAUTHBEARER")
     assert "STARTTLS" not in extensions or security == "starttls"
     assert len(dev.wait_for_messages(3)) == 3
-    assert dev.connections == 1
+    assert len(dev.auth_log) == 1  # one connection (a greeting probe would not AUTH)
 
 
 def test_start_and_close_are_explicit_too(dev: SMTPServer, certs: CertificateSet) -> None:
@@ -183,7 +183,7 @@ def test_start_and_close_are_explicit_too(dev: SMTPServer, certs: CertificateSet
     assert run(main()) == [False, True, False]
     assert run(again())  # another event loop, after close(): a new connection
     assert len(dev.wait_for_messages(1)) == 1
-    assert dev.connections == 2
+    assert len(dev.auth_log) == 2
 
 
 def test_refused_recipients_and_malformed_messages(dev: SMTPServer, certs: CertificateSet) -> None:
@@ -324,6 +324,38 @@ def test_a_refusal_is_tried_again_by_the_next_call(
 
     run(main())
     assert len(server.auth_attempts) == 3
+
+
+def test_too_many_challenges_and_a_3kb_token(
+    hostile: Callable[..., HostileServer], certs: CertificateSet
+) -> None:
+    """The SASL exchange is SMTPSession's: '*' after 5 challenges; a 3 KB token waits for 334."""
+    server = hostile(challenges=50)
+    with pytest.raises(SMTPAuthError, match="more than 5 challenges"):
+        run(session(server.port, certs).start())
+    [attempt] = server.auth_attempts
+    assert attempt.responses[-1] == b"*"
+    assert len(attempt.responses) == 7  # the initial response, 5 answers, then '*'
+
+    big = "big." + "A1b2C3d4" * 375
+    server = hostile(tokens=(big,))
+
+    async def send_big() -> bool:
+        async with session(server.port, certs, auth_token=token(big)[0]) as s:
+            return (await s.send(mail(0))).ok
+
+    assert run(send_big())
+    assert [a.initial_response for a in server.auth_attempts] == [False]
+
+
+@pytest.mark.parametrize(("kind", "match"), [("long", "8192 octets"), ("endless", "128 lines")])
+def test_reply_caps(
+    hostile: Callable[..., HostileServer], certs: CertificateSet, kind: str, match: str
+) -> None:
+    """A 1 MB line or endless continuation lines end the session with our error."""
+    server = hostile(ehlo_line=kind)
+    with pytest.raises(SMTPError, match=match):
+        run(session(server.port, certs).start())
 
 
 def test_sync_and_async_sessions_share_one_refresh(dev: SMTPServer, certs: CertificateSet) -> None:
@@ -544,7 +576,7 @@ def test_concurrent_sends_share_connections_without_threads(
 
     results = run(main())
     assert [r.status for r in results] == ["sent"] * count
-    assert dev.connections <= 2
+    assert len(dev.auth_log) <= 2  # connections that logged in
     assert len(started) <= 4, started  # asyncio.to_thread's workers for the token, not 40
     assert len(dev.wait_for_messages(count)) == count
 

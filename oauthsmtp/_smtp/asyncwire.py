@@ -80,6 +80,11 @@ class _Receiver(asyncio.Protocol):
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 
+    @property
+    def paused(self) -> bool:
+        """True while the transport asks its writer to wait."""
+        return self._paused
+
     def pause_writing(self) -> None:
         self._paused = True
 
@@ -168,14 +173,18 @@ class AsyncConnection:
         Returns:
             True when data (or the end of the connection) arrived, False on silence.
         """
-        receiver = self._receiver
-        if receiver.replies or receiver.parser.pending or receiver.lost or receiver.error:
-            return True
         try:
-            await asyncio.wait_for(receiver.data(), seconds)
+            await asyncio.wait_for(self._wait_data(), seconds)
         except asyncio.TimeoutError:
             return False
         return True
+
+    async def _wait_data(self) -> None:
+        # The check runs in the waiting task itself, so data that arrives before the task
+        # starts is not missed.
+        receiver = self._receiver
+        while not (receiver.replies or receiver.parser.pending or receiver.lost or receiver.error):
+            await receiver.data()
 
     async def starttls(self, context: ssl.SSLContext, host: str, port: int) -> None:
         """Start TLS after the server's ``220`` to STARTTLS (RFC 3207 §4).
@@ -237,17 +246,16 @@ class AsyncConnection:
         size = sum(len(buffer) for buffer in buffers)
         for buffer in buffers:
             self._transport.write(buffer)
-        try:
-            await asyncio.wait_for(self._receiver.drain(), self.timeout + size / MIN_WRITE_RATE)
-        except asyncio.TimeoutError as exc:
-            self.close()
-            raise SMTPTimeoutError(
-                f"sending to the server timed out (timeout={self.timeout} s; the server "
-                "stopped reading, or reads too slowly)"
-            ) from exc
-        if self._gone() and not self._receiver.replies:
-            self.close()
-            raise SMTPConnectionError("the connection was lost while sending")
+        if self._receiver.paused:  # the transport holds more than its high-water mark
+            try:
+                await asyncio.wait_for(self._receiver.drain(), self.timeout + size / MIN_WRITE_RATE)
+            except asyncio.TimeoutError as exc:
+                self.close()
+                raise SMTPTimeoutError(
+                    f"sending to the server timed out (timeout={self.timeout} s; the server "
+                    "stopped reading, or reads too slowly)"
+                ) from exc
+        # A connection lost meanwhile is reported by the next read, as with a socket.
 
     async def read_reply(self, *, mask: bool = False) -> Reply:
         """Return the next reply; the whole reply must arrive within the timeout.
