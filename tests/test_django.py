@@ -8,6 +8,7 @@ development SMTP server, which checks the token.
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -206,3 +207,26 @@ def test_import_oauthsmtp_does_not_import_django() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.split() == ["False", "False"]
+
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "integrations.md"
+
+
+def doc_block(number: int) -> str:
+    """Python block ``number`` of docs/integrations.md."""
+    blocks = re.findall(r"^```python\n(.*?)^```", DOC.read_text(encoding="utf-8"), re.S | re.M)
+    assert len(blocks) == 2  # the Django settings, the logging configuration
+    return str(blocks[number])
+
+
+def test_the_documented_settings_send(tmp_path: Path, logged_in: SMTPServer) -> None:
+    """The settings block of docs/integrations.md, with this test's account and home."""
+    namespace: dict[str, object] = {}
+    exec(doc_block(0).replace("alerts@example.com", ACCOUNT), namespace)  # noqa: S102
+    documented = {name: value for name, value in namespace.items() if name.isupper()}
+    assert documented["EMAIL_BACKEND"] == "oauthsmtp.integrations.django.EmailBackend"
+    documented["OAUTHSMTP_HOME"] = settings.OAUTHSMTP_HOME  # the login of this test
+    with override_settings(**documented):
+        assert mail.send_mail("From the docs", "b", None, ["you@x.test"]) == 1
+    (received,) = logged_in.wait_for_messages(1, timeout=30)
+    assert received.message["From"] == ACCOUNT

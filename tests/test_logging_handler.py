@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import re
 import ssl
 import time
 from collections.abc import Iterator
@@ -278,6 +279,8 @@ def test_dict_config(dev: tuple[SMTPServer, ssl.SSLContext]) -> None:
     finally:
         handler.close()
         logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
 
 
 @pytest.mark.parametrize(
@@ -295,3 +298,27 @@ def test_arguments_are_checked(
 ) -> None:
     with pytest.raises(ConfigurationError, match=words):
         SMTPHandler(*args, **options)  # type: ignore[arg-type]
+
+
+def test_the_documented_dict_config(
+    dev: tuple[SMTPServer, ssl.SSLContext], certs: CertificateSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The logging block of docs/integrations.md, with this test's account."""
+    smtp, _ = dev
+    monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca_cert))
+    doc = Path(__file__).resolve().parent.parent / "docs" / "integrations.md"
+    blocks = re.findall(r"^```python\n(.*?)^```", doc.read_text(encoding="utf-8"), re.S | re.M)
+    root = logging.getLogger()
+    before = list(root.handlers), root.level
+    try:
+        exec(blocks[1].replace("alerts@example.com", ACCOUNT), {})  # noqa: S102
+        (handler,) = [h for h in root.handlers if h not in before[0]]
+        handler.close()
+    finally:
+        for extra in [h for h in root.handlers if h not in before[0]]:
+            root.removeHandler(extra)
+        root.setLevel(before[1])
+    (mail,) = smtp.wait_for_messages(1, timeout=30)
+    assert mail.message["Subject"] == "[myapp] ERROR: the nightly export failed"
+    assert mail.rcpt_tos == ("oncall@example.com",)
+    assert "ERROR myapp\r\nthe nightly export failed" in mail.message.get_content()
