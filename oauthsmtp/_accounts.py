@@ -34,14 +34,21 @@ from oauthsmtp._util.jsonobject import load_json_object
 from ._errors import ConfigurationError, TokenStoreError
 
 if TYPE_CHECKING:
+    from oauthsmtp._oauth.appgrants import ClientCredentials
     from oauthsmtp._smtp.session import SMTPSession
     from oauthsmtp._tokens.stores.base import TokenStore
     from oauthsmtp._tokens.token import AuthToken
 
 __all__ = [
+    "APP_PROVIDERS",
+    "CERTIFICATE_FILE",
     "DEFAULT_PORTS",
+    "KEY_FILE",
+    "PRIVATE_KEY_FILE",
+    "SUBJECT",
     "AccountRegistry",
     "AccountSettings",
+    "app_credentials",
     "open_session",
     "recorded_settings",
     "saved_login",
@@ -351,15 +358,67 @@ def recorded_settings(account: str, *, home: Path | None = None) -> AccountSetti
     return settings
 
 
+APP_PROVIDERS = ("microsoft-app", "google-service-account")
+"""The providers whose accounts get app-only tokens (no person, no refresh token)."""
+
+# Where an app-only account's key files are recorded: their absolute paths, in the
+# account's extra_auth_params (which no authorization request uses for such an account).
+PRIVATE_KEY_FILE = "private_key_file"
+CERTIFICATE_FILE = "certificate_file"
+KEY_FILE = "key_file"
+SUBJECT = "subject"
+
+
+def app_credentials(settings: AccountSettings, token_store: TokenStore) -> ClientCredentials:
+    """The app's credentials for a recorded app-only account.
+
+    A client secret comes from the token store; a private key, certificate or
+    service-account key is read again from its recorded file, so a rotated key file is
+    picked up.
+
+    Raises:
+        ConfigurationError: a recorded key file is gone, unreadable or not a key
+            (the message names the file and the login command that records a new one).
+    """
+    from oauthsmtp import providers
+
+    extra = settings.extra_auth_params
+    if settings.provider == "google-service-account":
+        return providers.google_service_account(
+            Path(extra[KEY_FILE]), subject=extra.get(SUBJECT), scope=" ".join(settings.scope)
+        )
+    secret = token_store.load(secret_key(settings)) if settings.has_client_secret else None
+    key_file = extra.get(PRIVATE_KEY_FILE)
+    cert_file = extra.get(CERTIFICATE_FILE)
+    return providers.microsoft_app(
+        client_id=settings.client_id,
+        tenant=settings.tenant or "",
+        client_secret=secret,
+        private_key=Path(key_file) if key_file else None,
+        certificate=Path(cert_file) if cert_file else None,
+        token_url=settings.token_url,
+        scope=" ".join(settings.scope),
+    )
+
+
 def saved_login(settings: AccountSettings, store: TokenStore) -> tuple[OAuth2Parameters, AuthToken]:
     """(parameters, token) of a recorded account from ``store``, never opening a browser.
+
+    An app-only account (:data:`APP_PROVIDERS`) gets the stored app token while it is
+    valid, else a new one by its grant (saved).
 
     Raises:
         LoginRequired: no usable token is saved (log in again).
         TokenError, TokenStoreError: the refresh or the store failed.
+        ConfigurationError: an app-only account's key file is gone or unreadable.
     """
     from oauthsmtp._tokens.identify import auth_identify
 
+    if settings.provider in APP_PROVIDERS:
+        from oauthsmtp._tokens.apponly import app_token
+
+        creds = app_credentials(settings, store)
+        return settings.parameters(), app_token(creds, account=settings.account, store=store)
     secret = store.load(secret_key(settings)) if settings.has_client_secret else None
     params = settings.parameters(secret)
     token = auth_identify(params, account=settings.account, store=store, interactive=False)

@@ -79,6 +79,8 @@ def client_secret(token_store: TokenStore, settings: AccountSettings) -> str | N
 def saved_login(account: str) -> tuple[AccountSettings, OAuth2Parameters, AuthToken]:
     """(settings, parameters, token) of a recorded account, never opening a browser.
 
+    App-only accounts get their token by the app-only grant (no refresh token).
+
     Raises:
         CommandError: the account is not recorded (exit 3).
         LoginRequired: no usable token is saved (exit 3).

@@ -102,14 +102,21 @@ def _login(sub: argparse._SubParsersAction[Parser]) -> None:
         "      --client-id 00000000-0000-0000-0000-000000000000 --tenant organizations\n"
         "  oauthsmtp login --account me@gmail.com      # again, with the recorded settings\n\n"
         "On a machine without a browser, use --no-browser, open the printed URL elsewhere\n"
-        "and forward the port first: ssh -L 9000:127.0.0.1:9000 USER@THIS-MACHINE",
+        "and forward the port first: ssh -L 9000:127.0.0.1:9000 USER@THIS-MACHINE\n\n"
+        "app-only (no browser, no person; renewed by the same grant, see docs/app-only.md):\n"
+        "  oauthsmtp login --account shared@contoso.com --provider microsoft-app \\\n"
+        "      --client-id ID --tenant contoso.onmicrosoft.com \\\n"
+        "      --private-key-file app.key --certificate-file app.crt  # or --client-secret-file\n"
+        "  oauthsmtp login --account user@example.com --provider google-service-account \\\n"
+        "      --key-file service-account.json",
     )
     _account(login, help_="the mailbox address; also the SMTP user name")
     login.add_argument(
         "--provider",
-        choices=["gmail", "microsoft", "custom"],
+        choices=["gmail", "microsoft", "custom", "microsoft-app", "google-service-account"],
         help="the provider preset (custom: give --auth-url, --token-url, --scope and "
-        "--smtp-host); needed on the first login, remembered after",
+        "--smtp-host; microsoft-app and google-service-account: app-only, no browser); "
+        "needed on the first login, remembered after",
     )
     login.add_argument(
         "--client-id",
@@ -158,6 +165,30 @@ def _login(sub: argparse._SubParsersAction[Parser]) -> None:
         type=values.url,
         help="the loopback redirect (default http://localhost:9000; another port when "
         "9000 is taken)",
+    )
+    app = login.add_argument_group("app-only (--provider microsoft-app | google-service-account)")
+    app.add_argument(
+        "--private-key-file",
+        metavar="FILE",
+        help="microsoft-app: the app's PEM private key (private_key_jwt); its path is remembered "
+        "and the file read again at each renewal; keep it chmod 600",
+    )
+    app.add_argument(
+        "--certificate-file",
+        metavar="FILE",
+        help="microsoft-app: the PEM certificate uploaded to the app registration",
+    )
+    app.add_argument(
+        "--key-file",
+        metavar="FILE",
+        help="google-service-account: the service account's JSON key; its path is remembered",
+    )
+    app.add_argument(
+        "--subject",
+        metavar="USER",
+        type=values.account,
+        help="google-service-account: the user to act for (domain-wide delegation; "
+        "default: --account)",
     )
     _smtp_flags(login, purpose="(default: the provider's; remembered)")
     login.add_argument(
