@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -230,3 +231,16 @@ def test_the_documented_settings_send(tmp_path: Path, logged_in: SMTPServer) -> 
         assert mail.send_mail("From the docs", "b", None, ["you@x.test"]) == 1
     (received,) = logged_in.wait_for_messages(1, timeout=30)
     assert received.message["From"] == ACCOUNT
+
+
+def test_session_options_setting(
+    logged_in: SMTPServer, certs: CertificateSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OAUTHSMTP_SMTP_OPTIONS reaches SMTPSession: here the CA to trust, not SSL_CERT_FILE."""
+    monkeypatch.delenv("SSL_CERT_FILE")
+    with pytest.raises(SMTPError):
+        mail.send_mail("s", "b", None, ["a@x.test"])  # the dev CA is not trusted
+    context = ssl.create_default_context(cafile=str(certs.ca_cert))
+    with override_settings(OAUTHSMTP_SMTP_OPTIONS={"ssl_context": context}):
+        assert mail.send_mail("trusted", "b", None, ["a@x.test"]) == 1
+    assert [m.message["Subject"] for m in logged_in.messages] == ["trusted"]
