@@ -322,3 +322,18 @@ def test_the_documented_dict_config(
     assert mail.message["Subject"] == "[myapp] ERROR: the nightly export failed"
     assert mail.rcpt_tos == ("oncall@example.com",)
     assert "ERROR myapp\r\nthe nightly export failed" in mail.message.get_content()
+
+
+def test_subject_is_one_line(dev: tuple[SMTPServer, ssl.SSLContext]) -> None:
+    """A multi-line message becomes a one-line subject (a header cannot hold line breaks)."""
+    smtp, ctx = dev
+    handler = handler_for(ctx)
+    record = logging.LogRecord(
+        "app", logging.ERROR, __file__, 1, "line one\nBcc: x@x.test", (), None
+    )
+    handler.handle(record)
+    handler.close()
+    (mail,) = smtp.wait_for_messages(1, timeout=30)
+    assert mail.message["Subject"] == "[app] ERROR: line one"
+    assert mail.rcpt_tos == ("oncall@x.test", "ops@x.test")
+    assert "Bcc: x@x.test" in mail.message.get_content()

@@ -40,8 +40,10 @@ Django is imported by this module only; ``import oauthsmtp`` never imports it.
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Sequence
+from email.generator import BytesGenerator
 from email.utils import parseaddr
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -222,9 +224,11 @@ def outgoing_message(message: EmailMessage) -> OutgoingMessage:
     recipients = tuple(
         dict.fromkeys(_envelope_address("recipient", r, encoding) for r in message.recipients())
     )
-    data = message.message().as_bytes(linesep="\r\n")
-    if not isinstance(data, bytes):  # pragma: no cover - Django's contract
-        raise ConfigurationError("Django rendered the message as something other than bytes")
+    # What Django's own SMTP backend sends, written out with CRLF line ends. A generator
+    # rather than as_bytes(linesep=...), which only Django's pre-6.0 message classes take.
+    buffer = io.BytesIO()
+    BytesGenerator(buffer, mangle_from_=False).flatten(message.message(), linesep="\r\n")
+    data = buffer.getvalue()
     return OutgoingMessage(
         sender=sender,
         recipients=recipients,

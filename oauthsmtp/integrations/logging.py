@@ -69,6 +69,8 @@ DEFAULT_BATCH_WINDOW = 5.0
 DEFAULT_MAX_PER_MINUTE = 6
 DEFAULT_MAX_RECORDS_PER_MAIL = 500
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+MAX_SUBJECT = 200
+"""The longest subject (in characters) taken from a record."""
 _MINUTE = 60.0
 _OWN_LOGGER = "oauthsmtp"
 
@@ -189,11 +191,19 @@ class SMTPHandler(logging.Handler):
 
     # -- the logging thread -------------------------------------------------------------
     def getSubject(self, record: logging.LogRecord) -> str:
-        """The subject for a mail that starts with ``record`` (override to customise)."""
-        try:
-            return self.subject % record.__dict__ if "%(" in self.subject else self.subject
-        except (KeyError, TypeError, ValueError):
-            return self.subject
+        """The subject for a mail that starts with ``record`` (override to customise).
+
+        ``subject`` with the record's ``%(...)s`` fields filled in, cut to its first line
+        and :data:`MAX_SUBJECT` characters (a message may span lines; a header may not).
+        """
+        subject = self.subject
+        if "%(" in subject:
+            try:
+                subject = subject % record.__dict__
+            except (KeyError, TypeError, ValueError):
+                subject = self.subject
+        first = subject.strip().splitlines()[0] if subject.strip() else "log record"
+        return first[:MAX_SUBJECT]
 
     def emit(self, record: logging.LogRecord) -> None:
         """Queue ``record`` for mailing and return at once.
