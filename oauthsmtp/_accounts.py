@@ -505,13 +505,20 @@ def open_session(
     go to :class:`~oauthsmtp.SMTPSession`. The session is not connected yet.
 
     Raises:
-        ConfigurationError: the account is not recorded, or an option is invalid.
+        ConfigurationError: the account is not recorded, is recorded for an HTTP API
+            (``transport="api"``), or an option is invalid.
         LoginRequired: no usable token is saved (run ``oauthsmtp login`` again).
         TokenError, TokenStoreError: the refresh or the store failed.
     """
     from oauthsmtp._smtp.session import SMTPSession
 
     settings = recorded_settings(account, home=home)
+    if settings.transport != "smtp":
+        raise ConfigurationError(
+            f"the account {account} sends through an HTTP API (transport {settings.transport}), "
+            "and this sends over SMTP; record it for SMTP with `oauthsmtp account set --account "
+            f"{account} --transport smtp` and log in again (its token is for the API's scope)"
+        )
     token_store = store_named(None, home=home) if store is None else store
     _, token = saved_login(settings, token_store)
     target_host, target_port, target_security = smtp_target(

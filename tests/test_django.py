@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 from test_cli import ACCOUNT, CLI, login
 
 from oauthsmtp import ConfigurationError, LoginRequired, SMTPError
+from oauthsmtp._accounts import AccountRegistry
 from oauthsmtp.devserver import AuthServer, CertificateSet, SMTPServer, make_certificates
 
 django = pytest.importorskip("django", reason="pip install 'oauthsmtp[django]'")
@@ -244,3 +246,15 @@ def test_session_options_setting(
     with override_settings(OAUTHSMTP_SMTP_OPTIONS={"ssl_context": context}):
         assert mail.send_mail("trusted", "b", None, ["a@x.test"]) == 1
     assert [m.message["Subject"] for m in logged_in.messages] == ["trusted"]
+
+
+def test_an_account_recorded_for_an_http_api_is_refused(logged_in: SMTPServer) -> None:
+    """Its token is for the API's scope: the backend says so instead of failing at AUTH."""
+    registry = AccountRegistry(Path(settings.OAUTHSMTP_HOME))
+    recorded = registry.get(ACCOUNT)
+    assert recorded is not None
+    registry.put(replace(recorded, transport="api", api_url="https://graph.example.test/v1.0"))
+    with pytest.raises(ConfigurationError, match="--transport smtp"):
+        mail.send_mail("s", "b", None, ["a@x.test"])
+    assert mail.send_mail("s", "b", None, ["a@x.test"], fail_silently=True) == 0
+    assert logged_in.connections == 0
