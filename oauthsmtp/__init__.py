@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from ._smtp.session import SendResult, SMTPSession
     from ._smtp.wire import SMTPConnectionError, SMTPTimeoutError
     from ._tokens.apponly import app_token
-    from ._tokens.identify import auth_identify, refresh_token, revoke_token
+    from ._tokens.identify import auth_identify, import_token, refresh_token, revoke_token
     from ._tokens.stores.base import TokenKey, TokenStore
     from ._tokens.stores.choose import default_store
     from ._tokens.stores.filestore import FileStore
@@ -102,6 +102,7 @@ __all__ = [
     "default_store",
     "explain",
     "imap_authenticate",
+    "import_token",
     "pop3_authenticate",
     "providers",
     "refresh_token",
@@ -114,6 +115,7 @@ _LAZY = {
     "ClientCredentials": "._oauth.appgrants",
     "app_token": "._tokens.apponly",
     "auth_identify": "._tokens.identify",
+    "import_token": "._tokens.identify",
     "refresh_token": "._tokens.identify",
     "revoke_token": "._tokens.identify",
     "FileStore": "._tokens.stores.filestore",

@@ -14,6 +14,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from oauthsmtp._oauth.params import OAuth2Parameters
+from oauthsmtp._oauth.scopes import (
+    GMAIL_API_SCOPE,
+    GMAIL_SCOPE,
+    GRAPH_APP_SCOPE,
+    GRAPH_MAIL_SEND_SCOPE,
+    IDENTITY_SCOPES,
+    MAIL_SCOPES,
+    MICROSOFT_APP_SCOPE,
+    MICROSOFT_SMTP_SCOPE,
+)
 
 from ._errors import ConfigurationError
 
@@ -41,48 +51,9 @@ __all__ = [
     "microsoft_app",
 ]
 
-GMAIL_SCOPE = "https://mail.google.com/"
-MICROSOFT_SMTP_SCOPE = "https://outlook.office.com/SMTP.Send"
-MICROSOFT_APP_SCOPE = "https://outlook.office365.com/.default"
-"""App-only (client credentials) scope for Exchange Online: the app's granted
-application permissions, among them ``SMTP.SendAsApp``."""
-DEV_SCOPE = "https://mail.oauthsmtp.test/smtp"
-
-GMAIL_API_SCOPE = "https://www.googleapis.com/auth/gmail.send"
-"""Sending through the Gmail API only (a "sensitive" scope; SMTP's is "restricted")."""
-
-GRAPH_MAIL_SEND_SCOPE = "https://graph.microsoft.com/Mail.Send"
-"""Sending through Microsoft Graph (``sendMail``) as the signed-in user."""
-
-GRAPH_APP_SCOPE = "https://graph.microsoft.com/.default"
-"""App-only Microsoft Graph: the application permissions granted to the app (``Mail.Send``)."""
-
-_DEV_API_SCOPES = (
-    "https://mail.oauthsmtp.test/gmail.send",
-    "https://mail.oauthsmtp.test/Mail.Send",
-)
-
 OUTLOOK_COM_SMTP_HOST = "smtp-mail.outlook.com"
 """Outlook.com (consumer) accounts send here; Microsoft 365 uses ``smtp.office365.com``
 (both STARTTLS on 587; secondary sources, see docs/login.md)."""
-
-IDENTITY_SCOPES = "openid email"
-"""OpenID Connect scopes the presets add, so that the token answer's ``id_token`` names
-the account that logged in (checked against ``account=``)."""
-
-MAIL_SCOPES = frozenset(
-    {
-        GMAIL_SCOPE,
-        MICROSOFT_SMTP_SCOPE,
-        "https://outlook.office365.com/.default",
-        DEV_SCOPE,
-        GMAIL_API_SCOPE,
-        GRAPH_MAIL_SEND_SCOPE,
-        *_DEV_API_SCOPES,
-    }
-)
-"""Scopes that grant sending (SMTP or an HTTP API); a login that asked for one must be
-granted it (docs/security.md rule 17)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +66,8 @@ class ProviderInfo:
             (``{tenant}`` stands for the Microsoft tenant).
         scope: the scopes requested.
         smtp_host / smtp_port / security: where to send mail.
+        device_authorization_url: the RFC 8628 endpoint, where the provider allows
+            the device login for mail (Microsoft; not Google).
     """
 
     name: str
@@ -105,6 +78,7 @@ class ProviderInfo:
     smtp_host: str
     smtp_port: int
     security: str
+    device_authorization_url: str | None = None
 
 
 PROVIDERS: dict[str, ProviderInfo] = {
@@ -127,6 +101,7 @@ PROVIDERS: dict[str, ProviderInfo] = {
         smtp_host="smtp.office365.com",
         smtp_port=587,
         security="starttls",
+        device_authorization_url="https://login.microsoftonline.com/{tenant}/oauth2/v2.0/devicecode",
     ),
 }
 """The presets, by name."""
@@ -151,6 +126,9 @@ def gmail(
     (it is not confidential for desktop apps). ``access_type=offline`` and
     ``prompt=consent`` make Google return a refresh token every time;
     ``openid email`` makes it say which account logged in (see ``AccountMismatch``).
+    No device login: Google refuses the mail scope in its device flow, so
+    ``auth_identify(..., flow="device")`` raises ConfigurationError naming the
+    alternatives (``flow="paste"``, an SSH port forward, :func:`~oauthsmtp.import_token`).
     """
     if not client_secret:
         raise ConfigurationError(
@@ -226,6 +204,10 @@ def microsoft(
         "revocation_url": None,
         # RFC 9207 issuer; Entra sends no ``iss`` today, so this is only a guard.
         "issuer": f"https://login.microsoftonline.com/{tenant}/v2.0",
+        # RFC 8628 device login (auth_identify(..., flow="device")).
+        "device_authorization_url": info.device_authorization_url.format(tenant=tenant)
+        if info.device_authorization_url
+        else None,
     }
     values.update(overrides)
     return _build(values)

@@ -117,8 +117,10 @@ def _login(sub: argparse._SubParsersAction[Parser]) -> None:
         "  oauthsmtp login --account me@contoso.com --provider microsoft \\\n"
         "      --client-id 00000000-0000-0000-0000-000000000000 --tenant organizations\n"
         "  oauthsmtp login --account me@gmail.com      # again, with the recorded settings\n\n"
-        "On a machine without a browser, use --no-browser, open the printed URL elsewhere\n"
-        "and forward the port first: ssh -L 9000:127.0.0.1:9000 USER@THIS-MACHINE\n\n"
+        "On a machine without a browser: --flow device (Microsoft: enter a code on any\n"
+        "device), --flow paste (open the URL anywhere, paste back the address it ends on),\n"
+        "--no-browser with a port forward (ssh -L 9000:127.0.0.1:9000 USER@THIS-MACHINE),\n"
+        "or --refresh-token-file to import a login made on another machine.\n\n"
         "app-only (no browser, no person; renewed by the same grant, see docs/app-only.md):\n"
         "  oauthsmtp login --account shared@contoso.com --provider microsoft-app \\\n"
         "      --client-id ID --tenant contoso.onmicrosoft.com \\\n"
@@ -173,7 +175,9 @@ def _login(sub: argparse._SubParsersAction[Parser]) -> None:
         "--issuer",
         metavar="URL",
         type=values.url,
-        help="custom: the expected 'iss' in the redirect (RFC 9207)",
+        help="custom: the provider's issuer; without --auth-url/--token-url the endpoints are "
+        "discovered from its metadata (RFC 8414, OpenID Connect Discovery); also the expected "
+        "'iss' in the redirect (RFC 9207)",
     )
     login.add_argument(
         "--redirect-url",
@@ -208,6 +212,19 @@ def _login(sub: argparse._SubParsersAction[Parser]) -> None:
     )
     _smtp_flags(login, purpose="(default: the provider's; remembered)")
     _transport_flags(login, purpose="(default smtp; remembered; api asks for the API's scope)")
+    login.add_argument(
+        "--flow",
+        choices=["browser", "device", "paste"],
+        help="browser (default): the loopback redirect; device: enter a code on any device "
+        "(Microsoft; not Gmail); paste: open the URL anywhere and paste back the address the "
+        "browser ended on",
+    )
+    login.add_argument(
+        "--refresh-token-file",
+        metavar="FILE",
+        help="import a refresh token obtained elsewhere from FILE (its first line), or from "
+        "standard input with '-'; checked by one refresh before it is saved",
+    )
     login.add_argument(
         "--no-browser", action="store_true", help="print the URL instead of opening a browser"
     )
@@ -368,6 +385,14 @@ def _tools(sub: argparse._SubParsersAction[Parser]) -> None:
         "--consent",
         action="store_true",
         help="show a consent page in the browser instead of approving automatically",
+    )
+    dev.add_argument(
+        "--user",
+        type=values.account,
+        default="user@example.test",
+        metavar="EMAIL",
+        help="who approves logins (automatic approvals, the pages' default, the id_token's "
+        "email; default: user@example.test)",
     )
     explain = _command(
         sub,

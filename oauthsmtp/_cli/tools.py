@@ -58,6 +58,7 @@ def run_dev_server(args: argparse.Namespace, out: TextIO) -> int:
         http_port=args.http_port,
         maildir=args.maildir,
         consent=args.consent,
+        user=args.user,
         out=out,
     )
 

@@ -412,14 +412,36 @@ class DevProvider:
 
     # -- the command line
 
-    def login_command(self, account: str | None = None) -> str:
+    def login_command(self, account: str | None = None, *, flow: str | None = None) -> str:
         """Return a ready-to-paste ``oauthsmtp login`` line (POSIX shell) for this provider.
 
         The line starts with ``SSL_CERT_FILE=<ca path>`` so that the command line trusts
         the development CA; later ``oauthsmtp send`` commands need the same variable.
         The redirect URL is the command line's default, ``http://localhost:9000``.
+        With ``flow`` (``"device"`` or ``"paste"``) the line names only the issuer (the
+        endpoints are discovered) and asks for that flow.
         """
         secret = self.client.client_secret
+        if flow is not None:
+            words = [
+                "oauthsmtp",
+                "login",
+                "--account",
+                account or self.user,
+                "--issuer",
+                self.auth.issuer,
+                f"--client-id={self.client.client_id}",
+                *([f"--client-secret={secret}"] if secret else []),
+                "--scope",
+                f"{self.auth.scope} openid email",
+                "--smtp-host",
+                HOST,
+                "--smtp-port",
+                str(self.smtp.port),
+                "--flow",
+                flow,
+            ]
+            return f"SSL_CERT_FILE={shlex.quote(str(self.ca_path))} {shlex.join(words)}"
         words = [
             "oauthsmtp",
             "login",
