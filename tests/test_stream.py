@@ -139,7 +139,7 @@ _PROBE = textwrap.dedent(
 
 
 def _peak(port: int, count: int) -> int:
-    done = subprocess.run(  # noqa: S603 - our own probe
+    done = subprocess.run(
         [sys.executable, "-c", _PROBE, str(port), str(count)],
         capture_output=True,
         text=True,
