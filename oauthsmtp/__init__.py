@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from ._mailbox.login import imap_authenticate, pop3_authenticate
     from ._message.prepare import Email
     from ._oauth.params import OAuth2Parameters
-    from ._smtp.session import SendResult, SMTPSession
+    from ._smtp.session import SendResult, SMTPSession, VerifyResult
     from ._smtp.wire import SMTPConnectionError, SMTPTimeoutError
     from ._tokens.identify import auth_identify, refresh_token, revoke_token
     from ._tokens.stores.base import TokenKey, TokenStore
@@ -84,6 +84,7 @@ __all__ = [
     "TokenKey",
     "TokenStore",
     "TokenStoreError",
+    "VerifyResult",
     "__version__",
     "auth_identify",
     "default_store",
@@ -114,6 +115,7 @@ _LAZY = {
     "Email": "._message.prepare",
     "SMTPSession": "._smtp.session",
     "SendResult": "._smtp.session",
+    "VerifyResult": "._smtp.session",
     "SMTPConnectionError": "._smtp.wire",
     "SMTPTimeoutError": "._smtp.wire",
 }

@@ -163,6 +163,7 @@ class Connector:
                     code=greeting.code,
                     server_message=greeting.text,
                 )
+            conn.greeting = greeting.text
             extensions = self._ehlo(conn)
             if self.security == "starttls":
                 if "STARTTLS" not in extensions:
