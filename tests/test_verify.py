@@ -174,3 +174,35 @@ def test_verify_untrusted_certificate(
     assert not isinstance(error, SMTPAuthError)
     assert "certificate" in str(error).lower()
     assert server.auth_attempts == []
+
+
+@pytest.mark.parametrize(
+    ("failure", "code", "enhanced"),
+    [
+        ("tenant", 535, "5.7.139"),
+        ("mailbox", 535, "5.7.139"),
+        ("basic-auth", 550, "5.7.30"),
+        ("bad-token", 535, "5.7.3"),
+        ("connections", 432, "4.3.2"),
+    ],
+)
+def test_dev_server_plays_provider_refusals(
+    certs: CertificateSet, failure: str, code: int, enhanced: str
+) -> None:
+    """SMTPServer(auth_failure=...) answers AUTH as Microsoft 365 does; verify() reports it."""
+    with SMTPServer(
+        {GOOD: SimpleNamespace(user=ALICE)}.get, certificates=certs, auth_failure=failure
+    ) as server:
+        error = raised(lambda: session(server.port, certs).verify())
+        assert isinstance(error, SMTPError)
+        assert error.code == code
+        assert enhanced in str(error.server_message)
+        assert server.auth_log
+        assert not any(ok for _, _, ok in server.auth_log)
+        server.auth_failure = None  # switched off while running
+        assert session(server.port, certs).verify().mechanism is not None
+
+
+def test_dev_server_refuses_an_unknown_failure_switch(certs: CertificateSet) -> None:
+    with pytest.raises(ValueError, match="auth_failure must be"):
+        SMTPServer({}.get, certificates=certs, auth_failure="sometimes")
