@@ -133,18 +133,6 @@ TABLE: tuple[Explanation, ...] = (
         f"for: {_LOGIN}.",
         patterns=(r"the mail scope .{1,300} was not granted",),
     ),
-    Explanation(
-        key="token-endpoint-failed",
-        kind="account",
-        title="The token endpoint could not renew the access token.",
-        cause="the provider's token endpoint answered an error that oauthsmtp has no specific "
-        "advice for, or could not be reached.",
-        fix="check the network and the recorded token URL (oauthsmtp status --account "
-        "{account}); run the command again with --debug to see the exchange (secrets masked), "
-        "and oauthsmtp explain the error text.",
-        patterns=(r"the token endpoint (answered|did not answer|refused|could not)",),
-        retry=True,
-    ),
     # -- Microsoft 365 / Exchange Online SMTP -----------------------------------------------
     Explanation(
         key="smtp-5.7.139-tenant",
@@ -313,25 +301,6 @@ TABLE: tuple[Explanation, ...] = (
         "oauthsmtp account set --account {account} --smtp-host ... --smtp-port 587 "
         "--security starttls.",
         patterns=(r"no mechanism for an oauth2 token", r"offers no oauth2 mechanism"),
-    ),
-    Explanation(
-        key="smtp-refused-session",
-        title="The server turned the connection away before authentication.",
-        cause="it refused the session or EHLO: it is busy, it limits connections from this "
-        "address, or it is not a submission server.",
-        fix="try again in a few minutes; check the host and port (587 starttls, 465 ssl) "
-        "with oauthsmtp status --account {account}.",
-        patterns=(r"refused the session", r"refused ehlo"),
-        retry=True,
-    ),
-    Explanation(
-        key="smtp-auth-refused",
-        title="The server refused authentication with a reply oauthsmtp has no advice for.",
-        cause="the token, the user name or the mailbox's permission to use SMTP.",
-        fix=f"check that the account sends as itself and that SMTP AUTH is allowed for it; "
-        f"log in again ({_LOGIN}); oauthsmtp explain the server's reply.",
-        patterns=(r"refused auth \S+: \d{3}",),
-        retry=True,
     ),
     # -- Microsoft Entra ID (AADSTS codes) --------------------------------------------------
     Explanation(
@@ -655,6 +624,38 @@ TABLE: tuple[Explanation, ...] = (
             r"timed out connecting",
             r"cannot connect to",
         ),
+    ),
+    # -- general fallbacks: last, so that every specific entry above wins -------------------
+    Explanation(
+        key="token-endpoint-failed",
+        kind="account",
+        title="The token endpoint could not renew the access token.",
+        cause="the provider's token endpoint answered an error that oauthsmtp has no specific "
+        "advice for, or could not be reached.",
+        fix="check the network and the recorded token URL (oauthsmtp status --account "
+        "{account}); run the command again with --debug to see the exchange (secrets masked), "
+        "and oauthsmtp explain the error text.",
+        patterns=(r"the token endpoint (answered|did not answer|refused|could not)",),
+        retry=True,
+    ),
+    Explanation(
+        key="smtp-refused-session",
+        title="The server turned the connection away before authentication.",
+        cause="it refused the session or EHLO: it is busy, it limits connections from this "
+        "address, or it is not a submission server.",
+        fix="try again in a few minutes; check the host and port (587 starttls, 465 ssl) "
+        "with oauthsmtp status --account {account}.",
+        patterns=(r"refused the session", r"refused ehlo"),
+        retry=True,
+    ),
+    Explanation(
+        key="smtp-auth-refused",
+        title="The server refused authentication with a reply oauthsmtp has no advice for.",
+        cause="the token, the user name or the mailbox's permission to use SMTP.",
+        fix=f"check that the account sends as itself and that SMTP AUTH is allowed for it; "
+        f"log in again ({_LOGIN}); oauthsmtp explain the server's reply.",
+        patterns=(r"refused auth \S+: \d{3}",),
+        retry=True,
     ),
 )
 

@@ -37,6 +37,7 @@ COMMANDS = (
     "status",
     "logout",
     "account",
+    "doctor",
     "providers",
     "explain",
     "dev-server",
@@ -66,6 +67,10 @@ def command(name: str) -> Command:
         from .status import run_logout, run_status
 
         return run_status if name == "status" else run_logout
+    if name == "doctor":
+        from .doctor import run_doctor
+
+        return run_doctor
     if name == "account":
         from .account import run_account
 
@@ -81,7 +86,7 @@ def command(name: str) -> Command:
     return tools[name]  # KeyError: not a command (the parser lets none through)
 
 
-_TALKS_TLS = frozenset({"login", "token", "send", "logout"})
+_TALKS_TLS = frozenset({"login", "token", "send", "logout", "doctor"})
 
 
 def _debug_logging() -> None:

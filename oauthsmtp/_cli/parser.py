@@ -317,6 +317,23 @@ def _tools(sub: argparse._SubParsersAction[Parser]) -> None:
         action="store_true",
         help="show a consent page in the browser instead of approving automatically",
     )
+    doctor = _command(
+        sub,
+        "doctor",
+        "check an account end to end, with the fix for each failure",
+        "Check, in order, the recorded settings, the token store, the token (freshness and "
+        "refresh-token health), the identity and scopes it carries, DNS, TCP, TLS and the "
+        "certificate, EHLO and the AUTH mechanisms, and AUTH itself (then RSET and QUIT: no "
+        "message is sent). One line per check, with the fix under each failure; checks "
+        "that depend on a failed one are not run. Exit 0 when every check passes, 3 when a "
+        "login is needed, 1 otherwise. Never prints a secret.",
+    )
+    _account(doctor, required=False, help_="the account to check (default: the only one recorded)")
+    doctor.add_argument(
+        "--json",
+        action="store_true",
+        help="a JSON list of {check, status, detail, fix} instead of text",
+    )
     explain = _command(
         sub,
         "explain",
