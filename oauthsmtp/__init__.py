@@ -45,9 +45,11 @@ if TYPE_CHECKING:
     from ._explain import explain
     from ._mailbox.login import imap_authenticate, pop3_authenticate
     from ._message.prepare import Email
+    from ._oauth.appgrants import ClientCredentials
     from ._oauth.params import OAuth2Parameters
     from ._smtp.session import SendResult, SMTPSession, VerifyResult
     from ._smtp.wire import SMTPConnectionError, SMTPTimeoutError
+    from ._tokens.apponly import app_token
     from ._tokens.identify import auth_identify, refresh_token, revoke_token
     from ._tokens.stores.base import TokenKey, TokenStore
     from ._tokens.stores.choose import default_store
@@ -64,6 +66,7 @@ __all__ = [
     "AuthorizationError",
     "AuthorizationTimeout",
     "CallbackError",
+    "ClientCredentials",
     "ConfigurationError",
     "Email",
     "FileStore",
@@ -86,6 +89,7 @@ __all__ = [
     "TokenStoreError",
     "VerifyResult",
     "__version__",
+    "app_token",
     "auth_identify",
     "default_store",
     "explain",
@@ -99,6 +103,8 @@ __all__ = [
 _LAZY = {
     "OAuth2Parameters": "._oauth.params",
     "AuthToken": "._tokens.token",
+    "ClientCredentials": "._oauth.appgrants",
+    "app_token": "._tokens.apponly",
     "auth_identify": "._tokens.identify",
     "refresh_token": "._tokens.identify",
     "revoke_token": "._tokens.identify",

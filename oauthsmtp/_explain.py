@@ -341,6 +341,26 @@ TABLE: tuple[Explanation, ...] = (
         patterns=(r"AADSTS7000222\b",),
     ),
     Explanation(
+        key="aadsts700027",
+        kind="entra",
+        title="AADSTS700027: the app's signed assertion was refused (certificate credentials).",
+        cause="the certificate whose thumbprint the assertion names is not uploaded to the app "
+        "registration (or has expired), or the key that signed it is not that certificate's.",
+        fix="upload the certificate (the .crt, never the key) under Certificates & secrets, "
+        "and give oauthsmtp the key made with it (docs/app-only.md).",
+        patterns=(r"AADSTS700027\b",),
+    ),
+    Explanation(
+        key="aadsts1002012",
+        kind="entra",
+        title="AADSTS1002012: an app-only token needs a /.default scope.",
+        cause="the client credentials grant asks for the app's granted permissions as a "
+        "whole, not for single scopes such as SMTP.Send.",
+        fix="use the scope https://outlook.office365.com/.default (the default of "
+        "providers.microsoft_app and --provider microsoft-app).",
+        patterns=(r"AADSTS1002012\b",),
+    ),
+    Explanation(
         key="aadsts50011",
         kind="entra",
         title="AADSTS50011: the redirect URL is not registered for this app.",

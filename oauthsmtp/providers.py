@@ -9,12 +9,18 @@ docs/login.md for setting up each provider).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oauthsmtp._oauth.params import OAuth2Parameters
 
 from ._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from oauthsmtp._oauth.appgrants import ClientCredentials
 
 __all__ = [
     "GMAIL_SCOPE",
@@ -25,12 +31,18 @@ __all__ = [
     "PROVIDERS",
     "ProviderInfo",
     "custom",
+    "MICROSOFT_APP_SCOPE",
     "gmail",
+    "google_service_account",
     "microsoft",
+    "microsoft_app",
 ]
 
 GMAIL_SCOPE = "https://mail.google.com/"
 MICROSOFT_SMTP_SCOPE = "https://outlook.office.com/SMTP.Send"
+MICROSOFT_APP_SCOPE = "https://outlook.office365.com/.default"
+"""App-only (client credentials) scope for Exchange Online: the app's granted
+application permissions, among them ``SMTP.SendAsApp``."""
 DEV_SCOPE = "https://mail.oauthsmtp.test/smtp"
 
 OUTLOOK_COM_SMTP_HOST = "smtp-mail.outlook.com"
@@ -200,3 +212,169 @@ def _build(values: dict[str, Any]) -> OAuth2Parameters:
     if "client_id" not in values:
         raise ConfigurationError("client_id is required")
     return OAuth2Parameters(**values)
+
+
+def _app_tenant(tenant: object) -> str:
+    if not isinstance(tenant, str):
+        raise ConfigurationError(f"tenant must be a string, not {type(tenant).__name__}")
+    tenant = tenant.strip()
+    if tenant.lower() in _TENANT_WORDS:
+        raise ConfigurationError(
+            f"an app-only token needs your own tenant (its ID or a domain such as "
+            f"contoso.onmicrosoft.com), not {tenant!r}: there is no signed-in user to pick one"
+        )
+    if (
+        not tenant
+        or len(tenant) > 253
+        or not tenant.isascii()
+        or not all(ch.isalnum() or ch in "-._" for ch in tenant)
+    ):
+        raise ConfigurationError(f"tenant must be a tenant ID or a domain, got {tenant!r}")
+    return tenant
+
+
+def _pem_or_file(what: str, value: object) -> str | bytes | None:
+    """PEM text as given; an ``os.PathLike`` is read (with the key-file permission check)."""
+    if isinstance(value, os.PathLike):
+        from oauthsmtp._oauth.appgrants import read_key_file
+
+        return read_key_file(value, what=what, private=what != "certificate")
+    if value is None or isinstance(value, (str, bytes)):
+        return value
+    raise ConfigurationError(
+        f"{what} must be PEM text or a pathlib.Path, not {type(value).__name__}"
+    )
+
+
+def microsoft_app(
+    *,
+    client_id: str,
+    tenant: str,
+    client_secret: str | None = None,
+    private_key: str | bytes | os.PathLike[str] | None = None,
+    certificate: str | bytes | os.PathLike[str] | None = None,
+    token_url: str | None = None,
+    scope: str = MICROSOFT_APP_SCOPE,
+) -> ClientCredentials:
+    """App-only credentials for Microsoft 365 (client credentials, RFC 6749 §4.4).
+
+    The app sends as the mailboxes it was given, with no user signed in: it
+    needs the ``SMTP.SendAsApp`` application permission (admin consent), an
+    Exchange service principal (``New-ServicePrincipal``) and a mailbox
+    permission on each mailbox (``Add-MailboxPermission``); see docs/app-only.md.
+
+    Args:
+        client_id: the application (client) id.
+        tenant: your tenant's ID or domain (not ``common``/``organizations``).
+        client_secret: a client secret of the app registration, or:
+        private_key / certificate: a private key and the certificate uploaded
+            to the app registration (PEM text, or a :class:`pathlib.Path` to a
+            PEM file): the app authenticates with a signed ``private_key_jwt``
+            assertion (RFC 7523 §2.2, ``x5t#S256`` header, PS256 for RSA keys),
+            which Microsoft recommends over secrets.
+        token_url: overrides the tenant's token endpoint (national clouds, the
+            development provider).
+        scope: default ``https://outlook.office365.com/.default``.
+
+    Raises:
+        ConfigurationError: a tenant word, both or neither of secret and key, a
+            key without a certificate, a key that is not a key or a certificate
+            that is not the key's.
+    """
+    from oauthsmtp._oauth.appgrants import ClientCredentials
+
+    tenant = _app_tenant(tenant)
+    if (client_secret is None) == (private_key is None):
+        raise ConfigurationError(
+            "microsoft_app needs client_secret, or private_key and certificate (not both)"
+        )
+    if private_key is not None and certificate is None:
+        raise ConfigurationError(
+            "microsoft_app needs the certificate with the private key: Microsoft finds the "
+            "key by the certificate's thumbprint (upload the certificate to the app registration)"
+        )
+    key = _pem_or_file("private_key", private_key)
+    return ClientCredentials(
+        client_id=client_id,
+        token_url=token_url or PROVIDERS["microsoft"].token_url.format(tenant=tenant),
+        scope=scope,
+        client_secret=client_secret,
+        private_key=key,
+        certificate=_pem_or_file("certificate", certificate),
+        algorithm="PS256" if key is not None and _is_rsa(key) else None,
+    )
+
+
+def _is_rsa(pem: str | bytes) -> bool:
+    """Whether ``pem`` is an RSA private key (Microsoft asks for PS256 with those)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    data = pem.encode("utf-8") if isinstance(pem, str) else pem
+    try:
+        return isinstance(load_pem_private_key(data, password=None), rsa.RSAPrivateKey)
+    except Exception:  # ClientCredentials parses it again and says what is wrong
+        return False
+
+
+def google_service_account(
+    info: str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    subject: str | None = None,
+    scope: str = GMAIL_SCOPE,
+) -> ClientCredentials:
+    """A Google service account's credentials for the JWT bearer grant (RFC 7523 §2.1).
+
+    With ``subject``, the token acts for that Workspace user (domain-wide
+    delegation, set up by an administrator for the service account's client
+    id and ``https://mail.google.com/``; see docs/google-service-account.md);
+    Gmail's SMTP accepts it for that user only.
+
+    Args:
+        info: the service account's JSON key: a path to the file Google
+            downloads, or the parsed dict.
+        subject: the user to act for (the SMTP user name).
+        scope: default ``https://mail.google.com/``.
+
+    Raises:
+        ConfigurationError: the file cannot be read or is not a service
+            account key (the message never quotes the key).
+    """
+    import json
+
+    from oauthsmtp._oauth.appgrants import ClientCredentials, read_key_file
+
+    if isinstance(info, (str, os.PathLike)):
+        raw = read_key_file(info, what="service account key file", private=True)
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise ConfigurationError(
+                f"{os.fspath(info)} is not a service account key (not JSON); download the "
+                "JSON key of the service account from the Google Cloud console"
+            ) from None
+    else:
+        data = info
+    if not isinstance(data, dict) or data.get("type") != "service_account":
+        raise ConfigurationError(
+            'not a service account key (expected a JSON object with "type": "service_account")'
+        )
+    missing = [
+        name
+        for name in ("client_email", "private_key", "token_uri")
+        if not isinstance(data.get(name), str) or not data.get(name)
+    ]
+    if missing:
+        raise ConfigurationError(f"the service account key lacks {', '.join(missing)}")
+    key_id = data.get("private_key_id")
+    return ClientCredentials(
+        client_id=str(data.get("client_id") or data["client_email"]),
+        token_url=data["token_uri"],
+        scope=scope,
+        private_key=data["private_key"],
+        grant="jwt_bearer",
+        subject=subject,
+        issuer=data["client_email"],
+        algorithm="RS256",  # Google accepts RS256 only
+        key_id=key_id if isinstance(key_id, str) and key_id else None,
+    )

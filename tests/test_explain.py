@@ -36,6 +36,10 @@ SAMPLES = {
     "'client_assertion' or 'client_secret'.",
     "aadsts7000215": "AADSTS7000215: Invalid client secret provided.",
     "aadsts7000222": "AADSTS7000222: The provided client secret keys for app are expired.",
+    "aadsts700027": "AADSTS700027: Client assertion failed signature validation.",
+    "aadsts1002012": "AADSTS1002012: The provided value for scope SMTP.Send is not valid. "
+    "Client credential flows must have a scope value with /.default suffixed to the "
+    "resource identifier.",
     "aadsts50011": "AADSTS50011: The redirect URI 'http://localhost:9000' specified in the "
     "request does not match the redirect URIs configured for the application.",
     "aadsts65001": "AADSTS65001: The user or administrator has not consented to use the app",

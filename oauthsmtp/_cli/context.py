@@ -85,8 +85,12 @@ def saved_login(account: str) -> tuple[AccountSettings, OAuth2Parameters, AuthTo
     """
     from oauthsmtp import auth_identify
 
+    from .appcreds import APP_PROVIDERS, saved_app_token
+
     settings = require_settings(account)
     token_store = store()
+    if settings.provider in APP_PROVIDERS:  # renewed by the app-only grant, no refresh token
+        return settings, settings.parameters(), saved_app_token(settings, token_store)
     params = settings.parameters(client_secret(token_store, settings))
     token = auth_identify(params, account=account, store=token_store, interactive=False)
     return settings, params, token

@@ -145,11 +145,20 @@ def _store_name(store: TokenStore) -> str:
 
 def _token(settings: AccountSettings, checks: list[Check]) -> AuthToken | None:
     """The store check and the token check; returns a usable token, or None."""
-    from oauthsmtp import AuthToken, LoginRequired, TokenError, TokenStoreError, auth_identify
+    from oauthsmtp import (
+        AuthToken,
+        ConfigurationError,
+        LoginRequired,
+        TokenError,
+        TokenStoreError,
+        auth_identify,
+    )
 
+    from .appcreds import APP_PROVIDERS, saved_app_token
     from .status import REFRESH_WARNING_DAYS
 
     account = settings.account
+    app_only = settings.provider in APP_PROVIDERS
     try:
         store = context.store()
         raw = store.load(settings.token_key)
@@ -170,7 +179,7 @@ def _token(settings: AccountSettings, checks: list[Check]) -> AuthToken | None:
             saved = AuthToken.from_json(raw)
         except ValueError:
             saved = None
-    if saved is None:
+    if saved is None and not app_only:
         problem = "no saved login" if raw is None else "the saved token cannot be read"
         checks.append(
             failed(
@@ -182,11 +191,15 @@ def _token(settings: AccountSettings, checks: list[Check]) -> AuthToken | None:
             )
         )
         return None
-    checks.append(passed("token store", f"{name}, token present"))
+    held = "token present" if saved is not None else "no token yet (the app's grant gets one)"
+    checks.append(passed("token store", f"{name}, {held}"))
     try:
-        params = settings.parameters(context.client_secret(store, settings))
-        token = auth_identify(params, account=account, store=store, interactive=False)
-    except (LoginRequired, TokenError, TokenStoreError) as exc:
+        if app_only:  # no refresh token: the app-only grant renews the token
+            token = saved_app_token(settings, store)
+        else:
+            params = settings.parameters(context.client_secret(store, settings))
+            token = auth_identify(params, account=account, store=store, interactive=False)
+    except (LoginRequired, TokenError, TokenStoreError, ConfigurationError) as exc:
         checks.append(
             failed(
                 "token",
@@ -199,6 +212,11 @@ def _token(settings: AccountSettings, checks: list[Check]) -> AuthToken | None:
         return None
     from oauthsmtp._util.clock import utcnow
 
+    if app_only:
+        left = "" if token.expires_at is None else f", valid until {token.expires_at:%H:%M} UTC"
+        checks.append(passed("token", f"app-only token obtained by the app's grant{left}"))
+        return token
+    assert saved is not None  # noqa: S101 - only app-only accounts go on without one
     checks.append(
         check_token(
             account=account,

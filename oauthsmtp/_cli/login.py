@@ -81,6 +81,10 @@ def run_login(args: argparse.Namespace, out: TextIO) -> int:
     accounts = context.registry()
     previous = accounts.get(args.account)
     provider = args.provider or (previous.provider if previous else None)
+    if provider in ("microsoft-app", "google-service-account"):
+        from .applogin import run_app_login
+
+        return run_app_login(args, provider, previous, secret=_given_secret(args))
     if provider is None:
         raise CommandError(
             "--provider is needed for a first login (gmail, microsoft or custom)",

@@ -37,6 +37,8 @@ COMMANDS = (
     "status",
     "logout",
     "account",
+    "sendmail",
+    "relay",
     "doctor",
     "providers",
     "explain",
@@ -75,6 +77,14 @@ def command(name: str) -> Command:
         from .account import run_account
 
         return run_account
+    if name == "sendmail":
+        from .sendmail import run_sendmail
+
+        return run_sendmail
+    if name == "relay":
+        from .relay import run_relay
+
+        return run_relay
     from .tools import run_demo_command, run_dev_server, run_explain, run_providers
 
     tools = {
@@ -86,7 +96,7 @@ def command(name: str) -> Command:
     return tools[name]  # KeyError: not a command (the parser lets none through)
 
 
-_TALKS_TLS = frozenset({"login", "token", "send", "logout", "doctor"})
+_TALKS_TLS = frozenset({"login", "token", "send", "logout", "relay", "doctor"})
 
 
 def _debug_logging() -> None:

@@ -102,14 +102,21 @@ def _login(sub: argparse._SubParsersAction[Parser]) -> None:
         "      --client-id 00000000-0000-0000-0000-000000000000 --tenant organizations\n"
         "  oauthsmtp login --account me@gmail.com      # again, with the recorded settings\n\n"
         "On a machine without a browser, use --no-browser, open the printed URL elsewhere\n"
-        "and forward the port first: ssh -L 9000:127.0.0.1:9000 USER@THIS-MACHINE",
+        "and forward the port first: ssh -L 9000:127.0.0.1:9000 USER@THIS-MACHINE\n\n"
+        "app-only (no browser, no person; renewed by the same grant, see docs/app-only.md):\n"
+        "  oauthsmtp login --account shared@contoso.com --provider microsoft-app \\\n"
+        "      --client-id ID --tenant contoso.onmicrosoft.com \\\n"
+        "      --private-key-file app.key --certificate-file app.crt  # or --client-secret-file\n"
+        "  oauthsmtp login --account user@example.com --provider google-service-account \\\n"
+        "      --key-file service-account.json",
     )
     _account(login, help_="the mailbox address; also the SMTP user name")
     login.add_argument(
         "--provider",
-        choices=["gmail", "microsoft", "custom"],
+        choices=["gmail", "microsoft", "custom", "microsoft-app", "google-service-account"],
         help="the provider preset (custom: give --auth-url, --token-url, --scope and "
-        "--smtp-host); needed on the first login, remembered after",
+        "--smtp-host; microsoft-app and google-service-account: app-only, no browser); "
+        "needed on the first login, remembered after",
     )
     login.add_argument(
         "--client-id",
@@ -158,6 +165,30 @@ def _login(sub: argparse._SubParsersAction[Parser]) -> None:
         type=values.url,
         help="the loopback redirect (default http://localhost:9000; another port when "
         "9000 is taken)",
+    )
+    app = login.add_argument_group("app-only (--provider microsoft-app | google-service-account)")
+    app.add_argument(
+        "--private-key-file",
+        metavar="FILE",
+        help="microsoft-app: the app's PEM private key (private_key_jwt); its path is remembered "
+        "and the file read again at each renewal; keep it chmod 600",
+    )
+    app.add_argument(
+        "--certificate-file",
+        metavar="FILE",
+        help="microsoft-app: the PEM certificate uploaded to the app registration",
+    )
+    app.add_argument(
+        "--key-file",
+        metavar="FILE",
+        help="google-service-account: the service account's JSON key; its path is remembered",
+    )
+    app.add_argument(
+        "--subject",
+        metavar="USER",
+        type=values.account,
+        help="google-service-account: the user to act for (domain-wide delegation; "
+        "default: --account)",
     )
     _smtp_flags(login, purpose="(default: the provider's; remembered)")
     login.add_argument(
@@ -357,6 +388,63 @@ def _tools(sub: argparse._SubParsersAction[Parser]) -> None:
     )
 
 
+def _sendmail_relay(sub: argparse._SubParsersAction[Parser]) -> None:
+    # sendmail's flags are sendmail's (-t, -oi, -fADDR, ...), not argparse's: every argument
+    # goes to oauthsmtp._cli.sendmailargs as it is ("\x00" is a prefix no argument has).
+    sendmail = sub.add_parser(
+        "sendmail",
+        help="a sendmail(8) stand-in: the message on stdin (git send-email, mutt, cron)",
+        add_help=False,
+        prefix_chars="\x00",
+    )
+    sendmail.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    relay = _command(
+        sub,
+        "relay",
+        "an SMTP relay on loopback for programs that only speak plain SMTP",
+        "Accept mail over plain SMTP (loopback only, unless --allow-remote) and send it on "
+        "through the account's SMTP server with its OAuth2 token. A message is answered "
+        "250 only after the upstream server accepted it (4xx when it failed for now, 5xx "
+        "when it refused). SIGTERM or Ctrl-C stops it after the messages in progress.",
+    )
+    _account(
+        relay,
+        required=False,
+        help_="the recorded account (default: $OAUTHSMTP_ACCOUNT, else the only one)",
+    )
+    relay.add_argument(
+        "--listen",
+        default="127.0.0.1:2525",
+        metavar="HOST:PORT",
+        type=values.listen_address,
+        help="the address to listen on (default 127.0.0.1:2525; port 0 picks a free one)",
+    )
+    relay.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --listen address that is not loopback (other machines can then send)",
+    )
+    relay.add_argument("--user", metavar="NAME", help="require AUTH PLAIN/LOGIN as this user")
+    relay.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="the file holding --user's password (first line)",
+    )
+    relay.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="PEM certificate for STARTTLS (default with --user: a generated self-signed one)",
+    )
+    relay.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    relay.add_argument(
+        "--max-size",
+        type=values.positive_int,
+        default=64 * 1024 * 1024,
+        metavar="BYTES",
+        help="the largest message accepted (default 64 MiB; announced with SIZE)",
+    )
+
+
 def _command(
     sub: argparse._SubParsersAction[Parser], name: str, help_: str, description: str
 ) -> Parser:
@@ -389,5 +477,6 @@ def build_parser() -> Parser:
     _send(sub)
     _status_logout(sub)
     _account_group(sub)
+    _sendmail_relay(sub)
     _tools(sub)
     return parser

@@ -52,6 +52,7 @@ def summary(token_store: TokenStore, settings: AccountSettings) -> Summary:
         "access_token_valid": False,
         "has_refresh_token": False,
         "refresh_expires_at": None,
+        "app_only": settings.provider in ("microsoft-app", "google-service-account"),
     }
     raw = token_store.load(settings.token_key)
     if raw is None:
@@ -108,6 +109,13 @@ def describe_token(row: Summary, *, now: datetime | None = None) -> str:
     """The ``token:`` line of ``status`` for one account, in the right tense, with the next step."""
     account = row["account"]
     login = f"oauthsmtp login --account {account}"
+    expires = row["expires_at"]
+    if row.get("app_only"):  # no refresh token: the app's own grant gets the next one
+        if not row["logged_in"]:
+            return "app-only: no token saved; the next use gets one by the app's grant"
+        if row["access_token_valid"]:
+            return f"app-only access token valid until {expires}; renewed by the app's grant"
+        return f"app-only access token expired at {expires}; the next use makes the grant again"
     if not row["logged_in"]:
         return f"not logged in (run: {login})"
     from datetime import datetime, timezone
@@ -183,8 +191,11 @@ def run_logout(args: argparse.Namespace, out: TextIO) -> int:
     accounts = context.registry()
     settings = context.require_settings(args.account)
     token_store = context.store()
+    app_only = settings.provider in ("microsoft-app", "google-service-account")
     params = (
-        settings.parameters(context.client_secret(token_store, settings)) if args.revoke else None
+        settings.parameters(context.client_secret(token_store, settings))
+        if args.revoke and not app_only
+        else None
     )
     # Revocation and deletion happen under the store's lock: a refresh in flight in
     # another process cannot save its token back afterwards.
@@ -194,6 +205,12 @@ def run_logout(args: argparse.Namespace, out: TextIO) -> int:
         notes.append(f"revocation failed ({result.revoke_error}); the local copy is deleted anyway")
     elif result.revoked is True:
         notes.append("revoked it at the provider")
+    elif app_only and args.revoke:
+        notes.append(
+            "an app-only token cannot be revoked, and the app's credentials still get new "
+            "ones: to stop the app, delete its secret or certificate in the app registration "
+            "(Google: its service account key)"
+        )
     elif result.revoked is False:
         notes.append(
             "the provider has no revocation endpoint: remove the app's access in the "

@@ -18,9 +18,11 @@ __all__ = [
     "account",
     "client_id",
     "hostname",
+    "listen_address",
     "listen_port",
     "one_address",
     "port",
+    "positive_int",
     "printable",
     "scope",
     "seconds",
@@ -182,3 +184,33 @@ def one_address(text: str) -> str:
     if not any("@" in addr for addr in found):
         raise _bad(f"not an email address: {text[:80]!r} (expected name@domain)")
     return text
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` to listen on (``[::1]:PORT`` for IPv6): an IP literal and a port 0-65535.
+
+    Host names are refused: what a name resolves to can change, and ``localhost`` may be
+    IPv4, IPv6 or both (bind the literal ``127.0.0.1`` or ``::1``).
+    """
+    import ipaddress
+
+    host, colon, port_text = text.rpartition(":")
+    if not colon or not host:
+        raise _bad(f"give HOST:PORT (e.g. 127.0.0.1:2525 or [::1]:2525), not {text[:80]!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise _bad(
+            f"the listen host must be an IP address such as 127.0.0.1 or ::1, not {host[:80]!r}"
+        ) from None
+    return str(address), listen_port(port_text)
+
+
+def positive_int(text: str) -> int:
+    """A whole number above 0."""
+    value = _integer(text, what="the value")
+    if value < 1:
+        raise _bad(f"give a whole number above 0, not {value}")
+    return value

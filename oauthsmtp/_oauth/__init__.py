@@ -13,6 +13,9 @@ Data flows one way through these modules, each importing only those above it::
     endpoint       code exchange, refresh, revocation: forms in, TokenState out (I/O)
     browser        the browser login: parameters -> authorization request -> callback ->
                    token endpoint -> TokenState (composes the modules above)
+    assertions     signed RFC 7523 JWT assertions (private_key_jwt, JWT bearer): keys and
+                   certificates checked, signing by joserfc (pure)
+    appgrants      ClientCredentials and the app-only grants: form (pure) and request (I/O)
 
 Nothing here keeps tokens: the caller (``oauthsmtp._tokens``) saves the
 :class:`~oauthsmtp._oauth.tokenresponse.TokenState` it gets back. The rules these

@@ -14,7 +14,13 @@ from urllib.parse import SplitResult, urlsplit
 
 from oauthsmtp._errors import ConfigurationError
 
-__all__ = ["OAuth2Parameters", "ResponseType", "is_loopback_host"]
+__all__ = [
+    "OAuth2Parameters",
+    "ResponseType",
+    "check_endpoint",
+    "is_loopback_host",
+    "normalize_scope",
+]
 
 ResponseType = Literal["code"]
 """The only response type oauthsmtp runs: the authorization-code flow."""
@@ -242,3 +248,23 @@ class OAuth2Parameters:
     def is_public_client(self) -> bool:
         """True when no client secret is configured (none is sent to the token endpoint)."""
         return self.client_secret is None
+
+
+def check_endpoint(name: str, value: object) -> str:
+    """An endpoint URL checked as :class:`OAuth2Parameters` checks its own.
+
+    https, or plain http to a loopback host only; no credentials, no fragment.
+
+    Raises:
+        ConfigurationError: naming ``name`` and what is wrong.
+    """
+    return _check_endpoint(name, value)
+
+
+def normalize_scope(scope: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Scope tokens from a space-separated string or a sequence (RFC 6749 §3.3), deduplicated.
+
+    Raises:
+        ConfigurationError: a token holds characters RFC 6749 §3.3 forbids.
+    """
+    return _normalize_scope(scope)

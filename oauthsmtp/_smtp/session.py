@@ -34,7 +34,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from oauthsmtp._errors import ConfigurationError, OAuthSMTPError, SMTPError
-from oauthsmtp._message.prepare import Email, prepare_message
+from oauthsmtp._message.prepare import Email, OutgoingMessage, prepare_message
 from oauthsmtp._oauth.params import is_loopback_host
 
 from .auth import TokenSource, check_mechanism, is_token_source
@@ -289,8 +289,13 @@ class SMTPSession:
         return verify(self._connector, host=self._host)
 
     # -- sending ----------------------------------------------------------------------------
-    def send(self, message: Email | Message) -> SendResult:
+    def send(self, message: Email | Message | OutgoingMessage) -> SendResult:
         """Send one message and return its result (WinDev ``EmailSendMessage``).
+
+        ``message`` may also be an already prepared
+        :class:`~oauthsmtp._message.prepare.OutgoingMessage` (an explicit envelope and the
+        wire bytes, as ``oauthsmtp sendmail`` and ``oauthsmtp relay`` pass on a message
+        they received whole); its envelope is checked, its bytes are sent as they are.
 
         When the background sender runs (``asynchronous=True``, or after :meth:`submit`),
         the message queues behind those already submitted and this call waits for it.
@@ -314,7 +319,7 @@ class SMTPSession:
         assert job.result is not None  # noqa: S101 - _deliver sets it or raises
         return job.result
 
-    def submit(self, message: Email | Message) -> Future[SendResult]:
+    def submit(self, message: Email | Message | OutgoingMessage) -> Future[SendResult]:
         """Queue one message for the background sender and return at once.
 
         The asynchronous form of :meth:`send` (WinDev's ``Asynchronous`` mode): one
@@ -387,14 +392,14 @@ class SMTPSession:
         )
 
     # -- internals --------------------------------------------------------------------------
-    def _prepare(self, message: Email | Message) -> Job:
+    def _prepare(self, message: Email | Message | OutgoingMessage) -> Job:
         """Validate and serialize a message; a refused one becomes a failed job, not a raise.
 
         Any exception while preparing one message fails that message only (a defect in
         the email package, e.g. ``IndexError`` on ``To: <``, included).
         """
         try:
-            outgoing = prepare_message(message)
+            outgoing = message if isinstance(message, OutgoingMessage) else prepare_message(message)
             problem = envelope_problem(outgoing)
         except Exception as exc:  # one message's problem, whatever raised it
             error = exc if isinstance(exc, OAuthSMTPError) else None

@@ -10,5 +10,7 @@ the SMTP session and asks the manager again when it nears expiry.
   of one account's stored token.
 - :mod:`.identify`: ``auth_identify`` (cached token or browser login),
   ``refresh_token``, ``revoke_token`` and ``logout``.
+- :mod:`.apponly`: ``app_token`` and ``AppTokenRenewer``: app-only tokens (no refresh
+  token), renewed by the same grant, single-flight under the store's lock.
 - :mod:`.stores`: where serialized tokens live between processes.
 """

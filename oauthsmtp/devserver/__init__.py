@@ -4,10 +4,11 @@ What it holds, bottom up (each module imports only modules listed before it):
 
 - the authorization server: ``_pages`` (the HTML skeleton and its policy), ``_authmodels``
   (records of clients, codes and tokens; value checks), ``_authgrants`` (authlib's grants
-  and endpoints adapted to them), ``_authhttp`` (the HTTP layer: limits, parsing, responses,
-  and a ``Router`` protocol it hands requests to), ``_authcore`` (authlib's server plus the
-  in-memory store), ``_authendpoints`` (what each path answers) and ``_authserver``
-  (:class:`AuthServer`);
+  and endpoints adapted to them), ``_authapps`` (the app-only grants: client credentials
+  with a secret or ``private_key_jwt``, and the JWT bearer grant), ``_authhttp`` (the HTTP
+  layer: limits, parsing, responses, and a ``Router`` protocol it hands requests to),
+  ``_authcore`` (authlib's server plus the in-memory store), ``_authendpoints`` (what each
+  path answers) and ``_authserver`` (:class:`AuthServer`);
 - the SMTP server: ``_certs`` (a throwaway CA), ``_smtpsasl`` (XOAUTH2 and OAUTHBEARER
   parsing, pure), ``_smtpmessages`` (:class:`ReceivedMessage`), ``_smtpsession`` (one
   connection, which calls back into the server only through the ``ServerHooks`` protocol)

@@ -19,6 +19,7 @@ from typing import Any
 
 from authlib.oauth2.rfc6749 import AuthorizationServer, JsonRequest, OAuth2Request
 
+from ._authapps import DevClientCredentialsGrant, DevJWTBearerGrant, DevPrivateKeyJWT
 from ._authgrants import (
     DevAuthorizationCodeGrant,
     DevIntrospectionEndpoint,
@@ -82,6 +83,11 @@ class Core(AuthorizationServer):  # type: ignore[misc]
             self.register_grant(StaticRefreshTokenGrant)
         self.register_endpoint(DevRevocationEndpoint)
         self.register_endpoint(DevIntrospectionEndpoint)
+        # App-only grants (RFC 6749 §4.4 with RFC 7523 §2.2 client assertions; RFC 7523 §2.1).
+        self.used_jtis: dict[tuple[str, str], float] = {}
+        self.register_grant(DevClientCredentialsGrant)
+        self.register_grant(DevJWTBearerGrant)
+        self.register_client_auth_method("private_key_jwt", DevPrivateKeyJWT(self))
 
     # -- authlib framework hooks
 
@@ -131,6 +137,9 @@ class Core(AuthorizationServer):  # type: ignore[misc]
         return token
 
     def save_token(self, token: Any, request: Any) -> None:
+        if request.authorization_code is None and request.refresh_token is None:
+            self._save_app_token(token, request)
+            return
         now = self.clock()
         client_id = request.client.client_id
         if request.authorization_code is not None:
@@ -176,7 +185,54 @@ class Core(AuthorizationServer):  # type: ignore[misc]
                     clock=self.clock,
                 )
 
+    def _save_app_token(self, token: Any, request: Any) -> None:
+        """An app-only token: client credentials (for the app's mailboxes) or a JWT bearer one."""
+        now = self.clock()
+        client = request.client
+        delegated = request.user is not None
+        user = str(request.user) if delegated else ""
+        if not delegated and client.dev.email is not None:
+            user = client.dev.email  # a service account's own token, no delegation
+        access = token["access_token"]
+        with self.lock:
+            self.access_tokens[access] = TokenRecord(
+                kind="access_token",
+                value=access,
+                client_id=client.client_id,
+                user=user,
+                scope=token["scope"],
+                family=secrets.token_urlsafe(16),
+                issued_at=now,
+                expires_at=now + int(token["expires_in"]),
+                clock=self.clock,
+                mailboxes=() if user else tuple(client.dev.mailboxes),
+            )
+        if user:
+            _EVENTS.info("app-only: token for %s (service account %s)", user, client.client_id)
+        else:
+            _EVENTS.info("app-only: token for app %s", client.client_id)
+
     # -- store
+
+    def dev_use_jti(self, client_id: str, jti: object, exp: object) -> bool:
+        """Record an assertion's ``jti``; False when it was seen before (a replay)."""
+        if not isinstance(jti, str) or not jti or len(jti) > 256:
+            return False
+        now = self.clock()
+        with self.lock:
+            for key in [k for k, until in self.used_jtis.items() if until < now - 120]:
+                del self.used_jtis[key]
+            if (client_id, jti) in self.used_jtis:
+                return False
+            self.used_jtis[(client_id, jti)] = float(exp) if isinstance(exp, int) else now + 3600
+            return True
+
+    def dev_find_service_account(self, issuer: str) -> ClientRecord | None:
+        with self.lock:
+            for record in self.clients.values():
+                if record.dev.email is not None and record.dev.email == issuer:
+                    return record
+            return None
 
     def dev_save_code(self, code: str, request: Any) -> None:
         now = self.clock()

@@ -31,6 +31,8 @@ CODE_LIFETIME = 60
 MAX_VALUE = 4096  # characters accepted in one parameter value
 AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 GRANT_TYPES = ("authorization_code", "refresh_token")
+CLIENT_CREDENTIALS = "client_credentials"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 _REDIRECT_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _VSCHAR = re.compile(r"^[\x20-\x7e]+$")
 _URI_CHARS = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$")
@@ -51,11 +53,24 @@ class DevClient:
             Not shown in ``repr``.
         redirect_uris: the exact redirect URIs this client may use; empty means
             any loopback ``http`` URI (RFC 8252 §7.3).
+        grant_types: the grants it may use (apps: ``client_credentials``;
+            service accounts: the JWT bearer grant).
+        public_key: an app's or service account's public key (PEM), which
+            verifies its signed assertions.
+        thumbprint: the ``x5t#S256`` of an app's registered certificate.
+        email: a service account's address (the ``iss`` of its assertions).
+        mailboxes: the mailboxes an app may send as (``Add-MailboxPermission``),
+            or the users a service account may act for (domain-wide delegation).
     """
 
     client_id: str
     client_secret: str | None = field(default=None, repr=False)
     redirect_uris: tuple[str, ...] = ()
+    grant_types: tuple[str, ...] = GRANT_TYPES
+    public_key: str | None = field(default=None, repr=False)
+    thumbprint: str | None = None
+    email: str | None = None
+    mailboxes: tuple[str, ...] = ()
 
     @property
     def public(self) -> bool:
@@ -72,12 +87,15 @@ class TokenInfo:
         client_id: the client the token was issued to.
         scope: the granted scope tokens.
         expires_at: when the token stops being valid (timezone-aware, UTC).
+        mailboxes: for an app-only token (client credentials), the mailboxes
+            it may be used for; ``user`` is then ``""``.
     """
 
     user: str
     client_id: str
     scope: tuple[str, ...]
     expires_at: datetime
+    mailboxes: tuple[str, ...] = ()
 
 
 def is_loopback_redirect(uri: str) -> bool:
@@ -149,6 +167,8 @@ class ClientRecord:
         return hmac.compare_digest(secret.encode("utf-8"), client_secret.encode("utf-8"))
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        if self.dev.public_key is not None and self.dev.thumbprint is not None:
+            return method == "private_key_jwt"  # an app with a certificate
         if self.public:
             return method == "none"
         return method in ("client_secret_basic", "client_secret_post")
@@ -157,7 +177,7 @@ class ClientRecord:
         return response_type == "code"
 
     def check_grant_type(self, grant_type: str) -> bool:
-        return grant_type in GRANT_TYPES
+        return grant_type in self.dev.grant_types
 
 
 @dataclass(eq=False)
@@ -200,6 +220,7 @@ class TokenRecord:
     expires_at: float | None  # None: no expiry (refresh tokens)
     clock: Callable[[], float] = field(repr=False)  # the server's clock (Core.clock)
     revoked: bool = False
+    mailboxes: tuple[str, ...] = ()  # app-only tokens: the mailboxes they may be used for
 
     def check_client(self, client: Any) -> bool:
         return bool(client is not None and client.client_id == self.client_id)

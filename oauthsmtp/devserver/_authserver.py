@@ -48,10 +48,9 @@ from oauthsmtp._oauth.params import OAuth2Parameters, is_loopback_host
 from ._authcore import Core
 from ._authendpoints import EndpointRouter, Endpoints, PageHandler, PageResult, PendingConsent
 from ._authhttp import DevHTTPServer
-from ._authmodels import CODE_LIFETIME as CODE_LIFETIME
-from ._authmodels import EXTRA_SCOPES as EXTRA_SCOPES
-from ._authmodels import SCOPE as SCOPE
 from ._authmodels import (
+    CLIENT_CREDENTIALS,
+    JWT_BEARER,
     ClientRecord,
     DevClient,
     TokenInfo,
@@ -59,6 +58,9 @@ from ._authmodels import (
     is_loopback_redirect,
     valid_email,
 )
+from ._authmodels import CODE_LIFETIME as CODE_LIFETIME
+from ._authmodels import EXTRA_SCOPES as EXTRA_SCOPES
+from ._authmodels import SCOPE as SCOPE
 
 __all__ = ["AuthServer", "DevClient", "PageHandler", "PageResult", "TokenInfo"]
 
@@ -353,6 +355,105 @@ class AuthServer(Endpoints):
             self._core.clients[client_id] = ClientRecord(dev)
         return dev
 
+    def register_app(
+        self,
+        client_id: str | None = None,
+        *,
+        client_secret: str | None = None,
+        certificate: str | bytes | None = None,
+        mailboxes: Sequence[str] = (),
+    ) -> DevClient:
+        """Register an app for app-only tokens (client credentials, RFC 6749 §4.4).
+
+        Like an Entra ID app registration with the ``SMTP.SendAsApp`` permission:
+        it authenticates with its secret, or (with ``certificate``) with a
+        ``private_key_jwt`` assertion (RFC 7523 §2.2) whose ``x5t#S256`` header
+        names that certificate; its tokens are accepted by the SMTP server for
+        the ``mailboxes`` given here (``Add-MailboxPermission``), and only those.
+
+        Args:
+            client_id: default a random ``app-...`` id.
+            client_secret: the secret; a random one when neither it nor a
+                certificate is given.
+            certificate: a PEM certificate; the app then has no secret.
+            mailboxes: the addresses the app may send as.
+
+        Raises:
+            ConfigurationError: both a secret and a certificate, a certificate
+                that does not parse, or a mailbox that is not an address.
+        """
+        from ._authapps import describe_certificate
+
+        if client_secret is not None and certificate is not None:
+            raise ConfigurationError("an app has a client_secret or a certificate, not both")
+        boxes = tuple(self._check_user(m) for m in mailboxes)
+        client_id = check_token_text(
+            "client_id", client_id if client_id is not None else "app-" + secrets.token_urlsafe(9)
+        )
+        public_key = thumbprint = None
+        secret: str | None = None
+        if certificate is not None:
+            public_key, thumbprint = describe_certificate(certificate)
+        else:
+            secret = check_token_text(
+                "client_secret",
+                client_secret if client_secret is not None else secrets.token_urlsafe(32),
+            )
+        dev = DevClient(
+            client_id=client_id,
+            client_secret=secret,
+            grant_types=(CLIENT_CREDENTIALS,),
+            public_key=public_key,
+            thumbprint=thumbprint,
+            mailboxes=boxes,
+        )
+        return self._add_client(dev)
+
+    def register_service_account(
+        self, email: str | None = None, *, delegated: Sequence[str] = ()
+    ) -> dict[str, str]:
+        """Register a service account and return its JSON key, shaped as Google's.
+
+        The key (``type``, ``client_email``, ``client_id``, ``private_key_id``,
+        ``private_key``, ``token_uri`` = this server's token endpoint) is what
+        :func:`oauthsmtp.providers.google_service_account` reads. The account
+        may get tokens by the JWT bearer grant (RFC 7523 §2.1) for itself and,
+        with ``sub``, for the ``delegated`` users (domain-wide delegation).
+
+        Raises:
+            ConfigurationError: an address that is not one.
+        """
+        from ._authapps import new_service_account_key
+
+        users = tuple(self._check_user(m) for m in delegated)
+        number = str(secrets.randbelow(10**20)).rjust(21, "1")
+        email = self._check_user(email or f"sa-{number[-6:]}@dev-project.iam.oauthsmtp.test")
+        private_pem, public_pem, key_id = new_service_account_key()
+        dev = DevClient(
+            client_id=number,
+            grant_types=(JWT_BEARER,),
+            public_key=public_pem,
+            email=email,
+            mailboxes=users,
+        )
+        self._add_client(dev)
+        return {
+            "type": "service_account",
+            "project_id": "dev-project",
+            "private_key_id": key_id,
+            "private_key": private_pem,
+            "client_email": email,
+            "client_id": number,
+            "token_uri": self.token_endpoint,
+        }
+
+    def _add_client(self, dev: DevClient) -> DevClient:
+        with self._lock:
+            if dev.client_id in self._core.clients:
+                raise ConfigurationError(f"client_id {dev.client_id!r} is already registered")
+            self._core.clients[dev.client_id] = ClientRecord(dev)
+        return dev
+
     def parameters(
         self,
         client: DevClient,
@@ -395,12 +496,14 @@ class AuthServer(Endpoints):
                 return None
             expires_at = record.expires_at
             info = (record.user, record.client_id, tuple(record.scope.split()))
+            mailboxes = record.mailboxes
         assert expires_at is not None  # noqa: S101 - access tokens always expire
         return TokenInfo(
             user=info[0],
             client_id=info[1],
             scope=info[2],
             expires_at=datetime.fromtimestamp(expires_at, tz=timezone.utc),
+            mailboxes=mailboxes,
         )
 
     def expire_access_tokens(self) -> None:

@@ -462,8 +462,12 @@ class SMTPServer:
         )
         return message
 
-    async def _validate(self, token: str) -> str | None:
-        """Return the token's user, or None; raise ValidatorFailedError if the validator broke."""
+    async def _validate(self, token: str, claimed: str | None = None) -> str | None:
+        """Return the token's user, or None; raise ValidatorFailedError if the validator broke.
+
+        An app-only token (its info lists ``mailboxes`` and has no user) is good
+        for the ``claimed`` user when that is one of its mailboxes.
+        """
         loop = asyncio.get_running_loop()
         try:
             info = await loop.run_in_executor(None, self.token_validator, token)
@@ -472,7 +476,11 @@ class SMTPServer:
             logger.error("token validator raised %s", type(exc).__name__)
             raise ValidatorFailedError from None
         user = getattr(info, "user", None)
-        return user if isinstance(user, str) else None
+        mailboxes = getattr(info, "mailboxes", ())
+        if not user and mailboxes and claimed is not None:
+            allowed = {box.casefold() for box in mailboxes if isinstance(box, str)}
+            return claimed if claimed.casefold() in allowed else None
+        return user if isinstance(user, str) and user else None
 
 
 class _Hooks:
@@ -514,8 +522,8 @@ class _Hooks:
     ) -> None:
         self._server._record_auth(mechanism, user, success, fields)
 
-    async def validate(self, token: str) -> str | None:
-        return await self._server._validate(token)
+    async def validate(self, token: str, claimed: str | None = None) -> str | None:
+        return await self._server._validate(token, claimed)
 
 
 def _is_loopback(host: str) -> bool:

@@ -92,8 +92,9 @@ class ServerHooks(Protocol):
     ) -> None:
         """Note one AUTH attempt; never given a token."""
 
-    async def validate(self, token: str) -> str | None:
-        """The token's user, or None; raises :class:`ValidatorFailedError` if the check broke."""
+    async def validate(self, token: str, claimed: str | None = None) -> str | None:
+        """The token's user (or ``claimed``, for an app token allowed to use that mailbox),
+        or None; raises :class:`ValidatorFailedError` if the check broke."""
 
 
 class _Session(Session):
@@ -261,7 +262,7 @@ class Handler:
             return AuthResult(success=False, handled=True)
         try:
             # An empty token is RFC 7628 §4.3's discovery probe: it gets the error challenge.
-            owner = await server.validate(token) if token else None
+            owner = await server.validate(token, claimed) if token else None
         except ValidatorFailedError:
             server.record_auth(mechanism, claimed, False, fields)
             await smtp.push("454 4.7.0 Temporary authentication failure")
