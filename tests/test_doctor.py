@@ -88,9 +88,11 @@ def edit_token(home: Path, **fields: Any) -> None:
     store.save(settings.token_key, json.dumps({**json.loads(raw), **fields}))
 
 
-def doctor(capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, dict[str, str], str]:
+def doctor(
+    capsys: pytest.CaptureFixture[str], *extra: str, account: str = ACCOUNT
+) -> tuple[int, dict[str, str], str]:
     """Run doctor; (exit code, {check: its line}, whole output). Asserts no secret shows."""
-    code, out, err = run(capsys, "doctor", "--account", ACCOUNT, *extra)
+    code, out, err = run(capsys, "doctor", "--account", account, *extra)
     for secret in SECRETS:
         assert secret not in out + err
     lines = {line[6:20].strip(): line for line in out.splitlines() if line[:1].strip()}
@@ -387,6 +389,40 @@ def test_rejected_token_is_refreshed_once_then_reported(
     assert code == 1
     assert lines["smtp auth"] == "FAIL  smtp auth     535 5.7.3: Microsoft 365 refused the token."
     assert "https://outlook.office.com/SMTP.Send" in fix_of(out, "smtp auth")
+
+
+def test_app_only_account(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    certs: CertificateSet,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A microsoft-app account: the app's grant instead of a refresh token; all checks pass."""
+    mailbox = "shared@example.org"
+    monkeypatch.setenv("OAUTHSMTP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OAUTHSMTP_STORE", "file")
+    monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca_cert))
+    with (
+        AuthServer() as auth,
+        SMTPServer(auth.validate_access_token, certificates=certs) as smtp,
+    ):
+        app = auth.register_app(mailboxes=[mailbox])
+        assert app.client_secret is not None
+        secret = tmp_path / "secret.txt"
+        secret.write_text(app.client_secret + "\n")
+        secret.chmod(0o600)
+        code, _, err = run(capsys, "login", "--account", mailbox, "--provider", "microsoft-app",
+                           "--client-id", app.client_id, "--tenant", "dev.test",
+                           "--client-secret-file", str(secret), "--token-url",
+                           auth.token_endpoint, "--scope", auth.scope, "--smtp-host", "localhost",
+                           "--smtp-port", str(smtp.port), "--security", "starttls")  # fmt: skip
+        assert code == 0, err
+        code, lines, out = doctor(capsys, account=mailbox)
+        assert app.client_secret not in out
+        assert smtp.messages == []
+    assert code == 0, out
+    assert "app-only token obtained by the app's grant" in lines["token"]
+    assert lines["smtp auth"].startswith("ok")
 
 
 # -- the judgements, without servers ----------------------------------------------------------
