@@ -141,8 +141,8 @@ TABLE: tuple[Explanation, ...] = (
         "no token can change that.",
         fix="an Exchange admin runs Set-TransportConfig -SmtpClientAuthenticationDisabled $false "
         "(or enables it for this mailbox only: Set-CASMailbox -Identity {account} "
-        "-SmtpClientAuthenticationDisabled $false); or send through Microsoft Graph instead. "
-        "Refreshing or retrying will not help.",
+        "-SmtpClientAuthenticationDisabled $false); or send through Microsoft Graph instead "
+        "(https://aka.ms/smtp_auth_disabled). Refreshing or retrying will not help.",
         patterns=(r"5\.7\.139.*\btenant\b", r"smtpclientauthentication is disabled for the tenant"),
     ),
     Explanation(
@@ -151,7 +151,8 @@ TABLE: tuple[Explanation, ...] = (
         cause="the mailbox has SMTP client authentication turned off; no token can change that.",
         fix="an Exchange admin runs Set-CASMailbox -Identity {account} "
         "-SmtpClientAuthenticationDisabled $false (the change can take an hour to apply); or "
-        "send through Microsoft Graph instead. Refreshing or retrying will not help.",
+        "send through Microsoft Graph instead (https://aka.ms/smtp_auth_disabled). Refreshing "
+        "or retrying will not help.",
         patterns=(
             r"5\.7\.139.*\bmailbox\b",
             r"smtpclientauthentication is disabled for the mailbox",
@@ -164,7 +165,8 @@ TABLE: tuple[Explanation, ...] = (
         "defaults / a Conditional Access policy block it.",
         fix="an Exchange admin runs Set-CASMailbox -Identity {account} "
         "-SmtpClientAuthenticationDisabled $false (or Set-TransportConfig for the tenant) and "
-        "checks that security defaults do not block SMTP AUTH; or send through Microsoft Graph.",
+        "checks that security defaults do not block SMTP AUTH; or send through Microsoft Graph "
+        "(https://aka.ms/smtp_auth_disabled).",
         patterns=(r"\b5\.7\.139\b", r"smtpclientauthentication is disabled"),
     ),
     Explanation(

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from oauthsmtp._errors import TokenError
+from oauthsmtp._explain import lookup
 from oauthsmtp._util.clock import utcnow
 from oauthsmtp._util.jsonobject import load_json_object
 
@@ -169,40 +170,16 @@ class TokenState:
         )
 
 
-_HINTS = (
-    (
-        "AADSTS700025",
-        "this Microsoft app is a public client: do not send a client secret "
-        "(remove client_secret / --client-secret)",
-    ),
-    (
-        "AADSTS7000218",
-        "this Microsoft app registration expects a client secret (a Web platform): pass "
-        "the secret, or add a 'Mobile and desktop applications' platform with redirect "
-        "http://localhost and log in without one",
-    ),
-    (
-        "AADSTS50011",
-        "the redirect URL is not registered for this Microsoft app: add http://localhost "
-        "under 'Mobile and desktop applications'",
-    ),
-    (
-        "AADSTS65001",
-        "the user or an administrator has not consented to the SMTP.Send permission",
-    ),
-)
-
-
 def _hint(error: str, description: str) -> str:
-    """A short 'what to do' for well-known provider errors."""
-    for marker, advice in _HINTS:
-        if marker in description:
-            return f". Hint: {advice}"
-    if error == "invalid_client":
-        return ". Hint: check the client id and secret (and whether this client needs a secret)"
-    if error == "invalid_grant":
-        return ". Hint: the code or refresh token is expired or revoked; log in again"
-    return ""
+    """What to do for a known provider error, from the explain table (the fix is written once).
+
+    Looked up in :data:`oauthsmtp._explain.TABLE` (also ``oauthsmtp explain`` and
+    docs/troubleshooting.md); "" when the table knows nothing of it.
+    """
+    entry = lookup(f"{error} {description}")
+    if entry is None:
+        return ""
+    return f". Hint: {entry.title} {entry.fix.replace('{account}', '<mailbox>')}"
 
 
 def _describe_body(content_type: str, body: bytes) -> str:
