@@ -34,7 +34,7 @@ def token_error(body: dict[str, str]) -> TokenError:
     ("error", "description", "key"),
     [
         ("invalid_client", "AADSTS700025: Client is public so neither ...", "aadsts700025"),
-        ("invalid_client", "AADSTS7000218: ... 'client_assertion' or 'client_secret'.", "aadsts7000218"),
+        ("invalid_client", "AADSTS7000218: ... 'client_secret'.", "aadsts7000218"),
         ("invalid_grant", "AADSTS50011: The redirect URI ...", "aadsts50011"),
         ("invalid_grant", "Token has been expired or revoked.", "oauth-invalid-grant"),
         ("admin_policy_enforced", "", "google-admin-policy"),
