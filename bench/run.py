@@ -11,6 +11,7 @@ Sections (see bench/README.md for what each measures):
 ``send``     every client on loopback and through the 20 ms delay proxy, small and 1 MB
 ``refresh``  token requests for 8 threads and 4 processes on an expired cached token
 ``startup``  ``import oauthsmtp``, ``oauthsmtp token``, a cold "refresh + send one message"
+``api``      SMTP pipelining beside the Gmail API and Graph sessions, through the delay proxy
 
 The servers (oauthsmtp's development provider) and the delay proxy run in their own
 processes; the clients run in this one, so its CPU time is the client's alone.
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+
+import api
 import shlex
 import sys
 import time
@@ -36,7 +39,7 @@ from messages import LARGE, SMALL
 
 from oauthsmtp.devserver import headless_login
 
-SECTIONS = ("send", "refresh", "startup")
+SECTIONS = ("send", "refresh", "startup", "api")
 ONE_WAY_DELAY_MS = 10.0
 
 
@@ -89,6 +92,23 @@ def send_tables(servers: Helper, proxy: Helper, *, quick: bool) -> list[Table]:
         print(f"\n== sending, {kind.name}: through the delay proxy", flush=True)
         tables.append(throughput.delay_table(servers, delayed, kind, count, rtt))
         tables[-1].show()
+    return tables
+
+
+def api_tables(servers: Helper, proxy: Helper, *, quick: bool) -> list[Table]:
+    """SMTP pipelining and the two HTTP APIs, each through a delay proxy."""
+    info = servers.info
+    token = headless_login(refresh.parameters(info), account=info["account"])
+    common = {"ca_file": info["ca_file"], "account": info["account"], "token": token}
+    delayed = Target("delay proxy", "127.0.0.1", proxy.info["port"], **common)
+    rtt = 2 * proxy.info["delay"]
+    target = f"127.0.0.1:{info['api_port']}"
+    tables = []
+    with Helper("proxy.py", "--target", target, "--delay-ms", str(ONE_WAY_DELAY_MS)) as api_proxy:
+        for kind, count in ((SMALL, 20 if quick else 100), (LARGE, 5 if quick else 20)):
+            print(f"\n== HTTP APIs beside SMTP, {kind.name}", flush=True)
+            tables.append(api.api_table(servers, delayed, api_proxy.info["port"], kind, count, rtt))
+            tables[-1].show()
     return tables
 
 
@@ -161,6 +181,8 @@ def main(argv: list[str]) -> int:
         for section in ("refresh", "startup"):
             if section in args.sections:
                 tables += other_tables(section, servers, quick=args.quick)
+        if "api" in args.sections:
+            tables += api_tables(servers, proxy, quick=args.quick)
     took = time.perf_counter() - started
     print(f"\nthe benchmark took {took:.0f} s", flush=True)
     write_results(args.output, args, tables, took)

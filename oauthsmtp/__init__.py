@@ -12,6 +12,7 @@ The private packages follow the data path, each importing only those before it
     _tokens/    AuthToken, single-flight refresh, auth_identify; stores/ keep tokens
     _message/   Email and EmailMessage -> checked, rendered wire bytes
     _smtp/      SASL, the wire, AUTH, transactions, the pool -> SMTPSession
+    _api/       the same messages and results over HTTP: GmailAPISession, GraphSession
     _mailbox/   the same token for reading mail: IMAP and POP3 logins (imaplib, poplib)
     _cli/       the ``oauthsmtp`` command, on top of all of the above
     devserver/  the local development provider (authorization + SMTP server)
@@ -22,6 +23,7 @@ import importlib as _importlib
 from ._errors import (
     AccessDenied,
     AccountMismatch,
+    APIError,
     AuthorizationError,
     AuthorizationTimeout,
     CallbackError,
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     from . import providers
+    from ._api.gmail import GmailAPISession
+    from ._api.graph import GraphSession
     from ._explain import explain
     from ._mailbox.login import imap_authenticate, pop3_authenticate
     from ._message.prepare import Email
@@ -50,7 +54,7 @@ if TYPE_CHECKING:
     from ._smtp.session import SendResult, SMTPSession, VerifyResult
     from ._smtp.wire import SMTPConnectionError, SMTPTimeoutError
     from ._tokens.apponly import app_token
-    from ._tokens.identify import auth_identify, refresh_token, revoke_token
+    from ._tokens.identify import auth_identify, import_token, refresh_token, revoke_token
     from ._tokens.stores.base import TokenKey, TokenStore
     from ._tokens.stores.choose import default_store
     from ._tokens.stores.filestore import FileStore
@@ -60,6 +64,7 @@ if TYPE_CHECKING:
 del TYPE_CHECKING
 
 __all__ = [
+    "APIError",
     "AccessDenied",
     "AccountMismatch",
     "AuthToken",
@@ -70,6 +75,8 @@ __all__ = [
     "ConfigurationError",
     "Email",
     "FileStore",
+    "GmailAPISession",
+    "GraphSession",
     "KeyringStore",
     "LoginRequired",
     "LoopbackError",
@@ -94,6 +101,7 @@ __all__ = [
     "default_store",
     "explain",
     "imap_authenticate",
+    "import_token",
     "pop3_authenticate",
     "providers",
     "refresh_token",
@@ -106,6 +114,7 @@ _LAZY = {
     "ClientCredentials": "._oauth.appgrants",
     "app_token": "._tokens.apponly",
     "auth_identify": "._tokens.identify",
+    "import_token": "._tokens.identify",
     "refresh_token": "._tokens.identify",
     "revoke_token": "._tokens.identify",
     "FileStore": "._tokens.stores.filestore",
@@ -124,6 +133,8 @@ _LAZY = {
     "VerifyResult": "._smtp.session",
     "SMTPConnectionError": "._smtp.wire",
     "SMTPTimeoutError": "._smtp.wire",
+    "GmailAPISession": "._api.gmail",
+    "GraphSession": "._api.graph",
 }
 
 

@@ -55,7 +55,14 @@ class AccountSettings:
         revocation_url / issuer / extra_auth_params: the OAuth2 client.
         has_client_secret: whether a client secret is kept in the token store.
         tenant: the Microsoft tenant, when the provider is ``microsoft``.
-        smtp_host / smtp_port / security: where mail is sent.
+        device_authorization_url: the RFC 8628 endpoint, when known (``--flow device``).
+        smtp_host / smtp_port / security: where mail is sent over SMTP.
+        transport: ``"smtp"`` (the default) or ``"api"``: ``oauthsmtp send`` then sends
+            through the Gmail API (``gmail``, ``google-service-account``) or Microsoft Graph
+            (``microsoft``; ``microsoft-app`` through ``/users/{account}``;
+            ``custom``: the Gmail API when ``api_url`` has a ``/gmail/`` segment, else Graph).
+        api_url: the API's base URL when not the public one (national clouds, the
+            development provider); None for the default.
     """
 
     account: str
@@ -73,6 +80,9 @@ class AccountSettings:
     extra_auth_params: Mapping[str, str] = field(default_factory=dict)
     has_client_secret: bool = False
     tenant: str | None = None
+    transport: str = "smtp"
+    api_url: str | None = None
+    device_authorization_url: str | None = None
 
     def __post_init__(self) -> None:
         """Refuse values no command could use (they would be recorded and fail later).
@@ -80,13 +90,20 @@ class AccountSettings:
         Raises:
             ConfigurationError: a field has the wrong type, the account or SMTP
                 host is empty or holds white space or control characters, the
-                port is not 1-65535, or the security is not starttls/ssl/none.
+                port is not 1-65535, the security is not starttls/ssl/none, or the
+                transport is not smtp/api.
         """
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in ("smtp_port", "has_client_secret", "scope", "extra_auth_params"):
                 continue
-            optional = f.name in ("revocation_url", "issuer", "tenant")
+            optional = f.name in (
+                "revocation_url",
+                "issuer",
+                "tenant",
+                "api_url",
+                "device_authorization_url",
+            )
             if not isinstance(value, str) and not (optional and value is None):
                 raise ConfigurationError(f"account setting {f.name} must be a string")
             if isinstance(value, str) and _CONTROL.search(value):
@@ -107,6 +124,10 @@ class AccountSettings:
         if self.security not in _SECURITY:
             raise ConfigurationError(
                 f"the SMTP security {self.security!r:.20} is not one of {', '.join(_SECURITY)}"
+            )
+        if self.transport not in ("smtp", "api"):
+            raise ConfigurationError(
+                f"the transport {self.transport!r:.20} is not smtp or api (give --transport)"
             )
         if not isinstance(self.has_client_secret, bool):
             raise ConfigurationError("account setting has_client_secret must be true or false")
@@ -130,7 +151,17 @@ class AccountSettings:
             extra_auth_params=dict(self.extra_auth_params),
             revocation_url=self.revocation_url,
             issuer=self.issuer,
+            device_authorization_url=self.device_authorization_url,
         )
+
+    @property
+    def api(self) -> str:
+        """Which HTTP API ``transport="api"`` means: ``"gmail"`` or ``"graph"``."""
+        if self.provider in ("gmail", "google-service-account"):
+            return "gmail"
+        if self.provider == "custom" and self.api_url and "/gmail/" in self.api_url + "/":
+            return "gmail"
+        return "graph"
 
     @property
     def token_key(self) -> TokenKey:

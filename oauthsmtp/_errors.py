@@ -16,6 +16,7 @@ it is mixed in so that ordinary ``except`` clauses keep working::
     ├── TokenError                           the token endpoint failed (RFC 6749 §5.2)
     ├── TokenStoreError                      the keyring or token file failed
     ├── MailboxAuthError                     an IMAP or POP3 server refused the token
+    ├── APIError                             Gmail API or Graph refused the session (HTTP status)
     └── SMTPError                            the SMTP conversation failed
         ├── SMTPAuthError                    AUTH was refused (code and provider error attached)
         ├── SMTPTimeoutError (TimeoutError)  a socket operation passed its deadline (_smtpwire)
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = [
+    "APIError",
     "AccessDenied",
     "AccountMismatch",
     "AuthorizationError",
@@ -237,4 +239,33 @@ class MailboxAuthError(OAuthSMTPError):
         self.mechanism = mechanism
         self.server_message = server_message
         self.provider_error = dict(provider_error) if provider_error else None
+        self.retryable = retryable
+
+
+class APIError(OAuthSMTPError):
+    """An HTTP sending API (Gmail API, Microsoft Graph) refused the session's requests.
+
+    Raised by :class:`~oauthsmtp.GmailAPISession` and :class:`~oauthsmtp.GraphSession` when
+    no message can be sent until something changes: the token is refused even after a
+    refresh, the token was issued for another API, or a configuration problem (API not
+    enabled, permission missing, mailbox without a licence). One refused message is a
+    ``"failed"`` :class:`~oauthsmtp.SendResult`, not this error.
+
+    Attributes:
+        status: the HTTP status, when an answer arrived.
+        error: the API's own error code (``"ErrorAccessDenied"``, ``"SERVICE_DISABLED"``...).
+        retryable: whether trying again later (not changing anything) may succeed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error: str | None = None,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
         self.retryable = retryable

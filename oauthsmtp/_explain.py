@@ -60,7 +60,10 @@ class Explanation:
 
 _LOGIN = "oauthsmtp login --account {account}"
 
-_GRAPH = "send through Microsoft Graph instead"
+_GRAPH = (
+    "send through Microsoft Graph instead "
+    "(oauthsmtp login --account {account} --transport api; docs/api.md)"
+)
 
 TABLE: tuple[Explanation, ...] = (
     # -- the account, its saved login and its token (what oauthsmtp doctor checks first) ------
@@ -120,7 +123,7 @@ TABLE: tuple[Explanation, ...] = (
         cause="a Graph scope (https://graph.microsoft.com/Mail.Send) was granted; Exchange "
         "Online's SMTP server accepts only tokens for https://outlook.office.com/SMTP.Send.",
         fix=f"log in again asking for https://outlook.office.com/SMTP.Send offline_access "
-        f"({_LOGIN} --provider microsoft); or {_GRAPH} with the Graph token.",
+        f"({_LOGIN} --provider microsoft); or {_GRAPH}.",
         patterns=(r"microsoft graph scope, not smtp\.send",),
     ),
     Explanation(
@@ -142,7 +145,8 @@ TABLE: tuple[Explanation, ...] = (
         fix="an Exchange admin runs Set-TransportConfig -SmtpClientAuthenticationDisabled $false "
         "(or enables it for this mailbox only: Set-CASMailbox -Identity {account} "
         "-SmtpClientAuthenticationDisabled $false); or send through Microsoft Graph instead "
-        "(https://aka.ms/smtp_auth_disabled). Refreshing or retrying will not help.",
+        "(oauthsmtp login --account {account} --transport api; docs/api.md); see "
+        "https://aka.ms/smtp_auth_disabled. Refreshing or retrying will not help.",
         patterns=(r"5\.7\.139.*\btenant\b", r"smtpclientauthentication is disabled for the tenant"),
     ),
     Explanation(
@@ -151,8 +155,9 @@ TABLE: tuple[Explanation, ...] = (
         cause="the mailbox has SMTP client authentication turned off; no token can change that.",
         fix="an Exchange admin runs Set-CASMailbox -Identity {account} "
         "-SmtpClientAuthenticationDisabled $false (the change can take an hour to apply); or "
-        "send through Microsoft Graph instead (https://aka.ms/smtp_auth_disabled). Refreshing "
-        "or retrying will not help.",
+        "send through Microsoft Graph instead (oauthsmtp login --account {account} --transport "
+        "api; docs/api.md); see https://aka.ms/smtp_auth_disabled. Refreshing or retrying will "
+        "not help.",
         patterns=(
             r"5\.7\.139.*\bmailbox\b",
             r"smtpclientauthentication is disabled for the mailbox",
@@ -166,7 +171,8 @@ TABLE: tuple[Explanation, ...] = (
         fix="an Exchange admin runs Set-CASMailbox -Identity {account} "
         "-SmtpClientAuthenticationDisabled $false (or Set-TransportConfig for the tenant) and "
         "checks that security defaults do not block SMTP AUTH; or send through Microsoft Graph "
-        "(https://aka.ms/smtp_auth_disabled).",
+        "(oauthsmtp login --account {account} --transport api; docs/api.md); see "
+        "https://aka.ms/smtp_auth_disabled.",
         patterns=(r"\b5\.7\.139\b", r"smtpclientauthentication is disabled"),
     ),
     Explanation(

@@ -23,7 +23,10 @@ if TYPE_CHECKING:
     from oauthsmtp._oauth.appgrants import ClientCredentials
 
 __all__ = [
+    "GMAIL_API_SCOPE",
     "GMAIL_SCOPE",
+    "GRAPH_APP_SCOPE",
+    "GRAPH_MAIL_SEND_SCOPE",
     "IDENTITY_SCOPES",
     "MAIL_SCOPES",
     "MICROSOFT_SMTP_SCOPE",
@@ -45,6 +48,20 @@ MICROSOFT_APP_SCOPE = "https://outlook.office365.com/.default"
 application permissions, among them ``SMTP.SendAsApp``."""
 DEV_SCOPE = "https://mail.oauthsmtp.test/smtp"
 
+GMAIL_API_SCOPE = "https://www.googleapis.com/auth/gmail.send"
+"""Sending through the Gmail API only (a "sensitive" scope; SMTP's is "restricted")."""
+
+GRAPH_MAIL_SEND_SCOPE = "https://graph.microsoft.com/Mail.Send"
+"""Sending through Microsoft Graph (``sendMail``) as the signed-in user."""
+
+GRAPH_APP_SCOPE = "https://graph.microsoft.com/.default"
+"""App-only Microsoft Graph: the application permissions granted to the app (``Mail.Send``)."""
+
+_DEV_API_SCOPES = (
+    "https://mail.oauthsmtp.test/gmail.send",
+    "https://mail.oauthsmtp.test/Mail.Send",
+)
+
 OUTLOOK_COM_SMTP_HOST = "smtp-mail.outlook.com"
 """Outlook.com (consumer) accounts send here; Microsoft 365 uses ``smtp.office365.com``
 (both STARTTLS on 587; secondary sources, see docs/login.md)."""
@@ -54,10 +71,18 @@ IDENTITY_SCOPES = "openid email"
 the account that logged in (checked against ``account=``)."""
 
 MAIL_SCOPES = frozenset(
-    {GMAIL_SCOPE, MICROSOFT_SMTP_SCOPE, "https://outlook.office365.com/.default", DEV_SCOPE}
+    {
+        GMAIL_SCOPE,
+        MICROSOFT_SMTP_SCOPE,
+        "https://outlook.office365.com/.default",
+        DEV_SCOPE,
+        GMAIL_API_SCOPE,
+        GRAPH_MAIL_SEND_SCOPE,
+        *_DEV_API_SCOPES,
+    }
 )
-"""Scopes that grant SMTP sending; a login that asked for one must be granted it
-(docs/security.md rule 17)."""
+"""Scopes that grant sending (SMTP or an HTTP API); a login that asked for one must be
+granted it (docs/security.md rule 17)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +95,8 @@ class ProviderInfo:
             (``{tenant}`` stands for the Microsoft tenant).
         scope: the scopes requested.
         smtp_host / smtp_port / security: where to send mail.
+        device_authorization_url: the RFC 8628 endpoint, where the provider allows
+            the device login for mail (Microsoft; not Google).
     """
 
     name: str
@@ -80,6 +107,7 @@ class ProviderInfo:
     smtp_host: str
     smtp_port: int
     security: str
+    device_authorization_url: str | None = None
 
 
 PROVIDERS: dict[str, ProviderInfo] = {
@@ -102,6 +130,7 @@ PROVIDERS: dict[str, ProviderInfo] = {
         smtp_host="smtp.office365.com",
         smtp_port=587,
         security="starttls",
+        device_authorization_url="https://login.microsoftonline.com/{tenant}/oauth2/v2.0/devicecode",
     ),
 }
 """The presets, by name."""
@@ -112,15 +141,23 @@ def gmail(
     client_id: str,
     client_secret: str,
     redirect_url: str = "http://localhost:9000",
+    api: bool = False,
     **overrides: Any,
 ) -> OAuth2Parameters:
     """Parameters for Gmail and Google Workspace.
+
+    ``api=True`` asks for :data:`GMAIL_API_SCOPE` (``gmail.send``, for
+    :class:`~oauthsmtp.GmailAPISession`) instead of SMTP's restricted
+    ``https://mail.google.com/``, plus the identity scopes (docs/api.md).
 
     Use a "Desktop app" OAuth client: Google accepts any loopback port for it
     and issues a client secret that it expects on code exchange and refresh
     (it is not confidential for desktop apps). ``access_type=offline`` and
     ``prompt=consent`` make Google return a refresh token every time;
     ``openid email`` makes it say which account logged in (see ``AccountMismatch``).
+    No device login: Google refuses the mail scope in its device flow, so
+    ``auth_identify(..., flow="device")`` raises ConfigurationError naming the
+    alternatives (``flow="paste"``, an SSH port forward, :func:`~oauthsmtp.import_token`).
     """
     if not client_secret:
         raise ConfigurationError(
@@ -134,7 +171,7 @@ def gmail(
         "client_secret": client_secret,
         "auth_url": info.auth_url,
         "token_url": info.token_url,
-        "scope": info.scope,
+        "scope": f"{GMAIL_API_SCOPE} {IDENTITY_SCOPES}" if api else info.scope,
         "redirect_url": redirect_url,
         "extra_auth_params": {"access_type": "offline", "prompt": "consent"},
         "revocation_url": info.revocation_url,
@@ -153,9 +190,15 @@ def microsoft(
     tenant: str = "common",
     client_secret: str | None = None,
     redirect_url: str = "http://localhost:9000",
+    api: bool = False,
     **overrides: Any,
 ) -> OAuth2Parameters:
     """Parameters for Microsoft 365 (work or school) and Outlook.com.
+
+    ``api=True`` asks for Microsoft Graph's ``Mail.Send offline_access`` (for
+    :class:`~oauthsmtp.GraphSession`) instead of ``SMTP.Send``, plus the identity
+    scopes (docs/api.md). One token serves one resource: an SMTP token is refused
+    by Graph ("Invalid audience") and the other way round.
 
     Register a public client ("Mobile and desktop applications" with redirect
     ``http://localhost``) and pass no secret: Entra refuses a secret from a
@@ -183,11 +226,17 @@ def microsoft(
         "client_secret": client_secret,
         "auth_url": info.auth_url.format(tenant=tenant),
         "token_url": info.token_url.format(tenant=tenant),
-        "scope": info.scope,
+        "scope": (
+            f"{GRAPH_MAIL_SEND_SCOPE} offline_access {IDENTITY_SCOPES}" if api else info.scope
+        ),
         "redirect_url": redirect_url,
         "revocation_url": None,
         # RFC 9207 issuer; Entra sends no ``iss`` today, so this is only a guard.
         "issuer": f"https://login.microsoftonline.com/{tenant}/v2.0",
+        # RFC 8628 device login (auth_identify(..., flow="device")).
+        "device_authorization_url": info.device_authorization_url.format(tenant=tenant)
+        if info.device_authorization_url
+        else None,
     }
     values.update(overrides)
     return _build(values)
@@ -254,7 +303,8 @@ def microsoft_app(
     private_key: str | bytes | os.PathLike[str] | None = None,
     certificate: str | bytes | os.PathLike[str] | None = None,
     token_url: str | None = None,
-    scope: str = MICROSOFT_APP_SCOPE,
+    scope: str | None = None,
+    api: bool = False,
 ) -> ClientCredentials:
     """App-only credentials for Microsoft 365 (client credentials, RFC 6749 §4.4).
 
@@ -274,7 +324,12 @@ def microsoft_app(
             which Microsoft recommends over secrets.
         token_url: overrides the tenant's token endpoint (national clouds, the
             development provider).
-        scope: default ``https://outlook.office365.com/.default``.
+        scope: default ``https://outlook.office365.com/.default`` (SMTP), or with
+            ``api=True`` :data:`GRAPH_APP_SCOPE`.
+        api: ask for Microsoft Graph (``https://graph.microsoft.com/.default``: the
+            ``Mail.Send`` application permission, admin consent) for
+            :class:`~oauthsmtp.GraphSession` with ``user=`` the mailbox (docs/api.md),
+            instead of SMTP's ``SMTP.SendAsApp``.
 
     Raises:
         ConfigurationError: a tenant word, both or neither of secret and key, a
@@ -297,7 +352,7 @@ def microsoft_app(
     return ClientCredentials(
         client_id=client_id,
         token_url=token_url or PROVIDERS["microsoft"].token_url.format(tenant=tenant),
-        scope=scope,
+        scope=scope or (GRAPH_APP_SCOPE if api else MICROSOFT_APP_SCOPE),
         client_secret=client_secret,
         private_key=key,
         certificate=_pem_or_file("certificate", certificate),

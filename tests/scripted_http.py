@@ -87,7 +87,7 @@ class Seen:
 
 
 class ScriptedServer:
-    """Answers POSTs from a script of replies; records every request."""
+    """Answers POSTs (and GETs) from a script of replies; records every request."""
 
     def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.replies: deque[Reply] = deque()
@@ -111,6 +111,8 @@ class ScriptedServer:
                 self.send_header("Content-Length", str(len(reply.body)))
                 self.end_headers()
                 self.wfile.write(reply.body)
+
+            do_GET = do_POST  # discovery documents: the same script, no body
 
             def log_message(self, *args: Any) -> None:
                 pass

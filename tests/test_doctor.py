@@ -65,6 +65,7 @@ def hostile(certs: CertificateSet) -> Iterator[Callable[..., HostileServer]]:
     yield start
     for server in started:
         server.stop()
+        assert not server.errors, server.errors
 
 
 def settings_of(home: Path) -> AccountSettings:
@@ -244,6 +245,19 @@ def test_graph_scope_for_smtp_needs_a_login(home: Path, capsys: pytest.CaptureFi
     )
     assert "https://outlook.office.com/SMTP.Send" in fix_of(out, "scopes")
     assert "smtp auth" not in lines
+
+
+def test_api_transport_skips_the_smtp_checks(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An account that sends through Graph: a Graph scope is right, SMTP is not checked."""
+    edit_token(home, scope="https://graph.microsoft.com/Mail.Send offline_access")
+    point(home, provider="microsoft", transport="api")
+    code, lines, _ = doctor(capsys)
+    assert code == 0
+    assert lines["scopes"].startswith("ok    scopes        granted: https://graph.microsoft.com")
+    assert lines["smtp"].startswith("skip  smtp          not used: me@example.org sends through")
+    assert "dns" not in lines
 
 
 # -- the network ------------------------------------------------------------------------------

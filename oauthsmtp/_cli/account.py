@@ -1,4 +1,4 @@
-"""``oauthsmtp account set``: change an account's recorded SMTP server without logging in again."""
+"""``oauthsmtp account set``: change an account's SMTP server or transport without logging in."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ TYPE_CHECKING = False  # typing is not imported at run time: the CLI starts quic
 if TYPE_CHECKING:
     from typing import TextIO
 
+    from oauthsmtp._accounts import AccountSettings
+
 __all__ = ["run_account"]
 
 
@@ -19,10 +21,11 @@ def run_account(args: argparse.Namespace, out: TextIO) -> int:
     """Run ``account ACTION``; returns the exit code."""
     if args.action != "set":  # pragma: no cover - the parser knows only "set"
         raise CommandError(f"unknown action {args.action!r}", code=EXIT_USAGE)
-    if args.smtp_host is None and args.smtp_port is None and args.security is None:
+    flags = (args.smtp_host, args.smtp_port, args.security, args.transport, args.api_url)
+    if all(flag is None for flag in flags):
         raise CommandError(
-            "nothing to change: give --smtp-host, --smtp-port and/or --security "
-            "(see: oauthsmtp account set --help)",
+            "nothing to change: give --smtp-host, --smtp-port, --security, --transport "
+            "and/or --api-url (see: oauthsmtp account set --help)",
             code=EXIT_USAGE,
         )
     import dataclasses
@@ -32,9 +35,41 @@ def run_account(args: argparse.Namespace, out: TextIO) -> int:
     host, port, security = context.smtp_target(
         settings, host=args.smtp_host, port=args.smtp_port, security=args.security
     )
-    before = f"{settings.smtp_host}:{settings.smtp_port} ({settings.security})"
-    after = f"{host}:{port} ({security})"
-    accounts.put(dataclasses.replace(settings, smtp_host=host, smtp_port=port, security=security))
+    api_url = settings.api_url
+    if args.api_url is not None:
+        from oauthsmtp._api.http import check_base_url
+
+        api_url = check_base_url(args.api_url, "--api-url")
+    transport = args.transport or settings.transport
+    if transport == "api" and settings.provider == "custom" and not api_url:
+        raise CommandError(
+            "--transport api for a custom provider needs --api-url (the API's base URL)",
+            code=EXIT_USAGE,
+        )
+    updated = dataclasses.replace(
+        settings,
+        smtp_host=host,
+        smtp_port=port,
+        security=security,
+        transport=transport,
+        api_url=api_url,
+    )
+    before, after = _target(settings), _target(updated)
+    accounts.put(updated)
     change = f"{before} -> {after}" if before != after else f"{after} (unchanged)"
     print(f"oauthsmtp: {args.account} now sends through {change}.", file=sys.stderr)
+    if transport != settings.transport:
+        print(
+            f"oauthsmtp: the saved token was issued for {settings.transport.upper()}; an API "
+            "refuses a token for SMTP (and the other way round): log in again with "
+            f"`oauthsmtp login --account {args.account} --transport {transport}`",
+            file=sys.stderr,
+        )
     return EXIT_OK
+
+
+def _target(settings: AccountSettings) -> str:
+    if settings.transport == "api":
+        name = "the Gmail API" if settings.api == "gmail" else "Microsoft Graph"
+        return name + (f" at {settings.api_url}" if settings.api_url else "")
+    return f"{settings.smtp_host}:{settings.smtp_port} ({settings.security})"

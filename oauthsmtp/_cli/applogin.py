@@ -46,6 +46,12 @@ def run_app_login(
 
     same = previous if previous is not None and previous.provider == provider else None
     recorded = dict(same.extra_auth_params) if same is not None else {}
+    transport = args.transport or (same.transport if same else "smtp")
+    api_url = args.api_url or (same.api_url if same else None)
+    if api_url is not None:
+        from oauthsmtp._api.http import check_base_url
+
+        api_url = check_base_url(api_url, "--api-url")
     token_store = context.store()
     extra: dict[str, str] = {}
     tenant: str | None = None
@@ -83,7 +89,10 @@ def run_app_login(
                 "--private-key-file KEY with --certificate-file CERT",
                 code=EXIT_USAGE,
             )
-        scope = args.scope or (" ".join(same.scope) if same else providers.MICROSOFT_APP_SCOPE)
+        default_scope = (
+            providers.GRAPH_APP_SCOPE if transport == "api" else providers.MICROSOFT_APP_SCOPE
+        )
+        scope = args.scope or (" ".join(same.scope) if same else default_scope)
         from pathlib import Path
 
         creds = providers.microsoft_app(
@@ -154,6 +163,8 @@ def run_app_login(
         extra_auth_params=extra,
         has_client_secret=creds.client_secret is not None,
         tenant=tenant,
+        transport=transport,
+        api_url=api_url,
     )
     token_store.delete(settings.token_key)  # a login checks the credentials: a new grant
     token = app_token(creds, account=args.account, store=token_store)

@@ -1,7 +1,8 @@
 """``oauthsmtp demo``: the whole product, end to end, against an embedded dev provider.
 
 Each step says in plain words what happens. The exit code is 0 only when both
-messages arrived at the development SMTP server.
+messages arrived at the development provider (over SMTP, or with ``--transport api``
+through its Microsoft Graph emulation).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
+    from oauthsmtp._api.graph import GraphSession
+    from oauthsmtp._smtp.session import SMTPSession
+    from oauthsmtp._tokens.token import AuthToken
     from oauthsmtp.devserver import DevProvider
 
 __all__ = ["run_demo"]
@@ -45,8 +49,13 @@ def _headless_opener(url: str) -> bool:
     return True
 
 
-def run_demo(*, out: TextIO | None = None, use_browser: bool | None = None) -> int:
+def run_demo(
+    *, out: TextIO | None = None, use_browser: bool | None = None, transport: str = "smtp"
+) -> int:
     """Run the demo; returns the exit code (0 when both messages arrived).
+
+    ``transport="api"`` logs in for Microsoft Graph's scope and sends through the
+    development provider's Graph emulation instead of its SMTP server.
 
     Leaves nothing behind, also when stopped by Ctrl-C or SIGTERM.
     """
@@ -61,12 +70,19 @@ def run_demo(*, out: TextIO | None = None, use_browser: bool | None = None) -> i
     with sigterm_stops():
         workdir = Path(tempfile.mkdtemp(prefix="oauthsmtp-demo-"))
         try:
-            return _run(out, interactive, workdir, DevProvider)
+            return _run(out, interactive, workdir, DevProvider, api=transport == "api")
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _run(out: TextIO, interactive: bool, workdir: Path, provider_class: type[DevProvider]) -> int:
+def _run(
+    out: TextIO,
+    interactive: bool,
+    workdir: Path,
+    provider_class: type[DevProvider],
+    *,
+    api: bool = False,
+) -> int:
     """The six steps, with the provider and the token store in ``workdir``."""
     from oauthsmtp._message.prepare import Email
     from oauthsmtp._oauth.browser import browser_login
@@ -89,7 +105,16 @@ def _run(out: TextIO, interactive: bool, workdir: Path, provider_class: type[Dev
             f"   SMTP server:          127.0.0.1:{provider.smtp.port} (STARTTLS), "
             f"CA certificate {provider.ca_path}\n"
         )
-        params = provider.parameters(redirect_url="http://127.0.0.1:0/callback")
+        if api:
+            out.write(f"   Microsoft Graph (emulated): {provider.graph_api_url}\n")
+        scope = {"scope": f"{provider.GRAPH_API_SCOPE} offline_access"} if api else {}
+        params = provider.parameters(redirect_url="http://127.0.0.1:0/callback", **scope)
+
+        def session(token: AuthToken) -> SMTPSession | GraphSession:
+            if api:
+                return provider.graph_session(auth_token=token)
+            return provider.session(auth_token=token, mechanism="XOAUTH2")
+
         store = FileStore(workdir / "tokens")
         key = TokenKey(params.token_url, params.client_id, ACCOUNT)
         manager = TokenManager(params, store, key)
@@ -130,13 +155,22 @@ def _run(out: TextIO, interactive: bool, workdir: Path, provider_class: type[Dev
         token = auth_identify(params, account=ACCOUNT, store=store, interactive=False)
         out.write(f"   auth_identify(..., interactive=False) -> a valid token: {token.valid}\n")
 
-        _say(
-            out,
-            "Step 4 of 6: send a message over STARTTLS with XOAUTH2",
-            """SMTPSession connects, upgrades to TLS with STARTTLS (verifying the server's
-            certificate), says EHLO again, authenticates with SASL XOAUTH2 using the access
-            token, and sends the message.""",
-        )
+        if api:
+            _say(
+                out,
+                "Step 4 of 6: send a message through Microsoft Graph",
+                """GraphSession posts the message (MIME, base64) to /me/sendMail with the
+                access token as a bearer token, over one kept-alive connection; the
+                provider checks that the token was issued for Graph.""",
+            )
+        else:
+            _say(
+                out,
+                "Step 4 of 6: send a message over STARTTLS with XOAUTH2",
+                """SMTPSession connects, upgrades to TLS with STARTTLS (verifying the server's
+                certificate), says EHLO again, authenticates with SASL XOAUTH2 using the
+                access token, and sends the message.""",
+            )
         first = Email(
             sender=ACCOUNT,
             to=["friend@example.test"],
@@ -144,15 +178,15 @@ def _run(out: TextIO, interactive: bool, workdir: Path, provider_class: type[Dev
             text="This message was sent with an OAuth2 access token, no password.\n",
             html="<p>This message was sent with an <b>OAuth2</b> access token.</p>",
         )
-        with provider.session(auth_token=token, mechanism="XOAUTH2") as session:
-            result = session.send(first)
+        with session(token) as sender:
+            result = sender.send(first)
         out.write(f"   server answered: {result.code} {result.message}\n")
         received = provider.wait_for_messages(1)
         msg = received[0]
         _say(
             out,
             "Step 5 of 6: the message arrived",
-            "The development SMTP server stored what it received:",
+            "The development provider stored what it received:",
         )
         out.write(
             f"   from:    {msg.mail_from}\n   to:      {', '.join(msg.rcpt_tos)}\n"
@@ -184,8 +218,8 @@ def _run(out: TextIO, interactive: bool, workdir: Path, provider_class: type[Dev
             subject="Second message, after a token refresh",
             text="Sent with the refreshed access token.\n",
         )
-        with provider.session(auth_token=token, mechanism="XOAUTH2") as session:
-            result = session.send(second)
+        with session(token) as sender:
+            result = sender.send(second)
         out.write(f"   server answered: {result.code} {result.message}\n")
         arrived = provider.wait_for_messages(2)
         ok = len(arrived) >= 2 and arrived[1].subject == second.subject
@@ -193,10 +227,17 @@ def _run(out: TextIO, interactive: bool, workdir: Path, provider_class: type[Dev
         _say(
             out,
             "Done",
-            """Both messages arrived. In your own code the same takes three calls:
-            oauthsmtp.providers.gmail(...) for the parameters, oauthsmtp.auth_identify(...)
-            for the token, and oauthsmtp.SMTPSession(...).send(...). See README.md and
-            docs/.""",
+            (
+                """Both messages arrived. In your own code the same takes three calls:
+                oauthsmtp.providers.microsoft(..., api=True) for the parameters,
+                oauthsmtp.auth_identify(...) for the token, and
+                oauthsmtp.GraphSession(...).send(...). See docs/api.md."""
+                if api
+                else """Both messages arrived. In your own code the same takes three calls:
+                oauthsmtp.providers.gmail(...) for the parameters, oauthsmtp.auth_identify(...)
+                for the token, and oauthsmtp.SMTPSession(...).send(...). See README.md and
+                docs/."""
+            ),
         )
         return 0
     out.write("oauthsmtp demo: the second message did not arrive\n")

@@ -84,7 +84,21 @@ def diagnose(account: str | None) -> list[Check]:
 
         names = token_identity(token.server_response, client_id=settings.client_id)
         checks.append(check_identity(names, account))
-        checks.append(check_scopes(settings.provider, token.scope, account=account))
+        if settings.transport == "api":
+            shown = " ".join(token.scope) or "(none)"
+            checks.append(passed("scopes", f"granted: {shown} (for the HTTP API)"))
+        else:
+            checks.append(check_scopes(settings.provider, token.scope, account=account))
+    if settings.transport == "api":
+        checks.append(
+            passed(
+                "smtp",
+                f"not used: {account} sends through the {settings.api} HTTP API "
+                "(transport api); the SMTP checks are skipped",
+                status="skip",
+            )
+        )
+        return checks
     if not _network(settings, checks):
         return checks
     if token is None:

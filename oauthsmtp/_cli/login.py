@@ -1,8 +1,11 @@
-"""``oauthsmtp login``: the browser login, then the account's settings are recorded.
+"""``oauthsmtp login``: a login (browser, device, paste or an imported refresh token),
+then the account's settings are recorded.
 
 The client secret comes from ``--client-secret`` (visible to other local users in
 the process list), ``--client-secret-file FILE`` or ``--client-secret-file -``
 (standard input), or the one saved by an earlier login with the same client id.
+A refresh token to import comes only from ``--refresh-token-file FILE`` or ``-``
+(standard input), never from an argument, which ``ps`` would show.
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ if TYPE_CHECKING:
 __all__ = ["read_secret_file", "run_login"]
 
 _MAX_SECRET = 4096
+_STDIN = "-"
 
 
-def read_secret_file(path: str, *, stdin: TextIO | None = None) -> str:
+def read_secret_file(
+    path: str, *, stdin: TextIO | None = None, option: str = "--client-secret-file"
+) -> str:
     """The client secret from the first line of ``path`` (``-``: standard input).
 
     Raises:
@@ -38,23 +44,22 @@ def read_secret_file(path: str, *, stdin: TextIO | None = None) -> str:
                 text = fh.read(_MAX_SECRET + 2)
     except OSError as exc:
         raise CommandError(
-            f"--client-secret-file: cannot read {where}: {exc.strerror}", code=EXIT_USAGE
+            f"{option}: cannot read {where}: {exc.strerror}", code=EXIT_USAGE
         ) from None
     except UnicodeDecodeError:
-        raise CommandError(
-            f"--client-secret-file: {where} is not UTF-8 text", code=EXIT_USAGE
-        ) from None
+        raise CommandError(f"{option}: {where} is not UTF-8 text", code=EXIT_USAGE) from None
     lines = text.splitlines()
     secret = lines[0].strip() if lines else ""
     if not secret:
-        raise CommandError(
-            f"--client-secret-file: {where} is empty; to log in without a client secret, "
-            "leave the option out (or give --client-secret '')",
-            code=EXIT_USAGE,
+        hint = (
+            "; to log in without a client secret, leave the option out (or give --client-secret '')"
+            if option == "--client-secret-file"
+            else ""
         )
+        raise CommandError(f"{option}: {where} is empty{hint}", code=EXIT_USAGE)
     if len(secret) > _MAX_SECRET or not secret.isprintable():
         raise CommandError(
-            f"--client-secret-file: the first line of {where} is not a client secret "
+            f"{option}: the first line of {where} is not a secret "
             "(control characters, or too long)",
             code=EXIT_USAGE,
         )
@@ -74,7 +79,7 @@ def _given_secret(args: argparse.Namespace) -> str | None:
 
 
 def run_login(args: argparse.Namespace, out: TextIO) -> int:
-    """Log in through the browser and record the account; returns the exit code."""
+    """Log in (or import a refresh token) and record the account; returns the exit code."""
     from oauthsmtp import auth_identify, providers
     from oauthsmtp._accounts import AccountSettings, secret_key
 
@@ -82,12 +87,42 @@ def run_login(args: argparse.Namespace, out: TextIO) -> int:
     previous = accounts.get(args.account)
     provider = args.provider or (previous.provider if previous else None)
     if provider in ("microsoft-app", "google-service-account"):
+        if args.flow not in (None, "browser") or args.refresh_token_file is not None:
+            raise CommandError(
+                f"--provider {provider} logs in as the app itself, with no person: --flow and "
+                "--refresh-token-file do not apply",
+                code=EXIT_USAGE,
+            )
         from .applogin import run_app_login
 
         return run_app_login(args, provider, previous, secret=_given_secret(args))
+    if provider is None and args.issuer:
+        provider = "custom"  # --issuer alone: discover the endpoints
+    flow = args.flow or "browser"
+    if args.refresh_token_file is not None and args.flow not in (None, "browser"):
+        raise CommandError(
+            "--refresh-token-file imports a login made elsewhere; it cannot be combined with "
+            "--flow",
+            code=EXIT_USAGE,
+        )
+    stdin_users = [
+        name
+        for name, used in (
+            ("--client-secret-file -", args.client_secret_file == _STDIN),
+            ("--refresh-token-file -", args.refresh_token_file == _STDIN),
+            ("--flow paste", flow == "paste"),
+        )
+        if used
+    ]
+    if len(stdin_users) > 1:
+        raise CommandError(
+            f"{' and '.join(stdin_users)} both read standard input; give one of them a file",
+            code=EXIT_USAGE,
+        )
     if provider is None:
         raise CommandError(
-            "--provider is needed for a first login (gmail, microsoft or custom)",
+            "--provider is needed for a first login (gmail, microsoft or custom; or --issuer "
+            "URL to discover a provider's endpoints)",
             code=EXIT_USAGE,
         )
     client_id = args.client_id or (previous.client_id if previous else None)
@@ -105,6 +140,13 @@ def run_login(args: argparse.Namespace, out: TextIO) -> int:
     redirect = args.redirect_url or (previous.redirect_url if previous else None)
     overrides = {"redirect_url": redirect} if redirect else {}
     same = previous if previous is not None and previous.provider == provider else None
+    transport = args.transport or (same.transport if same else "smtp")
+    api_url = args.api_url or (same.api_url if same else None)
+    if api_url is not None:
+        from oauthsmtp._api.http import check_base_url
+
+        api_url = check_base_url(api_url, "--api-url")
+    api = transport == "api"
     tenant = None
     if provider in ("gmail", "microsoft"):
         info = providers.PROVIDERS[provider]
@@ -115,11 +157,13 @@ def run_login(args: argparse.Namespace, out: TextIO) -> int:
                     "clients: give --client-secret-file FILE (or --client-secret SECRET)",
                     code=EXIT_USAGE,
                 )
-            params = providers.gmail(client_id=client_id, client_secret=secret, **overrides)
+            params = providers.gmail(
+                client_id=client_id, client_secret=secret, api=api, **overrides
+            )
         else:
             tenant = args.tenant or (previous.tenant if previous else None) or "common"
             params = providers.microsoft(
-                client_id=client_id, client_secret=secret, tenant=tenant, **overrides
+                client_id=client_id, client_secret=secret, tenant=tenant, api=api, **overrides
             )
         default_host = info.smtp_host
         if provider == "microsoft" and tenant == "consumers":
@@ -132,6 +176,18 @@ def run_login(args: argparse.Namespace, out: TextIO) -> int:
     else:
         auth_url = args.auth_url or (same.auth_url if same else None)
         token_url = args.token_url or (same.token_url if same else None)
+        device_url = same.device_authorization_url if same else None
+        revocation_url = args.revocation_url or (same.revocation_url if same else None)
+        if args.issuer and not (args.auth_url and args.token_url):
+            from oauthsmtp import OAuth2Parameters
+
+            found = OAuth2Parameters.from_issuer(
+                args.issuer, client_id=client_id, scope=args.scope or ()
+            )
+            auth_url = args.auth_url or found.auth_url
+            token_url = args.token_url or found.token_url
+            device_url = found.device_authorization_url
+            revocation_url = args.revocation_url or found.revocation_url
         scope = args.scope or (" ".join(same.scope) if same else None)
         smtp_host = args.smtp_host or (same.smtp_host if same else None)
         missing = [
@@ -144,6 +200,8 @@ def run_login(args: argparse.Namespace, out: TextIO) -> int:
             )
             if not value
         ]
+        if api and not api_url:
+            missing.append("--api-url (with --transport api)")
         if missing:
             raise CommandError(f"--provider custom needs {', '.join(missing)}", code=EXIT_USAGE)
         security = args.security or (same.security if same else "starttls")
@@ -154,8 +212,9 @@ def run_login(args: argparse.Namespace, out: TextIO) -> int:
             auth_url=auth_url,
             token_url=token_url,
             scope=scope,
-            revocation_url=args.revocation_url or (same.revocation_url if same else None),
+            revocation_url=revocation_url,
             issuer=args.issuer or (same.issuer if same else None),
+            device_authorization_url=device_url,
             **overrides,
         )
     if args.smtp_port:
@@ -166,14 +225,21 @@ def run_login(args: argparse.Namespace, out: TextIO) -> int:
         smtp_port = default_port
     if not smtp_host:  # the presets always have one; custom was checked above
         raise CommandError("--smtp-host is needed", code=EXIT_USAGE)
-    token = auth_identify(
-        params,
-        account=args.account,
-        store=token_store,
-        open_browser=not args.no_browser,
-        timeout=args.timeout,
-        force=True,
-    )
+    if args.refresh_token_file is not None:
+        from oauthsmtp import import_token
+
+        refresh = read_secret_file(args.refresh_token_file, option="--refresh-token-file")
+        token = import_token(params, refresh_token=refresh, account=args.account, store=token_store)
+    else:
+        token = auth_identify(
+            params,
+            account=args.account,
+            store=token_store,
+            open_browser=not args.no_browser,
+            timeout=args.timeout,
+            force=True,
+            flow=flow,
+        )
     settings = AccountSettings(
         account=args.account,
         provider=provider,
@@ -190,6 +256,9 @@ def run_login(args: argparse.Namespace, out: TextIO) -> int:
         extra_auth_params=dict(params.extra_auth_params),
         has_client_secret=params.client_secret is not None,
         tenant=tenant,
+        transport=transport,
+        api_url=api_url,
+        device_authorization_url=params.device_authorization_url,
     )
     if params.client_secret is not None:
         token_store.save(secret_key(settings), params.client_secret)
@@ -197,11 +266,16 @@ def run_login(args: argparse.Namespace, out: TextIO) -> int:
         token_store.delete(secret_key(settings))
     accounts.put(settings)
     expiry = token.expires_at.isoformat(timespec="seconds") if token.expires_at else "unknown"
-    refresh = "with a refresh token" if token.refresh_token else "WITHOUT a refresh token"
+    kept = "with a refresh token" if token.refresh_token else "WITHOUT a refresh token"
+    target = (
+        f"the {'Gmail API' if settings.api == 'gmail' else 'Microsoft Graph API'}"
+        + (f" at {api_url}" if api_url else "")
+        if api
+        else f"{smtp_host}:{smtp_port} ({security})"
+    )
     print(
-        f"oauthsmtp: logged in as {args.account} ({provider}); token saved {refresh}, "
-        f"access token valid until {expiry}; sending through {smtp_host}:{smtp_port} "
-        f"({security}).",
+        f"oauthsmtp: logged in as {args.account} ({provider}); token saved {kept}, "
+        f"access token valid until {expiry}; sending through {target}.",
         file=sys.stderr,
     )
     return EXIT_OK

@@ -87,6 +87,22 @@ def _smtp_flags(parser: argparse.ArgumentParser, *, purpose: str) -> None:
     )
 
 
+def _transport_flags(parser: argparse.ArgumentParser, *, purpose: str) -> None:
+    parser.add_argument(
+        "--transport",
+        choices=("smtp", "api"),
+        help="send over SMTP, or through the provider's HTTP API (Gmail API, Microsoft "
+        f"Graph: for tenants with SMTP AUTH off, or Gmail's gmail.send scope) {purpose}",
+    )
+    parser.add_argument(
+        "--api-url",
+        metavar="URL",
+        type=values.url,
+        help="the API's base URL when not the public one (national clouds, the "
+        f"development provider) {purpose}",
+    )
+
+
 def _login(sub: argparse._SubParsersAction[Parser]) -> None:
     login = _command(
         sub,
@@ -101,8 +117,10 @@ def _login(sub: argparse._SubParsersAction[Parser]) -> None:
         "  oauthsmtp login --account me@contoso.com --provider microsoft \\\n"
         "      --client-id 00000000-0000-0000-0000-000000000000 --tenant organizations\n"
         "  oauthsmtp login --account me@gmail.com      # again, with the recorded settings\n\n"
-        "On a machine without a browser, use --no-browser, open the printed URL elsewhere\n"
-        "and forward the port first: ssh -L 9000:127.0.0.1:9000 USER@THIS-MACHINE\n\n"
+        "On a machine without a browser: --flow device (Microsoft: enter a code on any\n"
+        "device), --flow paste (open the URL anywhere, paste back the address it ends on),\n"
+        "--no-browser with a port forward (ssh -L 9000:127.0.0.1:9000 USER@THIS-MACHINE),\n"
+        "or --refresh-token-file to import a login made on another machine.\n\n"
         "app-only (no browser, no person; renewed by the same grant, see docs/app-only.md):\n"
         "  oauthsmtp login --account shared@contoso.com --provider microsoft-app \\\n"
         "      --client-id ID --tenant contoso.onmicrosoft.com \\\n"
@@ -157,7 +175,9 @@ def _login(sub: argparse._SubParsersAction[Parser]) -> None:
         "--issuer",
         metavar="URL",
         type=values.url,
-        help="custom: the expected 'iss' in the redirect (RFC 9207)",
+        help="custom: the provider's issuer; without --auth-url/--token-url the endpoints are "
+        "discovered from its metadata (RFC 8414, OpenID Connect Discovery); also the expected "
+        "'iss' in the redirect (RFC 9207)",
     )
     login.add_argument(
         "--redirect-url",
@@ -191,6 +211,20 @@ def _login(sub: argparse._SubParsersAction[Parser]) -> None:
         "default: --account)",
     )
     _smtp_flags(login, purpose="(default: the provider's; remembered)")
+    _transport_flags(login, purpose="(default smtp; remembered; api asks for the API's scope)")
+    login.add_argument(
+        "--flow",
+        choices=["browser", "device", "paste"],
+        help="browser (default): the loopback redirect; device: enter a code on any device "
+        "(Microsoft; not Gmail); paste: open the URL anywhere and paste back the address the "
+        "browser ended on",
+    )
+    login.add_argument(
+        "--refresh-token-file",
+        metavar="FILE",
+        help="import a refresh token obtained elsewhere from FILE (its first line), or from "
+        "standard input with '-'; checked by one refresh before it is saved",
+    )
     login.add_argument(
         "--no-browser", action="store_true", help="print the URL instead of opening a browser"
     )
@@ -308,18 +342,22 @@ def _account_group(sub: argparse._SubParsersAction[Parser]) -> None:
     actions.required = True
     set_ = actions.add_parser(
         "set",
-        help="change the SMTP host, port or security",
-        description="Change the SMTP server an account sends through. Give at least one of "
-        "--smtp-host, --smtp-port, --security. Changing --security alone moves a default "
-        "port along (587 starttls, 465 ssl, 25 none).\n\n"
-        "example:\n"
-        "  oauthsmtp account set --account me@outlook.com --smtp-host smtp-mail.outlook.com",
+        help="change the SMTP host, port or security, or the transport",
+        description="Change the SMTP server an account sends through, or the transport. "
+        "Give at least one of --smtp-host, --smtp-port, --security, --transport, --api-url. "
+        "Changing --security alone moves a default port along (587 starttls, 465 ssl, "
+        "25 none). A token for SMTP is refused by the APIs (and the other way round): after "
+        "--transport api, log in again with --transport api.\n\n"
+        "examples:\n"
+        "  oauthsmtp account set --account me@outlook.com --smtp-host smtp-mail.outlook.com\n"
+        "  oauthsmtp account set --account me@contoso.com --transport api",
         epilog=ENVIRONMENT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_debug(set_, top=False)
     _account(set_)
     _smtp_flags(set_, purpose="to record")
+    _transport_flags(set_, purpose="to record")
 
 
 def _tools(sub: argparse._SubParsersAction[Parser]) -> None:
@@ -347,6 +385,14 @@ def _tools(sub: argparse._SubParsersAction[Parser]) -> None:
         "--consent",
         action="store_true",
         help="show a consent page in the browser instead of approving automatically",
+    )
+    dev.add_argument(
+        "--user",
+        type=values.account,
+        default="user@example.test",
+        metavar="EMAIL",
+        help="who approves logins (automatic approvals, the pages' default, the id_token's "
+        "email; default: user@example.test)",
     )
     doctor = _command(
         sub,
@@ -379,12 +425,19 @@ def _tools(sub: argparse._SubParsersAction[Parser]) -> None:
     explain.add_argument(
         "--account", type=values.account, help="fill this account into the fix's commands"
     )
-    _command(
+    demo = _command(
         sub,
         "demo",
         "walk through the whole product against an embedded dev provider",
         "Log in through the browser, send a message over STARTTLS with XOAUTH2, force a "
         "token refresh and send again, all against a local development provider.",
+    )
+    demo.add_argument(
+        "--transport",
+        choices=("smtp", "api"),
+        default="smtp",
+        help="smtp (default), or api: log in for Microsoft Graph and send through the "
+        "provider's Graph emulation",
     )
 
 

@@ -1,7 +1,8 @@
-"""``oauthsmtp send``: one message through the account's SMTP server.
+"""``oauthsmtp send``: one message through the account's transport (SMTP or an HTTP API).
 
 ``--smtp-host``, ``--smtp-port`` and ``--security`` override the recorded server for
-this run only (``oauthsmtp account set`` changes it for good).
+this run only (``oauthsmtp account set`` changes it for good). An account recorded with
+``--transport api`` sends through the Gmail API or Microsoft Graph instead.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from .exits import EXIT_OK, EXIT_USAGE, CommandError
 TYPE_CHECKING = False  # typing is not imported at run time: the CLI starts quickly
 if TYPE_CHECKING:
     from typing import TextIO
+
+    from oauthsmtp import AuthToken, Email
+    from oauthsmtp._accounts import AccountSettings
 
 __all__ = ["run_send"]
 
@@ -65,9 +69,6 @@ def run_send(args: argparse.Namespace, out: TextIO) -> int:
     html = _read_text("--html-file", args.html_file) if args.html_file else None
     body = _read_text("--body-file", args.body_file) if args.body_file else _read_stdin()
     settings, _, token = context.saved_login(args.account)
-    host, port, security = context.smtp_target(
-        settings, host=args.smtp_host, port=args.smtp_port, security=args.security
-    )
     email = Email(
         sender=args.sender or args.account,
         to=args.to,
@@ -77,6 +78,17 @@ def run_send(args: argparse.Namespace, out: TextIO) -> int:
         text=body,
         html=html,
         attachments=args.attach,
+    )
+    if settings.transport == "api":
+        if args.smtp_host or args.smtp_port or args.security:
+            raise CommandError(
+                f"{args.account} sends through the API, so --smtp-host, --smtp-port and "
+                "--security do not apply; `oauthsmtp account set --transport smtp` to use SMTP",
+                code=EXIT_USAGE,
+            )
+        return _send_api(settings, token, email)
+    host, port, security = context.smtp_target(
+        settings, host=args.smtp_host, port=args.smtp_port, security=args.security
     )
     with SMTPSession(
         host, port=port, security=security, username=args.account, auth_token=token
@@ -96,4 +108,34 @@ def run_send(args: argparse.Namespace, out: TextIO) -> int:
     for rcpt, (code, text) in result.refused.items():
         print(f"oauthsmtp: warning: {rcpt} refused: {code} {text}", file=sys.stderr)
     print(f"oauthsmtp: sent ({result.code} {result.message})", file=sys.stderr)
+    return EXIT_OK
+
+
+def _send_api(settings: AccountSettings, token: AuthToken, email: Email) -> int:
+    """Send through the account's HTTP API (Gmail API or Microsoft Graph)."""
+    from oauthsmtp import GmailAPISession, GraphSession
+    from oauthsmtp._api.gmail import GMAIL_API_URL
+    from oauthsmtp._api.graph import GRAPH_API_URL
+
+    session: GmailAPISession | GraphSession
+    if settings.api == "gmail":
+        name = "the Gmail API"
+        session = GmailAPISession(auth_token=token, base_url=settings.api_url or GMAIL_API_URL)
+    else:
+        name = "Microsoft Graph"
+        # An app-only token has no "me": it sends as the recorded mailbox.
+        user = settings.account if settings.provider == "microsoft-app" else None
+        session = GraphSession(
+            auth_token=token, user=user, base_url=settings.api_url or GRAPH_API_URL
+        )
+    with session:
+        result = session.send(email)
+    if result.status == "unknown":
+        raise CommandError(
+            f"{name} did not confirm the message ({result.message}): it may or may not have "
+            "been sent; check the Sent folder before sending it again"
+        )
+    if not result.ok:
+        raise CommandError(f"{name} refused the message: {result.code} {result.message}")
+    print(f"oauthsmtp: sent through {name} ({result.code} {result.message})", file=sys.stderr)
     return EXIT_OK

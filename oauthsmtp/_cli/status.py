@@ -47,6 +47,12 @@ def summary(token_store: TokenStore, settings: AccountSettings) -> Summary:
         "client_id": settings.client_id,
         "scopes": list(settings.scope),
         "smtp": f"{settings.smtp_host}:{settings.smtp_port} ({settings.security})",
+        "transport": settings.transport,
+        "api": (
+            ("gmail" if settings.api == "gmail" else "graph") + f" {settings.api_url or 'default'}"
+            if settings.transport == "api"
+            else None
+        ),
         "logged_in": False,
         "expires_at": None,
         "access_token_valid": False,
@@ -173,7 +179,8 @@ def run_status(args: argparse.Namespace, out: TextIO) -> int:
             f"  provider: {row['provider']}   client: {row['client_id']}\n"
             f"  scopes:   {' '.join(scopes) if isinstance(scopes, list) else ''}\n"
             f"  smtp:     {row['smtp']}\n"
-            f"  token:    {describe_token(row)}\n"
+            + (f"  sends:    through the API ({row['api']})\n" if row["api"] else "")
+            + f"  token:    {describe_token(row)}\n"
         )
     return EXIT_OK
 

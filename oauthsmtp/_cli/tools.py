@@ -58,6 +58,7 @@ def run_dev_server(args: argparse.Namespace, out: TextIO) -> int:
         http_port=args.http_port,
         maildir=args.maildir,
         consent=args.consent,
+        user=args.user,
         out=out,
     )
 
@@ -66,4 +67,4 @@ def run_demo_command(args: argparse.Namespace, out: TextIO) -> int:
     """Run the end-to-end demo."""
     from .demo import run_demo
 
-    return run_demo(out=out)
+    return run_demo(out=out, transport=getattr(args, "transport", None) or "smtp")

@@ -42,7 +42,7 @@ from urllib.parse import quote, unquote, urlencode, urlsplit
 from oauthsmtp._errors import ConfigurationError, TokenError
 from oauthsmtp._util.net import is_loopback_address
 
-from .params import is_loopback_host
+from .hosts import is_loopback_host
 from .tokenresponse import MAX_TOKEN_RESPONSE_BYTES
 
 TYPE_CHECKING = False
@@ -54,6 +54,7 @@ __all__ = [
     "MAX_HEAD_BYTES",
     "REQUEST_TIMEOUT",
     "Answer",
+    "get",
     "no_proxy_covers",
     "post_form",
     "tls_context",
@@ -403,7 +404,7 @@ def _tunnel(sock: socket.socket, target: str, auth: str | None, deadline: _Deadl
         raise _Failure("the https proxy sent data before the tunnel opened")
 
 
-def _exchange(url: str, form: dict[str, str], deadline: _Deadline) -> Answer:
+def _exchange(url: str, form: dict[str, str] | None, deadline: _Deadline) -> Answer:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     host = parts.hostname or ""
@@ -426,15 +427,21 @@ def _exchange(url: str, form: dict[str, str], deadline: _Deadline) -> Answer:
         if context is not None:
             sock.settimeout(deadline.remaining())
             sock = context.wrap_socket(sock, server_hostname=host)
-        body = urlencode(form).encode("ascii")
+        body = urlencode(form).encode("ascii") if form is not None else b""
         path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
         if parts.query:
             path += "?" + parts.query
         bare = f"[{host}]" if ":" in host else host
         host_header = bare if parts.port is None else target
-        head = [f"POST {path} HTTP/1.1", f"Host: {host_header}"]
-        head += [f"{name}: {value}" for name, value in _HEADERS]
-        head.append(f"Content-Length: {len(body)}")
+        method = "POST" if form is not None else "GET"
+        head = [f"{method} {path} HTTP/1.1", f"Host: {host_header}"]
+        head += [
+            f"{name}: {value}"
+            for name, value in _HEADERS
+            if form is not None or name.lower() != "content-type"
+        ]
+        if form is not None:
+            head.append(f"Content-Length: {len(body)}")
         sock.settimeout(deadline.remaining())
         sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
         reader = _Reader(sock, deadline)
@@ -487,6 +494,19 @@ def post_form(
             status line had arrived). The message names the host, never a
             secret.
     """
+    return _request(url, form, timeout=timeout, what=what)
+
+
+def get(url: str, *, timeout: float = REQUEST_TIMEOUT, what: str = "server") -> Answer:
+    """GET ``url`` with the same rules as :func:`post_form` (discovery documents, RFC 8414).
+
+    Raises:
+        TokenError: as :func:`post_form`.
+    """
+    return _request(url, None, timeout=timeout, what=what)
+
+
+def _request(url: str, form: dict[str, str] | None, *, timeout: float, what: str) -> Answer:
     where = urlsplit(url).netloc
     try:
         return _exchange(url, form, _Deadline(timeout))

@@ -5,7 +5,6 @@ A frozen value, validated on construction. It holds no token and does no I/O.
 
 from __future__ import annotations
 
-import ipaddress
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +12,8 @@ from typing import Literal
 from urllib.parse import SplitResult, urlsplit
 
 from oauthsmtp._errors import ConfigurationError
+
+from .hosts import is_loopback_host
 
 __all__ = [
     "OAuth2Parameters",
@@ -34,17 +35,6 @@ _IMPLICIT_REFUSAL = (
     'Best Current Practice (RFC 9700 §2.1.2) says not to use it. Use response_type="code" '
     "(the default): oauthsmtp runs the authorization-code flow with PKCE."
 )
-
-
-def is_loopback_host(host: str) -> bool:
-    """Return True for ``localhost`` and literal loopback addresses (127.0.0.0/8, ::1)."""
-    host = host.strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _check_text(name: str, value: object) -> str:
@@ -159,6 +149,8 @@ class OAuth2Parameters:
         revocation_url: the RFC 7009 revocation endpoint, if the provider has one.
         issuer: the expected ``iss`` of authorization responses (RFC 9207). When
             None, the origin of ``auth_url`` is expected.
+        device_authorization_url: the RFC 8628 device authorization endpoint, for
+            ``auth_identify(..., flow="device")``; None when the provider has none.
     """
 
     client_id: str
@@ -173,6 +165,7 @@ class OAuth2Parameters:
     )
     revocation_url: str | None = None
     issuer: str | None = None
+    device_authorization_url: str | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -200,6 +193,12 @@ class OAuth2Parameters:
             set_(self, "revocation_url", _check_endpoint("revocation_url", self.revocation_url))
         if self.issuer is not None:
             _split_url("issuer", self.issuer)
+        if self.device_authorization_url is not None:
+            set_(
+                self,
+                "device_authorization_url",
+                _check_endpoint("device_authorization_url", self.device_authorization_url),
+            )
         set_(self, "redirect_url", _check_redirect(self.redirect_url))
         set_(self, "scope", _normalize_scope(self.scope))
         given: object = self.extra_auth_params
@@ -229,6 +228,53 @@ class OAuth2Parameters:
                 )
             extra[key] = val
         set_(self, "extra_auth_params", types.MappingProxyType(extra))
+
+    @classmethod
+    def from_issuer(
+        cls,
+        issuer: str,
+        *,
+        client_id: str,
+        scope: str | Sequence[str] = (),
+        client_secret: str | None = None,
+        timeout: float = 30.0,
+        **overrides: object,
+    ) -> OAuth2Parameters:
+        """Parameters from the provider's published metadata (discovery).
+
+        Fetches RFC 8414 metadata (``/.well-known/oauth-authorization-server``),
+        then OpenID Connect Discovery (``/.well-known/openid-configuration``),
+        and uses the first document whose ``issuer`` is byte-equal to ``issuer``
+        (RFC 8414 §3.3); its endpoints must be https (http only on loopback).
+        Microsoft's multi-tenant issuers (``/common``, ``/organizations``,
+        ``/consumers``) are checked against the pinned template they publish.
+        See docs/discovery.md.
+
+        Args:
+            issuer: the issuer identifier (an https URL without query or fragment).
+            client_id / scope / client_secret: as for the constructor.
+            timeout: seconds for each document request.
+            overrides: any other field, replacing what the metadata says.
+
+        Raises:
+            ConfigurationError: no usable metadata (unreachable, not JSON, another
+                issuer, a missing or non-https endpoint).
+        """
+        from .discovery import discover
+
+        found = discover(issuer, timeout=timeout)
+        values: dict[str, object] = {
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "auth_url": found.authorization_endpoint,
+            "token_url": found.token_endpoint,
+            "scope": scope,
+            "revocation_url": found.revocation_endpoint,
+            "issuer": found.issuer,
+            "device_authorization_url": found.device_authorization_endpoint,
+        }
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
 
     @property
     def scopes(self) -> tuple[str, ...]:

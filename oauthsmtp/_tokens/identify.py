@@ -16,11 +16,26 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
-from oauthsmtp._errors import LoginRequired, OAuthSMTPError, TokenError, TokenStoreError
+from oauthsmtp._errors import (
+    ConfigurationError,
+    LoginRequired,
+    OAuthSMTPError,
+    TokenError,
+    TokenStoreError,
+)
 from oauthsmtp._oauth import endpoint as _endpoint
-from oauthsmtp._oauth.browser import DEFAULT_TIMEOUT, browser_login, check_login_timeout
+from oauthsmtp._oauth.browser import (
+    DEFAULT_TIMEOUT,
+    browser_login,
+    check_account,
+    check_granted_scope,
+    check_login_timeout,
+)
+from oauthsmtp._oauth.device import check_device_flow, device_login
 from oauthsmtp._oauth.params import OAuth2Parameters
+from oauthsmtp._oauth.paste import paste_login
 from oauthsmtp._oauth.tokenresponse import TokenState
 
 from .manager import TokenManager, invalid_grant_error, login_hint
@@ -29,13 +44,18 @@ from .stores.choose import default_store
 from .token import AuthToken
 
 __all__ = [
+    "FLOWS",
     "LogoutResult",
     "auth_identify",
+    "import_token",
     "logout",
     "refresh_token",
     "revoke_state",
     "revoke_token",
 ]
+
+FLOWS = ("browser", "device", "paste")
+"""The interactive logins ``auth_identify(flow=...)`` runs."""
 
 log = logging.getLogger("oauthsmtp.login")
 
@@ -49,6 +69,9 @@ def auth_identify(
     open_browser: bool | Callable[[str], bool] = True,
     timeout: float = DEFAULT_TIMEOUT,
     force: bool = False,
+    flow: str = "browser",
+    on_prompt: Callable[[str], None] | None = None,
+    read_redirect: Callable[[str], str] | None = None,
 ) -> AuthToken:
     """Return a valid token for ``account``, logging in through the browser only if needed.
 
@@ -69,6 +92,15 @@ def auth_identify(
             whether it could; tests and kiosks use this).
         timeout: seconds to wait for the browser login.
         force: log in through the browser even when a token is cached.
+        flow: how to log in when needed: ``"browser"`` (the loopback redirect),
+            ``"device"`` (RFC 8628: the user enters a code on another device;
+            polls until approved, bounded by ``timeout`` and the code's life) or
+            ``"paste"`` (the user pastes back the address the browser ended on).
+            See docs/device-login.md.
+        on_prompt: device flow: called with the text telling the user where to go
+            and which code to enter (default: printed to stderr).
+        read_redirect: paste flow: called with a prompt, returns the pasted
+            address (default: a line from stdin).
 
     Returns:
         an :class:`AuthToken` that refreshes itself through the store.
@@ -82,6 +114,10 @@ def auth_identify(
         TokenStoreError: the store cannot be used.
     """
     timeout = check_login_timeout(timeout)
+    if flow not in FLOWS:
+        raise ConfigurationError(f"flow must be one of {', '.join(FLOWS)}, not {flow!r}")
+    if flow == "device":
+        check_device_flow(params)  # before any store or network: Gmail is refused at once
     store = store if store is not None else default_store()
     key = TokenKey.for_account(params.token_url, params.client_id, account)
     manager = TokenManager(params, store, key)
@@ -108,6 +144,19 @@ def auth_identify(
         params = dataclasses.replace(
             params, extra_auth_params={**params.extra_auth_params, "login_hint": account}
         )
+
+    def check(state: TokenState) -> None:
+        check_granted_scope(params, state)
+        check_account(params, state, account)
+
+    if flow == "device":
+        state = device_login(
+            params, timeout=timeout, on_prompt=on_prompt, check=check, save=manager.save
+        )
+        return AuthToken(state, refresher=manager, account=account)
+    if flow == "paste":
+        state = paste_login(params, read_redirect=read_redirect, check=check, save=manager.save)
+        return AuthToken(state, refresher=manager, account=account)
     opener = open_browser if callable(open_browser) else None
     state = browser_login(
         params,
@@ -117,6 +166,64 @@ def auth_identify(
         opener=opener,
         account=account,
     )
+    return AuthToken(state, refresher=manager, account=account)
+
+
+def import_token(
+    params: OAuth2Parameters,
+    *,
+    refresh_token: str,
+    account: str,
+    store: TokenStore | None = None,
+) -> AuthToken:
+    """Keep a refresh token obtained elsewhere (another tool, another machine).
+
+    The refresh token is checked by one refresh at ``params.token_url`` before
+    anything is saved; the answer goes through the same checks as a login
+    (granted mail scope, and the account when the answer names one) and is
+    saved under (token URL, client id, ``account``) like any other login, so
+    ``auth_identify(params, account=account)`` and the command line find it.
+    See docs/moving-a-login.md.
+
+    Raises:
+        ConfigurationError: ``refresh_token`` or ``account`` is empty or malformed.
+        LoginRequired: the provider refused the refresh token (``invalid_grant``:
+            dead, revoked, or issued to another client); nothing is saved.
+        AccountMismatch: the answer names another account; nothing is saved.
+        TokenError: the token endpoint failed otherwise.
+    """
+    if not isinstance(refresh_token, str) or not refresh_token.strip():
+        raise ConfigurationError("refresh_token is empty: give the refresh token to import")
+    refresh_value = refresh_token.strip()
+    if not refresh_value.isascii() or not refresh_value.isprintable() or " " in refresh_value:
+        raise ConfigurationError(
+            "refresh_token has spaces or characters no refresh token has (was the right text "
+            "copied?)"
+        )
+    if not isinstance(account, str) or not account.strip():
+        raise ConfigurationError("account is required: the mailbox the refresh token is for")
+    store = store if store is not None else default_store()
+    key = TokenKey.for_account(params.token_url, params.client_id, account)
+    manager = TokenManager(params, store, key)
+    seed = TokenState(
+        access_token="", refresh_token=refresh_value, expires_at=datetime.now(timezone.utc)
+    )
+    try:
+        state = _endpoint.refresh(params, seed)
+    except TokenError as exc:
+        if exc.error == "invalid_grant":
+            raise LoginRequired(
+                f"the refresh token for {account} was refused (invalid_grant"
+                f"{': ' + exc.error_description if exc.error_description else ''}): it has "
+                "expired, was revoked or rotated since, or was issued to another client id. "
+                "Nothing was saved. Log in on this machine instead: "
+                f"{login_hint(account)}",
+                account=account,
+            ) from None
+        raise
+    check_granted_scope(params, state)
+    check_account(params, state, account)
+    manager.save(state)  # under the store's lock; a rotated refresh token is kept (RFC 6749 §6)
     return AuthToken(state, refresher=manager, account=account)
 
 

@@ -13,13 +13,18 @@ What it holds, bottom up (each module imports only modules listed before it):
   parsing, pure), ``_smtpmessages`` (:class:`ReceivedMessage`), ``_smtpsession`` (one
   connection, which calls back into the server only through the ``ServerHooks`` protocol)
   and ``_smtpserver`` (:class:`SMTPServer`);
+- the HTTP sending APIs: ``_apibodies`` (routes, each API's error bodies, the forced
+  failures; pure) and ``_apiserver`` (:class:`APIServer`: the Gmail API's
+  ``users.messages.send`` and Microsoft Graph's ``sendMail`` emulated, with the same token
+  check and message store, and error switches);
 - on top: ``_mailpages`` (the received-messages pages), ``_headless`` (a login without a
   person), ``_provider`` (:class:`DevProvider`: both servers wired together) and ``_run``
   (``oauthsmtp dev-server``).
 
 Data flows one way: a client logs in at the :class:`AuthServer` (authorization code, PKCE,
 tokens); the :class:`SMTPServer` checks each AUTH's access token with the authorization
-server's ``validate_access_token`` and keeps what it accepts as :class:`ReceivedMessage`
+server's ``validate_access_token`` (the :class:`APIServer` too, with the API's scope as
+the audience) and keeps what it accepts as :class:`ReceivedMessage`
 values; the messages pages and the console read those values and never change them.
 
 :class:`AuthServer` is an in-memory OAuth2 authorization server on a loopback
@@ -40,12 +45,14 @@ does not import it.
 
 from __future__ import annotations
 
+from ._apiserver import APIServer
 from ._authserver import AuthServer, DevClient, TokenInfo
 from ._certs import CertificateSet, make_certificates
 from ._provider import DevProvider, headless_login
 from ._smtpserver import ReceivedMessage, SMTPServer
 
 __all__ = [
+    "APIServer",
     "AuthServer",
     "CertificateSet",
     "DevClient",

@@ -22,6 +22,8 @@ from authlib.oauth2.rfc6749 import AuthorizationServer, JsonRequest, OAuth2Reque
 from ._authapps import DevClientCredentialsGrant, DevJWTBearerGrant, DevPrivateKeyJWT
 from ._authgrants import (
     DevAuthorizationCodeGrant,
+    DevDeviceAuthorizationEndpoint,
+    DevDeviceCodeGrant,
     DevIntrospectionEndpoint,
     DevJsonPayload,
     DevOAuth2Request,
@@ -37,12 +39,17 @@ from ._authmodels import (
     SCOPE,
     ClientRecord,
     CodeRecord,
+    DeviceRecord,
     TokenRecord,
     TokenResponse,
     normalize_scope,
 )
 
 _CODE_RETENTION = 600  # seconds a used code is remembered (reuse detection)
+_MAX_DEVICE_CODES = 256  # device authorizations kept at once (oldest dropped first)
+DEVICE_INTERVAL = 5.0  # RFC 8628 §3.2's default polling interval
+DEVICE_CODE_LIFETIME = 900  # seconds a device code lives (Microsoft's is 900 too)
+ID_TOKEN_LIFETIME = 3600
 
 # What happened, for the dev server's console: who and which client, never a token or code.
 _EVENTS = logging.getLogger("oauthsmtp.devserver.auth")
@@ -76,7 +83,13 @@ class Core(AuthorizationServer):  # type: ignore[misc]
         self.codes: dict[str, CodeRecord] = {}
         self.access_tokens: dict[str, TokenRecord] = {}
         self.refresh_tokens: dict[str, TokenRecord] = {}
+        self.devices: dict[str, DeviceRecord] = {}
+        self.device_interval = DEVICE_INTERVAL
+        self.device_code_lifetime = DEVICE_CODE_LIFETIME
+        self._signing_key: Any = None
         self.register_grant(DevAuthorizationCodeGrant, [S256CodeChallenge(required=True)])
+        self.register_grant(DevDeviceCodeGrant)
+        self.register_endpoint(DevDeviceAuthorizationEndpoint)
         if rotate_refresh_tokens:
             self.register_grant(DevRefreshTokenGrant)
         else:
@@ -134,16 +147,60 @@ class Core(AuthorizationServer):  # type: ignore[misc]
             if self.refresh_token_lifetime is not None:
                 token["refresh_token_expires_in"] = self.refresh_token_lifetime
         token["scope"] = normalize_scope(scope or SCOPE)
+        if user and "openid" in token["scope"].split():
+            token["id_token"] = self.id_token(str(user), client.get_client_id())
         return token
 
+    # -- OpenID Connect
+
+    def signing_key(self) -> Any:
+        """The server's ES256 key for id_tokens (made on first use; forgotten with the server)."""
+        from joserfc.jwk import ECKey
+
+        with self.lock:
+            if self._signing_key is None:
+                self._signing_key = ECKey.generate_key("P-256", parameters={"kid": "dev-1"})
+            return self._signing_key
+
+    def jwks(self) -> dict[str, Any]:
+        """The public key set (``jwks_uri``) that verifies the id_tokens."""
+        public = dict(self.signing_key().as_dict(private=False))
+        public.update({"kid": "dev-1", "use": "sig", "alg": "ES256"})
+        return {"keys": [public]}
+
+    def id_token(self, user: str, client_id: str) -> str:
+        """An OpenID Connect id_token naming ``user`` (OIDC Core §2), for ``client_id``."""
+        from joserfc import jwt
+
+        now = int(self.clock())
+        claims = {
+            "iss": self.issuer,
+            "sub": user,
+            "aud": client_id,
+            "iat": now,
+            "exp": now + ID_TOKEN_LIFETIME,
+            "email": user,
+            "email_verified": True,
+            "preferred_username": user,
+        }
+        return str(jwt.encode({"alg": "ES256", "kid": "dev-1"}, claims, self.signing_key()))
+
     def save_token(self, token: Any, request: Any) -> None:
-        if request.authorization_code is None and request.refresh_token is None:
+        device = getattr(request, "credential", None)
+        if (
+            request.authorization_code is None
+            and request.refresh_token is None
+            and not isinstance(device, DeviceRecord)
+        ):
             self._save_app_token(token, request)
             return
         now = self.clock()
         client_id = request.client.client_id
         if request.authorization_code is not None:
             family = request.authorization_code.family
+            refresh_scope = token["scope"]
+        elif isinstance(device, DeviceRecord):
+            family = device.family
             refresh_scope = token["scope"]
         else:  # refresh_token grant: RFC 6749 §6, a new refresh token keeps the old scope
             family = request.refresh_token.family
@@ -162,8 +219,9 @@ class Core(AuthorizationServer):  # type: ignore[misc]
                 clock=self.clock,
             )
             refresh = token.get("refresh_token")
-            if request.authorization_code is not None:
-                _EVENTS.info("login: %s signed in (client %s)", request.user, client_id)
+            if request.authorization_code is not None or isinstance(device, DeviceRecord):
+                how = "" if request.authorization_code is not None else " with a device code"
+                _EVENTS.info("login: %s signed in%s (client %s)", request.user, how, client_id)
             else:
                 rotated = " and a new refresh token" if refresh else ""
                 _EVENTS.info(
@@ -270,6 +328,84 @@ class Core(AuthorizationServer):  # type: ignore[misc]
             if self.clock() >= record.issued_at + CODE_LIFETIME:
                 return None
             return record
+
+    def dev_save_device(self, client_id: str, scope: str | None, data: dict[str, Any]) -> None:
+        now = self.clock()
+        record = DeviceRecord(
+            device_code=data["device_code"],
+            user_code=data["user_code"],
+            client_id=client_id,
+            scope=normalize_scope(scope or SCOPE),
+            issued_at=now,
+            expires_at=now + float(data["expires_in"]),
+            interval=float(data["interval"]),
+            clock=self.clock,
+            family=secrets.token_urlsafe(16),
+        )
+        with self.lock:
+            for key in [k for k, d in self.devices.items() if d.expires_at + _CODE_RETENTION < now]:
+                del self.devices[key]
+            while len(self.devices) >= _MAX_DEVICE_CODES:
+                del self.devices[next(iter(self.devices))]
+            self.devices[record.device_code] = record
+
+    def dev_find_device(self, device_code: str) -> DeviceRecord | None:
+        with self.lock:
+            record = self.devices.get(device_code)
+            return None if record is None or record.used else record
+
+    def dev_device_by_user_code(self, user_code: str) -> DeviceRecord | None:
+        """The pending, unexpired device authorization with this user code (any case, any dash)."""
+        wanted = "".join(ch for ch in user_code.upper() if ch.isalnum())
+        with self.lock:
+            for record in self.devices.values():
+                code = "".join(ch for ch in record.user_code if ch.isalnum())
+                if (
+                    wanted
+                    and code == wanted
+                    and not record.used
+                    and record.decision is None
+                    and not record.is_expired()
+                ):
+                    return record
+            return None
+
+    def dev_decide_device(self, record: DeviceRecord, user: str | None) -> None:
+        """Approve as ``user``, or deny (None)."""
+        with self.lock:
+            record.decision = (user, True) if user is not None else ("", False)
+        if user is not None:
+            _EVENTS.info("device login: %s approved code %s", user, record.user_code)
+        else:
+            _EVENTS.info("device login: code %s denied", record.user_code)
+
+    def dev_device_decision(self, user_code: str) -> tuple[str, bool] | None:
+        with self.lock:
+            for record in self.devices.values():
+                if record.user_code == user_code and not record.used:
+                    return record.decision
+            return None
+
+    def dev_device_polled(self, record: DeviceRecord) -> bool:
+        """Record a poll; True (slow_down) when it came sooner than the interval allows.
+
+        The interval is the one the client was given, or the server's current
+        setting when that was raised since. On slow_down the interval the client
+        was given grows by 5 s for all later polls (RFC 8628 §3.5).
+        """
+        now = self.clock()
+        with self.lock:
+            last = record.last_poll if record.last_poll is not None else record.issued_at
+            record.last_poll = now
+            record.polls += 1
+            too_soon = now - last < max(record.interval, self.device_interval) - 0.001
+            if too_soon:
+                record.interval += 5
+            return too_soon
+
+    def dev_claim_device(self, record: DeviceRecord) -> None:
+        with self.lock:
+            record.used = True
 
     def dev_find_refresh_token(self, value: str) -> TokenRecord | None:
         with self.lock:

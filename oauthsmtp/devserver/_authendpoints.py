@@ -40,7 +40,7 @@ from ._authhttp import (
     text_response,
 )
 from ._authmodels import AUTH_METHODS, EXTRA_SCOPES, GRANT_TYPES, SCOPE, valid_email
-from ._pages import render_consent, render_error
+from ._pages import render_consent, render_device, render_device_done, render_error
 
 _CONSENT_LIFETIME = 600  # seconds a consent page stays answerable
 _MAX_PENDING = 256  # consent pages kept at once (oldest dropped first)
@@ -50,6 +50,10 @@ _PATH_TOKEN = "/token"  # noqa: S105 - a URL path, not a secret
 _PATH_REVOKE = "/revoke"
 _PATH_INTROSPECT = "/introspect"
 _PATH_METADATA = "/.well-known/oauth-authorization-server"
+_PATH_OPENID = "/.well-known/openid-configuration"
+_PATH_JWKS = "/jwks"
+_PATH_DEVICE_AUTHORIZATION = "/device_authorization"
+_PATH_DEVICE = "/device"
 _PATH_FAVICON = "/favicon.ico"
 _ALLOWED_METHODS = {
     _PATH_AUTHORIZE: ("GET", "POST"),
@@ -57,6 +61,10 @@ _ALLOWED_METHODS = {
     _PATH_REVOKE: ("POST",),
     _PATH_INTROSPECT: ("POST",),
     _PATH_METADATA: ("GET",),
+    _PATH_OPENID: ("GET",),
+    _PATH_JWKS: ("GET",),
+    _PATH_DEVICE_AUTHORIZATION: ("POST",),
+    _PATH_DEVICE: ("GET", "POST"),
 }
 _PAGE_PREFIX = re.compile(r"^(/[A-Za-z0-9_\-]+)+$")
 _PAGE_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
@@ -114,6 +122,7 @@ class Endpoints:
     _pages: dict[str, PageHandler]
     _token_requests: int
     _requests_log: list[tuple[str, str]]
+    _device_forms: dict[str, float]
 
     if TYPE_CHECKING:
 
@@ -147,6 +156,34 @@ class Endpoints:
         """The RFC 8414 metadata URL (``issuer + "/.well-known/oauth-authorization-server"``)."""
         return self.issuer + _PATH_METADATA
 
+    @property
+    def device_authorization_endpoint(self) -> str:
+        """The RFC 8628 device authorization endpoint (``issuer + "/device_authorization"``)."""
+        return self.issuer + _PATH_DEVICE_AUTHORIZATION
+
+    @property
+    def verification_uri(self) -> str:
+        """The page where a device login's code is entered (``issuer + "/device"``)."""
+        return self.issuer + _PATH_DEVICE
+
+    @property
+    def openid_configuration_url(self) -> str:
+        """The OpenID Connect Discovery URL (``issuer + "/.well-known/openid-configuration"``)."""
+        return self.issuer + _PATH_OPENID
+
+    def openid_configuration(self) -> dict[str, Any]:
+        """The OpenID Connect Discovery 1.0 document: the RFC 8414 metadata plus the OIDC fields."""
+        data = self.metadata()
+        data.update(
+            {
+                "jwks_uri": self.issuer + _PATH_JWKS,
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["ES256"],
+                "claims_supported": ["iss", "sub", "aud", "exp", "iat", "email"],
+            }
+        )
+        return data
+
     def metadata(self) -> dict[str, Any]:
         """The RFC 8414 authorization server metadata served at the well-known URL."""
         methods = list(AUTH_METHODS)
@@ -154,6 +191,7 @@ class Endpoints:
             "issuer": self.issuer,
             "authorization_endpoint": self.authorization_endpoint,
             "token_endpoint": self.token_endpoint,
+            "device_authorization_endpoint": self.device_authorization_endpoint,
             "revocation_endpoint": self.revocation_endpoint,
             "introspection_endpoint": self.introspection_endpoint,
             "scopes_supported": [SCOPE, *EXTRA_SCOPES],
@@ -274,8 +312,14 @@ class Endpoints:
             return text_response(405, "Method not allowed.\n", [("Allow", ", ".join(allowed))])
         if path == _PATH_METADATA:
             return json_response(200, self.metadata())
+        if path == _PATH_OPENID:
+            return json_response(200, self.openid_configuration())
+        if path == _PATH_JWKS:
+            return json_response(200, self._core.jwks())
         if path == _PATH_AUTHORIZE and method == "GET":
             return self._authorize(query, headers)
+        if path == _PATH_DEVICE and method == "GET":
+            return self._device_page(query)
         if path == _PATH_TOKEN:
             with self._lock:
                 self._token_requests += 1
@@ -287,6 +331,8 @@ class Endpoints:
             return json_error(exc.status, "invalid_request", exc.description)
         if path == _PATH_AUTHORIZE:
             return self._consent_answer(form)
+        if path == _PATH_DEVICE:
+            return self._device_answer(form)
         request = HTTPRequest("POST", self.issuer + path, headers, form)
         try:
             with self._lock:
@@ -294,6 +340,8 @@ class Endpoints:
                     response: Response = self._core.create_token_response(request)
                 elif path == _PATH_REVOKE:
                     response = self._core.create_endpoint_response("revocation", request)
+                elif path == _PATH_DEVICE_AUTHORIZATION:
+                    response = self._core.create_endpoint_response("device_authorization", request)
                 else:
                     response = self._core.create_endpoint_response("introspection", request)
         except ValueError:
@@ -434,6 +482,66 @@ class Endpoints:
             except OAuth2Error as error:
                 return self._authorization_error(error)
             return self._complete(grant, user)
+
+    # -- the device login's verification page (RFC 8628 §3.3)
+
+    def _device_form(
+        self, user_code: str, email: str, message: str | None, status: int
+    ) -> Response:
+        now = self._core.clock()
+        token = secrets.token_urlsafe(32)
+        with self._lock:
+            for key in [k for k, t in self._device_forms.items() if t + _CONSENT_LIFETIME < now]:
+                del self._device_forms[key]
+            while len(self._device_forms) >= _MAX_PENDING:
+                del self._device_forms[next(iter(self._device_forms))]
+            self._device_forms[token] = now
+        page = render_device(user_code=user_code, email=email, csrf_token=token, message=message)
+        return html_response(status, page)
+
+    def _device_page(self, query: str) -> Response:
+        """GET /device[?user_code=...]: auto mode approves a known code at once, deny mode
+        denies it, consent mode (or no code) shows the form."""
+        try:
+            user_code = dict(parse_params(query)).get("user_code", "").strip()
+        except BadRequest as exc:
+            return html_response(exc.status, render_error("invalid_request", exc.description))
+        mode = self._mode
+        if not user_code or mode == "consent":
+            return self._device_form(user_code, self._user, None, 200)
+        record = self._core.dev_device_by_user_code(user_code)
+        if record is None:
+            return self._device_form(user_code, self._user, "Unknown or expired code.", 400)
+        user = self._user if mode == "auto" else None
+        self._core.dev_decide_device(record, user)
+        return html_response(200, render_device_done(approved=user is not None, user=user))
+
+    def _device_answer(self, form: list[tuple[str, str]]) -> Response:
+        """POST /device: the verification form's Approve or Deny."""
+        fields = dict(form)
+        token = fields.get("csrf_token", "")
+        with self._lock:
+            issued = self._device_forms.pop(token, None) if token else None
+        if issued is None or self._core.clock() > issued + _CONSENT_LIFETIME:
+            return html_response(
+                403,
+                render_error("invalid_request", "This form has expired; open the page again."),
+            )
+        user_code = fields.get("user_code", "").strip()
+        email = fields.get("email", "").strip()
+        record = self._core.dev_device_by_user_code(user_code)
+        if record is None:
+            return self._device_form(user_code, email, "Unknown or expired code.", 400)
+        decision = fields.get("decision")
+        if decision == "approve":
+            if not valid_email(email):
+                return self._device_form(user_code, email, "Enter an email address.", 400)
+            self._core.dev_decide_device(record, email)
+            return html_response(200, render_device_done(approved=True, user=email))
+        if decision == "deny":
+            self._core.dev_decide_device(record, None)
+            return html_response(200, render_device_done(approved=False, user=None))
+        return self._device_form(user_code, email, "Choose Approve or Deny.", 400)
 
 
 class EndpointRouter(Router):

@@ -28,8 +28,9 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7636.challenge import compare_s256_code_challenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from authlib.oauth2.rfc8628 import DeviceAuthorizationEndpoint, DeviceCodeGrant
 
-from ._authmodels import AUTH_METHODS, CodeRecord, TokenRecord
+from ._authmodels import AUTH_METHODS, CodeRecord, DeviceRecord, TokenRecord
 
 
 class _Payload(OAuth2Payload):  # type: ignore[misc]
@@ -198,3 +199,47 @@ class DevIntrospectionEndpoint(IntrospectionEndpoint):  # type: ignore[misc]
     def introspect_token(self, token: Any) -> dict[str, Any]:
         result: dict[str, Any] = self.server.dev_introspect(token)
         return result
+
+
+class DevDeviceAuthorizationEndpoint(DeviceAuthorizationEndpoint):  # type: ignore[misc]
+    """RFC 8628 §3.1-3.2: a device code and a user code; the interval is the server's setting."""
+
+    CLIENT_AUTH_METHODS: ClassVar[list[str]] = AUTH_METHODS
+
+    @property
+    def INTERVAL(self) -> float:
+        interval: float = self.server.device_interval
+        return interval
+
+    @property
+    def EXPIRES_IN(self) -> int:
+        lifetime: int = self.server.device_code_lifetime
+        return lifetime
+
+    def get_verification_uri(self) -> str:
+        return str(self.server.issuer) + "/device"
+
+    def save_device_credential(self, client_id: str, scope: str, data: dict[str, Any]) -> None:
+        self.server.dev_save_device(client_id, scope, data)
+
+
+class DevDeviceCodeGrant(DeviceCodeGrant):  # type: ignore[misc]
+    """RFC 8628 §3.4-3.5: the device code grant; slow_down when polled faster than the interval."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = AUTH_METHODS
+
+    def query_device_credential(self, device_code: str) -> DeviceRecord | None:
+        result: DeviceRecord | None = self.server.dev_find_device(device_code)
+        return result
+
+    def query_user_grant(self, user_code: str) -> tuple[str, bool] | None:
+        result: tuple[str, bool] | None = self.server.dev_device_decision(user_code)
+        return result
+
+    def should_slow_down(self, credential: Any) -> bool:
+        return bool(self.server.dev_device_polled(credential))
+
+    def validate_device_credential(self, credential: Any) -> Any:
+        user = super().validate_device_credential(credential)
+        self.server.dev_claim_device(credential)  # a device code gives tokens once
+        return user

@@ -22,15 +22,23 @@ from oauthsmtp._errors import ConfigurationError
 SCOPE = "https://mail.oauthsmtp.test/smtp"
 """The scope that grants sending mail through the development SMTP server."""
 
-EXTRA_SCOPES = ("offline_access", "openid", "email")
-"""Other scopes the server accepts (and grants unchanged); they carry no meaning here."""
+GMAIL_API_SCOPE = "https://mail.oauthsmtp.test/gmail.send"
+"""The scope the emulated Gmail API wants (Google's ``.../auth/gmail.send``)."""
+
+GRAPH_API_SCOPE = "https://mail.oauthsmtp.test/Mail.Send"
+"""The scope the emulated Microsoft Graph wants (``https://graph.microsoft.com/Mail.Send``)."""
+
+EXTRA_SCOPES = ("offline_access", "openid", "email", GMAIL_API_SCOPE, GRAPH_API_SCOPE)
+"""Other scopes the server accepts (and grants unchanged); only the API emulation reads the
+two API scopes (``_apiserver``), the rest carry no meaning here."""
 
 CODE_LIFETIME = 60
 """Seconds an authorization code stays redeemable."""
 
 MAX_VALUE = 4096  # characters accepted in one parameter value
 AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
-GRANT_TYPES = ("authorization_code", "refresh_token")
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+GRANT_TYPES = ("authorization_code", "refresh_token", DEVICE_CODE_GRANT)
 CLIENT_CREDENTIALS = "client_credentials"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 _REDIRECT_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -200,6 +208,41 @@ class CodeRecord:
 
     def get_scope(self) -> str:
         return self.scope
+
+
+@dataclass(eq=False)
+class DeviceRecord:
+    """A device authorization (RFC 8628) and its state (authlib's DeviceCredentialMixin).
+
+    ``decision`` is None while pending, then (user, approved). ``interval`` grows
+    by 5 s on each ``slow_down`` (§3.5); ``last_poll`` is when the client last polled.
+    """
+
+    device_code: str = field(repr=False)
+    user_code: str
+    client_id: str
+    scope: str
+    issued_at: float
+    expires_at: float
+    interval: float
+    clock: Callable[[], float] = field(repr=False)
+    family: str = field(repr=False, default="")
+    last_poll: float | None = None
+    polls: int = 0
+    decision: tuple[str, bool] | None = None
+    used: bool = False
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_user_code(self) -> str:
+        return self.user_code
+
+    def is_expired(self) -> bool:
+        return self.clock() >= self.expires_at
 
 
 @dataclass(eq=False)

@@ -173,6 +173,7 @@ class AuthServer(Endpoints):
         self._started = False
         self._issuer: str | None = None
         self._pages: dict[str, PageHandler] = {}
+        self._device_forms: dict[str, float] = {}
 
     def __repr__(self) -> str:
         where = self._issuer or "not started"
@@ -291,6 +292,41 @@ class AuthServer(Endpoints):
     @user.setter
     def user(self, value: str) -> None:
         self._user = self._check_user(value)
+
+    @property
+    def device_interval(self) -> float:
+        """Seconds a device login's client must wait between polls (RFC 8628 ``interval``).
+
+        5 by default; settable while running (tests shrink it; a client polling
+        sooner than this gets ``slow_down``, and its interval grows by 5 s).
+        """
+        return float(self._core.device_interval)
+
+    @device_interval.setter
+    def device_interval(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 60:
+            raise ConfigurationError("device_interval must be a number of seconds in (0, 60]")
+        self._core.device_interval = float(value)
+
+    @property
+    def device_code_lifetime(self) -> int:
+        """Seconds a device code lives (``expires_in``, 900 by default); settable."""
+        return int(self._core.device_code_lifetime)
+
+    @device_code_lifetime.setter
+    def device_code_lifetime(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 86400:
+            raise ConfigurationError("device_code_lifetime must be whole seconds in (0, 86400]")
+        self._core.device_code_lifetime = value
+
+    def device_codes(self) -> list[str]:
+        """The user codes of the device logins waiting for a decision, oldest first."""
+        with self._lock:
+            return [
+                d.user_code
+                for d in self._core.devices.values()
+                if d.decision is None and not d.used and not d.is_expired()
+            ]
 
     @property
     def rotate_refresh_tokens(self) -> bool:
@@ -476,6 +512,7 @@ class AuthServer(Endpoints):
             "redirect_url": redirect_url,
             "revocation_url": self.revocation_endpoint,
             "issuer": self.issuer,
+            "device_authorization_url": self.device_authorization_endpoint,
         }
         values.update(overrides)
         return OAuth2Parameters(**values)

@@ -9,7 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-__all__ = ["CONTENT_SECURITY_POLICY", "html_page", "render_consent", "render_error"]
+__all__ = [
+    "CONTENT_SECURITY_POLICY",
+    "html_page",
+    "render_consent",
+    "render_device",
+    "render_device_done",
+    "render_error",
+]
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'"
@@ -28,7 +35,8 @@ main { max-width: 32rem; margin: 4rem auto; background: #fff; padding: 2rem;
 h1 { font-size: 1.4rem; margin-top: 0; }
 code { background: #eef0f3; padding: 0 .25rem; border-radius: 3px; word-break: break-all; }
 label { display: block; margin: 1.2rem 0 .3rem; font-weight: 600; }
-input[type=email] { width: 100%; box-sizing: border-box; padding: .5rem; font-size: 1rem; }
+input[type=email], input[type=text] { width: 100%; box-sizing: border-box; padding: .5rem;
+                                      font-size: 1rem; }
 .buttons { margin-top: 1.5rem; display: flex; gap: .75rem; }
 button { font-size: 1rem; padding: .5rem 1.4rem; border-radius: 4px; border: 1px solid #888;
          cursor: pointer; }
@@ -122,3 +130,51 @@ def render_error(error: str, description: str) -> str:
         "redirect URI could not be trusted.</p>"
     )
     return _page("Authorization error - oauthsmtp dev server", body)
+
+
+def render_device(
+    *, user_code: str, email: str, csrf_token: str, message: str | None = None
+) -> str:
+    """The device login's verification page (RFC 8628 §3.3): enter the code, approve or deny.
+
+    Args:
+        user_code: the pre-filled ``#user_code`` value (from ``?user_code=``, §3.3.1).
+        email: the pre-filled ``#email`` value (who approves).
+        csrf_token: the anti-forgery token of this form.
+        message: an error to show above the form (unknown code, invalid email).
+    """
+    error = f'<p class="error" id="message">{escape(message)}</p>\n' if message else ""
+    body = (
+        "<h1>Log in a device</h1>\n"
+        f"{error}"
+        "<p>Enter the code the device shows you. Only approve if you started this login "
+        "yourself.</p>\n"
+        '<form method="post" action="/device">\n'
+        f'<input type="hidden" name="csrf_token" value="{escape(csrf_token)}">\n'
+        '<label for="user_code">Code</label>\n'
+        f'<input type="text" id="user_code" name="user_code" value="{escape(user_code)}" '
+        'required maxlength="64" autocomplete="off">\n'
+        '<label for="email">Sign in as</label>\n'
+        f'<input type="email" id="email" name="email" value="{escape(email)}" '
+        'required maxlength="254" autocomplete="email">\n'
+        '<div class="buttons">\n'
+        '<button type="submit" id="approve" name="decision" value="approve">Approve</button>\n'
+        '<button type="submit" id="deny" name="decision" value="deny" formnovalidate>'
+        "Deny</button>\n"
+        "</div>\n</form>"
+    )
+    return _page("Log in a device - oauthsmtp dev server", body)
+
+
+def render_device_done(*, approved: bool, user: str | None) -> str:
+    """The page after a device decision: the device finishes on its own."""
+    if approved:
+        text = (
+            f'<p id="result">Approved: the device is now logged in as <code>{escape(user or "")}'
+            "</code>. You can close this page.</p>"
+        )
+        title = "Device approved"
+    else:
+        text = '<p id="result">Denied: the device was not logged in.</p>'
+        title = "Device denied"
+    return _page(f"{title} - oauthsmtp dev server", f"<h1>{escape(title)}</h1>\n{text}")

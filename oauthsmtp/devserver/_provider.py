@@ -38,6 +38,7 @@ from oauthsmtp._errors import ConfigurationError
 from oauthsmtp._oauth.params import OAuth2Parameters
 from oauthsmtp._tokens.token import AuthToken
 
+from ._apiserver import GMAIL_API_SCOPE, GRAPH_API_SCOPE, APIServer
 from ._authserver import AuthServer, DevClient
 from ._certs import CertificateSet
 from ._headless import headless_login
@@ -46,6 +47,8 @@ from ._mailpages import MessagesPage
 from ._smtpserver import ReceivedMessage, SMTPServer
 
 if TYPE_CHECKING:
+    from oauthsmtp._api.gmail import GmailAPISession
+    from oauthsmtp._api.graph import GraphSession
     from oauthsmtp._smtp.session import Security, SMTPSession
     from oauthsmtp._tokens.stores.base import TokenStore
 
@@ -132,6 +135,7 @@ class DevProvider:
             maildir=None if maildir is None else Path(maildir),
             certificates=certificates,
         )
+        self.api = APIServer(self.auth.validate_access_token, self.smtp.record, host=HOST)
         self._http_port = http_port
         self._smtp_ports = (smtp_port, smtps_port)
         self.client: DevClient = self.auth.register_client()
@@ -168,6 +172,14 @@ class DevProvider:
                 if isinstance(exc, OSError):
                     raise _bind_error("the SMTP server", self._smtp_ports, exc) from exc
                 raise
+            try:
+                self.api.start()
+            except BaseException as exc:
+                self.smtp.stop()
+                self.auth.stop()
+                if isinstance(exc, OSError):
+                    raise _bind_error("the API emulation", [None], exc) from exc
+                raise
             self._running = True
         return self
 
@@ -176,6 +188,7 @@ class DevProvider:
         with self._lock:
             self._running = False
             try:
+                self.api.stop()
                 self.smtp.stop()
             finally:
                 self.auth.stop()
@@ -337,6 +350,46 @@ class DevProvider:
             HOST, port, security=security, auth_token=auth_token, username=username, **kwargs
         )
 
+    # -- the HTTP sending APIs
+
+    GMAIL_API_SCOPE = GMAIL_API_SCOPE
+    """The scope the emulated Gmail API wants (log in with ``scope=`` this)."""
+
+    GRAPH_API_SCOPE = GRAPH_API_SCOPE
+    """The scope the emulated Microsoft Graph wants (log in with ``scope=`` this)."""
+
+    @property
+    def gmail_api_url(self) -> str:
+        """The emulated Gmail API's base URL (``GmailAPISession(base_url=...)``)."""
+        return self.api.gmail_url
+
+    @property
+    def graph_api_url(self) -> str:
+        """The emulated Microsoft Graph's base URL (``GraphSession(base_url=...)``)."""
+        return self.api.graph_url
+
+    def gmail_api_session(self, *, auth_token: Any, **kwargs: Any) -> GmailAPISession:
+        """Return a :class:`~oauthsmtp.GmailAPISession` for the emulated Gmail API.
+
+        The token must carry :attr:`GMAIL_API_SCOPE`: ``provider.login(scope=
+        provider.GMAIL_API_SCOPE)``. ``kwargs`` go to the session (``timeout=``, ...).
+        """
+        from oauthsmtp._api.gmail import GmailAPISession
+
+        return GmailAPISession(auth_token=auth_token, base_url=self.gmail_api_url, **kwargs)
+
+    def graph_session(
+        self, *, auth_token: Any, user: str | None = None, **kwargs: Any
+    ) -> GraphSession:
+        """Return a :class:`~oauthsmtp.GraphSession` for the emulated Microsoft Graph.
+
+        The token must carry :attr:`GRAPH_API_SCOPE`: ``provider.login(scope=
+        provider.GRAPH_API_SCOPE)``. ``kwargs`` go to the session (``timeout=``, ...).
+        """
+        from oauthsmtp._api.graph import GraphSession
+
+        return GraphSession(auth_token=auth_token, user=user, base_url=self.graph_api_url, **kwargs)
+
     # -- received mail
 
     @property
@@ -353,19 +406,42 @@ class DevProvider:
         return self.smtp.wait_for_messages(count, timeout)
 
     def clear(self) -> None:
-        """Forget the received messages and the SMTP server's AUTH log (files stay)."""
+        """Forget the received messages, the SMTP AUTH log and the API requests (files stay)."""
         self.smtp.clear()
+        self.api.clear()
 
     # -- the command line
 
-    def login_command(self, account: str | None = None) -> str:
+    def login_command(self, account: str | None = None, *, flow: str | None = None) -> str:
         """Return a ready-to-paste ``oauthsmtp login`` line (POSIX shell) for this provider.
 
         The line starts with ``SSL_CERT_FILE=<ca path>`` so that the command line trusts
         the development CA; later ``oauthsmtp send`` commands need the same variable.
         The redirect URL is the command line's default, ``http://localhost:9000``.
+        With ``flow`` (``"device"`` or ``"paste"``) the line names only the issuer (the
+        endpoints are discovered) and asks for that flow.
         """
         secret = self.client.client_secret
+        if flow is not None:
+            words = [
+                "oauthsmtp",
+                "login",
+                "--account",
+                account or self.user,
+                "--issuer",
+                self.auth.issuer,
+                f"--client-id={self.client.client_id}",
+                *([f"--client-secret={secret}"] if secret else []),
+                "--scope",
+                f"{self.auth.scope} openid email",
+                "--smtp-host",
+                HOST,
+                "--smtp-port",
+                str(self.smtp.port),
+                "--flow",
+                flow,
+            ]
+            return f"SSL_CERT_FILE={shlex.quote(str(self.ca_path))} {shlex.join(words)}"
         words = [
             "oauthsmtp",
             "login",

@@ -113,6 +113,7 @@ Authorization server
   token:           {auth.token_endpoint}
   revocation:      {auth.revocation_endpoint}
   metadata:        {auth.metadata_url}
+  device login:    {auth.device_authorization_endpoint} (codes entered at {auth.verification_uri})
   scope:           {auth.scope}
   client id:       {provider.client.client_id}
   client secret:   {provider.client.client_secret}
@@ -131,6 +132,8 @@ Received messages
 
 Log in from another terminal (port 9000; no desktop keyring: prefix both with OAUTHSMTP_STORE=file):
   {provider.login_command()}
+Or without a browser on this machine (the device login: open the printed page anywhere):
+  {provider.login_command(flow="device")}
 Then send a message:
   {send}
 
@@ -158,6 +161,7 @@ def run_dev_server(
     http_port: int = 0,
     maildir: str | os.PathLike[str] | None = None,
     consent: bool = False,
+    user: str = "user@example.test",
     out: TextIO | None = None,
 ) -> int:
     """Run the development provider until Ctrl-C or SIGTERM (``oauthsmtp dev-server``).
@@ -170,6 +174,7 @@ def run_dev_server(
         maildir: the folder for received messages (created if needed); a new temporary
             folder when None. Either way it is kept when the server stops.
         consent: show a consent page in the browser instead of approving automatically.
+        user: who approves (automatically, or as the pages' default); the id_token names them.
         out: where the information block and the arrival lines go (default stdout).
 
     Returns:
@@ -192,6 +197,7 @@ def run_dev_server(
             smtp_port=smtp_port,
             maildir=folder,
             mode="consent" if consent else "auto",
+            user=user,
         ).start()
     except BaseException:
         if temporary:

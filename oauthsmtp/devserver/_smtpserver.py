@@ -431,7 +431,29 @@ class SMTPServer:
         )
 
     def _store(self, envelope: Envelope, user: str | None) -> ReceivedMessage:
-        data = bytes(envelope.original_content or b"")
+        return self.record(
+            envelope.mail_from or "",
+            tuple(envelope.rcpt_tos),
+            bytes(envelope.original_content or b""),
+            user,
+            mail_options=tuple(envelope.mail_options),
+        )
+
+    def record(
+        self,
+        mail_from: str,
+        rcpt_tos: tuple[str, ...],
+        data: bytes,
+        user: str | None,
+        *,
+        mail_options: tuple[str, ...] = (),
+    ) -> ReceivedMessage:
+        """Keep one accepted message (and write its ``.eml`` file); return it.
+
+        The SMTP sessions call it for each message they accept; the API emulation
+        (``_apiserver``) calls it for messages sent through the emulated Gmail API and
+        Microsoft Graph, so that all of them share one store and one messages page.
+        """
         received_at = datetime.now(timezone.utc)
         with self._lock:
             self._counter += 1
@@ -441,13 +463,13 @@ class SMTPServer:
             name = f"{received_at:%Y%m%dT%H%M%S.%fZ}-{counter:06d}-{self._file_tag}.eml"
             path = write_atomically(self.maildir, name, data)
         message = ReceivedMessage(
-            mail_from=envelope.mail_from or "",
-            rcpt_tos=tuple(envelope.rcpt_tos),
+            mail_from=mail_from,
+            rcpt_tos=rcpt_tos,
             data=data,
             user=user,
             received_at=received_at,
             path=path,
-            mail_options=tuple(envelope.mail_options),
+            mail_options=mail_options,
         )
         with self._changed:
             self._messages.append(message)

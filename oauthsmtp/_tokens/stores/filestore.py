@@ -198,7 +198,7 @@ class FileStore:
             fsync_dir(self.directory)
 
     def lock(self, key: TokenKey) -> AbstractContextManager[None]:
-        """See :meth:`TokenStore.lock`: a ``filelock`` on ``<slug>.lock`` plus a thread lock."""
+        """See :meth:`TokenStore.lock`: ``flock`` on ``<slug>.lock`` plus a thread lock."""
         ensure_private_dir(self.directory)
         lock_path = self.directory / f"{key.slug()}.lock"
         return interprocess_lock(lock_path).hold(self.lock_timeout, key.describe())

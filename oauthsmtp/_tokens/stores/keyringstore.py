@@ -154,7 +154,7 @@ class KeyringStore:
     backend is one of those. ``allow_insecure=True`` accepts them (with a WARNING).
     Every backend error is wrapped in TokenStoreError without the value.
 
-    Locks and listing: :meth:`lock` uses a ``filelock`` under
+    Locks and listing: :meth:`lock` uses an OS file lock (``flock``) under
     ``oauthsmtp_home() / "locks"`` (0700) plus a thread lock. Because keyring
     cannot enumerate entries portably, :meth:`keys` reads a small non-secret
     index, ``oauthsmtp_home() / "keyring-index.json"``, kept up to date by
@@ -486,7 +486,7 @@ class KeyringStore:
         self._index_update(key, present=False)
 
     def lock(self, key: TokenKey) -> AbstractContextManager[None]:
-        """See :meth:`TokenStore.lock`: a ``filelock`` in ``oauthsmtp_home()/locks``.
+        """See :meth:`TokenStore.lock`: an OS file lock in ``oauthsmtp_home()/locks``.
 
         Plus a thread lock; the keyring itself is not touched.
         """

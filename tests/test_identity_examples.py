@@ -1,0 +1,50 @@
+"""examples/identities run with --dev (device login, discovery, moving a login) and exit 0."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "identities"
+
+EXPECTED = {
+    "device_login.py": [
+        "and enter the code: ",
+        "sent 250 2.0.0 OK queued",
+        "arrived: user@example.test -> user@example.test: 'Sent after a device login'",
+    ],
+    "discover.py": [
+        "device login:     http://127.0.0.1:",
+        "sent 250 2.0.0 OK queued",
+    ],
+    "move_login.py": [
+        "imported: user@example.test, found again without a login: valid=True",
+        "sent 250 2.0.0 OK queued",
+    ],
+}
+
+
+def test_every_example_is_covered() -> None:
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example_runs_with_dev(name: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("BROWSER", "DISPLAY")}
+    env.update({"OAUTHSMTP_HOME": str(tmp_path / "home"), "OAUTHSMTP_STORE": "file"})
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), "--dev"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for expected in EXPECTED[name]:
+        assert expected in proc.stdout, (expected, proc.stdout)
+    assert not (tmp_path / "home").exists()  # a --dev run keeps nothing
