@@ -405,6 +405,61 @@ def test_rejected_token_is_refreshed_once_then_reported(
     assert "https://outlook.office.com/SMTP.Send" in fix_of(out, "smtp auth")
 
 
+@pytest.mark.parametrize("logged_in_as", [ACCOUNT, "other@example.org"], ids=["same", "other"])
+def test_identity_from_the_id_token_of_a_refresh(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    certs: CertificateSet,
+    fake_browser: FakeBrowser,
+    capsys: pytest.CaptureFixture[str],
+    logged_in_as: str,
+) -> None:
+    """The expired token is renewed; the refresh answer's id_token says whose it is.
+
+    A token of another account saved under this one (copied by hand, say) is caught before
+    AUTH, and needs a login (exit 3).
+    """
+    browser = os.environ["BROWSER"]
+    home = make_home(tmp_path, monkeypatch)
+    monkeypatch.setenv("BROWSER", browser)
+    monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca_cert))
+    with AuthServer(mode="auto", user=logged_in_as) as auth:
+        params = auth.parameters(
+            auth.register_client(public=True),
+            redirect_url="http://127.0.0.1:0/cb",
+            scope=f"{auth.scope} openid email",
+        )
+        with SMTPServer(auth.validate_access_token, certificates=certs) as server:
+            settings = point(
+                home,
+                token_url=params.token_url,
+                auth_url=params.auth_url,
+                client_id=params.client_id,
+                scope=params.scopes,
+                smtp_host="localhost",
+                smtp_port=server.port,
+                security="starttls",
+            )
+            store = FileStore(home / "tokens")
+            token = oauthsmtp.auth_identify(params, account=logged_in_as, store=store, timeout=20)
+            token.expire()
+            store.save(settings.token_key, token.to_json())
+            code, lines, out = doctor(capsys)
+            assert server.messages == []
+    assert "refreshed just now" in lines["token"]
+    if logged_in_as == ACCOUNT:
+        assert code == 0, out
+        assert lines["identity"] == f"ok    identity      token is for {ACCOUNT}"
+        assert lines["smtp auth"].startswith("ok")
+    else:
+        assert code == 3
+        assert lines["identity"] == (
+            f"FAIL  identity      the token is for other@example.org, not {ACCOUNT}"
+        )
+        assert f"choose {ACCOUNT} on the provider's page" in fix_of(out, "identity")
+        assert "smtp auth" not in lines
+
+
 def test_app_only_account(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
