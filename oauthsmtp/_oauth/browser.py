@@ -16,12 +16,12 @@ from collections.abc import Callable
 from typing import TextIO
 
 from oauthsmtp._errors import AccountMismatch, AuthorizationError, ConfigurationError
-from oauthsmtp.providers import MAIL_SCOPES
 
 from .authz import build_request
 from .endpoint import exchange_code
 from .loopback import LoopbackListener
 from .params import OAuth2Parameters
+from .scopes import MAIL_SCOPES
 from .tokenresponse import TokenState, token_identity
 
 __all__ = [
