@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from oauthsmtp._explain import by_key, lookup
+from oauthsmtp._oauth.scopes import GMAIL_SCOPE, MICROSOFT_APP_SCOPE, MICROSOFT_SMTP_SCOPE
 
 from .exits import EXIT_FAILURE, EXIT_LOGIN_REQUIRED, EXIT_OK
 
@@ -38,8 +39,13 @@ OAUTH_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
 IDLE_LIMITS = {"microsoft": "90 days", "gmail": "6 months"}
 """How long each provider keeps an unused refresh token (their documented idle limits)."""
 
-_GOOGLE_SMTP = "https://mail.google.com/"
-_MICROSOFT_SMTP = ("/smtp.send", "/smtp.sendasapp", "outlook.office365.com/.default")
+_GOOGLE_SMTP = GMAIL_SCOPE
+_MICROSOFT_SMTP = (
+    MICROSOFT_SMTP_SCOPE.lower(),  # any of Microsoft's resource spellings: suffix match
+    "/smtp.send",
+    "/smtp.sendasapp",
+    MICROSOFT_APP_SCOPE.lower(),
+)
 _GRAPH = "graph.microsoft.com"
 
 _STATUS_WIDTH = 6
@@ -221,8 +227,7 @@ def check_scopes(provider: str, granted: tuple[str, ...], *, account: str) -> Ch
     if provider == "microsoft":
         return failed(
             "scopes",
-            f"the mail scope https://outlook.office.com/SMTP.Send was not granted "
-            f"(granted: {shown})",
+            f"the mail scope {MICROSOFT_SMTP_SCOPE} was not granted (granted: {shown})",
             account=account,
             default="scope-missing",
             login=True,
