@@ -159,16 +159,9 @@ def _store_name(store: TokenStore) -> str:
 
 def _token(settings: AccountSettings, checks: list[Check]) -> AuthToken | None:
     """The store check and the token check; returns a usable token, or None."""
-    from oauthsmtp import (
-        AuthToken,
-        ConfigurationError,
-        LoginRequired,
-        TokenError,
-        TokenStoreError,
-        auth_identify,
-    )
+    from oauthsmtp import AuthToken, ConfigurationError, LoginRequired, TokenError, TokenStoreError
+    from oauthsmtp._accounts import APP_PROVIDERS, saved_login
 
-    from .appcreds import APP_PROVIDERS, saved_app_token
     from .status import REFRESH_WARNING_DAYS
 
     account = settings.account
@@ -208,11 +201,8 @@ def _token(settings: AccountSettings, checks: list[Check]) -> AuthToken | None:
     held = "token present" if saved is not None else "no token yet (the app's grant gets one)"
     checks.append(passed("token store", f"{name}, {held}"))
     try:
-        if app_only:  # no refresh token: the app-only grant renews the token
-            token = saved_app_token(settings, store)
-        else:
-            params = settings.parameters(context.client_secret(store, settings))
-            token = auth_identify(params, account=account, store=store, interactive=False)
+        # A refresh when the access token expired; an app-only account makes its grant again.
+        _, token = saved_login(settings, store)
     except (LoginRequired, TokenError, TokenStoreError, ConfigurationError) as exc:
         checks.append(
             failed(
