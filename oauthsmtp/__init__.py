@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from ._message.prepare import Email
     from ._oauth.appgrants import ClientCredentials
     from ._oauth.params import OAuth2Parameters
+    from ._smtp.asyncsession import AsyncSMTPSession
     from ._smtp.session import SendResult, SMTPSession, VerifyResult
     from ._smtp.wire import SMTPConnectionError, SMTPTimeoutError
     from ._tokens.apponly import app_token
@@ -67,6 +68,7 @@ __all__ = [
     "APIError",
     "AccessDenied",
     "AccountMismatch",
+    "AsyncSMTPSession",
     "AuthToken",
     "AuthorizationError",
     "AuthorizationTimeout",
@@ -129,6 +131,7 @@ _LAZY = {
     "pop3_authenticate": "._mailbox.login",
     "Email": "._message.prepare",
     "SMTPSession": "._smtp.session",
+    "AsyncSMTPSession": "._smtp.asyncsession",
     "SendResult": "._smtp.session",
     "VerifyResult": "._smtp.session",
     "SMTPConnectionError": "._smtp.wire",
