@@ -11,7 +11,8 @@ import pathlib
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -28,10 +29,19 @@ def _free_port() -> int:
 class RedisServer:
     """One redis-server process on 127.0.0.1; :meth:`stop` and :meth:`start` for outages."""
 
-    def __init__(self, program: str, folder: pathlib.Path, password: str | None = None) -> None:
+    def __init__(
+        self,
+        program: str,
+        folder: pathlib.Path,
+        *,
+        password: str | None = None,
+        persist: bool = False,
+    ) -> None:
+        """``persist``: an append-only file (fsync always) so that a restart keeps the keys."""
         self.program = program
         self.folder = folder
         self.password = password
+        self.persist = persist
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -50,7 +60,8 @@ class RedisServer:
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.persist else "no",
+            "--appendfsync", "always",
             "--dir", str(self.folder),
             "--daemonize", "no",
             "--loglevel", "warning",
@@ -90,13 +101,27 @@ class RedisServer:
 
 
 @pytest.fixture
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A fresh redis-server for one test, stopped at its end."""
+def make_redis_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., RedisServer]]:
+    """Makes started redis-servers (``password=``, ``persist=``), all stopped at the test's end."""
     program = require_program("redis-server", "redis-server")
-    server = RedisServer(program, tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    made: list[RedisServer] = []
 
+    def make(**options: Any) -> RedisServer:
+        server = RedisServer(program, tmp_path_factory.mktemp("redis"), **options)
+        made.append(server)
+        server.start()
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in made:
+            server.stop()
+
+
+@pytest.fixture
+def redis_server(make_redis_server: Callable[..., RedisServer]) -> RedisServer:
+    """A fresh redis-server for one test, stopped at its end."""
+    return make_redis_server()

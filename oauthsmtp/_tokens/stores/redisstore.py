@@ -194,7 +194,9 @@ class RedisStore:
         if not isinstance(url, str) or not url.strip():
             raise ConfigurationError("RedisStore needs a redis:// or rediss:// URL")
         if not isinstance(prefix, str) or CONTROL_RE.search(prefix):
-            raise ConfigurationError("RedisStore prefix must be a string without control characters")
+            raise ConfigurationError(
+                "RedisStore prefix must be a string without control characters"
+            )
         self.url = redact_url(url)
         self.prefix = prefix
         self.lease = _check_seconds("lease", lease)
