@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from cli_support import ACCOUNT as CLI_ACCOUNT
+from cli_support import assert_one_line_error, make_home, run
 from components import Lines, spawned
 from conftest import FakeBrowser
 from cryptography.fernet import Fernet
@@ -29,6 +31,7 @@ from cryptography.fernet import Fernet
 import oauthsmtp
 from oauthsmtp import (
     ConfigurationError,
+    FileStore,
     OAuth2Parameters,
     RedisStore,
     TokenKey,
@@ -51,6 +54,7 @@ KEY = TokenKey("https://auth.example.test/token", "client-1", "me@example.test")
 TOKEN = '{"access_token": "SECRET-ACCESS", "refresh_token": "SECRET-REFRESH"}'
 ACCOUNT = "user@example.test"
 REDIRECT = "http://127.0.0.1:0/callback"
+CLI_KEY = TokenKey("https://auth.example/token", "cid", CLI_ACCOUNT)
 PARAMETER_FIELDS = ("client_id", "client_secret", "auth_url", "token_url", "redirect_url", "issuer")
 
 
@@ -481,3 +485,61 @@ def test_logout_through_redis_removes_the_entry(
     assert store.keys() == [TokenKey(params.token_url, params.client_id, ACCOUNT)]
     oauthsmtp.revoke_token(params, token)
     assert store.keys() == []
+
+
+# ---------------------------------------------------------------------------
+# the command line
+# ---------------------------------------------------------------------------
+
+
+def test_command_line_uses_redis_from_the_environment(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    make_redis_server: Callable[..., RedisServer],
+) -> None:
+    server = make_redis_server(password="pw-SECRET-789")
+    make_home(tmp_path, monkeypatch)  # a recorded account (its token in a file store)
+    home_token = FileStore(tmp_path / "home" / "tokens").load(CLI_KEY)
+    assert home_token is not None
+    fernet_key = Fernet.generate_key().decode()
+    monkeypatch.setenv("OAUTHSMTP_STORE", server.url)
+    monkeypatch.setenv("OAUTHSMTP_REDIS_KEY", fernet_key)
+    code, out, err = run(capsys, "token", "--account", CLI_ACCOUNT)
+    assert code == 3, err  # nothing in Redis yet: login required
+    RedisStore(server.url, encryption_key=fernet_key).save(CLI_KEY, home_token)
+    code, out, err = run(capsys, "token", "--account", CLI_ACCOUNT)
+    assert (code, out.strip()) == (0, "AT-secret"), err
+    code, out, err = run(capsys, "status")
+    assert code == 0, err
+    assert CLI_ACCOUNT in out
+    server.stop()
+    code, out, err = run(capsys, "token", "--account", CLI_ACCOUNT)
+    assert_one_line_error(
+        code, err, expected=1, mentions=f"Redis at redis://127.0.0.1:{server.port}"
+    )
+    assert "pw-SECRET" not in err
+
+
+def test_the_documented_acl_user_is_enough(redis_server: RedisServer) -> None:
+    """docs/fleet.md's ACL line: a user limited to the prefix and these commands suffices."""
+    admin = redis_server.client()
+    acl = "on >pw-ACL ~oauthsmtp:* +get +set +del +mget +scan +pexpire +evalsha +eval"
+    admin.execute_command("ACL", "SETUSER", "oauthsmtp", *acl.split(), "+script|load")
+    url = redis_server.url.replace("redis://", "redis://oauthsmtp:pw-ACL@")
+    store = RedisStore(url, lease=0.3, encryption_key=Fernet.generate_key())
+    store.save(KEY, TOKEN)
+    assert store.keys() == [KEY]
+    with store.lock(KEY):
+        started = time.monotonic()
+        while time.monotonic() - started < 1.2:  # 4 leases: renewed by the ACL user
+            threading.Event().wait(0.1)
+        store.save(KEY, TOKEN + " ")
+    assert store.load(KEY) == TOKEN + " "
+    store.delete(KEY)
+    assert store.keys() == []
+    assert admin.execute_command("ACL", "LOG") == []  # nothing was denied
+    outside = RedisStore(url, prefix="other:")
+    with pytest.raises(TokenStoreError, match="NoPermission"):
+        outside.load(KEY)
+    admin.close()
