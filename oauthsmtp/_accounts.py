@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oauthsmtp._oauth.params import OAuth2Parameters
 from oauthsmtp._tokens.stores.base import TokenKey
@@ -33,7 +33,29 @@ from oauthsmtp._util.jsonobject import load_json_object
 
 from ._errors import ConfigurationError, TokenStoreError
 
-__all__ = ["AccountRegistry", "AccountSettings", "secret_key"]
+if TYPE_CHECKING:
+    from oauthsmtp._oauth.appgrants import ClientCredentials
+    from oauthsmtp._smtp.session import SMTPSession
+    from oauthsmtp._tokens.stores.base import TokenStore
+    from oauthsmtp._tokens.token import AuthToken
+
+__all__ = [
+    "APP_PROVIDERS",
+    "CERTIFICATE_FILE",
+    "DEFAULT_PORTS",
+    "KEY_FILE",
+    "PRIVATE_KEY_FILE",
+    "SUBJECT",
+    "AccountRegistry",
+    "AccountSettings",
+    "app_credentials",
+    "open_session",
+    "recorded_settings",
+    "saved_login",
+    "secret_key",
+    "smtp_target",
+    "store_named",
+]
 
 log = logging.getLogger("oauthsmtp.accounts")
 
@@ -303,3 +325,210 @@ class AccountRegistry:
             raise ConfigurationError(str(exc)) from None
         except OSError as exc:
             raise ConfigurationError(f"cannot write {self.path}: {os_detail(exc)}") from None
+
+
+# -- from a recorded account to a session (shared by the command line and the integrations) --
+
+DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
+"""The SMTP port each security setting uses unless told otherwise."""
+
+STORE_NAMES = ("keyring", "file", "memory")
+
+
+def store_named(name: str | None = None, *, home: Path | None = None) -> TokenStore:
+    """The token store called ``name`` (``keyring``, ``file`` or ``memory``).
+
+    ``None`` (or an empty name) means what ``$OAUTHSMTP_STORE`` says, as
+    :func:`oauthsmtp.default_store`. The file store lives in ``home / "tokens"`` when a
+    ``home`` is given (else under ``$OAUTHSMTP_HOME``); the keyring keeps its small
+    lock files under ``$OAUTHSMTP_HOME`` either way.
+
+    Raises:
+        ConfigurationError: any other name (the message names the valid ones).
+    """
+    if name is None or not str(name).strip():
+        name = os.environ.get("OAUTHSMTP_STORE", "")
+    choice = str(name).strip().lower() or "keyring"
+    if choice == "keyring":
+        from oauthsmtp._tokens.stores.keyringstore import KeyringStore
+
+        return KeyringStore()
+    if choice == "file":
+        from oauthsmtp._tokens.stores.filestore import FileStore
+
+        return FileStore(None if home is None else home / "tokens")
+    if choice == "memory":
+        from oauthsmtp._tokens.stores.memory import MemoryStore
+
+        return MemoryStore()
+    raise ConfigurationError(
+        f"the token store {str(name)[:40]!r} is unknown; use one of {', '.join(STORE_NAMES)}"
+    )
+
+
+def recorded_settings(account: str, *, home: Path | None = None) -> AccountSettings:
+    """The settings ``oauthsmtp login`` recorded for ``account`` under ``home``.
+
+    ``home`` defaults to ``$OAUTHSMTP_HOME`` (or the platform's config folder).
+
+    Raises:
+        ConfigurationError: the account was never logged in there; the message names
+            the accounts that are recorded and the login command.
+    """
+    from oauthsmtp._util.home import oauthsmtp_home
+
+    folder = oauthsmtp_home() if home is None else home
+    accounts = AccountRegistry(folder).load_all()
+    settings = accounts.get(account)
+    if settings is None:
+        known = ", ".join(sorted(accounts)) if accounts else "none"
+        raise ConfigurationError(
+            f"no account {account!r} is recorded in {folder} (recorded: {known}); log in "
+            f"first: oauthsmtp login --account {account} --provider gmail|microsoft|custom ..."
+        )
+    return settings
+
+
+APP_PROVIDERS = ("microsoft-app", "google-service-account")
+"""The providers whose accounts get app-only tokens (no person, no refresh token)."""
+
+# Where an app-only account's key files are recorded: their absolute paths, in the
+# account's extra_auth_params (which no authorization request uses for such an account).
+PRIVATE_KEY_FILE = "private_key_file"
+CERTIFICATE_FILE = "certificate_file"
+KEY_FILE = "key_file"
+SUBJECT = "subject"
+
+
+def app_credentials(settings: AccountSettings, token_store: TokenStore) -> ClientCredentials:
+    """The app's credentials for a recorded app-only account.
+
+    A client secret comes from the token store; a private key, certificate or
+    service-account key is read again from its recorded file, so a rotated key file is
+    picked up.
+
+    Raises:
+        ConfigurationError: a recorded key file is gone, unreadable or not a key
+            (the message names the file and the login command that records a new one).
+    """
+    from oauthsmtp import providers
+
+    extra = settings.extra_auth_params
+    if settings.provider == "google-service-account":
+        return providers.google_service_account(
+            Path(extra[KEY_FILE]), subject=extra.get(SUBJECT), scope=" ".join(settings.scope)
+        )
+    secret = token_store.load(secret_key(settings)) if settings.has_client_secret else None
+    key_file = extra.get(PRIVATE_KEY_FILE)
+    cert_file = extra.get(CERTIFICATE_FILE)
+    return providers.microsoft_app(
+        client_id=settings.client_id,
+        tenant=settings.tenant or "",
+        client_secret=secret,
+        private_key=Path(key_file) if key_file else None,
+        certificate=Path(cert_file) if cert_file else None,
+        token_url=settings.token_url,
+        scope=" ".join(settings.scope),
+    )
+
+
+def saved_login(settings: AccountSettings, store: TokenStore) -> tuple[OAuth2Parameters, AuthToken]:
+    """(parameters, token) of a recorded account from ``store``, never opening a browser.
+
+    An app-only account (:data:`APP_PROVIDERS`) gets the stored app token while it is
+    valid, else a new one by its grant (saved).
+
+    Raises:
+        LoginRequired: no usable token is saved (log in again).
+        TokenError, TokenStoreError: the refresh or the store failed.
+        ConfigurationError: an app-only account's key file is gone or unreadable.
+    """
+    from oauthsmtp._tokens.identify import auth_identify
+
+    if settings.provider in APP_PROVIDERS:
+        from oauthsmtp._tokens.apponly import app_token
+
+        creds = app_credentials(settings, store)
+        return settings.parameters(), app_token(creds, account=settings.account, store=store)
+    secret = store.load(secret_key(settings)) if settings.has_client_secret else None
+    params = settings.parameters(secret)
+    token = auth_identify(params, account=settings.account, store=store, interactive=False)
+    return params, token
+
+
+def smtp_target(
+    settings: AccountSettings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    security: str | None = None,
+) -> tuple[str, int, str]:
+    """(host, port, security) with the given overrides over the account's recorded ones.
+
+    A new ``security`` without a ``port`` moves the port along when the recorded port is
+    the old security's default (587 -> 465 for ``ssl``); a port chosen on purpose stays.
+
+    Raises:
+        ConfigurationError: the security is not starttls, ssl or none.
+    """
+    new_security = security or settings.security
+    if new_security not in _SECURITY:
+        raise ConfigurationError(
+            f"the SMTP security of {settings.account} is {new_security!r:.20}; use one of "
+            f"{', '.join(_SECURITY)} (oauthsmtp account set --account {settings.account} "
+            "--security starttls|ssl|none)"
+        )
+    if port is None:
+        port = settings.smtp_port
+        if new_security != settings.security and port == DEFAULT_PORTS.get(settings.security):
+            port = DEFAULT_PORTS[new_security]
+    return host or settings.smtp_host, port, new_security
+
+
+def open_session(
+    account: str,
+    *,
+    home: Path | None = None,
+    store: TokenStore | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    security: str | None = None,
+    **session_options: Any,
+) -> SMTPSession:
+    """An :class:`~oauthsmtp.SMTPSession` for a recorded account and its saved token.
+
+    What ``oauthsmtp send`` does before sending, for library code (the Django backend,
+    the logging handler): the account's recorded settings (under ``home``, default
+    ``$OAUTHSMTP_HOME``), its token from ``store`` (default: ``$OAUTHSMTP_STORE``, with
+    ``home``'s file store), never a browser. ``host``, ``port`` and ``security`` override
+    the recorded ones; other keywords (``timeout``, ``ssl_context``, ``connections``, ...)
+    go to :class:`~oauthsmtp.SMTPSession`. The session is not connected yet.
+
+    Raises:
+        ConfigurationError: the account is not recorded, is recorded for an HTTP API
+            (``transport="api"``), or an option is invalid.
+        LoginRequired: no usable token is saved (run ``oauthsmtp login`` again).
+        TokenError, TokenStoreError: the refresh or the store failed.
+    """
+    from oauthsmtp._smtp.session import SMTPSession
+
+    settings = recorded_settings(account, home=home)
+    if settings.transport != "smtp":
+        raise ConfigurationError(
+            f"the account {account} sends through an HTTP API (transport {settings.transport}), "
+            "and this sends over SMTP; record it for SMTP with `oauthsmtp account set --account "
+            f"{account} --transport smtp` and log in again (its token is for the API's scope)"
+        )
+    token_store = store_named(None, home=home) if store is None else store
+    _, token = saved_login(settings, token_store)
+    target_host, target_port, target_security = smtp_target(
+        settings, host=host, port=port, security=security
+    )
+    session_options.setdefault("username", account)
+    return SMTPSession(
+        target_host,
+        port=target_port,
+        security=target_security,  # type: ignore[arg-type]  # checked by smtp_target
+        auth_token=token,
+        **session_options,
+    )

@@ -79,20 +79,16 @@ def client_secret(token_store: TokenStore, settings: AccountSettings) -> str | N
 def saved_login(account: str) -> tuple[AccountSettings, OAuth2Parameters, AuthToken]:
     """(settings, parameters, token) of a recorded account, never opening a browser.
 
+    App-only accounts get their token by the app-only grant (no refresh token).
+
     Raises:
         CommandError: the account is not recorded (exit 3).
         LoginRequired: no usable token is saved (exit 3).
     """
-    from oauthsmtp import auth_identify
-
-    from .appcreds import APP_PROVIDERS, saved_app_token
+    from oauthsmtp._accounts import saved_login as load_saved_login
 
     settings = require_settings(account)
-    token_store = store()
-    if settings.provider in APP_PROVIDERS:  # renewed by the app-only grant, no refresh token
-        return settings, settings.parameters(), saved_app_token(settings, token_store)
-    params = settings.parameters(client_secret(token_store, settings))
-    token = auth_identify(params, account=account, store=token_store, interactive=False)
+    params, token = load_saved_login(settings, store())
     return settings, params, token
 
 
@@ -125,18 +121,17 @@ def smtp_target(
 
     A new ``security`` without a ``port`` moves the port along when the recorded port is
     the old security's default (587 -> 465 for ``ssl``); a port chosen on purpose stays.
+
+    Raises:
+        CommandError: (exit 2) the security is not starttls, ssl or none.
     """
-    new_security = security or settings.security
-    if new_security not in ("starttls", "ssl", "none"):
-        raise CommandError(
-            f"the recorded security of {settings.account} is {new_security!r}; fix it: "
-            f"oauthsmtp account set --account {settings.account} --security starttls|ssl|none",
-            code=EXIT_USAGE,
-        )
-    if port is None:
-        port = settings.smtp_port
-        if new_security != settings.security and port == DEFAULT_PORTS.get(settings.security):
-            port = DEFAULT_PORTS[new_security]
     from typing import cast
 
-    return host or settings.smtp_host, port, cast("SecurityName", new_security)
+    from oauthsmtp._accounts import smtp_target as account_target
+    from oauthsmtp._errors import ConfigurationError
+
+    try:
+        target = account_target(settings, host=host, port=port, security=security)
+    except ConfigurationError as exc:
+        raise CommandError(str(exc), code=EXIT_USAGE) from None
+    return target[0], target[1], cast("SecurityName", target[2])

@@ -1,0 +1,15 @@
+"""Glue for the frameworks where users already are: Django's mail and Python's logging.
+
+Each module here imports its framework itself, and ``import oauthsmtp`` never imports
+this package, so a program pays only for the integration it uses:
+
+:mod:`oauthsmtp.integrations.django`
+    ``EmailBackend``, an ``EMAIL_BACKEND`` for Django's ``send_mail`` and ``EmailMessage``
+    (the ``oauthsmtp[django]`` extra installs Django).
+:mod:`oauthsmtp.integrations.logging`
+    ``SMTPHandler``, a :class:`logging.Handler` that mails log records with the cached
+    token from a background thread, rate-limited.
+
+Both send as an account that ``oauthsmtp login`` recorded, with its saved token, never
+opening a browser (docs/integrations.md).
+"""
