@@ -38,6 +38,7 @@ from oauthsmtp import (
     TokenStoreError,
     default_store,
 )
+from oauthsmtp._accounts import store_named
 from oauthsmtp._oauth import endpoint
 from oauthsmtp._oauth.tokenresponse import TokenState
 from oauthsmtp._tokens.manager import TokenManager
@@ -543,3 +544,18 @@ def test_the_documented_acl_user_is_enough(redis_server: RedisServer) -> None:
     with pytest.raises(TokenStoreError, match="NoPermission"):
         outside.load(KEY)
     admin.close()
+
+
+def test_integrations_name_a_redis_store_by_its_url(
+    monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer
+) -> None:
+    """settings.OAUTHSMTP_STORE (Django) and store= of the logging handler take a URL too."""
+    monkeypatch.setenv("OAUTHSMTP_REDIS_KEY", Fernet.generate_key().decode())
+    store = store_named(redis_server.url)
+    assert isinstance(store, RedisStore)
+    assert store.encrypted
+    store.save(KEY, TOKEN)
+    assert store.load(KEY) == TOKEN
+    with pytest.raises(ConfigurationError) as info:
+        store_named("memcached://u:pw-SECRET@h/")
+    assert "pw-SECRET" not in str(info.value)

@@ -39,10 +39,31 @@ from oauthsmtp._util.home import oauthsmtp_home
 from .base import TokenStore
 from .redisstore import redact_url
 
-__all__ = ["REDIS_KEY_VARIABLE", "default_store", "oauthsmtp_home"]
+__all__ = [
+    "REDIS_KEY_VARIABLE",
+    "REDIS_SCHEMES",
+    "default_store",
+    "oauthsmtp_home",
+    "redis_store_for",
+]
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+"""How a store name that is a Redis URL starts (any case)."""
 
 REDIS_KEY_VARIABLE = "OAUTHSMTP_REDIS_KEY"
 """The variable holding the Fernet key of a ``redis://`` store chosen by ``$OAUTHSMTP_STORE``."""
+
+
+def redis_store_for(url: str) -> TokenStore:
+    """A :class:`RedisStore` on ``url``, encrypting with ``$OAUTHSMTP_REDIS_KEY`` when set.
+
+    Raises:
+        ConfigurationError: redis-py is missing, the URL or the key is not valid.
+    """
+    from .redisstore import RedisStore
+
+    key = os.environ.get(REDIS_KEY_VARIABLE, "").strip() or None
+    return RedisStore(url, encryption_key=key)
 
 
 def default_store() -> TokenStore:
@@ -59,11 +80,8 @@ def default_store() -> TokenStore:
         ConfigurationError: any other value (the message names the valid ones).
     """
     raw = os.environ.get("OAUTHSMTP_STORE", "").strip()
-    if raw.lower().startswith(("redis://", "rediss://", "unix://")):
-        from .redisstore import RedisStore
-
-        key = os.environ.get(REDIS_KEY_VARIABLE, "").strip() or None
-        return RedisStore(raw, encryption_key=key)
+    if raw.lower().startswith(REDIS_SCHEMES):
+        return redis_store_for(raw)
     choice = raw.lower() or "keyring"
     # Imported here: a command that uses one store does not pay for the others.
     if choice == "keyring":
