@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from ._message.prepare import Email
     from ._oauth.appgrants import ClientCredentials
     from ._oauth.params import OAuth2Parameters
+    from ._smtp.asyncsession import AsyncSMTPSession
     from ._smtp.session import SendResult, SMTPSession
     from ._smtp.wire import SMTPConnectionError, SMTPTimeoutError
     from ._tokens.apponly import app_token
@@ -68,6 +69,7 @@ __all__ = [
     "APIError",
     "AccessDenied",
     "AccountMismatch",
+    "AsyncSMTPSession",
     "AuthToken",
     "AuthorizationError",
     "AuthorizationTimeout",
@@ -131,6 +133,7 @@ _LAZY = {
     "pop3_authenticate": "._mailbox.login",
     "Email": "._message.prepare",
     "SMTPSession": "._smtp.session",
+    "AsyncSMTPSession": "._smtp.asyncsession",
     "SendResult": "._smtp.session",
     "SMTPConnectionError": "._smtp.wire",
     "SMTPTimeoutError": "._smtp.wire",

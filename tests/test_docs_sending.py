@@ -54,6 +54,15 @@ def test_block_runs(
 
     shim = types.SimpleNamespace(**{name: getattr(oauthsmtp, name) for name in oauthsmtp.__all__})
     shim.SMTPSession = session
+
+    def async_session(host: str, port: int | None = None, **options: Any) -> Any:
+        options.pop("username", None)
+        options.pop("auth_token", None)
+        return oauthsmtp.AsyncSMTPSession(
+            "127.0.0.1", provider.smtp.port, auth_token=token, ssl_context=provider.ssl_context()
+        )
+
+    shim.AsyncSMTPSession = async_session
     shim.auth_identify = lambda params, **options: token
     mail = [
         oauthsmtp.Email(sender=provider.user, to=[f"r{i}@example.org"], subject=f"{i}", text=".")

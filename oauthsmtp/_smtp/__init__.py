@@ -15,8 +15,14 @@ Data flows one way, and each module imports only those before it in this list:
 * ``connect``: opening one connection: connect, greeting, EHLO, STARTTLS or TLS, AUTH.
 * ``background``: the queue and thread behind ``SMTPSession.submit``.
 * ``options``: the checks of ``SMTPSession``'s arguments (pure).
+* ``settings``: all of a session's connection arguments checked at once (pure), for both
+  sessions.
+* ``batch``: messages -> jobs, and ``send_many``'s rule for a batch an error stopped (pure).
 * ``session``: :class:`~oauthsmtp.SMTPSession`, which owns a connector, a pool and a
   background sender, and turns messages into jobs and jobs into results.
+* ``asyncwire``, ``asyncprotocol``, ``asyncsession``: :class:`~oauthsmtp.AsyncSMTPSession`,
+  the asyncio twin (an asyncio connection; opening, AUTH and transactions with the same
+  pure pieces as above; worker tasks sharing one queue of jobs).
 
 So a message goes: ``Email``/``EmailMessage`` -> prepared bytes and envelope (``_message``)
 -> a job in the session -> the pool -> a transaction on a connection -> the wire; the reply

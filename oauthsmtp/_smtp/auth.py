@@ -41,11 +41,15 @@ from .wire import Connection, Reply, SMTPConnectionError
 __all__ = [
     "MAX_CHALLENGES",
     "Reopen",
+    "SASLExchange",
     "TokenSource",
     "authenticate",
     "check_mechanism",
     "choose_mechanism",
     "is_token_source",
+    "oauth_exchange",
+    "password_exchange",
+    "refusal",
 ]
 
 logger = logging.getLogger("oauthsmtp.smtp")
@@ -154,16 +158,12 @@ def authenticate(
     if token is None:
         assert password is not None  # noqa: S101
         name = choose_mechanism(offered, forced=mechanism, oauth=False, host=host)
-        if name == "PLAIN":
-            responses = [plain_initial(username, password)]
-        else:
-            responses = list(login_responses(username, password))
-        _exchange(conn, name, responses, None, host=host, oauth=False)
+        _run(conn, password_exchange(name, username, password, host=host))
         return conn, extensions, name
 
     name = choose_mechanism(offered, forced=mechanism, oauth=True, host=host)
     try:
-        _oauth(conn, name, username, token.access_token, host, port, retried=False)
+        _run(conn, oauth_exchange(name, username, token.access_token, host, port, retried=False))
         return conn, extensions, name
     except SMTPAuthError as exc:
         if not exc.retryable:
@@ -172,7 +172,7 @@ def authenticate(
     token.refresh()
     if not conn.closed:
         try:
-            _oauth(conn, name, username, token.access_token, host, port, retried=True)
+            _run(conn, oauth_exchange(name, username, token.access_token, host, port, retried=True))
             return conn, extensions, name
         except SMTPConnectionError:
             logger.info("the server closed the connection after the refusal; reconnecting")
@@ -181,7 +181,7 @@ def authenticate(
         name = choose_mechanism(
             new_extensions.get("AUTH", ""), forced=mechanism, oauth=True, host=host
         )
-        _oauth(new_conn, name, username, token.access_token, host, port, retried=True)
+        _run(new_conn, oauth_exchange(name, username, token.access_token, host, port, retried=True))
     except BaseException:
         new_conn.close()
         raise
@@ -189,85 +189,130 @@ def authenticate(
     return new_conn, new_extensions, name
 
 
-def _oauth(
-    conn: Connection,
-    name: str,
-    username: str,
-    access_token: str,
-    host: str,
-    port: int,
-    *,
-    retried: bool,
-) -> None:
+def oauth_exchange(
+    name: str, username: str, access_token: str, host: str, port: int, *, retried: bool
+) -> SASLExchange:
+    """The SASL exchange for a token with mechanism ``name`` (XOAUTH2 or OAUTHBEARER)."""
     if name == "XOAUTH2":
         blob, on_error = xoauth2_initial(username, access_token), XOAUTH2_FAILURE_RESPONSE
     else:
         blob = oauthbearer_initial(username, access_token, host.strip("[]"), port)
         on_error = OAUTHBEARER_FAILURE_RESPONSE
-    _exchange(conn, name, [blob], on_error, host=host, oauth=True, retried=retried)
+    return SASLExchange(name, [blob], on_error, host=host, oauth=True, retried=retried)
 
 
-def _exchange(
-    conn: Connection,
-    name: str,
-    responses: list[bytes],
-    on_error: bytes | None,
-    *,
-    host: str,
-    oauth: bool,
-    retried: bool = False,
-) -> None:
-    """Run one SASL exchange (RFC 4954 §4); return on ``235``, raise otherwise."""
-    pending = list(responses)
-    first = b"AUTH " + name.encode("ascii") + b" " + pending[0] + b"\r\n"
-    if name != "LOGIN" and len(first) <= _MAX_AUTH_LINE:
-        conn.write(first, [f"AUTH {name} [masked]"])
-        pending.pop(0)
+def password_exchange(name: str, username: str, password: str, *, host: str) -> SASLExchange:
+    """The SASL exchange for a password with mechanism ``name`` (PLAIN or LOGIN)."""
+    if name == "PLAIN":
+        responses = [plain_initial(username, password)]
     else:
-        conn.write(f"AUTH {name}\r\n".encode("ascii"), [f"AUTH {name}"])
-    challenges = 0
-    provider_error: dict[str, object] | None = None
-    cancelled: str | None = None
-    while True:
-        reply = conn.read_reply(mask=True)
+        responses = list(login_responses(username, password))
+    return SASLExchange(name, responses, None, host=host, oauth=False)
+
+
+class SASLExchange:
+    """One SASL exchange (RFC 4954 §4) as a state machine without I/O.
+
+    The caller writes :meth:`opening`, then feeds each reply to :meth:`step` and writes
+    what it returns, until :meth:`step` returns None (``235``: authenticated) or raises.
+    The blocking and the asyncio sessions drive the same exchange.
+
+    Attributes:
+        abandoned: set when :meth:`step` raised because the server went on challenging
+            after a cancel: the connection must then be closed.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        responses: list[bytes],
+        on_error: bytes | None,
+        *,
+        host: str,
+        oauth: bool,
+        retried: bool = False,
+    ) -> None:
+        self.name = name
+        self._pending = list(responses)
+        self._on_error = on_error
+        self._host = host
+        self._oauth = oauth
+        self._retried = retried
+        self._challenges = 0
+        self._provider_error: dict[str, object] | None = None
+        self._cancelled: str | None = None
+        self.abandoned = False
+
+    def opening(self) -> tuple[bytes, list[str]]:
+        """The AUTH line (with the initial response when it fits in 512 octets) and its log."""
+        name = self.name
+        first = b"AUTH " + name.encode("ascii") + b" " + self._pending[0] + b"\r\n"
+        if name != "LOGIN" and len(first) <= _MAX_AUTH_LINE:
+            self._pending.pop(0)
+            return first, [f"AUTH {name} [masked]"]
+        return f"AUTH {name}\r\n".encode("ascii"), [f"AUTH {name}"]
+
+    def step(self, reply: Reply) -> tuple[bytes, list[str]] | None:
+        """What to write after ``reply``, or None once authenticated (``235``).
+
+        Raises:
+            SMTPAuthError: refused or cancelled (see :attr:`abandoned`).
+        """
+        name = self.name
         if reply.code == 235:
-            return
+            return None
         if reply.code != 334:
-            raise _refusal(
+            raise refusal(
                 name,
                 reply,
-                provider_error,
-                host=host,
-                oauth=oauth,
-                retried=retried,
-                cancelled=cancelled,
+                self._provider_error,
+                host=self._host,
+                oauth=self._oauth,
+                retried=self._retried,
+                cancelled=self._cancelled,
             )
-        if cancelled is not None:
-            conn.close()
+        if self._cancelled is not None:
+            self.abandoned = True
             raise SMTPAuthError(
-                f"AUTH {name} with {host} cancelled ({cancelled}); the server went on challenging",
+                f"AUTH {name} with {self._host} cancelled ({self._cancelled}); the server went "
+                "on challenging",
                 code=334,
             )
-        challenges += 1
+        self._challenges += 1
         challenge = reply.lines[0].strip().encode("ascii", "replace") if reply.lines else b""
-        if challenges > MAX_CHALLENGES:
-            cancelled = f"more than {MAX_CHALLENGES} challenges"
-        elif pending:
-            conn.write(pending.pop(0) + b"\r\n", ["[masked]"])
-            continue
-        elif on_error is None:
-            cancelled = "an unexpected challenge"
+        if self._challenges > MAX_CHALLENGES:
+            self._cancelled = f"more than {MAX_CHALLENGES} challenges"
+        elif self._pending:
+            return self._pending.pop(0) + b"\r\n", ["[masked]"]
+        elif self._on_error is None:
+            self._cancelled = "an unexpected challenge"
         elif not is_base64(challenge):
-            cancelled = "a challenge that is not base64 (RFC 4954 §4)"
+            self._cancelled = "a challenge that is not base64 (RFC 4954 §4)"
         else:
-            provider_error = decode_error_challenge(challenge)
-            logger.debug("AUTH %s error challenge: %s", name, provider_error)
-            conn.write(on_error + b"\r\n", [on_error.decode("ascii") or "(empty line)"])
-            continue
-        conn.write(b"*\r\n", ["*"])
+            self._provider_error = decode_error_challenge(challenge)
+            logger.debug("AUTH %s error challenge: %s", name, self._provider_error)
+            on_error = self._on_error
+            return on_error + b"\r\n", [on_error.decode("ascii") or "(empty line)"]
+        return b"*\r\n", ["*"]
 
 
-def _refusal(
+def _run(conn: Connection, exchange: SASLExchange) -> None:
+    """Drive ``exchange`` on a blocking connection; return on ``235``, raise otherwise."""
+    conn.write(*exchange.opening())
+    while True:
+        reply = conn.read_reply(mask=True)
+        try:
+            following = exchange.step(reply)
+        except SMTPAuthError:
+            if exchange.abandoned:
+                conn.close()
+            raise
+        if following is None:
+            return
+        conn.write(*following)
+
+
+def refusal(
     name: str,
     reply: Reply,
     provider_error: dict[str, object] | None,

@@ -30,7 +30,21 @@ from .auth import TokenSource, authenticate
 from .pool import Channel, Gate
 from .wire import Connection, Reply, SMTPTimeoutError, command, parse_ehlo, speaks_tls
 
-__all__ = ["GREETING_PATIENCE", "Connector", "Security"]
+__all__ = [
+    "GREETING_PATIENCE",
+    "Connector",
+    "Security",
+    "address_literal",
+    "greeting_patience",
+    "implicit_tls_port",
+    "no_greeting",
+    "no_starttls",
+    "plain_text_credentials",
+    "probes_for_tls",
+    "refused_ehlo",
+    "refused_greeting",
+    "refused_starttls",
+]
 
 logger = logging.getLogger("oauthsmtp.smtp")
 
@@ -43,7 +57,8 @@ GREETING_PATIENCE = 3.0
 _NO_PROBE_PORTS = frozenset({25})  # relay port: a greeting may be delayed on purpose
 
 
-def _address_literal(ip: str) -> str:
+def address_literal(ip: str) -> str:
+    """The EHLO address literal of a local IP address (RFC 5321 §4.1.3)."""
     ip = ip.split("%")[0]
     return f"[IPv6:{ip}]" if ":" in ip else f"[{ip}]"
 
@@ -158,34 +173,19 @@ class Connector:
         try:
             greeting = self._greeting(conn)
             if greeting.code != 220:
-                raise SMTPError(
-                    f"{self.host} refused the session: {greeting}",
-                    code=greeting.code,
-                    server_message=greeting.text,
-                )
+                raise refused_greeting(self.host, greeting)
             extensions = self._ehlo(conn)
             if self.security == "starttls":
                 if "STARTTLS" not in extensions:
-                    raise SMTPError(
-                        f"{self.host}:{self.port} does not offer STARTTLS; refusing to go on "
-                        "without TLS (nothing was sent). Check the port (587 for STARTTLS, "
-                        "465 with security='ssl'), or whether something strips STARTTLS"
-                    )
+                    raise no_starttls(self.host, self.port)
                 conn.write(b"STARTTLS\r\n", ["STARTTLS"])
                 reply = conn.read_reply()
                 if reply.code != 220:
-                    raise SMTPError(
-                        f"{self.host} refused STARTTLS ({reply}); refusing to go on without TLS",
-                        code=reply.code,
-                        server_message=reply.text,
-                    )
+                    raise refused_starttls(self.host, reply)
                 conn.starttls(self._tls_context(), self.host, self.port)
                 extensions = self._ehlo(conn)  # RFC 3207 §4.2: forget the pre-TLS answer
             elif self.security == "none" and self.has_credentials and not conn.peer_is_loopback:
-                raise ConfigurationError(
-                    "credentials are never sent without TLS; security='none' with "
-                    "credentials only works with a loopback address"
-                )
+                raise plain_text_credentials()
         except BaseException:
             conn.close()
             raise
@@ -193,30 +193,19 @@ class Connector:
 
     def _greeting(self, conn: Connection) -> Reply:
         """Read the greeting; fail fast when a plain-text session meets an implicit-TLS port."""
-        if self.security != "ssl" and self.port not in _NO_PROBE_PORTS:
-            patience = min(GREETING_PATIENCE, self.timeout / 4)
+        if probes_for_tls(self.security, self.port):
+            patience = greeting_patience(self.timeout)
             if not conn.wait_for_data(patience) and speaks_tls(
                 self.host, self.port, timeout=patience
             ):
-                raise SMTPError(
-                    f"{self.host}:{self.port} sent no SMTP greeting and answers in TLS: "
-                    f"port {self.port} expects implicit TLS: use security='ssl' (or port 587 "
-                    "with security='starttls')"
-                )
+                raise implicit_tls_port(self.host, self.port)
         try:
             return conn.read_reply()
         except SMTPTimeoutError as exc:
-            hint = (
-                "; if this port expects TLS from the first byte (like 465), use security='ssl'"
-                if self.security != "ssl"
-                else ""
-            )
-            raise SMTPTimeoutError(
-                f"no greeting from {self.host}:{self.port} within {self.timeout} s{hint}"
-            ) from exc
+            raise no_greeting(self.host, self.port, self.timeout, self.security) from exc
 
     def _ehlo(self, conn: Connection) -> dict[str, str]:
-        name = self.local_hostname or _address_literal(conn.local_address)
+        name = self.local_hostname or address_literal(conn.local_address)
         conn.write(command("EHLO", name), [f"EHLO {name}"])
         reply = conn.read_reply()
         if reply.code == 250:
@@ -227,6 +216,72 @@ class Connector:
             if helo.code == 250:
                 return {}
             reply = helo
-        raise SMTPError(
-            f"{self.host} refused EHLO: {reply}", code=reply.code, server_message=reply.text
-        )
+        raise refused_ehlo(self.host, reply)
+
+
+# -- the rules and errors of opening a connection (pure: shared with the asyncio session) -------
+def probes_for_tls(security: Security, port: int) -> bool:
+    """Whether a silent server is checked for implicit TLS (not on the relay port 25)."""
+    return security != "ssl" and port not in _NO_PROBE_PORTS
+
+
+def greeting_patience(timeout: float) -> float:
+    """Seconds without a greeting before the implicit-TLS check."""
+    return min(GREETING_PATIENCE, timeout / 4)
+
+
+def implicit_tls_port(host: str, port: int) -> SMTPError:
+    """A plain-text session met a port that answers in TLS (RFC 8314 §3.3)."""
+    return SMTPError(
+        f"{host}:{port} sent no SMTP greeting and answers in TLS: "
+        f"port {port} expects implicit TLS: use security='ssl' (or port 587 "
+        "with security='starttls')"
+    )
+
+
+def refused_greeting(host: str, reply: Reply) -> SMTPError:
+    """The server greeted with something other than ``220`` (RFC 5321 §3.1)."""
+    return SMTPError(
+        f"{host} refused the session: {reply}", code=reply.code, server_message=reply.text
+    )
+
+
+def no_greeting(host: str, port: int, timeout: float, security: Security) -> SMTPTimeoutError:
+    """No greeting arrived within the timeout."""
+    hint = (
+        "; if this port expects TLS from the first byte (like 465), use security='ssl'"
+        if security != "ssl"
+        else ""
+    )
+    return SMTPTimeoutError(f"no greeting from {host}:{port} within {timeout} s{hint}")
+
+
+def refused_ehlo(host: str, reply: Reply) -> SMTPError:
+    """EHLO (and HELO where allowed) was refused."""
+    return SMTPError(f"{host} refused EHLO: {reply}", code=reply.code, server_message=reply.text)
+
+
+def no_starttls(host: str, port: int) -> SMTPError:
+    """STARTTLS is required (RFC 3207 §6: fail closed) and the server does not offer it."""
+    return SMTPError(
+        f"{host}:{port} does not offer STARTTLS; refusing to go on "
+        "without TLS (nothing was sent). Check the port (587 for STARTTLS, "
+        "465 with security='ssl'), or whether something strips STARTTLS"
+    )
+
+
+def refused_starttls(host: str, reply: Reply) -> SMTPError:
+    """The server answered STARTTLS with something other than ``220``."""
+    return SMTPError(
+        f"{host} refused STARTTLS ({reply}); refusing to go on without TLS",
+        code=reply.code,
+        server_message=reply.text,
+    )
+
+
+def plain_text_credentials() -> ConfigurationError:
+    """Credentials over a connection without TLS to an address that is not loopback."""
+    return ConfigurationError(
+        "credentials are never sent without TLS; security='none' with "
+        "credentials only works with a loopback address"
+    )

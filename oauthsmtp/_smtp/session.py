@@ -34,23 +34,16 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from oauthsmtp._errors import ConfigurationError, OAuthSMTPError, SMTPError
-from oauthsmtp._message.prepare import Email, OutgoingMessage, prepare_message
-from oauthsmtp._oauth.params import is_loopback_host
+from oauthsmtp._message.prepare import Email, OutgoingMessage
 
-from .auth import TokenSource, check_mechanism, is_token_source
+from .auth import TokenSource
 from .background import BackgroundSender
+from .batch import check_messages, prepare_job, settle
 from .connect import Connector, Security
-from .options import (
-    DEFAULT_PORTS,
-    check_connections,
-    check_host,
-    check_password,
-    check_port,
-    check_text,
-    check_timeout,
-)
+from .options import check_connections
 from .pool import Pool
-from .transact import Job, SendResult, envelope_problem, failed, unknown
+from .settings import check_settings
+from .transact import Job, SendResult, failed
 from .wire import SMTPConnectionError, SMTPTimeoutError
 
 if TYPE_CHECKING:
@@ -124,60 +117,36 @@ class SMTPSession:
         local_hostname: str | None = None,
         connections: int = 1,
     ) -> None:
-        if not isinstance(security, str) or security not in DEFAULT_PORTS:
-            raise ConfigurationError(
-                f"security must be 'starttls', 'ssl' or 'none', not {security!r}"
-            )
-        address = check_host(host)
-        port = check_port(DEFAULT_PORTS[security] if port is None else port)
-        timeout = check_timeout(timeout)
-        if auth_token is not None and password is not None:
-            raise ConfigurationError("pass auth_token= or password=, not both")
-        if auth_token is not None and not is_token_source(auth_token):
-            raise ConfigurationError(
-                "auth_token must be an oauthsmtp.AuthToken (or have an access_token property "
-                f"and a refresh() method), not {type(auth_token).__name__}"
-            )
-        password = check_password(password)
-        if username is None and auth_token is not None:
-            username = getattr(auth_token, "account", None)
-        if (auth_token is not None or password is not None) and username is None:
-            raise ConfigurationError("username= is required with auth_token= or password=")
-        username = None if username is None else check_text("username", username)
-        mechanism = check_mechanism(mechanism, token=auth_token is not None, password=password)
-        if ssl_context is not None:
-            if not isinstance(ssl_context, ssl.SSLContext):
-                raise ConfigurationError(
-                    f"ssl_context must be an ssl.SSLContext, not {type(ssl_context).__name__}"
-                )
-            if security == "none":
-                raise ConfigurationError("ssl_context= has no effect with security='none'")
-        credentials = auth_token is not None or password is not None
-        if security == "none" and credentials and not is_loopback_host(host):
-            raise ConfigurationError(
-                "credentials are never sent without TLS: use security='starttls' or 'ssl' "
-                "(security='none' with credentials is only for loopback test servers)"
-            )
-        if not isinstance(asynchronous, bool):
-            raise ConfigurationError(f"asynchronous must be True or False, not {asynchronous!r}")
-        if local_hostname is not None:
-            local_hostname = check_text("local_hostname", local_hostname)
-        self.asynchronous = asynchronous
-        self.connections = check_connections(connections)
-        self._host = host
-        self._connector = Connector(
-            address,
+        settings = check_settings(
+            host,
             port,
             security=security,
-            timeout=timeout,
             username=username,
-            token=auth_token,
+            auth_token=auth_token,
             password=password,
             mechanism=mechanism,
+            timeout=timeout,
+            ssl_context=ssl_context,
             local_hostname=local_hostname,
-            context=ssl_context,
         )
-        self._pool = Pool(self._connector.connect, host=address)
+        if not isinstance(asynchronous, bool):
+            raise ConfigurationError(f"asynchronous must be True or False, not {asynchronous!r}")
+        self.asynchronous = asynchronous
+        self.connections = check_connections(connections)
+        self._host = settings.host
+        self._connector = Connector(
+            settings.address,
+            settings.port,
+            security=settings.security,
+            timeout=settings.timeout,
+            username=settings.username,
+            token=settings.token,
+            password=settings.password,
+            mechanism=settings.mechanism,
+            local_hostname=settings.local_hostname,
+            context=settings.ssl_context,
+        )
+        self._pool = Pool(self._connector.connect, host=settings.address)
         self._sender = BackgroundSender(self._deliver_queued)
 
     # -- settings (read-only: the connector holds them) ----------------------------------
@@ -343,12 +312,7 @@ class SMTPSession:
                 ``"failed"``.
         """
         width = self.connections if connections is None else check_connections(connections)
-        if isinstance(messages, (Email, Message, str, bytes)) or not isinstance(messages, Iterable):
-            raise ConfigurationError(
-                "send_many() takes an iterable of messages (a list of oauthsmtp.Email or "
-                f"EmailMessage), not {type(messages).__name__}; use send() for one message"
-            )
-        jobs = [self._prepare(m) for m in messages]
+        jobs = [self._prepare(m) for m in check_messages(messages)]
         if self._sender.queueing:
             futures = [self._sender.submit(job) for job in jobs if job.error is None]
             for future in futures:
@@ -372,27 +336,9 @@ class SMTPSession:
         )
 
     # -- internals --------------------------------------------------------------------------
-    def _prepare(self, message: Email | Message | OutgoingMessage) -> Job:
-        """Validate and serialize a message; a refused one becomes a failed job, not a raise.
-
-        Any exception while preparing one message fails that message only (a defect in
-        the email package, e.g. ``IndexError`` on ``To: <``, included).
-        """
-        try:
-            outgoing = message if isinstance(message, OutgoingMessage) else prepare_message(message)
-            problem = envelope_problem(outgoing)
-        except Exception as exc:  # one message's problem, whatever raised it
-            error = exc if isinstance(exc, OAuthSMTPError) else None
-            if error is None:
-                error = ConfigurationError(
-                    f"the message cannot be sent: {type(exc).__name__}: {exc}"
-                )
-                error.__cause__ = exc
-            return Job(None, failed(f"refused before sending: {error}"), error)
-        if problem is not None:
-            error = ConfigurationError(f"the message cannot be sent: {problem}")
-            return Job(None, failed(f"refused before sending: {error}"), error)
-        return Job(outgoing)
+    @staticmethod
+    def _prepare(message: Email | Message | OutgoingMessage) -> Job:
+        return prepare_job(message)
 
     def _deliver(self, jobs: Sequence[Job], allowed: int) -> None:
         """Send jobs over the pool; only oauthsmtp's errors come out."""
@@ -408,9 +354,4 @@ class SMTPSession:
 
     @staticmethod
     def _settle(jobs: Sequence[Job], error: OAuthSMTPError) -> None:
-        """Apply send_many's rule: raise unless some message already got an answer."""
-        if not any(job.result is not None and job.outgoing is not None for job in jobs):
-            raise error
-        for job in jobs:
-            if job.result is None:
-                job.result = unknown() if job.body_sent else failed(f"not sent: {error}")
+        settle(jobs, error)

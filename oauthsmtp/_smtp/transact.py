@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -50,9 +50,13 @@ __all__ = [
     "JobQueue",
     "Lane",
     "SendResult",
+    "body_chunks",
+    "envelope",
     "envelope_problem",
     "failed",
     "is_connection_limit",
+    "mail_command",
+    "outcome",
     "transact",
     "unknown",
 ]
@@ -192,6 +196,11 @@ class JobQueue:
         with self._lock:
             return self._jobs.popleft() if self._jobs else None
 
+    def put(self, jobs: Iterable[Job]) -> None:
+        """Add jobs at the end, in their order."""
+        with self._lock:
+            self._jobs.extend(jobs)
+
     def give_back(self, jobs: Sequence[Job]) -> None:
         """Put jobs back at the front, in their order."""
         with self._lock:
@@ -206,10 +215,18 @@ class Lane:
         inflight: jobs taken from the queue, oldest first; at most two with PIPELINING
             (the one whose body is on its way and the next, whose envelope went with it).
         finished: how many jobs got their result on this lane.
+        on_result: called with each job as soon as this lane sets its result (the asyncio
+            session wakes the job's waiter with it).
     """
 
     inflight: deque[Job] = field(default_factory=deque)
     finished: int = 0
+    on_result: Callable[[Job], None] | None = None
+
+    def _done(self, job: Job) -> None:
+        self.finished += 1
+        if self.on_result is not None:
+            self.on_result(job)
 
     def take(self, queue: JobQueue, extensions: Mapping[str, str]) -> Job | None:
         """Take the next job this server can carry; others get a failed result at once."""
@@ -220,14 +237,14 @@ class Lane:
                 self.inflight.append(job)
                 return job
             job.result = failed(problem)
-            self.finished += 1
+            self._done(job)
         return None
 
     def finish(self, job: Job, result: SendResult) -> None:
         """Set the final result of the oldest job in flight."""
         job.result = result
         self.inflight.remove(job)
-        self.finished += 1
+        self._done(job)
 
     def recover(self, queue: JobQueue) -> None:
         """After a lost connection: a job whose body may have arrived is ``"unknown"``;
@@ -238,7 +255,7 @@ class Lane:
                 continue
             if job.body_sent:
                 job.result = unknown()
-                self.finished += 1
+                self._done(job)
             else:
                 back.append(job)
         self.inflight.clear()
@@ -311,7 +328,7 @@ def _unsendable(out: OutgoingMessage, ext: Mapping[str, str]) -> str | None:
     return None
 
 
-def _mail(out: OutgoingMessage, ext: Mapping[str, str]) -> bytes:
+def mail_command(out: OutgoingMessage, ext: Mapping[str, str]) -> bytes:
     """MAIL FROM with SIZE (RFC 1870), BODY=8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531)."""
     params: list[str] = []
     if "SIZE" in ext:
@@ -323,13 +340,14 @@ def _mail(out: OutgoingMessage, ext: Mapping[str, str]) -> bytes:
     return mail_from(out.sender, params, utf8=out.smtputf8)
 
 
-def _envelope(out: OutgoingMessage, ext: Mapping[str, str]) -> tuple[bytes, list[str]]:
-    lines = [_mail(out, ext), *(rcpt_to(r, utf8=out.smtputf8) for r in out.recipients)]
+def envelope(out: OutgoingMessage, ext: Mapping[str, str]) -> tuple[bytes, list[str]]:
+    """MAIL, RCPT... and DATA as one pipelined group (RFC 2920 §3.1), and its log lines."""
+    lines = [mail_command(out, ext), *(rcpt_to(r, utf8=out.smtputf8) for r in out.recipients)]
     lines.append(b"DATA\r\n")
     return b"".join(lines), [line.decode("utf-8").rstrip() for line in lines]
 
 
-def _body(out: OutgoingMessage) -> tuple[list[bytes], int]:
+def body_chunks(out: OutgoingMessage) -> tuple[list[bytes], int]:
     """The message as written after ``354``: dot-stuffed, then the end-of-data line."""
     stuffed = dot_stuff(out.data)
     return [stuffed, end_of_data(out.data)], len(stuffed)
@@ -340,7 +358,7 @@ def _pipelined(conn: Connection, ext: Mapping[str, str], queue: JobQueue, lane: 
     if job is None:
         return
     assert job.outgoing is not None  # noqa: S101
-    conn.write(*_envelope(job.outgoing, ext))
+    conn.write(*envelope(job.outgoing, ext))
     while True:
         out = job.outgoing
         assert out is not None  # noqa: S101
@@ -349,20 +367,20 @@ def _pipelined(conn: Connection, ext: Mapping[str, str], queue: JobQueue, lane: 
         data_reply = _read(conn)
         nxt = lane.take(queue, ext)
         following, follow_log = (
-            _envelope(nxt.outgoing, ext) if nxt is not None and nxt.outgoing else (b"", [])
+            envelope(nxt.outgoing, ext) if nxt is not None and nxt.outgoing else (b"", [])
         )
         if data_reply.code == 354:
             if mail.code < 300 and any(r.code < 300 for r in rcpts):
-                chunks, size = _body(out)
+                chunks, size = body_chunks(out)
             else:  # 354 despite no accepted recipient: end the data at once
                 chunks, size = [b".\r\n"], 0
             chunks[-1] += following
             job.body_sent = True
             conn.write(chunks, [f"[message, {size} bytes]", *follow_log])
-            lane.finish(job, _outcome(out, mail, rcpts, data_reply, _read_end(conn, job)))
+            lane.finish(job, outcome(out, mail, rcpts, data_reply, _read_end(conn, job)))
         else:
             # Final before RSET: a drop now must not send it again.
-            lane.finish(job, _outcome(out, mail, rcpts, data_reply, None))
+            lane.finish(job, outcome(out, mail, rcpts, data_reply, None))
             conn.write(b"RSET\r\n" + following, ["RSET", *follow_log])
             reset = _read(conn)
             if reset.code != 250:
@@ -376,19 +394,19 @@ def _lockstep(conn: Connection, ext: Mapping[str, str], queue: JobQueue, lane: L
     while (job := lane.take(queue, ext)) is not None:
         out = job.outgoing
         assert out is not None  # noqa: S101
-        mail = _call(conn, _mail(out, ext))
+        mail = _call(conn, mail_command(out, ext))
         rcpts: list[Reply] = []
         if mail.code < 300:
             rcpts = [_call(conn, rcpt_to(r, utf8=out.smtputf8)) for r in out.recipients]
         data_reply = _call(conn, b"DATA\r\n") if any(r.code < 300 for r in rcpts) else None
         if data_reply is not None and data_reply.code == 354:
             job.body_sent = True
-            chunks, size = _body(out)
+            chunks, size = body_chunks(out)
             conn.write(chunks, [f"[message, {size} bytes]"])
-            lane.finish(job, _outcome(out, mail, rcpts, data_reply, _read_end(conn, job)))
+            lane.finish(job, outcome(out, mail, rcpts, data_reply, _read_end(conn, job)))
         else:
             # Final before RSET: a drop now must not send it again.
-            lane.finish(job, _outcome(out, mail, rcpts, data_reply, None))
+            lane.finish(job, outcome(out, mail, rcpts, data_reply, None))
             _call(conn, b"RSET\r\n")
 
 
@@ -421,7 +439,7 @@ def _closing(conn: Connection, reply: Reply) -> Reply:
     return reply
 
 
-def _outcome(
+def outcome(
     out: OutgoingMessage,
     mail: Reply,
     rcpts: Sequence[Reply],

@@ -48,7 +48,9 @@ __all__ = [
     "ReplyParser",
     "SMTPConnectionError",
     "SMTPTimeoutError",
+    "coalesce",
     "command",
+    "connect_error",
     "dot_stuff",
     "encode_data",
     "end_of_data",
@@ -57,6 +59,7 @@ __all__ = [
     "parse_size",
     "rcpt_to",
     "speaks_tls",
+    "tls_error",
 ]
 
 logger = logging.getLogger("oauthsmtp.smtp")
@@ -379,7 +382,7 @@ class Connection:
         if logger.isEnabledFor(logging.DEBUG):
             for line in log:
                 logger.debug("C: %s", line)
-        buffers = _coalesce([data] if isinstance(data, bytes) else data)
+        buffers = coalesce([data] if isinstance(data, bytes) else data)
         size = sum(len(buffer) for buffer in buffers)
         deadline = time.monotonic() + self.timeout + size / MIN_WRITE_RATE
         try:
@@ -447,7 +450,9 @@ class Connection:
         self._sock.close()
 
 
-def _coalesce(buffers: Sequence[bytes]) -> list[bytes]:
+def coalesce(buffers: Sequence[bytes]) -> list[bytes]:
+    """Join runs of small buffers (so a pipelined group leaves in one segment); large ones
+    are kept as they are, never copied."""
     out: list[bytes] = []
     small: list[bytes] = []
     for buffer in buffers:
@@ -467,25 +472,8 @@ def _connect(host: str, port: int, timeout: float) -> socket.socket:
     """A connected TCP socket, or an error that says what to check."""
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
-    except TimeoutError as exc:
-        raise SMTPTimeoutError(
-            f"connecting to {host}:{port} timed out after {timeout} s: check the host and "
-            "port, and whether a firewall blocks outgoing connections to that port"
-        ) from exc
-    except socket.gaierror as exc:
-        raise SMTPConnectionError(
-            f"cannot find the host {host!r} ({exc.strerror}): check its spelling (for "
-            "example smtp.gmail.com or smtp.office365.com) and the network's DNS"
-        ) from exc
-    except ConnectionRefusedError as exc:
-        raise SMTPConnectionError(
-            f"cannot connect to {host}:{port}: connection refused (nothing listens on that "
-            "port): check the port (587 with security='starttls', 465 with security='ssl')"
-        ) from exc
     except (OSError, UnicodeError) as exc:
-        raise SMTPConnectionError(
-            f"cannot connect to {host}:{port}: {exc}; check the host, the port and the network"
-        ) from exc
+        raise connect_error(exc, host, port, timeout) from exc
     try:
         # Writes are already coalesced (a whole pipelined group per write), so Nagle's
         # algorithm could only delay them.
@@ -494,6 +482,31 @@ def _connect(host: str, port: int, timeout: float) -> socket.socket:
         sock.close()
         raise SMTPConnectionError(f"connection to {host}:{port} lost: {exc}") from exc
     return sock
+
+
+def connect_error(exc: BaseException, host: str, port: int, timeout: float) -> SMTPError:
+    """The error to raise when connecting to ``host:port`` failed with ``exc`` (pure).
+
+    Shared by the blocking and the asyncio connections, so both say the same thing.
+    """
+    if isinstance(exc, TimeoutError):
+        return SMTPTimeoutError(
+            f"connecting to {host}:{port} timed out after {timeout} s: check the host and "
+            "port, and whether a firewall blocks outgoing connections to that port"
+        )
+    if isinstance(exc, socket.gaierror):
+        return SMTPConnectionError(
+            f"cannot find the host {host!r} ({exc.strerror}): check its spelling (for "
+            "example smtp.gmail.com or smtp.office365.com) and the network's DNS"
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return SMTPConnectionError(
+            f"cannot connect to {host}:{port}: connection refused (nothing listens on that "
+            "port): check the port (587 with security='starttls', 465 with security='ssl')"
+        )
+    return SMTPConnectionError(
+        f"cannot connect to {host}:{port}: {exc}; check the host, the port and the network"
+    )
 
 
 # OpenSSL's reasons for a peer that answered with something other than TLS records.
@@ -522,23 +535,31 @@ _VERIFY_HINTS = {
 def _wrap(sock: socket.socket, context: ssl.SSLContext, host: str, port: int) -> ssl.SSLSocket:
     try:
         return context.wrap_socket(sock, server_hostname=host.strip("[]"))
-    except TimeoutError as exc:
+    except OSError as exc:  # ssl.SSLError, TimeoutError and ConnectionError are OSErrors
         sock.close()
-        raise SMTPTimeoutError(
+        raise tls_error(exc, host, port) from exc
+
+
+def tls_error(exc: OSError, host: str, port: int) -> SMTPError:
+    """The error to raise when the TLS handshake with ``host:port`` failed with ``exc`` (pure).
+
+    Says what to change (a certificate that does not verify, a plain-text port, no common
+    TLS version); shared by the blocking and the asyncio connections.
+    """
+    if isinstance(exc, TimeoutError):
+        return SMTPTimeoutError(
             f"the TLS handshake with {host}:{port} timed out; if this port expects STARTTLS "
             "(587, 25) rather than TLS from the first byte, use security='starttls'"
-        ) from exc
-    except ssl.SSLCertVerificationError as exc:
-        sock.close()
+        )
+    if isinstance(exc, ssl.SSLCertVerificationError):
         hint = _VERIFY_HINTS.get(
             exc.verify_code, "for a private CA pass ssl_context= or set SSL_CERT_FILE"
         )
-        raise SMTPError(
+        return SMTPError(
             f"the TLS certificate of {host}:{port} does not verify ({exc.verify_message}); "
             f"refusing to continue: {hint}"
-        ) from exc
-    except ssl.SSLError as exc:
-        sock.close()
+        )
+    if isinstance(exc, ssl.SSLError):
         reason = exc.reason or ""
         if reason in _NOT_TLS:
             message = (
@@ -560,12 +581,10 @@ def _wrap(sock: socket.socket, context: ssl.SSLContext, host: str, port: int) ->
             )
         else:
             message = f"the TLS handshake with {host}:{port} failed: {exc}"
-        raise SMTPError(message) from exc
-    except OSError as exc:
-        sock.close()
-        raise SMTPConnectionError(
-            f"the connection to {host}:{port} was lost during the TLS handshake: {exc}"
-        ) from exc
+        return SMTPError(message)
+    return SMTPConnectionError(
+        f"the connection to {host}:{port} was lost during the TLS handshake: {exc}"
+    )
 
 
 def speaks_tls(host: str, port: int, *, timeout: float) -> bool:
