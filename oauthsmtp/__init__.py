@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from ._tokens.stores.filestore import FileStore
     from ._tokens.stores.keyringstore import KeyringStore
     from ._tokens.stores.memory import MemoryStore
+    from ._tokens.stores.redisstore import RedisStore
     from ._tokens.token import AuthToken
 del TYPE_CHECKING
 
@@ -86,6 +87,7 @@ __all__ = [
     "MemoryStore",
     "OAuth2Parameters",
     "OAuthSMTPError",
+    "RedisStore",
     "SMTPAuthError",
     "SMTPConnectionError",
     "SMTPError",
@@ -122,6 +124,7 @@ _LAZY = {
     "FileStore": "._tokens.stores.filestore",
     "KeyringStore": "._tokens.stores.keyringstore",
     "MemoryStore": "._tokens.stores.memory",
+    "RedisStore": "._tokens.stores.redisstore",
     "TokenKey": "._tokens.stores.base",
     "TokenStore": "._tokens.stores.base",
     "default_store": "._tokens.stores.choose",

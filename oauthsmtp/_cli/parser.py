@@ -26,7 +26,9 @@ ENVIRONMENT = """\
 exit codes: 0 success, 1 failure, 2 bad usage, 3 login required
 environment:
   OAUTHSMTP_HOME   folder for accounts.json (and tokens/ with the file store)
-  OAUTHSMTP_STORE  keyring (default) or file (0600 files; for servers without a keyring)
+  OAUTHSMTP_STORE  keyring (default), file (0600 files; for servers without a keyring),
+                   or redis://host:port/db (rediss:// for TLS; shared by many workers)
+  OAUTHSMTP_REDIS_KEY  a Fernet key: encrypts the tokens kept in Redis
   BROWSER          the browser command, as Python's webbrowser module reads it
   SSL_CERT_FILE    a PEM file of CA certificates to trust in addition to the system's,
                    for the token endpoint and the SMTP server (e.g. the dev server's CA)
