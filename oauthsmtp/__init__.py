@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from ._oauth.appgrants import ClientCredentials
     from ._oauth.params import OAuth2Parameters
     from ._smtp.asyncsession import AsyncSMTPSession
-    from ._smtp.session import SendResult, SMTPSession
+    from ._smtp.session import SendResult, SMTPSession, VerifyResult
     from ._smtp.wire import SMTPConnectionError, SMTPTimeoutError
     from ._tokens.apponly import app_token
     from ._tokens.identify import auth_identify, import_token, refresh_token, revoke_token
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from ._tokens.stores.filestore import FileStore
     from ._tokens.stores.keyringstore import KeyringStore
     from ._tokens.stores.memory import MemoryStore
+    from ._tokens.stores.redisstore import RedisStore
     from ._tokens.token import AuthToken
 del TYPE_CHECKING
 
@@ -86,6 +87,7 @@ __all__ = [
     "MemoryStore",
     "OAuth2Parameters",
     "OAuthSMTPError",
+    "RedisStore",
     "SMTPAuthError",
     "SMTPConnectionError",
     "SMTPError",
@@ -96,6 +98,7 @@ __all__ = [
     "TokenKey",
     "TokenStore",
     "TokenStoreError",
+    "VerifyResult",
     "__version__",
     "app_token",
     "auth_identify",
@@ -121,6 +124,7 @@ _LAZY = {
     "FileStore": "._tokens.stores.filestore",
     "KeyringStore": "._tokens.stores.keyringstore",
     "MemoryStore": "._tokens.stores.memory",
+    "RedisStore": "._tokens.stores.redisstore",
     "TokenKey": "._tokens.stores.base",
     "TokenStore": "._tokens.stores.base",
     "default_store": "._tokens.stores.choose",
@@ -132,6 +136,7 @@ _LAZY = {
     "SMTPSession": "._smtp.session",
     "AsyncSMTPSession": "._smtp.asyncsession",
     "SendResult": "._smtp.session",
+    "VerifyResult": "._smtp.session",
     "SMTPConnectionError": "._smtp.wire",
     "SMTPTimeoutError": "._smtp.wire",
     "GmailAPISession": "._api.gmail",

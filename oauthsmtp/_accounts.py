@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from oauthsmtp._oauth.params import OAuth2Parameters
 from oauthsmtp._tokens.stores.base import TokenKey
+from oauthsmtp._tokens.stores.choose import REDIS_SCHEMES, redis_store_for
+from oauthsmtp._tokens.stores.redisstore import redact_url
 from oauthsmtp._util.files import (
     MAX_FILE_BYTES,
     atomic_write,
@@ -336,7 +338,7 @@ STORE_NAMES = ("keyring", "file", "memory")
 
 
 def store_named(name: str | None = None, *, home: Path | None = None) -> TokenStore:
-    """The token store called ``name`` (``keyring``, ``file`` or ``memory``).
+    """The token store called ``name`` (``keyring``, ``file``, ``memory`` or a Redis URL).
 
     ``None`` (or an empty name) means what ``$OAUTHSMTP_STORE`` says, as
     :func:`oauthsmtp.default_store`. The file store lives in ``home / "tokens"`` when a
@@ -349,6 +351,8 @@ def store_named(name: str | None = None, *, home: Path | None = None) -> TokenSt
     if name is None or not str(name).strip():
         name = os.environ.get("OAUTHSMTP_STORE", "")
     choice = str(name).strip().lower() or "keyring"
+    if choice.startswith(REDIS_SCHEMES):
+        return redis_store_for(str(name).strip())
     if choice == "keyring":
         from oauthsmtp._tokens.stores.keyringstore import KeyringStore
 
@@ -361,8 +365,10 @@ def store_named(name: str | None = None, *, home: Path | None = None) -> TokenSt
         from oauthsmtp._tokens.stores.memory import MemoryStore
 
         return MemoryStore()
+    shown = redact_url(str(name)) if "://" in str(name) else str(name)
     raise ConfigurationError(
-        f"the token store {str(name)[:40]!r} is unknown; use one of {', '.join(STORE_NAMES)}"
+        f"the token store {shown[:40]!r} is unknown; use one of {', '.join(STORE_NAMES)} "
+        "or a redis:// URL"
     )
 
 

@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["TABLE", "Explanation", "explain", "lookup", "markdown"]
+__all__ = ["TABLE", "Explanation", "by_key", "explain", "lookup", "markdown"]
 
 _MAX_TEXT = 64 * 1024
 """Only the first 64 KiB of a text is examined (a reply or an error message is far shorter)."""
@@ -46,7 +46,8 @@ class Explanation:
     patterns: tuple[str, ...]
     retry: bool = False
     kind: str = field(default="smtp")
-    """``smtp``, ``entra`` (Microsoft Entra ID), ``oauth``, ``google`` or ``tls``."""
+    """``account``, ``smtp``, ``entra`` (Microsoft Entra ID), ``google``, ``oauth``, ``net`` or
+    ``tls``."""
 
     def render(self, *, account: str | None = None) -> str:
         """The explanation as a few lines of text (what, why, fix)."""
@@ -59,7 +60,82 @@ class Explanation:
 
 _LOGIN = "oauthsmtp login --account {account}"
 
+_GRAPH = (
+    "send through Microsoft Graph instead "
+    "(oauthsmtp login --account {account} --transport api; docs/api.md)"
+)
+
 TABLE: tuple[Explanation, ...] = (
+    # -- the account, its saved login and its token (what oauthsmtp doctor checks first) ------
+    Explanation(
+        key="account-not-recorded",
+        kind="account",
+        title="No account of that name is recorded on this machine.",
+        cause="nobody has logged in with this account here (or under this OAUTHSMTP_HOME).",
+        fix="log in once: oauthsmtp login --account {account} --provider gmail|microsoft|custom "
+        "(see oauthsmtp login --help); then oauthsmtp doctor --account {account}.",
+        patterns=(r"no account .{1,400} is recorded", r"no accounts? (is|are) recorded"),
+    ),
+    Explanation(
+        key="token-store-unusable",
+        kind="account",
+        title="The token store cannot be used.",
+        cause="no secure OS keyring is available (a headless machine, no Secret Service "
+        "session), or OAUTHSMTP_STORE names a store that does not work here.",
+        fix="set OAUTHSMTP_STORE=file to keep tokens in 0600 files under OAUTHSMTP_HOME (or "
+        "start a keyring session), and use the same OAUTHSMTP_STORE for the login and every "
+        "later command.",
+        patterns=(r"the token store cannot be used",),
+    ),
+    Explanation(
+        key="token-missing",
+        kind="account",
+        title="No usable login is saved for this account.",
+        cause="the account never logged in with this token store, logged out, or the saved "
+        "token cannot be read.",
+        fix=f"log in again: {_LOGIN} (the settings are recorded, so no other option is "
+        "needed); check that OAUTHSMTP_STORE is the one used at login.",
+        patterns=(r"no saved login", r"the saved token cannot be read"),
+    ),
+    Explanation(
+        key="token-no-refresh",
+        kind="account",
+        title="The access token expired and no refresh token is held.",
+        cause="the provider issued no refresh token: Google gives one only with "
+        "access_type=offline and prompt=consent, Microsoft only with the offline_access scope.",
+        fix=f"log in again with the provider preset, which asks for both: {_LOGIN}.",
+        patterns=(r"no refresh token is held",),
+    ),
+    Explanation(
+        key="identity-mismatch",
+        kind="account",
+        title="The token belongs to another account than the one that sends.",
+        cause="the browser login picked another account (a browser signed in to several "
+        "accounts offers them all), so the server will refuse AUTH as this account.",
+        fix=f"log in again and choose {{account}} on the provider's page: {_LOGIN}; or send as "
+        "the account that logged in.",
+        patterns=(r"token is for .{1,400}, not ", r"\baccountmismatch\b"),
+    ),
+    Explanation(
+        key="scope-graph-for-smtp",
+        kind="account",
+        title="The token is for Microsoft Graph, not for SMTP.",
+        cause="a Graph scope (https://graph.microsoft.com/Mail.Send) was granted; Exchange "
+        "Online's SMTP server accepts only tokens for https://outlook.office.com/SMTP.Send.",
+        fix=f"log in again asking for https://outlook.office.com/SMTP.Send offline_access "
+        f"({_LOGIN} --provider microsoft); or {_GRAPH}.",
+        patterns=(r"microsoft graph scope, not smtp\.send",),
+    ),
+    Explanation(
+        key="scope-missing",
+        kind="account",
+        title="The token lacks the scope needed to send mail over SMTP.",
+        cause="the login asked for other scopes (gmail.send is for the Gmail API, not SMTP), "
+        "or the consent screen's mail access was unticked.",
+        fix=f"log in again with the provider preset's scope and allow all the access asked "
+        f"for: {_LOGIN}.",
+        patterns=(r"the mail scope .{1,300} was not granted",),
+    ),
     # -- Microsoft 365 / Exchange Online SMTP -----------------------------------------------
     Explanation(
         key="smtp-5.7.139-tenant",
@@ -69,8 +145,8 @@ TABLE: tuple[Explanation, ...] = (
         fix="an Exchange admin runs Set-TransportConfig -SmtpClientAuthenticationDisabled $false "
         "(or enables it for this mailbox only: Set-CASMailbox -Identity {account} "
         "-SmtpClientAuthenticationDisabled $false); or send through Microsoft Graph instead "
-        "(oauthsmtp login --account {account} --transport api; docs/api.md). "
-        "Refreshing or retrying will not help.",
+        "(oauthsmtp login --account {account} --transport api; docs/api.md); see "
+        "https://aka.ms/smtp_auth_disabled. Refreshing or retrying will not help.",
         patterns=(r"5\.7\.139.*\btenant\b", r"smtpclientauthentication is disabled for the tenant"),
     ),
     Explanation(
@@ -80,7 +156,8 @@ TABLE: tuple[Explanation, ...] = (
         fix="an Exchange admin runs Set-CASMailbox -Identity {account} "
         "-SmtpClientAuthenticationDisabled $false (the change can take an hour to apply); or "
         "send through Microsoft Graph instead (oauthsmtp login --account {account} --transport "
-        "api; docs/api.md). Refreshing or retrying will not help.",
+        "api; docs/api.md); see https://aka.ms/smtp_auth_disabled. Refreshing or retrying will "
+        "not help.",
         patterns=(
             r"5\.7\.139.*\bmailbox\b",
             r"smtpclientauthentication is disabled for the mailbox",
@@ -94,7 +171,8 @@ TABLE: tuple[Explanation, ...] = (
         fix="an Exchange admin runs Set-CASMailbox -Identity {account} "
         "-SmtpClientAuthenticationDisabled $false (or Set-TransportConfig for the tenant) and "
         "checks that security defaults do not block SMTP AUTH; or send through Microsoft Graph "
-        "(oauthsmtp login --account {account} --transport api; docs/api.md).",
+        "(oauthsmtp login --account {account} --transport api; docs/api.md); see "
+        "https://aka.ms/smtp_auth_disabled.",
         patterns=(r"\b5\.7\.139\b", r"smtpclientauthentication is disabled"),
     ),
     Explanation(
@@ -211,6 +289,26 @@ TABLE: tuple[Explanation, ...] = (
         "size limit (Gmail 35 MB, Microsoft 365 about 35 MB by default).",
         fix="send smaller attachments, or a link to the file instead.",
         patterns=(r"\b5\.3\.4\b", r"message size exceeds"),
+    ),
+    Explanation(
+        key="smtp-starttls-missing",
+        title="The server does not offer STARTTLS (or refused it), so nothing was sent.",
+        cause="the port is not a submission port with STARTTLS, or something on the network "
+        "strips STARTTLS from the server's answer (oauthsmtp never continues without TLS).",
+        fix="use port 587 with security starttls or 465 with ssl (oauthsmtp account set "
+        "--account {account} --smtp-port ... --security ...); if the server does offer "
+        "STARTTLS elsewhere, do not send from this network.",
+        patterns=(r"does not offer starttls", r"refused starttls"),
+    ),
+    Explanation(
+        key="smtp-no-oauth-mechanism",
+        title="The server offers no OAuth2 mechanism (XOAUTH2 or OAUTHBEARER) after TLS.",
+        cause="the host is not the provider's submission server (a relay, a local MTA, an "
+        "old server), or SMTP AUTH is switched off on it.",
+        fix="send to the provider's submission server (oauthsmtp providers lists them): "
+        "oauthsmtp account set --account {account} --smtp-host ... --smtp-port 587 "
+        "--security starttls.",
+        patterns=(r"no mechanism for an oauth2 token", r"offers no oauth2 mechanism"),
     ),
     # -- Microsoft Entra ID (AADSTS codes) --------------------------------------------------
     Explanation(
@@ -489,7 +587,13 @@ TABLE: tuple[Explanation, ...] = (
         "25), or STARTTLS against an implicit-TLS port (465).",
         fix="use security='starttls' with port 587, or security='ssl' with port 465 "
         "(oauthsmtp account set --account {account} --security ... --smtp-port ...).",
-        patterns=(r"wrong[_ ]version[_ ]number", r"implicit[- ]tls port", r"unknown protocol"),
+        patterns=(
+            r"wrong[_ ]version[_ ]number",
+            r"implicit[- ]tls port",
+            r"expects implicit tls",
+            r"answered in plain text, not tls",
+            r"unknown protocol",
+        ),
     ),
     Explanation(
         key="tls-untrusted",
@@ -499,7 +603,87 @@ TABLE: tuple[Explanation, ...] = (
         "name; or a proxy intercepts TLS.",
         fix="check the host name; to trust a private CA, point SSL_CERT_FILE at a PEM file "
         "holding it (Python: ssl_context=). Never turn verification off.",
-        patterns=(r"certificate[_ ]verify[_ ]failed", r"certificate verify failed"),
+        patterns=(
+            r"certificate[_ ]verify[_ ]failed",
+            r"certificate verify failed",
+            r"certificate of .{1,300} does not verify",
+        ),
+    ),
+    Explanation(
+        key="tls-failed",
+        kind="tls",
+        title="The TLS handshake failed.",
+        cause="the port and the security setting do not match, the server closed the "
+        "handshake, or the two sides share no TLS version.",
+        fix="use security starttls with port 587 or ssl with port 465 (oauthsmtp account set "
+        "--account {account} ...); run again with --debug for the TLS error.",
+        patterns=(r"tls handshake with .{1,300} (failed|timed out)", r"during the tls handshake"),
+    ),
+    # -- the network --------------------------------------------------------------------------
+    Explanation(
+        key="dns-unresolved",
+        kind="net",
+        title="The SMTP server's name does not resolve.",
+        cause="a mistyped host name, or this machine's DNS does not answer.",
+        fix="check the SMTP host (oauthsmtp providers lists the presets' servers; change it "
+        "with oauthsmtp account set --account {account} --smtp-host ...) and this machine's "
+        "DNS settings.",
+        patterns=(
+            r"does not resolve",
+            r"name or service not known",
+            r"temporary failure in name resolution",
+            r"nodename nor servname",
+            r"getaddrinfo failed",
+        ),
+    ),
+    Explanation(
+        key="tcp-unreachable",
+        kind="net",
+        title="The SMTP server cannot be reached on that port.",
+        cause="the port is wrong, or a firewall (many home and cloud networks block outgoing "
+        "SMTP ports) drops or refuses the connection.",
+        fix="check the port (587 with starttls, 465 with ssl: oauthsmtp account set --account "
+        "{account} --smtp-port ...) and that this network lets outgoing connections to it "
+        "through.",
+        patterns=(
+            r"connection refused",
+            r"no route to host",
+            r"network is unreachable",
+            r"timed out connecting",
+            r"cannot connect to",
+        ),
+    ),
+    # -- general fallbacks: last, so that every specific entry above wins -------------------
+    Explanation(
+        key="token-endpoint-failed",
+        kind="account",
+        title="The token endpoint could not renew the access token.",
+        cause="the provider's token endpoint answered an error that oauthsmtp has no specific "
+        "advice for, or could not be reached.",
+        fix="check the network and the recorded token URL (oauthsmtp status --account "
+        "{account}); run the command again with --debug to see the exchange (secrets masked), "
+        "and oauthsmtp explain the error text.",
+        patterns=(r"the token endpoint (answered|did not answer|refused|could not)",),
+        retry=True,
+    ),
+    Explanation(
+        key="smtp-refused-session",
+        title="The server turned the connection away before authentication.",
+        cause="it refused the session or EHLO: it is busy, it limits connections from this "
+        "address, or it is not a submission server.",
+        fix="try again in a few minutes; check the host and port (587 starttls, 465 ssl) "
+        "with oauthsmtp status --account {account}.",
+        patterns=(r"refused the session", r"refused ehlo"),
+        retry=True,
+    ),
+    Explanation(
+        key="smtp-auth-refused",
+        title="The server refused authentication with a reply oauthsmtp has no advice for.",
+        cause="the token, the user name or the mailbox's permission to use SMTP.",
+        fix=f"check that the account sends as itself and that SMTP AUTH is allowed for it; "
+        f"log in again ({_LOGIN}); oauthsmtp explain the server's reply.",
+        patterns=(r"refused auth \S+: \d{3}",),
+        retry=True,
     ),
 )
 
@@ -526,6 +710,18 @@ def lookup(text: str, *, table: Sequence[Explanation] = TABLE) -> Explanation | 
     return None
 
 
+def by_key(key: str) -> Explanation:
+    """The entry called ``key`` (``oauthsmtp doctor``'s fix for a failure with no text).
+
+    Raises:
+        KeyError: no entry has that key.
+    """
+    for entry in TABLE:
+        if entry.key == key:
+            return entry
+    raise KeyError(key)
+
+
 def explain(text: str, *, account: str | None = None) -> str | None:
     """What an SMTP reply, Entra ID (AADSTS) code, OAuth2 error or TLS failure means.
 
@@ -549,11 +745,13 @@ def explain(text: str, *, account: str | None = None) -> str | None:
 
 
 _KIND_TITLES = (
+    ("account", "The account, its saved login and its token"),
     ("smtp", "SMTP replies"),
     ("entra", "Microsoft Entra ID sign-in codes"),
     ("google", "Google sign-in errors"),
     ("oauth", "OAuth2 token endpoint errors (any provider)"),
     ("tls", "TLS"),
+    ("net", "The network"),
 )
 
 

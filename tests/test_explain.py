@@ -67,6 +67,25 @@ SAMPLES = {
     "tls-wrong-version": "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)",
     "tls-untrusted": "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed "
     "certificate (_ssl.c:1006)",
+    # What oauthsmtp itself says (its errors and oauthsmtp doctor's lines).
+    "account-not-recorded": "no account 'me@example.org' is recorded (recorded: none); log in",
+    "token-store-unusable": "the token store cannot be used: no secure keyring backend",
+    "token-missing": "no saved login for me@example.org: log in first with oauthsmtp login",
+    "token-no-refresh": "the token has expired and no refresh token is held (Google needs ...)",
+    "identity-mismatch": "the token is for other@example.org, not me@example.org",
+    "scope-graph-for-smtp": "granted https://graph.microsoft.com/Mail.Send: a Microsoft Graph "
+    "scope, not SMTP.Send",
+    "scope-missing": "the mail scope https://mail.google.com/ was not granted (granted: openid)",
+    "token-endpoint-failed": "the token endpoint answered HTTP 502 (text/html, 12 bytes) without "
+    "an OAuth error; try again later or check token_url",
+    "smtp-starttls-missing": "smtp.example.org:25 does not offer STARTTLS; refusing to go on",
+    "smtp-no-oauth-mechanism": "localhost offers AUTH LOGIN after TLS, which has no mechanism for "
+    "an OAuth2 token (OAUTHBEARER or XOAUTH2)",
+    "smtp-refused-session": "smtp.example.org refused the session: 554 no service for you",
+    "smtp-auth-refused": "smtp.example.org refused AUTH XOAUTH2: 535 Authentication failed",
+    "tls-failed": "the TLS handshake with smtp.example.org:465 failed: [SSL] alert",
+    "dns-unresolved": "cannot connect to nowhere.invalid:587: [Errno -2] Name or service not known",
+    "tcp-unreachable": "cannot connect to 127.0.0.1:1: [Errno 111] Connection refused",
 }
 
 

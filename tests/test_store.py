@@ -23,6 +23,7 @@ import keyring
 import keyring.core
 import keyring.errors
 import pytest
+from cryptography.fernet import Fernet
 from keyring.backend import KeyringBackend
 from keyring.backends import chainer, fail, null
 from keyring.compat import properties
@@ -32,6 +33,7 @@ from oauthsmtp import (
     FileStore,
     KeyringStore,
     MemoryStore,
+    RedisStore,
     TokenKey,
     TokenStore,
     TokenStoreError,
@@ -41,9 +43,13 @@ from oauthsmtp._accounts import AccountRegistry, AccountSettings, secret_key
 from oauthsmtp._util.home import oauthsmtp_home
 
 if TYPE_CHECKING:
+    from redis_server import RedisServer
     from secret_service import SecretService
 
-pytest_plugins = ["secret_service"]  # the real Secret Service fixture (tests/secret_service.py)
+pytest_plugins = [
+    "secret_service",  # the real Secret Service fixture (tests/secret_service.py)
+    "redis_server",  # a real redis-server (tests/redis_server.py)
+]
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 KEY = TokenKey("https://auth.example.test/token", "client-1", "me@example.test")
@@ -146,12 +152,16 @@ def default_keyring(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "file", "keyring"])
+@pytest.fixture(params=["memory", "file", "keyring", "redis", "redis-encrypted"])
 def store(request: pytest.FixtureRequest, tmp_path: pathlib.Path, home: pathlib.Path) -> Any:
     if request.param == "memory":
         yield MemoryStore()
     elif request.param == "file":
         yield FileStore(tmp_path / "tokens")
+    elif request.param.startswith("redis"):
+        server: RedisServer = request.getfixturevalue("redis_server")
+        key = Fernet.generate_key() if request.param == "redis-encrypted" else None
+        yield RedisStore(server.url, prefix="test:", lease=5.0, encryption_key=key)
     else:
         service: SecretService = request.getfixturevalue("secret_service")
         made = KeyringStore(
@@ -272,11 +282,16 @@ def test_lock_is_reentrant_in_one_thread(store: Any) -> None:
 # ---------------------------------------------------------------------------
 
 _COUNTER_SCRIPT = """
-import pathlib, sys, time
-from oauthsmtp import FileStore, KeyringStore, TokenKey
+import os, pathlib, sys, time
+from oauthsmtp import FileStore, KeyringStore, RedisStore, TokenKey
 
 kind, directory, me, total = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-store = FileStore(directory / "tokens") if kind == "file" else KeyringStore("oauthsmtp-test")
+if kind == "file":
+    store = FileStore(directory / "tokens")
+elif kind == "redis":
+    store = RedisStore(os.environ["TEST_REDIS_URL"], lease=5.0)
+else:
+    store = KeyringStore("oauthsmtp-test")
 key = TokenKey("https://auth.example.test/token", "client-1", "me@example.test")
 (directory / f"ready-{me}").touch()
 deadline = time.monotonic() + 20
@@ -291,10 +306,14 @@ for _ in range(50):
 """
 
 
-@pytest.mark.parametrize("kind", ["file", "keyring"])
-def test_lock_excludes_processes(kind: str, tmp_path: pathlib.Path, home: pathlib.Path) -> None:
+@pytest.mark.parametrize("kind", ["file", "keyring", "redis"])
+def test_lock_excludes_processes(
+    kind: str, tmp_path: pathlib.Path, home: pathlib.Path, request: pytest.FixtureRequest
+) -> None:
     (tmp_path / "counter").write_text("0")
     env = dict(os.environ)
+    if kind == "redis":
+        env["TEST_REDIS_URL"] = request.getfixturevalue("redis_server").url
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     procs = [
         subprocess.Popen(

@@ -47,6 +47,8 @@ PYTHON_TO_CLI: tuple[tuple[str, str], ...] = (
         r"expects a client secret \(a Web platform\): pass the secret",
         "expects a client secret (a Web platform): give it with --client-secret-file FILE",
     ),
+    # Fixes from the explain table name the account as <mailbox> when the library knew none.
+    (r"(-Identity|--account) <mailbox>", r"\1 {account}"),
     # SMTP.
     (r"security='(\w+)'", r"--security \1"),
     (r"pass ssl_context= or set SSL_CERT_FILE", "set SSL_CERT_FILE to a PEM file of its CA"),

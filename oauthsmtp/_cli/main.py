@@ -39,6 +39,7 @@ COMMANDS = (
     "account",
     "sendmail",
     "relay",
+    "doctor",
     "providers",
     "explain",
     "dev-server",
@@ -68,6 +69,10 @@ def command(name: str) -> Command:
         from .status import run_logout, run_status
 
         return run_status if name == "status" else run_logout
+    if name == "doctor":
+        from .doctor import run_doctor
+
+        return run_doctor
     if name == "account":
         from .account import run_account
 
@@ -91,7 +96,7 @@ def command(name: str) -> Command:
     return tools[name]  # KeyError: not a command (the parser lets none through)
 
 
-_TALKS_TLS = frozenset({"login", "token", "send", "logout", "relay"})
+_TALKS_TLS = frozenset({"login", "token", "send", "logout", "relay", "doctor"})
 
 
 def _debug_logging() -> None:

@@ -26,7 +26,9 @@ ENVIRONMENT = """\
 exit codes: 0 success, 1 failure, 2 bad usage, 3 login required
 environment:
   OAUTHSMTP_HOME   folder for accounts.json (and tokens/ with the file store)
-  OAUTHSMTP_STORE  keyring (default) or file (0600 files; for servers without a keyring)
+  OAUTHSMTP_STORE  keyring (default), file (0600 files; for servers without a keyring),
+                   or redis://host:port/db (rediss:// for TLS; shared by many workers)
+  OAUTHSMTP_REDIS_KEY  a Fernet key: encrypts the tokens kept in Redis
   BROWSER          the browser command, as Python's webbrowser module reads it
   SSL_CERT_FILE    a PEM file of CA certificates to trust in addition to the system's,
                    for the token endpoint and the SMTP server (e.g. the dev server's CA)
@@ -393,6 +395,23 @@ def _tools(sub: argparse._SubParsersAction[Parser]) -> None:
         metavar="EMAIL",
         help="who approves logins (automatic approvals, the pages' default, the id_token's "
         "email; default: user@example.test)",
+    )
+    doctor = _command(
+        sub,
+        "doctor",
+        "check an account end to end, with the fix for each failure",
+        "Check, in order, the recorded settings, the token store, the token (freshness and "
+        "refresh-token health), the identity and scopes it carries, DNS, TCP, TLS and the "
+        "certificate, EHLO and the AUTH mechanisms, and AUTH itself (then RSET and QUIT: no "
+        "message is sent). One line per check, with the fix under each failure; checks "
+        "that depend on a failed one are not run. Exit 0 when every check passes, 3 when a "
+        "login is needed, 1 otherwise. Never prints a secret.",
+    )
+    _account(doctor, required=False, help_="the account to check (default: the only one recorded)")
+    doctor.add_argument(
+        "--json",
+        action="store_true",
+        help="a JSON list of {check, status, detail, fix} instead of text",
     )
     explain = _command(
         sub,

@@ -22,7 +22,17 @@ if TYPE_CHECKING:
     from oauthsmtp import TokenStore
     from oauthsmtp._accounts import AccountSettings
 
-__all__ = ["describe_token", "run_logout", "run_status", "summary"]
+__all__ = [
+    "REFRESH_WARNING_DAYS",
+    "describe_refresh",
+    "describe_token",
+    "run_logout",
+    "run_status",
+    "summary",
+]
+
+REFRESH_WARNING_DAYS = 3
+"""``status`` and ``doctor`` warn when the refresh token lapses within this many days."""
 
 Summary = dict[str, "str | bool | list[str] | None"]
 
@@ -47,6 +57,7 @@ def summary(token_store: TokenStore, settings: AccountSettings) -> Summary:
         "expires_at": None,
         "access_token_valid": False,
         "has_refresh_token": False,
+        "refresh_expires_at": None,
         "app_only": settings.provider in ("microsoft-app", "google-service-account"),
     }
     raw = token_store.load(settings.token_key)
@@ -62,8 +73,42 @@ def summary(token_store: TokenStore, settings: AccountSettings) -> Summary:
         expires_at=token.expires_at.isoformat(timespec="seconds") if token.expires_at else None,
         access_token_valid=token.valid,
         has_refresh_token=token.refresh_token is not None,
+        refresh_expires_at=(
+            token.refresh_expires_at.isoformat(timespec="seconds")
+            if token.refresh_expires_at and token.refresh_token
+            else None
+        ),
     )
     return row
+
+
+def describe_refresh(
+    lapses_at: datetime | None, account: str, *, now: datetime
+) -> tuple[str, bool] | None:
+    """When the refresh token lapses, and whether that is soon enough to warn.
+
+    Returns:
+        ``(text, warn)``, or None when the provider did not say (nothing is guessed).
+        ``warn`` is True within :data:`REFRESH_WARNING_DAYS` days (or after the date).
+    """
+    if lapses_at is None:
+        return None
+    from datetime import timedelta
+
+    when = lapses_at.isoformat(timespec="seconds")
+    login = f"oauthsmtp login --account {account}"
+    if lapses_at <= now:
+        return f"the refresh token lapsed at {when}: log in again ({login})", True
+    left = lapses_at - now
+    if left <= timedelta(days=REFRESH_WARNING_DAYS):
+        hours = int(left.total_seconds() // 3600)
+        soon = f"{hours} h" if hours < 48 else f"{left.days} days"
+        return (
+            f"WARNING: the refresh token lapses in {soon} (at {when}); log in again before "
+            f"then ({login}), or, for a Google app in Testing status, publish the app",
+            True,
+        )
+    return f"the refresh token lapses at {when}", False
 
 
 def describe_token(row: Summary, *, now: datetime | None = None) -> str:
@@ -79,14 +124,28 @@ def describe_token(row: Summary, *, now: datetime | None = None) -> str:
         return f"app-only access token expired at {expires}; the next use makes the grant again"
     if not row["logged_in"]:
         return f"not logged in (run: {login})"
+    from datetime import datetime, timezone
+
+    moment = now if now is not None else datetime.now(timezone.utc)
+    lapses = row.get("refresh_expires_at")
+    forecast = (
+        describe_refresh(datetime.fromisoformat(lapses), str(account), now=moment)
+        if isinstance(lapses, str)
+        else None
+    )
+    text = _describe_access(row, login, moment)
+    return text if forecast is None else f"{text}; {forecast[0]}"
+
+
+def _describe_access(row: Summary, login: str, moment: datetime) -> str:
+    expires = row["expires_at"]
     refresh = bool(row["has_refresh_token"])
     if row["access_token_valid"]:
         until = f"valid until {expires}" if expires else "valid (no expiry given)"
         held = "refresh token held" if refresh else f"NO refresh token: run {login} after that"
         return f"access token {until}; {held}"
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    moment = now if now is not None else datetime.now(timezone.utc)
     when = f"expired at {expires}" if expires else "expired"
     if isinstance(expires, str) and datetime.fromisoformat(expires) > moment:
         when = f"expires at {expires} (within the refresh margin)"

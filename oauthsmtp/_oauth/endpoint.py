@@ -205,6 +205,7 @@ def refresh(
                 now=utcnow(),
                 requested_scope=params.scopes,
                 previous_refresh_token=state.refresh_token,
+                previous_refresh_expires_at=state.refresh_expires_at,
             )
         except TokenError as exc:
             error = _scrub(exc, _secrets(form))

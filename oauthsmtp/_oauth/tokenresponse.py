@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from oauthsmtp._errors import TokenError
+from oauthsmtp._explain import lookup
 from oauthsmtp._util.clock import utcnow
 from oauthsmtp._util.jsonobject import load_json_object
 
@@ -29,6 +30,7 @@ __all__ = [
     "TokenState",
     "lifetime",
     "parse_token_response",
+    "refresh_lifetime",
     "token_identity",
 ]
 
@@ -91,6 +93,8 @@ class TokenState:
         scope: the granted scope tokens; the requested ones when the server
             did not say (RFC 6749 §5.1: omitted means "as requested").
         obtained_at: when the answer was received (aware, UTC).
+        refresh_expires_at: when the refresh token itself lapses (aware, UTC), from the
+            server's ``refresh_token_expires_in``; None where that is not known.
         server_response: the whole answer, read-only and masked in repr.
     """
 
@@ -100,6 +104,7 @@ class TokenState:
     expires_at: datetime | None = None
     scope: tuple[str, ...] = ()
     obtained_at: datetime = field(default_factory=utcnow)
+    refresh_expires_at: datetime | None = None
     server_response: ServerResponse = field(
         default_factory=lambda: ServerResponse({}), repr=False, compare=False
     )
@@ -120,6 +125,8 @@ class TokenState:
             "scope": " ".join(self.scope),
             "obtained_at": self.obtained_at.isoformat(),
         }
+        if self.refresh_expires_at is not None:  # absent in tokens stored before it existed
+            data["refresh_expires_at"] = self.refresh_expires_at.isoformat()
         return data
 
     @classmethod
@@ -159,43 +166,20 @@ class TokenState:
             expires_at=_when("expires_at"),
             scope=tuple(scope.split()),
             obtained_at=obtained,
+            refresh_expires_at=_when("refresh_expires_at"),
         )
 
 
-_HINTS = (
-    (
-        "AADSTS700025",
-        "this Microsoft app is a public client: do not send a client secret "
-        "(remove client_secret / --client-secret)",
-    ),
-    (
-        "AADSTS7000218",
-        "this Microsoft app registration expects a client secret (a Web platform): pass "
-        "the secret, or add a 'Mobile and desktop applications' platform with redirect "
-        "http://localhost and log in without one",
-    ),
-    (
-        "AADSTS50011",
-        "the redirect URL is not registered for this Microsoft app: add http://localhost "
-        "under 'Mobile and desktop applications'",
-    ),
-    (
-        "AADSTS65001",
-        "the user or an administrator has not consented to the SMTP.Send permission",
-    ),
-)
-
-
 def _hint(error: str, description: str) -> str:
-    """A short 'what to do' for well-known provider errors."""
-    for marker, advice in _HINTS:
-        if marker in description:
-            return f". Hint: {advice}"
-    if error == "invalid_client":
-        return ". Hint: check the client id and secret (and whether this client needs a secret)"
-    if error == "invalid_grant":
-        return ". Hint: the code or refresh token is expired or revoked; log in again"
-    return ""
+    """What to do for a known provider error, from the explain table (the fix is written once).
+
+    Looked up in :data:`oauthsmtp._explain.TABLE` (also ``oauthsmtp explain`` and
+    docs/troubleshooting.md); "" when the table knows nothing of it.
+    """
+    entry = lookup(f"{error} {description}")
+    if entry is None:
+        return ""
+    return f". Hint: {entry.title} {entry.fix.replace('{account}', '<mailbox>')}"
 
 
 def _describe_body(content_type: str, body: bytes) -> str:
@@ -227,6 +211,24 @@ def lifetime(expires_in: object) -> timedelta:
     return timedelta(seconds=min(max(seconds, 0.0), float(MAX_EXPIRES_IN)))
 
 
+def refresh_lifetime(expires_in: object) -> timedelta | None:
+    """How long a refresh token lasts, from a server's ``refresh_token_expires_in``.
+
+    Read as liberally as :func:`lifetime` (a number or a string of ASCII digits; negative
+    counts as 0, clamped to MAX_EXPIRES_IN), but an absent or unreadable value gives None:
+    nothing is known, nothing is guessed.
+    """
+    if expires_in is None:
+        return None
+    if not isinstance(expires_in, bool) and isinstance(expires_in, (int, float, str)):
+        if isinstance(expires_in, str) and not _NUMBER_TEXT.fullmatch(expires_in.strip()):
+            return None
+        if isinstance(expires_in, float) and math.isnan(expires_in):
+            return None
+        return lifetime(expires_in)
+    return None
+
+
 def _clean(text: str, limit: int = 300) -> str:
     """A server-sent string made safe to show: printable, bounded."""
     shown = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
@@ -246,6 +248,7 @@ def parse_token_response(
     now: datetime,
     requested_scope: tuple[str, ...] = (),
     previous_refresh_token: str | None = None,
+    previous_refresh_expires_at: datetime | None = None,
 ) -> TokenState:
     """Validate a token endpoint answer (RFC 6749 §5.1, §5.2, §7.1).
 
@@ -256,6 +259,8 @@ def parse_token_response(
         now: when the answer arrived (aware).
         requested_scope: used when the server omits ``scope`` (§5.1).
         previous_refresh_token: kept when a refresh answer carries none (§6).
+        previous_refresh_expires_at: the kept refresh token's lapse time, kept with it
+            unless the answer gives a new ``refresh_token_expires_in``.
 
     Returns:
         the validated :class:`TokenState`.
@@ -319,8 +324,14 @@ def parse_token_response(
         )
     expires_at = now + lifetime(data.get("expires_in"))
     refresh = data.get("refresh_token", None)
+    refresh_expires_at: datetime | None = None
+    refresh_lasts = refresh_lifetime(data.get("refresh_token_expires_in"))
+    if refresh_lasts is not None:
+        refresh_expires_at = now + refresh_lasts
     if refresh is None:
         refresh = previous_refresh_token
+        if refresh_lasts is None:
+            refresh_expires_at = previous_refresh_expires_at
     elif not isinstance(refresh, str) or not refresh.strip():
         raise TokenError(
             "the token endpoint sent an empty or malformed refresh_token", status=status
@@ -341,6 +352,7 @@ def parse_token_response(
         expires_at=expires_at,
         scope=scope,
         obtained_at=now,
+        refresh_expires_at=refresh_expires_at if refresh is not None else None,
         server_response=ServerResponse(data),
     )
 

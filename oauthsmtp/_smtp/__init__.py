@@ -13,6 +13,8 @@ Data flows one way, and each module imports only those before it in this list:
   offered) -> a :class:`~oauthsmtp.SendResult`.
 * ``pool``: a session's connections (at most N), and a batch shared between them.
 * ``connect``: opening one connection: connect, greeting, EHLO, STARTTLS or TLS, AUTH.
+* ``verify``: :meth:`SMTPSession.verify`: one connection opened, authenticated, reset
+  and closed without sending, and what it learnt (:class:`~oauthsmtp.VerifyResult`).
 * ``background``: the queue and thread behind ``SMTPSession.submit``.
 * ``options``: the checks of ``SMTPSession``'s arguments (pure).
 * ``settings``: all of a session's connection arguments checked at once (pure), for both

@@ -174,6 +174,7 @@ class Connector:
             greeting = self._greeting(conn)
             if greeting.code != 220:
                 raise refused_greeting(self.host, greeting)
+            conn.greeting = greeting.text
             extensions = self._ehlo(conn)
             if self.security == "starttls":
                 if "STARTTLS" not in extensions:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from oauthsmtp._errors import ConfigurationError
+from oauthsmtp._explain import lookup
 
 __all__ = [
     "OAUTHBEARER_FAILURE_RESPONSE",
@@ -229,6 +230,23 @@ def classify_auth_failure(
     Returns:
         An :class:`AuthFailure`.
     """
+    failure = _classify(code, text, provider_error, oauth=oauth)
+    entry = lookup(f"{code} {text}") if oauth else None
+    if entry is None or entry.kind != "smtp":
+        return failure
+    # The advice is the explain table's (oauthsmtp explain, docs/troubleshooting.md), written
+    # once; whether a refresh may help stays this function's own judgement.
+    fix = entry.fix.replace("{account}", "<mailbox>")
+    return AuthFailure(failure.retryable, f"{entry.cause} Fix: {fix}")
+
+
+def _classify(
+    code: int,
+    text: str,
+    provider_error: Mapping[str, object] | None,
+    *,
+    oauth: bool,
+) -> AuthFailure:
     match = _ENHANCED.search(text)
     enhanced = match.group(0) if match else ""
     lowered = text.lower()

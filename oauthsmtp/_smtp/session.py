@@ -45,6 +45,7 @@ from .pool import Pool
 from .settings import check_settings
 from .stream import send_stream
 from .transact import Job, SendResult
+from .verify import VerifyResult, verify
 from .wire import SMTPConnectionError, SMTPTimeoutError
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ __all__ = [
     "Security",
     "SendResult",
     "TokenSource",
+    "VerifyResult",
 ]
 
 
@@ -237,6 +239,24 @@ class SMTPSession:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def verify(self) -> VerifyResult:
+        """Check the settings end to end without sending: connect, TLS, EHLO, AUTH, RSET, QUIT.
+
+        Uses a connection of its own (an open session is left as it is) and sends no
+        message. Run it at start-up, or from ``oauthsmtp doctor``, to learn now what the
+        first :meth:`send` would otherwise learn.
+
+        Returns:
+            A :class:`VerifyResult`: the mechanism used, the extensions and size limit,
+            the TLS version, the server certificate's subject and issuer, the greeting.
+
+        Raises:
+            The same errors :meth:`send` raises when it cannot connect: SMTPError (with a
+            hint), SMTPAuthError, SMTPTimeoutError, SMTPConnectionError, LoginRequired,
+            TokenError.
+        """
+        return verify(self._connector, host=self._host)
 
     # -- sending ----------------------------------------------------------------------------
     def send(self, message: Email | Message | OutgoingMessage) -> SendResult:

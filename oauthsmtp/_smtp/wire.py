@@ -302,6 +302,7 @@ class Connection:
         self.closed = False
         self.peer_is_loopback = peer_is_loopback(sock.getpeername())
         self.local_address: str = sock.getsockname()[0]
+        self.greeting: str = ""  # the text of the server's 220, once read
 
     @classmethod
     def open(
@@ -344,6 +345,21 @@ class Connection:
             self.close()
             raise SMTPConnectionError(f"the connection was lost: {exc}") from exc
         return True
+
+    @property
+    def tls_version(self) -> str | None:
+        """The TLS protocol version (e.g. ``"TLSv1.3"``), or None without TLS."""
+        return self._sock.version() if isinstance(self._sock, ssl.SSLSocket) else None
+
+    @property
+    def peer_certificate(self) -> dict[str, object] | None:
+        """The server's verified certificate (:meth:`ssl.SSLSocket.getpeercert`), or None."""
+        if not isinstance(self._sock, ssl.SSLSocket):
+            return None
+        try:
+            return dict(self._sock.getpeercert() or {}) or None
+        except (ValueError, OSError):
+            return None
 
     def starttls(self, context: ssl.SSLContext, host: str, port: int) -> None:
         """Start TLS after the server's ``220`` to STARTTLS (RFC 3207 §4).

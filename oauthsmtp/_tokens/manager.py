@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from oauthsmtp._errors import LoginRequired, TokenError, TokenStoreError
+from oauthsmtp._explain import by_key
 from oauthsmtp._oauth import endpoint as _endpoint
 from oauthsmtp._oauth.params import OAuth2Parameters
 from oauthsmtp._oauth.tokenresponse import TokenState
@@ -42,12 +43,11 @@ def invalid_grant_error(account: str | None, exc: TokenError) -> LoginRequired:
     """The LoginRequired for a refresh token the provider refused (``invalid_grant``)."""
     who = f"for {account} " if account else ""
     said = f" ({exc.error_description})" if exc.error_description else ""
+    entry = by_key("oauth-invalid-grant")  # the explain table: the advice is written once
+    publish = entry.fix.split(". ", 1)[-1]  # the fix's advice beyond "log in again"
     return LoginRequired(
         f"the saved login {who}is no longer valid: the provider answered invalid_grant{said}. "
-        "Likely causes: the user revoked the app's access; a Google OAuth app in "
-        '"Testing" status issues refresh tokens that expire after 7 days (publish the app '
-        "to avoid this); Microsoft refresh tokens lapse after about 90 days unused; a password "
-        f"change. Log in again: {login_hint(account)}",
+        f"Likely causes: {entry.cause} {publish} Log in again: {login_hint(account)}",
         account=account,
     )
 

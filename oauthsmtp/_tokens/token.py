@@ -121,6 +121,16 @@ class AuthToken:
         return self._state.expires_at
 
     @property
+    def refresh_expires_at(self) -> datetime | None:
+        """When the refresh token itself lapses (aware, UTC), where the provider said so.
+
+        From ``refresh_token_expires_in`` in the token endpoint's answer (Google sends it
+        for apps in Testing status, 7 days, and for time-limited consent); None when the
+        provider did not say: the token may still lapse when unused or revoked.
+        """
+        return self._state.refresh_expires_at
+
+    @property
     def scope(self) -> tuple[str, ...]:
         """The granted scopes."""
         return self._state.scope
@@ -200,7 +210,7 @@ class AuthToken:
             state = TokenState.from_dict(data)
         except (ValueError, TypeError, OverflowError) as exc:
             raise ValueError(f"not a serialized AuthToken ({type(exc).__name__})") from None
-        for when in (state.expires_at, state.obtained_at):
+        for when in (state.expires_at, state.obtained_at, state.refresh_expires_at):
             if when is not None and not _FIRST_YEAR <= when.year <= _LAST_YEAR:
                 raise ValueError("not a serialized AuthToken (a date out of range)")
         # The same rule the token endpoint's answers pass (RFC 6750 §2.1 b64token is ASCII);

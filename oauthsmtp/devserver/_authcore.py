@@ -71,12 +71,14 @@ class Core(AuthorizationServer):  # type: ignore[misc]
         access_token_lifetime: int,
         rotate_refresh_tokens: bool,
         clock: Callable[[], float],
+        refresh_token_lifetime: int | None = None,
     ) -> None:
         super().__init__(scopes_supported=[SCOPE, *EXTRA_SCOPES])
         self.lock = threading.RLock()
         self.clock = clock
         self.issuer = ""
         self.access_token_lifetime = access_token_lifetime
+        self.refresh_token_lifetime = refresh_token_lifetime
         self.clients: dict[str, ClientRecord] = {}
         self.codes: dict[str, CodeRecord] = {}
         self.access_tokens: dict[str, TokenRecord] = {}
@@ -142,6 +144,8 @@ class Core(AuthorizationServer):  # type: ignore[misc]
         )
         if include_refresh_token:
             token["refresh_token"] = secrets.token_urlsafe(32)
+            if self.refresh_token_lifetime is not None:
+                token["refresh_token_expires_in"] = self.refresh_token_lifetime
         token["scope"] = normalize_scope(scope or SCOPE)
         if user and "openid" in token["scope"].split():
             token["id_token"] = self.id_token(str(user), client.get_client_id())

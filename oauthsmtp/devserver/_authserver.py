@@ -96,6 +96,9 @@ class AuthServer(Endpoints):
         rotate_refresh_tokens: when True, each refresh returns a new refresh token
             and revokes the one used; when False, refresh responses carry no
             refresh token and the old one stays valid.
+        refresh_token_lifetime: when set, answers that carry a refresh token say it
+            lapses after this many seconds (``refresh_token_expires_in``, as Google
+            sends for apps in Testing status: 604799); announced only, not enforced.
         clock: the time in seconds since the epoch (default :func:`time.time`).
             Every time the server reads goes through it (codes, consent pages,
             token lifetimes), so a test can move the whole server's clock.
@@ -126,6 +129,7 @@ class AuthServer(Endpoints):
         access_token_lifetime: int = 3600,
         rotate_refresh_tokens: bool = True,
         clock: Callable[[], float] = time.time,
+        refresh_token_lifetime: int | None = None,
     ) -> None:
         if not isinstance(host, str) or not is_loopback_host(host):
             raise ConfigurationError(
@@ -140,6 +144,14 @@ class AuthServer(Endpoints):
             or access_token_lifetime <= 0
         ):
             raise ConfigurationError("access_token_lifetime must be a positive number of seconds")
+        if refresh_token_lifetime is not None and (
+            isinstance(refresh_token_lifetime, bool)
+            or not isinstance(refresh_token_lifetime, int)
+            or refresh_token_lifetime <= 0
+        ):
+            raise ConfigurationError(
+                "refresh_token_lifetime must be None or a positive number of seconds"
+            )
         self._host = host.strip("[]")
         self._port = port
         self._mode = self._check_mode(mode)
@@ -149,6 +161,7 @@ class AuthServer(Endpoints):
             access_token_lifetime=access_token_lifetime,
             rotate_refresh_tokens=self._rotate,
             clock=clock,
+            refresh_token_lifetime=refresh_token_lifetime,
         )
         self._lock = self._core.lock
         self._pending: dict[str, PendingConsent] = {}

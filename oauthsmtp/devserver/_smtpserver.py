@@ -57,6 +57,7 @@ from ._smtpmessages import ReceivedMessage, write_atomically
 from ._smtpsasl import OAuthBearerFields
 from ._smtpsession import (
     ACCEPTED,
+    AUTH_FAILURES,
     BAD_CREDENTIALS,
     Handler,
     ServerHooks,
@@ -109,9 +110,14 @@ class SMTPServer:
         passwords: ``{user: password}`` for the PLAIN and LOGIN mechanisms.
         starttls: When False, the submission port offers no STARTTLS and accepts AUTH in plain
             text, as a STARTTLS-stripping attacker would: for tests that a client refuses it.
+        auth_failure: When set, every XOAUTH2/OAUTHBEARER attempt is refused the way Microsoft
+            365 refuses it, whatever the token: ``"tenant"`` / ``"mailbox"`` (``535 5.7.139``
+            SMTP AUTH disabled), ``"basic-auth"`` (``550 5.7.30``), ``"bad-token"``
+            (``535 5.7.3``) or ``"connections"`` (``432 4.3.2``). Can be changed while
+            running (None plays none).
 
     Raises:
-        ValueError: For a non-loopback ``host`` or an unknown mechanism.
+        ValueError: For a non-loopback ``host``, an unknown mechanism or ``auth_failure``.
     """
 
     def __init__(
@@ -131,6 +137,7 @@ class SMTPServer:
         scope: str = SMTP_SCOPE,
         passwords: Mapping[str, str] | None = None,
         starttls: bool = True,
+        auth_failure: str | None = None,
     ) -> None:
         if not _is_loopback(host):
             raise ValueError(f"the development SMTP server binds loopback only, not {host!r}")
@@ -150,6 +157,12 @@ class SMTPServer:
         self.scope = scope
         self.passwords = dict(passwords or {})
         self.starttls = starttls
+        if auth_failure is not None and auth_failure not in AUTH_FAILURES:
+            raise ValueError(
+                f"auth_failure must be None or one of {', '.join(AUTH_FAILURES)}, "
+                f"not {auth_failure!r}"
+            )
+        self.auth_failure = auth_failure
         if certificates is None:
             folder = Path(tempfile.mkdtemp(prefix="oauthsmtp-smtp-certs-"))
             weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)
@@ -514,6 +527,10 @@ class _Hooks:
     @property
     def scope(self) -> str:
         return self._server.scope
+
+    @property
+    def auth_failure(self) -> str | None:
+        return self._server.auth_failure
 
     def deliver(self, envelope: Envelope, user: str | None) -> None:
         self._server._store(envelope, user)

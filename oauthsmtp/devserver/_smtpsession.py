@@ -39,6 +39,20 @@ DATA_LINE_LIMIT = 1001
 BAD_CREDENTIALS = "535 5.7.8 Username and Password not accepted."
 ACCEPTED = "235 2.7.0 Accepted"
 
+AUTH_FAILURES = {
+    "tenant": "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled "
+    "for the Tenant. Visit https://aka.ms/smtp_auth_disabled for more information.",
+    "mailbox": "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled "
+    "for the Mailbox. Visit https://aka.ms/smtp_auth_disabled for more information.",
+    "basic-auth": "550 5.7.30 Basic authentication is not supported for Client Submission.",
+    "bad-token": "535 5.7.3 Authentication unsuccessful",
+    "connections": "432 4.3.2 Concurrent connections limit exceeded. Visit "
+    "https://aka.ms/concurrent_sending for more information.",
+}
+"""The refusals ``SMTPServer(auth_failure=...)`` plays, word for word as Microsoft 365 sends
+them: SMTP AUTH off for the tenant or the mailbox (5.7.139), basic authentication off
+(5.7.30), a token for the wrong audience or account (5.7.3), too many connections (4.3.2)."""
+
 
 class ValidatorFailedError(Exception):
     """The token validator raised: the client gets a temporary failure (454), not a 535."""
@@ -62,6 +76,9 @@ class ServerHooks(Protocol):
 
     @property
     def scope(self) -> str: ...
+
+    @property
+    def auth_failure(self) -> str | None: ...
 
     def deliver(self, envelope: Envelope, user: str | None) -> None:
         """Keep an accepted message (``user``: who authenticated, if anyone)."""
@@ -238,6 +255,11 @@ class Handler:
         fields: OAuthBearerFields | None,
     ) -> AuthResult:
         server = self._server
+        failure = AUTH_FAILURES.get(server.auth_failure or "")
+        if failure is not None:  # playing a provider's refusal, whatever the token
+            server.record_auth(mechanism, claimed, False, fields)
+            await smtp.push(failure)
+            return AuthResult(success=False, handled=True)
         try:
             # An empty token is RFC 7628 §4.3's discovery probe: it gets the error challenge.
             owner = await server.validate(token, claimed) if token else None

@@ -1,6 +1,6 @@
 """The store chooser: :func:`default_store` picks a token store from ``$OAUTHSMTP_STORE``.
 
-Three stores exist (each in its own module, all implementing
+Four stores exist (each in its own module, all implementing
 :class:`~oauthsmtp._tokens.stores.base.TokenStore`):
 
 :class:`KeyringStore` (the default)
@@ -20,6 +20,11 @@ Three stores exist (each in its own module, all implementing
 :class:`MemoryStore`
     A dict in this process, for tests and short scripts.
 
+:class:`RedisStore`
+    One Redis server shared by a fleet of workers (``OAUTHSMTP_STORE=redis://...``
+    or ``rediss://...``; extra ``oauthsmtp[redis]``): a leased, fenced lock, and
+    values encrypted at rest with ``$OAUTHSMTP_REDIS_KEY`` when it is set.
+
 The chooser imports the implementations (only the chosen one, on first use);
 they never import the chooser.
 """
@@ -32,8 +37,33 @@ from oauthsmtp._errors import ConfigurationError
 from oauthsmtp._util.home import oauthsmtp_home
 
 from .base import TokenStore
+from .redisstore import redact_url
 
-__all__ = ["default_store", "oauthsmtp_home"]
+__all__ = [
+    "REDIS_KEY_VARIABLE",
+    "REDIS_SCHEMES",
+    "default_store",
+    "oauthsmtp_home",
+    "redis_store_for",
+]
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+"""How a store name that is a Redis URL starts (any case)."""
+
+REDIS_KEY_VARIABLE = "OAUTHSMTP_REDIS_KEY"
+"""The variable holding the Fernet key of a ``redis://`` store chosen by ``$OAUTHSMTP_STORE``."""
+
+
+def redis_store_for(url: str) -> TokenStore:
+    """A :class:`RedisStore` on ``url``, encrypting with ``$OAUTHSMTP_REDIS_KEY`` when set.
+
+    Raises:
+        ConfigurationError: redis-py is missing, the URL or the key is not valid.
+    """
+    from .redisstore import RedisStore
+
+    key = os.environ.get(REDIS_KEY_VARIABLE, "").strip() or None
+    return RedisStore(url, encryption_key=key)
 
 
 def default_store() -> TokenStore:
@@ -42,12 +72,17 @@ def default_store() -> TokenStore:
     Returns:
         ``keyring`` (the default, also when unset or empty): :class:`KeyringStore`;
         ``file``: :class:`FileStore` under ``oauthsmtp_home() / "tokens"``;
-        ``memory``: a new :class:`MemoryStore`.
+        ``memory``: a new :class:`MemoryStore`;
+        ``redis://...`` or ``rediss://...``: a :class:`RedisStore` on that URL,
+        encrypting values with ``$OAUTHSMTP_REDIS_KEY`` when it is set and not empty.
 
     Raises:
         ConfigurationError: any other value (the message names the valid ones).
     """
-    choice = os.environ.get("OAUTHSMTP_STORE", "").strip().lower() or "keyring"
+    raw = os.environ.get("OAUTHSMTP_STORE", "").strip()
+    if raw.lower().startswith(REDIS_SCHEMES):
+        return redis_store_for(raw)
+    choice = raw.lower() or "keyring"
     # Imported here: a command that uses one store does not pay for the others.
     if choice == "keyring":
         from .keyringstore import KeyringStore
@@ -61,8 +96,9 @@ def default_store() -> TokenStore:
         from .memory import MemoryStore
 
         return MemoryStore()
-    shown = os.environ.get("OAUTHSMTP_STORE", "")[:40]
+    shown = redact_url(raw)[:40] if "://" in raw else raw[:40]
     raise ConfigurationError(
         f"OAUTHSMTP_STORE={shown!r} is not a token store; use 'keyring' (the default, the OS "
-        "keyring), 'file' (files under OAUTHSMTP_HOME, mode 0600) or 'memory' (this process only)"
+        "keyring), 'file' (files under OAUTHSMTP_HOME, mode 0600), 'memory' (this process only) or "
+        "'redis://host:port/db' ('rediss://' for TLS; a Redis server shared by many workers)"
     )
