@@ -1,8 +1,9 @@
 """Sending in the background: a thread that sends queued messages in batches.
 
 A :class:`BackgroundSender` serves :meth:`~oauthsmtp.SMTPSession.submit` (and
-``asynchronous=True``): :meth:`BackgroundSender.submit` puts a job on a queue and returns a
-:class:`~concurrent.futures.Future` at once; one worker thread (started on demand) takes
+``asynchronous=True``): :meth:`BackgroundSender.submit` puts a job on a bounded queue
+(it blocks while :data:`LIMIT` jobs wait) and returns a
+:class:`~concurrent.futures.Future`; one worker thread (started on demand) takes
 up to :data:`BATCH` queued jobs at a time, hands them to the session's ``deliver``
 function (which sends them over the session's pool), then settles every future with its
 :class:`~oauthsmtp.SendResult` or the error. :meth:`BackgroundSender.close` stops the
@@ -20,10 +21,13 @@ from oauthsmtp._errors import OAuthSMTPError, SMTPError
 
 from .transact import Job, SendResult
 
-__all__ = ["BATCH", "BackgroundSender", "Deliver"]
+__all__ = ["BATCH", "LIMIT", "BackgroundSender", "Deliver"]
 
 BATCH = 100
 """Most queued jobs handed to ``deliver`` at once."""
+
+LIMIT = 1000
+"""Most jobs waiting in the queue: :meth:`BackgroundSender.submit` blocks beyond it."""
 
 Deliver = Callable[[Sequence[Job]], None]
 """Sends jobs, setting their results; raises the error that stopped it (an OAuthSMTPError)."""
@@ -32,12 +36,19 @@ Deliver = Callable[[Sequence[Job]], None]
 class BackgroundSender:
     """A queue and the worker thread that empties it.
 
+    The queue is bounded: when ``limit`` jobs wait, :meth:`submit` blocks until the worker
+    takes the next batch (backpressure: a producer faster than the server is slowed down
+    to its pace instead of filling memory). Called from the worker itself (a future's
+    callback), :meth:`submit` cannot wait: a full queue then fails that job at once.
+
     Args:
         deliver: sends a batch of jobs (the session's pool, under its lock).
+        limit: most jobs waiting (at least 1).
     """
 
-    def __init__(self, deliver: Deliver) -> None:
+    def __init__(self, deliver: Deliver, *, limit: int = LIMIT) -> None:
         self._deliver = deliver
+        self._limit = max(1, limit)
         self._lock = threading.Lock()
         self._queue: queue.Queue[Job | None] | None = None
         self._worker: threading.Thread | None = None
@@ -75,7 +86,16 @@ class BackgroundSender:
         error = job.error
         if error is None:
             try:
-                self._ensure_worker().put(job)
+                work_queue = self._ensure_worker()
+                if self._worker is threading.current_thread():
+                    work_queue.put_nowait(job)  # the worker cannot wait for itself
+                else:
+                    work_queue.put(job)  # blocks while the queue is full
+            except queue.Full:
+                error = SMTPError(
+                    f"the background queue is full ({self._limit} messages) and a callback "
+                    "cannot wait for it; submit from another thread"
+                )
             except RuntimeError as exc:  # no thread can be started (resources exhausted)
                 error = SMTPError(f"cannot start the background sender: {exc}")
                 error.__cause__ = exc
@@ -94,14 +114,19 @@ class BackgroundSender:
             worker, work_queue = self._worker, self._queue
             self._worker = self._queue = None
         if worker is not None and work_queue is not None:
-            work_queue.put(None)
             if worker is not threading.current_thread():
+                work_queue.put(None)
                 worker.join()
+                return
+            try:
+                work_queue.put_nowait(None)
+            except queue.Full:  # the worker cannot wait for itself: a helper puts the stop
+                threading.Thread(target=work_queue.put, args=(None,), daemon=True).start()
 
     def _ensure_worker(self) -> queue.Queue[Job | None]:
         with self._lock:
             if self._worker is None or self._queue is None:
-                work_queue: queue.Queue[Job | None] = queue.Queue()
+                work_queue: queue.Queue[Job | None] = queue.Queue(maxsize=self._limit)
                 worker = threading.Thread(
                     target=self._work, args=(work_queue,), name="oauthsmtp-send", daemon=True
                 )

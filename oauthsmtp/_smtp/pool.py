@@ -8,7 +8,9 @@ hands a batch to :func:`deliver`:
 
 * **One channel**: in the caller's thread, exactly as a single connection does: a drop
   reconnects and carries on, and two connections in a row without progress end the batch.
-* **Several channels**: each runs in a thread and takes the next message from a shared
+* **Several channels**: each runs in a thread (the first in the caller's; the others in a
+  fixed set of threads the pool starts when first needed and keeps until it is closed)
+  and takes the next message from a shared
   :class:`~oauthsmtp._smtp.transact.JobQueue` when it is ready for one, so fast and slow
   connections balance themselves; results stay on the jobs, in the caller's order. When
   no channel is connected yet, the first one authenticates before the others send AUTH
@@ -27,6 +29,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 from oauthsmtp._errors import OAuthSMTPError, SMTPError
 
@@ -112,6 +115,8 @@ class Pool:
         self._channels: list[Channel] = [Channel()]
         self._limit: int | None = None  # connections the server accepted when it refused more
         self._lock = threading.RLock()
+        self._workers: ThreadPoolExecutor | None = None
+        self._worker_count = 0
 
     @property
     def connected(self) -> bool:
@@ -169,6 +174,7 @@ class Pool:
                 connect=self._connect,
                 host=self._host,
                 on_limit=self._learn_limit,
+                workers=self._workers_for(width - 1) if width > 1 else None,
             )
 
     def close(self) -> None:
@@ -176,6 +182,22 @@ class Pool:
         with self._lock:
             quit_all(self._channels)
             self._channels = self._channels[:1]
+            workers, self._workers = self._workers, None
+        if workers is not None:
+            workers.shutdown(wait=True)
+
+    def _workers_for(self, count: int) -> Executor:
+        """The pool's connection threads: at most ``count`` (one per channel beyond the
+        first), started when a batch first needs them and kept until :meth:`close`, so a
+        session runs a fixed set of threads however many batches it sends."""
+        if self._workers is None or self._worker_count < count:
+            if self._workers is not None:
+                self._workers.shutdown(wait=True)
+            self._workers = ThreadPoolExecutor(
+                max_workers=count, thread_name_prefix="oauthsmtp-send"
+            )
+            self._worker_count = count
+        return self._workers
 
     def _learn_limit(self, accepted: int) -> None:
         if self._limit is None or accepted < self._limit:
@@ -214,6 +236,7 @@ def deliver(
     connect: Connect,
     host: str,
     on_limit: Callable[[int], None],
+    workers: Executor | None = None,
 ) -> None:
     """Send every job of ``queue``, over ``channels``.
 
@@ -224,6 +247,8 @@ def deliver(
         host: the server's name, for log messages.
         on_limit: called with the number of connections the server accepted at once,
             when it refused one more.
+        workers: runs the channels beyond the first (the pool's threads, kept for the
+            session's life); required with several channels.
 
     Raises:
         OAuthSMTPError: the error that stopped the batch; some jobs may have results.
@@ -231,11 +256,13 @@ def deliver(
     if len(channels) == 1:
         _drive(channels[0], queue, Lane(), connect=connect, gate=None, pooled=False, host=host)
         return
+    if workers is None:
+        raise ValueError("deliver() needs workers= for several channels")
     active = list(channels)
     while len(queue):
         active.sort(key=lambda channel: not channel.connected)
         used = active[: queue.fill(len(active))]
-        lanes, errors = _round(used, queue, connect=connect, host=host)
+        lanes, errors = _round(used, queue, connect=connect, host=host, workers=workers)
         for error in errors:
             if error is not None and not isinstance(error, _Skipped):
                 logger.info("a connection to %s stopped: %s", host, error)
@@ -269,8 +296,10 @@ def _round(
     *,
     connect: Connect,
     host: str,
+    workers: Executor,
 ) -> tuple[list[Lane], list[BaseException | None]]:
-    """Run one worker per channel until the queue is empty or every worker stopped."""
+    """Run one worker per channel until the queue is empty or every worker stopped: the
+    first in this thread, the others on ``workers`` (threads kept between rounds)."""
     lanes = [Lane() for _ in channels]
     errors: list[BaseException | None] = [None] * len(channels)
     first_done = threading.Event()
@@ -304,19 +333,17 @@ def _round(
             if index == 0:
                 first_done.set()
 
-    threads: list[threading.Thread] = []
+    started: list[Future[None]] = []
     for i in range(1, len(channels)):
-        thread = threading.Thread(target=run, args=(i,), name=f"oauthsmtp-send-{i}", daemon=True)
         try:
-            thread.start()
+            started.append(workers.submit(run, i))
         except RuntimeError as exc:  # no more threads: carry on with those that started
             logger.info("cannot start another connection thread: %s", exc)
-            lanes, errors = lanes[: len(threads) + 1], errors[: len(threads) + 1]
+            lanes, errors = lanes[: len(started) + 1], errors[: len(started) + 1]
             break
-        threads.append(thread)
     run(0)
-    for thread in threads:
-        thread.join()
+    for future in started:
+        future.result()  # run() keeps its errors; this only waits
     return lanes, errors
 
 

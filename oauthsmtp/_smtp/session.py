@@ -290,7 +290,13 @@ class SMTPSession:
         return job.result
 
     def submit(self, message: Email | Message | OutgoingMessage) -> Future[SendResult]:
-        """Queue one message for the background sender and return at once.
+        """Queue one message for the background sender and return its future.
+
+        The queue holds at most 1,000 messages: beyond that, this call blocks until the
+        sender has taken the next batch, so a producer faster than the server is held to
+        its pace. (From a future's callback, which runs in the sender's thread and cannot
+        wait, a full queue fails the message at once.) The session's threads are fixed:
+        the sender's, and one per connection beyond the first, kept until :meth:`close`.
 
         The asynchronous form of :meth:`send` (WinDev's ``Asynchronous`` mode): one
         background thread, started on first use (or by :meth:`start` with
