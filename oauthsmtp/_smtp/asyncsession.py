@@ -33,6 +33,7 @@ from oauthsmtp._errors import ConfigurationError, OAuthSMTPError, SMTPError
 from oauthsmtp._message.prepare import Email, OutgoingMessage
 
 from .asyncprotocol import AsyncChannel, TokenGate, open_channel, transact
+from .asyncwire import settle_closed
 from .auth import TokenSource
 from .batch import check_messages, prepare_job, settle
 from .connect import Security
@@ -209,6 +210,7 @@ class AsyncSMTPSession:
             if channel.conn is not None:
                 await channel.conn.quit()
             channel.drop()
+        await settle_closed()  # closed transports finish on a later turn of the loop
         self._forget()
 
     def _forget(self) -> None:

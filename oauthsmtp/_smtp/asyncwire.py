@@ -18,6 +18,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import weakref
 from collections import deque
 from collections.abc import Sequence
 
@@ -41,6 +42,30 @@ logger = logging.getLogger("oauthsmtp.smtp")
 
 _CLOSE_PATIENCE = 5.0
 
+_LIVE: weakref.WeakSet[_Receiver] = weakref.WeakSet()
+"""Connections whose transport has not reported ``connection_lost`` yet."""
+
+
+async def settle_closed(timeout: float = 1.0) -> None:
+    """Wait (at most ``timeout``) until every connection already closing on this loop is gone.
+
+    ``close()``/``abort()`` finish on a later turn of the event loop; a loop that ends
+    first (``asyncio.run`` returning) leaves the socket open until garbage collection.
+    """
+    loop = asyncio.get_running_loop()
+    pending = [
+        r._closed
+        for r in list(_LIVE)
+        if r._closed is not None
+        and r._closed.get_loop() is loop
+        and not r._closed.done()
+        and r.transport is not None
+        and r.transport.is_closing()
+    ]
+    if pending:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*pending), timeout)
+
 
 class _Receiver(asyncio.Protocol):
     """Feeds what the server sends to a ReplyParser and wakes the reader; tracks write flow."""
@@ -54,10 +79,13 @@ class _Receiver(asyncio.Protocol):
         self._wake: asyncio.Future[None] | None = None
         self._paused = False
         self._drained: asyncio.Future[None] | None = None
+        self._closed: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)  # noqa: S101 - a stream transport
         self.transport = transport
+        self._closed = asyncio.get_running_loop().create_future()
+        _LIVE.add(self)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -76,6 +104,9 @@ class _Receiver(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self._notify()
+        _LIVE.discard(self)
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
         self._paused = False
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
