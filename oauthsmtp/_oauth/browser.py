@@ -17,9 +17,7 @@ from typing import TextIO
 
 from oauthsmtp._errors import AccountMismatch, AuthorizationError, ConfigurationError
 
-from .authz import build_request
 from .endpoint import exchange_code
-from .loopback import LoopbackListener
 from .params import OAuth2Parameters
 from .scopes import MAIL_SCOPES
 from .tokenresponse import TokenState, token_identity
@@ -158,6 +156,9 @@ def browser_login(
     timeout = check_login_timeout(timeout)
     out = out if out is not None else sys.stderr
     deadline = time.monotonic() + timeout
+    from .authz import build_request  # imported when a login runs, not for a cached token
+    from .loopback import LoopbackListener
+
     listener = LoopbackListener(params.redirect_url)
     listener.open()
     try:

@@ -33,9 +33,7 @@ from oauthsmtp._oauth.browser import (
     check_granted_scope,
     check_login_timeout,
 )
-from oauthsmtp._oauth.device import check_device_flow, device_login
 from oauthsmtp._oauth.params import OAuth2Parameters
-from oauthsmtp._oauth.paste import paste_login
 from oauthsmtp._oauth.tokenresponse import TokenState
 
 from .manager import TokenManager, invalid_grant_error, login_hint
@@ -117,6 +115,9 @@ def auth_identify(
     if flow not in FLOWS:
         raise ConfigurationError(f"flow must be one of {', '.join(FLOWS)}, not {flow!r}")
     if flow == "device":
+        # The interactive flows are imported when used: a cached token needs none of them.
+        from oauthsmtp._oauth.device import check_device_flow
+
         check_device_flow(params)  # before any store or network: Gmail is refused at once
     store = store if store is not None else default_store()
     key = TokenKey.for_account(params.token_url, params.client_id, account)
@@ -150,11 +151,15 @@ def auth_identify(
         check_account(params, state, account)
 
     if flow == "device":
+        from oauthsmtp._oauth.device import device_login
+
         state = device_login(
             params, timeout=timeout, on_prompt=on_prompt, check=check, save=manager.save
         )
         return AuthToken(state, refresher=manager, account=account)
     if flow == "paste":
+        from oauthsmtp._oauth.paste import paste_login
+
         state = paste_login(params, read_redirect=read_redirect, check=check, save=manager.save)
         return AuthToken(state, refresher=manager, account=account)
     opener = open_browser if callable(open_browser) else None
