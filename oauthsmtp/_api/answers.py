@@ -29,10 +29,11 @@ Rules (docs/api.md, "Results and retries"):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Literal
+
+from oauthsmtp._util.jsonobject import load_json_object
 
 __all__ = [
     "DEFAULT_RETRY_WAIT",
@@ -126,11 +127,8 @@ def api_error(body: bytes, content_type: str) -> APIErrorBody | None:
     """Parse ``{"error": {...}}`` from either API; None when the body is not such JSON."""
     if "json" not in content_type.lower():
         return None
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    error = data.get("error") if isinstance(data, dict) else None
+    data = load_json_object(body)
+    error = data.get("error") if data is not None else None
     if not isinstance(error, dict):
         return None
     reasons: list[str] = []
@@ -245,11 +243,8 @@ def _success(api: API, status: int, content_type: str, body: bytes) -> Verdict:
         )
     message_id = None
     if "json" in content_type.lower():
-        try:
-            data = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            data = None
-        value = data.get("id") if isinstance(data, dict) else None
+        data = load_json_object(body)
+        value = data.get("id") if data is not None else None
         if isinstance(value, str) and value and len(value) <= 256 and value.isprintable():
             message_id = value
     if message_id is None:

@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from oauthsmtp._errors import APIError, ConfigurationError, OAuthSMTPError
 from oauthsmtp._smtp.session import SendResult
+from oauthsmtp._util.jsonobject import load_json_object
 
 from .answers import API, read_answer
 from .graphjson import BATCH_MAX_MESSAGE_BYTES, MAX_BATCH, graph_message
@@ -262,11 +263,8 @@ class GraphSession(APISession):
 
 def _batch_responses(body: bytes) -> dict[str, tuple[int, bytes, str | None]] | None:
     """``{id: (status, body as JSON bytes, Retry-After)}`` from a ``$batch`` answer, or None."""
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    items = data.get("responses") if isinstance(data, dict) else None
+    data = load_json_object(body)
+    items = data.get("responses") if data is not None else None
     if not isinstance(items, list):
         return None
     found: dict[str, tuple[int, bytes, str | None]] = {}

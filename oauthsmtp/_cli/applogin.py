@@ -13,8 +13,9 @@ import argparse
 import os
 import sys
 
+from oauthsmtp._accounts import CERTIFICATE_FILE, KEY_FILE, PRIVATE_KEY_FILE, SUBJECT
+
 from . import context
-from .appcreds import CERTIFICATE_FILE, KEY_FILE, PRIVATE_KEY_FILE, SUBJECT
 from .exits import EXIT_OK, EXIT_USAGE, CommandError
 
 TYPE_CHECKING = False  # typing is not imported at run time: the CLI starts quickly

@@ -29,9 +29,10 @@ import poplib
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from oauthsmtp._errors import ConfigurationError, MailboxAuthError
+from oauthsmtp._smtp.auth import TokenSource
 from oauthsmtp._smtp.sasl import (
     OAUTHBEARER_FAILURE_RESPONSE,
     XOAUTH2_FAILURE_RESPONSE,
@@ -62,20 +63,6 @@ MAX_CHALLENGES = 5
 """More server challenges than this in one exchange cancel it (``*``)."""
 
 _MAX_POP3_LINE = 8192
-
-
-class TokenSource(Protocol):
-    """What a login needs from a token (an :class:`~oauthsmtp.AuthToken` fits).
-
-    ``account``, when the object has one, is the default ``user``.
-    """
-
-    @property
-    def access_token(self) -> str:
-        """A usable access token (refreshed first when near expiry)."""
-
-    def refresh(self) -> Any:
-        """Get a new access token now; may raise LoginRequired or TokenError."""
 
 
 def imap_authenticate(

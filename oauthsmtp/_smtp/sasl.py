@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NoReturn
 
 from oauthsmtp._errors import ConfigurationError
 from oauthsmtp._explain import lookup
+from oauthsmtp._util.jsonobject import load_json_object
 
 __all__ = [
     "OAUTHBEARER_FAILURE_RESPONSE",
@@ -148,10 +147,9 @@ def decode_error_challenge(b64: bytes) -> dict[str, object] | None:
         return None
     try:
         decoded = base64.b64decode(data, validate=True)
-        value = json.loads(decoded.decode("utf-8"), parse_constant=_refuse_constant)
-    except (binascii.Error, ValueError, RecursionError):
+    except binascii.Error:
         return None
-    return value if isinstance(value, dict) else None
+    return load_json_object(decoded)
 
 
 def is_base64(b64: bytes) -> bool:
@@ -161,10 +159,6 @@ def is_base64(b64: bytes) -> bool:
     except binascii.Error:
         return False
     return True
-
-
-def _refuse_constant(value: str) -> NoReturn:
-    raise ValueError(f"{value} is not JSON")
 
 
 @dataclass(frozen=True)
