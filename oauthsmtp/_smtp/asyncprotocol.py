@@ -52,6 +52,7 @@ from .transact import (
     Job,
     JobQueue,
     Lane,
+    after_envelope,
     body_chunks,
     envelope,
     is_connection_limit,
@@ -332,20 +333,16 @@ async def _pipelined(
         following, follow_log = (
             envelope(nxt.outgoing, ext) if nxt is not None and nxt.outgoing else (b"", [])
         )
-        if data_reply.code == 354:
-            if mail.code < 300 and any(r.code < 300 for r in rcpts):
-                chunks, size = body_chunks(out)
-            else:  # 354 despite no accepted recipient: end the data at once
-                chunks, size = [b".\r\n"], 0
-            chunks = [*chunks[:-1], chunks[-1] + following]
+        buffers, log, body = after_envelope(out, mail, rcpts, data_reply, following, follow_log)
+        if body:
             job.body_sent = True
-            await conn.write(chunks, [f"[message, {size} bytes]", *follow_log])
+            await conn.write(buffers, log)
             end = await _read_end(conn, job)
             lane.finish(job, outcome(out, mail, rcpts, data_reply, end))
         else:
             # Final before RSET: a drop now must not send it again.
             lane.finish(job, outcome(out, mail, rcpts, data_reply, None))
-            await conn.write(b"RSET\r\n" + following, ["RSET", *follow_log])
+            await conn.write(buffers, log)
             reset = await _read(conn)
             if reset.code != 250:
                 raise SMTPError(f"RSET refused: {reset}", code=reset.code)

@@ -50,6 +50,7 @@ __all__ = [
     "JobQueue",
     "Lane",
     "SendResult",
+    "after_envelope",
     "body_chunks",
     "envelope",
     "envelope_problem",
@@ -383,6 +384,31 @@ def body_chunks(out: OutgoingMessage) -> tuple[list[bytes], int]:
     return [stuffed, end_of_data(out.data)], len(stuffed)
 
 
+def after_envelope(
+    out: OutgoingMessage,
+    mail: Reply,
+    rcpts: Sequence[Reply],
+    data_reply: Reply,
+    following: bytes,
+    follow_log: Sequence[str],
+) -> tuple[list[bytes], list[str], bool]:
+    """What a pipelined transaction writes once MAIL, RCPT and DATA were answered.
+
+    Returns the buffers, their log lines and whether they carry the body: after ``354``
+    the body (or, with no accepted recipient, an empty one) ends the data; otherwise
+    ``RSET``. Either way the next message's envelope (``following``) rides along
+    (RFC 2920 §3.1). Pure: the blocking and the asyncio transaction loops share it.
+    """
+    if data_reply.code != 354:
+        return [b"RSET\r\n" + following], ["RSET", *follow_log], False
+    if mail.code < 300 and any(r.code < 300 for r in rcpts):
+        chunks, size = body_chunks(out)
+    else:  # 354 despite no accepted recipient: end the data at once
+        chunks, size = [b".\r\n"], 0
+    chunks[-1] += following
+    return chunks, [f"[message, {size} bytes]", *follow_log], True
+
+
 def _pipelined(conn: Connection, ext: Mapping[str, str], queue: JobQueue, lane: Lane) -> None:
     job = lane.take(queue, ext)
     if job is None:
@@ -399,19 +425,15 @@ def _pipelined(conn: Connection, ext: Mapping[str, str], queue: JobQueue, lane: 
         following, follow_log = (
             envelope(nxt.outgoing, ext) if nxt is not None and nxt.outgoing else (b"", [])
         )
-        if data_reply.code == 354:
-            if mail.code < 300 and any(r.code < 300 for r in rcpts):
-                chunks, size = body_chunks(out)
-            else:  # 354 despite no accepted recipient: end the data at once
-                chunks, size = [b".\r\n"], 0
-            chunks[-1] += following
+        buffers, log, body = after_envelope(out, mail, rcpts, data_reply, following, follow_log)
+        if body:
             job.body_sent = True
-            conn.write(chunks, [f"[message, {size} bytes]", *follow_log])
+            conn.write(buffers, log)
             lane.finish(job, outcome(out, mail, rcpts, data_reply, _read_end(conn, job)))
         else:
             # Final before RSET: a drop now must not send it again.
             lane.finish(job, outcome(out, mail, rcpts, data_reply, None))
-            conn.write(b"RSET\r\n" + following, ["RSET", *follow_log])
+            conn.write(buffers, log)
             reset = _read(conn)
             if reset.code != 250:
                 raise SMTPError(f"RSET refused: {reset}", code=reset.code)
