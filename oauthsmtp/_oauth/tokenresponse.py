@@ -18,7 +18,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from oauthsmtp._errors import TokenError
-from oauthsmtp._explain import lookup
 from oauthsmtp._util.clock import utcnow
 from oauthsmtp._util.jsonobject import load_json_object
 
@@ -176,6 +175,8 @@ def _hint(error: str, description: str) -> str:
     Looked up in :data:`oauthsmtp._explain.TABLE` (also ``oauthsmtp explain`` and
     docs/troubleshooting.md); "" when the table knows nothing of it.
     """
+    from oauthsmtp._explain import lookup  # error paths only: the table loads when needed
+
     entry = lookup(f"{error} {description}")
     if entry is None:
         return ""

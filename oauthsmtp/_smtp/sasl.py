@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from oauthsmtp._errors import ConfigurationError
-from oauthsmtp._explain import lookup
 from oauthsmtp._util.jsonobject import load_json_object
 
 __all__ = [
@@ -225,6 +224,8 @@ def classify_auth_failure(
         An :class:`AuthFailure`.
     """
     failure = _classify(code, text, provider_error, oauth=oauth)
+    from oauthsmtp._explain import lookup  # error paths only: the table loads when needed
+
     entry = lookup(f"{code} {text}") if oauth else None
     if entry is None or entry.kind != "smtp":
         return failure

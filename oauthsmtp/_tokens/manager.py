@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from oauthsmtp._errors import LoginRequired, TokenError, TokenStoreError
-from oauthsmtp._explain import by_key
 from oauthsmtp._oauth import endpoint as _endpoint
 from oauthsmtp._oauth.params import OAuth2Parameters
 from oauthsmtp._oauth.tokenresponse import TokenState
@@ -43,6 +42,8 @@ def invalid_grant_error(account: str | None, exc: TokenError) -> LoginRequired:
     """The LoginRequired for a refresh token the provider refused (``invalid_grant``)."""
     who = f"for {account} " if account else ""
     said = f" ({exc.error_description})" if exc.error_description else ""
+    from oauthsmtp._explain import by_key  # error paths only: the table loads when needed
+
     entry = by_key("oauth-invalid-grant")  # the explain table: the advice is written once
     publish = entry.fix.split(". ", 1)[-1]  # the fix's advice beyond "log in again"
     return LoginRequired(
