@@ -7,12 +7,12 @@ OAUTHSMTP_STORE=file: a --dev run keeps its tokens in memory, so that folder mus
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
+import example_runner
 import pytest
+from example_runner import assert_lines_in_order
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "gmail"
@@ -74,23 +74,7 @@ NOT_RUN_WITH_DEV: dict[str, str] = {
 
 
 def run_example(name: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("BROWSER", "DISPLAY", "WAYLAND_DISPLAY") and not key.startswith("GMAIL_")
-    }
-    env["PYTHONPATH"] = str(ROOT)
-    env["OAUTHSMTP_HOME"] = str(tmp_path / "home")
-    env["OAUTHSMTP_STORE"] = "file"
-    return subprocess.run(
-        [sys.executable, str(EXAMPLES / name), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
+    return example_runner.run_example(EXAMPLES / name, tmp_path, *args)
 
 
 def test_every_example_is_tested() -> None:
@@ -113,11 +97,7 @@ def test_example_runs_against_the_dev_provider(name: str, tmp_path: Path) -> Non
     proc = run_example(name, tmp_path, "--dev")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
-    lines = proc.stdout.splitlines()
-    position = 0
-    for expected in EXPECTED[name]:
-        assert expected in lines[position:], f"{expected!r} missing, in order:\n{proc.stdout}"
-        position = lines.index(expected, position) + 1
+    assert_lines_in_order(proc.stdout, EXPECTED[name])
     assert not (tmp_path / "home").exists()  # --dev keeps nothing on disk
 
 

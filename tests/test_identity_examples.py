@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from example_runner import run_example
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "identities"
 
@@ -34,16 +32,7 @@ def test_every_example_is_covered() -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_example_runs_with_dev(name: str, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("BROWSER", "DISPLAY")}
-    env.update({"OAUTHSMTP_HOME": str(tmp_path / "home"), "OAUTHSMTP_STORE": "file"})
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / name), "--dev"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    proc = run_example(EXAMPLES / name, tmp_path, "--dev")
     assert proc.returncode == 0, proc.stderr
     for expected in EXPECTED[name]:
         assert expected in proc.stdout, (expected, proc.stdout)
