@@ -26,7 +26,7 @@ from oauthsmtp.devserver import AuthServer
 HERE = Path(__file__).parent
 
 # A real Secret Service (gnome-keyring on a private D-Bus) for keyring tests.
-pytest_plugins = ["secret_service"]
+pytest_plugins = ["secret_service", "smtp_fixtures"]
 
 
 class FakeBrowser:

@@ -40,7 +40,7 @@ from oauthsmtp._oauth.appgrants import app_grant_form, request_app_token
 from oauthsmtp._oauth.assertions import CLIENT_ASSERTION_TYPE, JWT_BEARER_GRANT
 from oauthsmtp._oauth.httpclient import post_form
 from oauthsmtp._tokens.apponly import app_token_key
-from oauthsmtp.devserver import CertificateSet, DevProvider, make_certificates
+from oauthsmtp.devserver import CertificateSet, DevProvider
 
 MAILBOX = "shared@example.test"
 BOB = "bob@example.org"
@@ -78,11 +78,6 @@ def make_key_and_cert(kind: str = "rsa") -> tuple[str, str, bytes]:
 @pytest.fixture(scope="module")
 def rsa_app() -> tuple[str, str, bytes]:
     return make_key_and_cert("rsa")
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
-    return make_certificates(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture

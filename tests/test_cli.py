@@ -16,16 +16,11 @@ import pytest
 from components import require_program
 
 from oauthsmtp.devserver import AuthServer
-from oauthsmtp.devserver._certs import CertificateSet, make_certificates
+from oauthsmtp.devserver._certs import CertificateSet
 from oauthsmtp.devserver._smtpserver import SMTPServer
 
 HERE = Path(__file__).parent
 ACCOUNT = "user@example.test"
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
-    return make_certificates(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture

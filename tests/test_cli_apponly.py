@@ -17,17 +17,12 @@ import pytest
 from test_apponly import make_key_and_cert
 
 from oauthsmtp import AuthToken, FileStore, TokenKey
-from oauthsmtp.devserver import AuthServer, CertificateSet, make_certificates
+from oauthsmtp.devserver import AuthServer, CertificateSet
 from oauthsmtp.devserver._smtpserver import SMTPServer
 
 HERE = Path(__file__).parent
 MAILBOX = "shared@example.test"
 USER = "user@example.test"
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
-    return make_certificates(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture

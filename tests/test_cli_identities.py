@@ -20,16 +20,11 @@ from components import Lines, spawned
 
 from oauthsmtp import MemoryStore
 from oauthsmtp.devserver import AuthServer
-from oauthsmtp.devserver._certs import CertificateSet, make_certificates
+from oauthsmtp.devserver._certs import CertificateSet
 from oauthsmtp.devserver._headless import headless_login
 from oauthsmtp.devserver._smtpserver import SMTPServer
 
 ACCOUNT = "user@example.test"
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
-    return make_certificates(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture

@@ -39,17 +39,11 @@ from oauthsmtp.devserver import (
     DevProvider,
     ReceivedMessage,
     headless_login,
-    make_certificates,
 )
 from oauthsmtp.devserver._mailpages import MessagesPage, download_name, printable, summarize
 
 BOB = "bob@example.org"
 HOSTILE_SUBJECT = "<script>alert('pwned')</script> & \"quotes\""
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
-    return make_certificates(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture

@@ -76,11 +76,6 @@ def challenge_json(message: bytes) -> str:
     return base64.b64decode(message, validate=True).decode()
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
-    return make_certificates(tmp_path_factory.mktemp("certs"))
-
-
 @pytest.fixture
 def ctx(certs: CertificateSet) -> ssl.SSLContext:
     return certs.client_context()

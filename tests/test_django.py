@@ -24,7 +24,7 @@ from test_cli import ACCOUNT, CLI, login
 
 from oauthsmtp import ConfigurationError, LoginRequired, SMTPError
 from oauthsmtp._accounts import AccountRegistry
-from oauthsmtp.devserver import AuthServer, CertificateSet, SMTPServer, make_certificates
+from oauthsmtp.devserver import AuthServer, CertificateSet, SMTPServer
 
 django = pytest.importorskip("django", reason="pip install 'oauthsmtp[django]'")
 
@@ -36,11 +36,6 @@ from django.test import override_settings  # noqa: E402
 from oauthsmtp.integrations.django import EmailBackend  # noqa: E402
 
 REFUSED = "nobody@x.test"
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
-    return make_certificates(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -18,15 +18,10 @@ from typing import Any
 import pytest
 
 import oauthsmtp
-from oauthsmtp.devserver import CertificateSet, DevProvider, make_certificates
+from oauthsmtp.devserver import CertificateSet, DevProvider
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "sending.md"
 BLOCKS = re.findall(r"^```python\n(.*?)^```", DOC.read_text(encoding="utf-8"), re.S | re.M)
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
-    return make_certificates(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture

@@ -27,14 +27,9 @@ from oauthsmtp import FileStore
 from oauthsmtp._accounts import AccountRegistry, AccountSettings
 from oauthsmtp._cli.diagnosis import check_identity, check_scopes, check_token
 from oauthsmtp._explain import by_key
-from oauthsmtp.devserver import AuthServer, CertificateSet, SMTPServer, make_certificates
+from oauthsmtp.devserver import AuthServer, CertificateSet, SMTPServer
 
 SECRETS = ("AT-secret", "RT-secret")
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
-    return make_certificates(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture

@@ -44,15 +44,10 @@ from oauthsmtp._oauth.device import (
 from oauthsmtp._oauth.paste import judge_pasted, paste_redirect_uri
 from oauthsmtp._oauth.tokenresponse import token_identity
 from oauthsmtp.devserver import DevProvider
-from oauthsmtp.devserver._certs import CertificateSet, make_certificates
+from oauthsmtp.devserver._certs import CertificateSet
 
 ME = "me@example.test"
 OIDC = ("openid", "email", "offline_access")
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
-    return make_certificates(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture

@@ -20,15 +20,10 @@ from hostile_smtp import HostileServer
 from test_cli import ACCOUNT, CLI, login
 
 from oauthsmtp import ConfigurationError
-from oauthsmtp.devserver import AuthServer, CertificateSet, SMTPServer, make_certificates
+from oauthsmtp.devserver import AuthServer, CertificateSet, SMTPServer
 from oauthsmtp.integrations.logging import SMTPHandler
 
 SUBJECT = "[app] %(levelname)s: %(message)s"
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
-    return make_certificates(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture

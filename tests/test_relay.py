@@ -24,7 +24,7 @@ from test_cli import ACCOUNT, CLI, login
 from oauthsmtp._cli import values
 from oauthsmtp._cli.relayserver import reply_for
 from oauthsmtp._smtp.transact import SendResult
-from oauthsmtp.devserver import AuthServer, CertificateSet, SMTPServer, make_certificates
+from oauthsmtp.devserver import AuthServer, CertificateSet, SMTPServer
 
 PASSWORD = "local-relay-password"
 
@@ -72,11 +72,6 @@ def test_reply_text_cannot_inject_lines() -> None:
 
 
 # -- the relay, for real ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
-    return make_certificates(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture

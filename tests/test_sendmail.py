@@ -20,7 +20,7 @@ from test_cli import ACCOUNT, CLI, login
 from oauthsmtp._cli.rawmessage import normalize_line_ends, split_message
 from oauthsmtp._cli.sendmail import MAX_MESSAGE_BYTES, SendmailError, read_message
 from oauthsmtp._cli.sendmailargs import SendmailOptions, SendmailUsageError, parse_sendmail_args
-from oauthsmtp.devserver import AuthServer, CertificateSet, SMTPServer, make_certificates
+from oauthsmtp.devserver import AuthServer, CertificateSet, SMTPServer
 
 EX_USAGE, EX_DATAERR, EX_NOUSER, EX_TEMPFAIL, EX_CONFIG = 64, 65, 67, 75, 78
 
@@ -135,11 +135,6 @@ def test_read_message_is_bounded() -> None:
 
 
 # -- against the development provider --------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
-    return make_certificates(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture

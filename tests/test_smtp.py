@@ -52,11 +52,6 @@ VALID = {
 
 # -- fixtures -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
-    return make_certificates(tmp_path_factory.mktemp("certs"))
-
-
-@pytest.fixture(scope="module")
 def self_signed(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
     return make_certificates(tmp_path_factory.mktemp("self-signed"), self_signed=True)
 
@@ -71,23 +66,6 @@ def dev(certs: CertificateSet) -> Iterator[SMTPServer]:
     """The development SMTP server: STARTTLS on .port, implicit TLS on .tls_port."""
     with SMTPServer(VALID.get, certificates=certs, reject_recipients=("nobody@example.org",)) as s:
         yield s
-
-
-@pytest.fixture
-def hostile(certs: CertificateSet) -> Iterator[Callable[..., HostileServer]]:
-    """Start a HostileServer (trusted certificate by default); stopped after the test."""
-    started: list[HostileServer] = []
-
-    def start(**kwargs: Any) -> HostileServer:
-        kwargs.setdefault("tls_context", certs.server_context())
-        server = HostileServer(**kwargs).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-        assert not server.errors, server.errors
 
 
 class Refresher:

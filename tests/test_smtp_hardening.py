@@ -40,28 +40,6 @@ ALICE = "alice@example.org"
 BOB = "bob@example.org"
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
-    return make_certificates(tmp_path_factory.mktemp("certs"))
-
-
-@pytest.fixture
-def hostile(certs: CertificateSet) -> Iterator[Callable[..., HostileServer]]:
-    """Start a HostileServer (trusted certificate by default); stopped after the test."""
-    started: list[HostileServer] = []
-
-    def start(**kwargs: Any) -> HostileServer:
-        kwargs.setdefault("tls_context", certs.server_context())
-        server = HostileServer(**kwargs).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-        assert not server.errors, server.errors
-
-
 def token() -> AuthToken:
     state = TokenState(
         access_token="good-token",

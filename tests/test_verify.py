@@ -32,11 +32,6 @@ ALICE = "alice@example.org"
 GOOD = "good-token"
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> CertificateSet:
-    return make_certificates(tmp_path_factory.mktemp("certs"))
-
-
 @pytest.fixture
 def dev(certs: CertificateSet) -> Iterator[SMTPServer]:
     with SMTPServer({GOOD: SimpleNamespace(user=ALICE)}.get, certificates=certs) as server:
