@@ -68,8 +68,9 @@ def api_table(
         ],
         intro="One batch per client after a warm-up message; the proxy delays every chunk "
         f"10 ms each way (nominal round trip 20 ms; {ms(rtt, 1)} ms measured, the median of "
-        "NOOPs through it, is what the round trips below are divided by). SMTP counts SMTP commands pipelined together as one round trip; "
-        "the APIs keep one connection alive; Graph batches up to 20 messages per request.",
+        "NOOPs through it, is what the round trips below are divided by). SMTP counts SMTP "
+        "commands pipelined together as one round trip; the APIs keep one connection alive; "
+        "Graph batches up to 20 messages per request.",
     )
     token = api_token(servers.info)
     base = f"http://127.0.0.1:{api_port}"

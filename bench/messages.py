@@ -20,10 +20,10 @@ import functools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime
-from datetime import datetime, timezone
 
 import oauthsmtp
 

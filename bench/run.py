@@ -120,7 +120,11 @@ def running_sink(servers: Helper) -> Iterator[tuple[Helper, Target, Target]]:
         direct = Target("sink", sink.info["host"], sink.info["port"], **common)
         address = f"{sink.info['host']}:{sink.info['port']}"
         with Helper("proxy.py", "--target", address, "--delay-ms", str(ONE_WAY_DELAY_MS)) as proxy:
-            yield sink, direct, Target("delay proxy to the sink", "127.0.0.1", proxy.info["port"], **common)
+            yield (
+                sink,
+                direct,
+                Target("delay proxy to the sink", "127.0.0.1", proxy.info["port"], **common),
+            )
 
 
 def sink_tables(servers: Helper, sections: list[str], *, quick: bool) -> list[Table]:
@@ -134,7 +138,9 @@ def sink_tables(servers: Helper, sections: list[str], *, quick: bool) -> list[Ta
             print("\n== equal widths: through the delay proxy", flush=True)
             rtt = proxy_rtt("delay proxy to the fast sink", delayed)
             tables.append(
-                widths.widths_table(sink, delayed, 40 if quick else 100, rtt=rtt, nominal=NOMINAL_RTT)
+                widths.widths_table(
+                    sink, delayed, 40 if quick else 100, rtt=rtt, nominal=NOMINAL_RTT
+                )
             )
             tables[-1].show()
         if "scale" in sections:

@@ -41,10 +41,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from messages import RECIPIENT, SENDER, TEXT, wire_stream  # noqa: E402
+from messages import RECIPIENT, SENDER, TEXT, wire_stream
 
-import oauthsmtp  # noqa: E402
-from oauthsmtp._message.prepare import OutgoingMessage  # noqa: E402 - wire bytes as they are
+import oauthsmtp
+from oauthsmtp._message.prepare import OutgoingMessage
 
 LOCAL_NAME = "[127.0.0.1]"
 ATTACHMENT = 10 * 1024 * 1024
@@ -157,9 +157,8 @@ def stream(client: str, count: int, where: Connection) -> dict[str, Any]:
         setup_rss = status_kib("VmRSS")
         started = time.perf_counter()
         sent = 0
-        for data in wire_stream(count):
+        for sent, data in enumerate(wire_stream(count), 1):  # noqa: B007 - the count is used
             failed += bool(smtp.sendmail(SENDER, [RECIPIENT], data))
-            sent += 1
         elapsed = time.perf_counter() - started
         smtp.quit()
     elif client == "aiosmtplib":

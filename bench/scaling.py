@@ -45,7 +45,7 @@ ATTACH_TARGET = 2.0  # issue 17: at most 2x the attachment's size
 MIB = 1024 * 1024
 
 
-def _worker(mode: str, client: str, what: str, target: Target) -> dict[str, Any]:
+def run_worker(mode: str, client: str, what: str, target: Target) -> dict[str, Any]:
     env = {**os.environ, "OAUTHSMTP_BENCH_TOKEN": target.token.access_token}
     done = subprocess.run(  # noqa: S603 - our own script, fixed arguments
         [
@@ -112,13 +112,14 @@ def scaling_table(sink: Helper, target: Target, counts: tuple[int, ...]) -> Tabl
         for count in counts:
             sink.ask("clear")
             started = time.perf_counter()
-            row = _worker("stream", client, str(count), target)
+            row = run_worker("stream", client, str(count), target)
             stats = sink.ask("stats")
             arrived = stats["messages"] - WARM_UP
             if row["failed"] or arrived != count or stats["digest"] != _expected(count):
+                same = "matches" if stats["digest"] == _expected(count) else "differs"
                 raise RuntimeError(
                     f"{label}, {count} messages: {row['failed']} failed, the sink got "
-                    f"{arrived} (digest {'matches' if stats['digest'] == _expected(count) else 'differs'})"
+                    f"{arrived} (digest {same})"
                 )
             progress(f"{label}, {count:,}: {time.perf_counter() - started:.1f} s")
             peak = row["peak_rss_kib"] / 1024
@@ -181,7 +182,7 @@ def attachment_table(sink: Helper, target: Target) -> Table:
         rows = {}
         for method in ("rss", "traced"):
             sink.ask("clear")
-            rows[method] = _worker("attach", client, method, target)
+            rows[method] = run_worker("attach", client, method, target)
             if not rows[method]["ok"] or sink.ask("stats")["messages"] != 1:
                 raise RuntimeError(f"{label}: the 10 MiB message was not delivered")
         size = rows["rss"]["attachment"]

@@ -5,8 +5,9 @@ On loopback the tables give wall time and client CPU per message. Through the de
 session is set up, divided by the proxy's round-trip time **as measured** (the median of
 many SMTP NOOPs through it, :func:`measure_rtt`) and by the number of messages (the set-up
 is reported on its own). These tables compare one connection with one connection; the pool
-row is there for its round-trip target, and compared at equal widths in :mod:`widths`. Every client sends to the same server in the same run;
-after each client the server's count of received messages is checked and then cleared.
+row is there for its round-trip target, and compared at equal widths in :mod:`widths`.
+Every client sends to the same server in the same run; after each client the server's
+count of received messages is checked and then cleared.
 """
 
 from __future__ import annotations
@@ -226,7 +227,9 @@ def delay_table(
             table.check(
                 f"round trips / message, {name}", target_cell, f"{trips:.2f}", verdict(trips, limit)
             )
-        versus = ratio(run.per_message, reference.per_message) if isinstance(reference, Run) else "-"
+        versus = (
+            ratio(run.per_message, reference.per_message) if isinstance(reference, Run) else "-"
+        )
         table.add(
             run.client,
             run.count,

@@ -43,7 +43,9 @@ def wire_clients() -> list[WireClient]:
     return [
         WireClient("smtplib, {n} connection(s), a thread each", wire.smtplib_threads),
         WireClient(
-            "aiosmtplib, {n} connection(s), asyncio.gather", wire.aiosmtplib_gather, aiosmtplib_missing
+            "aiosmtplib, {n} connection(s), asyncio.gather",
+            wire.aiosmtplib_gather,
+            aiosmtplib_missing,
         ),
         WireClient("oauthsmtp SMTPSession(connections={n}).send_many", wire.oauthsmtp_pool),
         WireClient("oauthsmtp AsyncSMTPSession(connections={n}).send_many", wire.oauthsmtp_async),
@@ -106,7 +108,9 @@ def widths_table(
             missing = client.missing()
             name = client.name.format(n=width)
             if missing:
-                table.add(width, name, "-", "-", "-", "-", *(["-", "-"] if delayed else []), "-", missing)
+                table.add(
+                    width, name, "-", "-", "-", "-", *(["-", "-"] if delayed else []), "-", missing
+                )
                 continue
             started = time.perf_counter()
             run = run_checked(sink, client, target, count, width)
