@@ -133,7 +133,7 @@ def sink_tables(servers: Helper, sections: list[str], *, quick: bool) -> list[Ta
     with running_sink(servers) as (sink, direct, delayed):
         if "widths" in sections:
             print("\n== equal widths: loopback", flush=True)
-            tables.append(widths.widths_table(sink, direct, 200 if quick else 1000, rtt=None))
+            tables.append(widths.widths_table(sink, direct, 600 if quick else 3000, rtt=None))
             tables[-1].show()
             print("\n== equal widths: through the delay proxy", flush=True)
             rtt = proxy_rtt("delay proxy to the fast sink", delayed)

@@ -56,7 +56,7 @@ def contenders() -> list[Contender]:
     )
     return [
         Contender(REFERENCE, clients.smtplib_one_connection, share=0.4),
-        Contender("smtplib, connection per message", clients.smtplib_per_message, share=0.2),
+        Contender("smtplib, connection per message", clients.smtplib_per_message, share=0.1),
         Contender("oauthsmtp send_many", clients.oauthsmtp_batch),
         Contender(
             "oauthsmtp send_many, connections=4",
