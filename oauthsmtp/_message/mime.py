@@ -613,6 +613,11 @@ class _Generator(BytesGenerator):
       ``str`` has none, which Python knows without looking.
     """
 
+    # Set by the email package's Generator (its own names, read as the stock code reads them).
+    _fp: BytesIO
+    _NL: str
+    _mangle_from_: bool
+
     def _write_lines(self, lines: str) -> None:
         linesep: str = getattr(self, "_NL", "\n")
         start = 0
@@ -639,7 +644,7 @@ class _Generator(BytesGenerator):
 
     def _handle_text(self, msg: Message) -> None:
         payload = msg._payload  # type: ignore[attr-defined]  # what the stock handler reads
-        if isinstance(payload, str) and payload.isascii() and not getattr(self, "_mangle_from_"):
+        if isinstance(payload, str) and payload.isascii() and not self._mangle_from_:
             self._write_lines(payload)  # what the stock handler writes for it
             return
         super()._handle_text(msg)  # type: ignore[misc]
@@ -649,11 +654,11 @@ class _Generator(BytesGenerator):
     def _handle_multipart(self, msg: Message) -> None:
         subparts = msg.get_payload()
         boundary = msg.get_boundary()
-        if not boundary or not isinstance(subparts, list) or getattr(self, "_mangle_from_"):
+        if not boundary or not isinstance(subparts, list) or self._mangle_from_:
             super()._handle_multipart(msg)  # type: ignore[misc]
             return
         # RFC 2046 §5.1.1, as the stock handler writes it, each subpart straight out.
-        newline: str = getattr(self, "_NL")
+        newline: str = self._NL
         if msg.preamble is not None:
             self._write_lines(msg.preamble)
             self.write(newline)
@@ -661,7 +666,8 @@ class _Generator(BytesGenerator):
         for i, part in enumerate(subparts):
             if i:
                 self.write(f"{newline}--{boundary}{newline}")
-            self.clone(getattr(self, "_fp")).flatten(part, unixfrom=False, linesep=newline)
+            writer = self.clone(self._fp)  # type: ignore[arg-type]  # typeshed: a str writer
+            writer.flatten(part, unixfrom=False, linesep=newline)
         self.write(f"{newline}--{boundary}--{newline}")
         if msg.epilogue is not None:
             self._write_lines(msg.epilogue)
