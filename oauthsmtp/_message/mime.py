@@ -275,12 +275,12 @@ def _assemble(items: Sequence[_Item]) -> bytes:
     return _finish(out)
 
 
-def to_crlf(data: bytes) -> bytes:
+def to_crlf(data: bytes, *, block: int = _CRLF_STEP) -> bytes:
     """``data`` with every CRLF, lone CR and lone LF made CRLF (RFC 5321 §2.3.8).
 
-    ``data`` itself when every line end is CRLF already; otherwise converted a block at a
-    time into storage of the final size, so that only the result and one block are held
-    beside ``data``.
+    ``data`` itself when every line end is CRLF already; otherwise converted ``block``
+    octets at a time (a block never ends between a CR and what follows it) into storage of
+    the final size, so that only the result and one block are held beside ``data``.
     """
     crlf = data.count(b"\r\n")
     lf, cr = data.count(b"\n"), data.count(b"\r")
@@ -289,13 +289,13 @@ def to_crlf(data: bytes) -> bytes:
     out = _sized_buffer(len(data) + lf + cr - 2 * crlf)
     start = 0
     while start < len(data):
-        end = start + _CRLF_STEP
+        end = start + block
         while end < len(data) and data[end - 1] == 0x0D:  # never split a CR from its LF
             end += 1
-        block = data[start:end]
-        if b"\r" in block:
-            block = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        out.write(block.replace(b"\n", b"\r\n"))
+        piece = data[start:end]
+        if b"\r" in piece:
+            piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        out.write(piece.replace(b"\n", b"\r\n"))
         start = end
     return _finish(out)
 
