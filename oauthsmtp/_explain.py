@@ -132,6 +132,18 @@ TABLE: tuple[Explanation, ...] = (
         patterns=(r"microsoft graph scope, not smtp\.send",),
     ),
     Explanation(
+        key="api-token-missing",
+        kind="account",
+        title="The login gives no token for the HTTP API that transport auto switches to.",
+        cause="the login did not consent to the API's scope (Microsoft Graph's Mail.Send), or "
+        "the app registration lacks that permission: the refresh that redeems the API's token "
+        "is refused (invalid_scope, AADSTS65001).",
+        fix="add the API permission to the app (Microsoft Graph > Delegated > Mail.Send; "
+        "docs/api.md) and log in again asking for both: oauthsmtp login --account {account} "
+        "--transport auto.",
+        patterns=(r"no token for .{1,80} from this login",),
+    ),
+    Explanation(
         key="scope-missing",
         kind="account",
         title="The token lacks the scope needed to send mail over SMTP.",
