@@ -171,5 +171,3 @@ def _send_auto(
         api = session.api
         return _report_api(api.api_name if api is not None else "the API", result)
     return _report_smtp(host, port, result, over=" over SMTP (transport auto)")
-
-
