@@ -58,6 +58,7 @@ __all__ = [
     "api_token",
     "app_credentials",
     "auto_session",
+    "grants_api",
     "open_session",
     "recorded_settings",
     "saved_login",
@@ -573,6 +574,14 @@ def open_session(
 
 
 # -- the HTTP API and the auto transport for a recorded account ---------------------------------
+
+
+def grants_api(settings: AccountSettings, scopes: tuple[str, ...]) -> bool:
+    """Whether ``scopes`` include one the account's API takes: Graph's ``Mail.Send``; for
+    the Gmail API ``gmail.send`` or ``https://mail.google.com/`` (which covers it)."""
+    if settings.api == "gmail":
+        return any(s == "https://mail.google.com/" or s.endswith("/gmail.send") for s in scopes)
+    return any(s.endswith("/Mail.Send") for s in scopes)
 
 
 def api_token(settings: AccountSettings, token: AuthToken) -> AuthToken:

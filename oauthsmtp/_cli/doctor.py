@@ -323,9 +323,18 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
 def _api_token(settings: AccountSettings, token: AuthToken) -> Check:
     """transport auto: the token the API would take at the switch (redeemed now if needed)."""
     from oauthsmtp import OAuthSMTPError
-    from oauthsmtp._accounts import api_token
+    from oauthsmtp._accounts import api_token, grants_api
 
     name = "the Gmail API" if settings.api == "gmail" else "Microsoft Graph"
+    if settings.api_scopes is None and not grants_api(settings, token.scope):
+        return failed(
+            "api token",
+            f"no token for {name} from this login: it asked for none of its scopes "
+            f"(granted: {' '.join(token.scope) or 'none'}); transport auto cannot switch to it",
+            account=settings.account,
+            default="api-token-missing",
+            login=True,
+        )
     try:
         source = api_token(settings, token)
     except OAuthSMTPError as exc:

@@ -295,7 +295,7 @@ def run_login(args: argparse.Namespace, out: TextIO) -> int:
         f"access token valid until {expiry}; sending through {target}.",
         file=sys.stderr,
     )
-    if transport == "auto" and settings.api_scopes is not None:
+    if transport == "auto":
         _check_api_token(settings, token, api_name)
     return EXIT_OK
 
@@ -304,8 +304,16 @@ def _check_api_token(settings: AccountSettings, token: AuthToken, api_name: str)
     """``--transport auto``: redeem the API's token now, so that a missing consent shows at
     login rather than on the day SMTP is refused. A warning, not a failure: SMTP works."""
     from oauthsmtp import OAuthSMTPError
-    from oauthsmtp._accounts import api_token
+    from oauthsmtp._accounts import api_token, grants_api
 
+    if settings.api_scopes is None and not grants_api(settings, token.scope):
+        print(
+            f"oauthsmtp: warning: this login asked for no scope of {api_name} (granted: "
+            f"{' '.join(token.scope) or 'none'}), so transport auto cannot switch to it: log "
+            "in again with the API's scope as well (docs/api.md)",
+            file=sys.stderr,
+        )
+        return
     try:
         api_token(settings, token)
     except OAuthSMTPError as exc:
