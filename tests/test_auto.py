@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hostile_smtp import HostileServer
 
 import oauthsmtp
 from oauthsmtp import APIError, AutoSession, Email, FileStore, SMTPAuthError
 from oauthsmtp._api.auto import refused_for_configuration
 from oauthsmtp._oauth.scopes import first_resource, resource_groups
 from oauthsmtp._tokens.manager import audience_key
-from oauthsmtp.devserver import DevProvider
+from oauthsmtp.devserver import CertificateSet, DevProvider
 
 GRAPH = f"{DevProvider.GRAPH_API_SCOPE} offline_access"
 
@@ -343,3 +344,86 @@ def test_auto_takes_a_ready_api_session_and_reports_an_unusable_api(
     assert provider.messages == []
     with pytest.raises(oauthsmtp.ConfigurationError):
         AutoSession(provider.session(auth_token=token), "graph")  # type: ignore[arg-type]
+
+
+# -- refusals of a message's own transaction (a scripted server) -----------------------------
+
+BASIC_AUTH_OFF = "550 5.7.30 Basic authentication is not supported for Client Submission."
+
+
+class GoodToken:
+    """The token the scripted server accepts."""
+
+    account = "user@example.test"
+    access_token = "good-token"
+
+    def refresh(self) -> GoodToken:
+        return self
+
+
+def scripted_auto(
+    provider: DevProvider, server: HostileServer, certs: CertificateSet
+) -> AutoSession:
+    smtp = oauthsmtp.SMTPSession(
+        "localhost",
+        server.port,
+        auth_token=GoodToken(),
+        username=provider.user,
+        ssl_context=certs.client_context(),
+    )
+    token = provider.login(scope=GRAPH)
+    return AutoSession(smtp, lambda: provider.graph_session(auth_token=token))
+
+
+def test_a_message_refused_with_5_7_30_at_mail_goes_through_the_api_alone(
+    provider: DevProvider,
+    hostile: Callable[..., HostileServer],
+    certs: CertificateSet,
+) -> None:
+    """A batch over SMTP where one MAIL is answered 550 5.7.30: that message (and no other)
+    is sent again through Graph; the others stay SMTP's."""
+    server = hostile(reject_mail=("blocked@example.test",), reject_mail_reply=BASIC_AUTH_OFF)
+    session = scripted_auto(provider, server, certs)
+    batch = [
+        mail(provider, "one"),
+        Email(sender="blocked@example.test", to=["bob@example.test"], subject="two", text="x"),
+        mail(provider, "three"),
+    ]
+    with session:
+        results = session.send_many(batch)
+    assert [(r.status, r.transport) for r in results] == [
+        ("sent", "smtp"),
+        ("sent", "api"),
+        ("sent", "smtp"),
+    ]
+    over_smtp = server.messages
+    assert len(over_smtp) == 2
+    assert b"Subject: one" in over_smtp[0].data
+    assert b"Subject: three" in over_smtp[1].data
+    assert [m.subject for m in provider.messages] == ["two"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "switches"),
+    [(BASIC_AUTH_OFF, True), ("550 5.7.1 Delivery not authorized", False)],
+    ids=["5.7.30", "5.7.1"],
+)
+def test_an_end_of_data_refusal_switches_only_for_configuration(
+    provider: DevProvider,
+    hostile: Callable[..., HostileServer],
+    certs: CertificateSet,
+    reply: str,
+    switches: bool,
+) -> None:
+    """The body was sent and refused: 550 5.7.30 is a definite "not taken" and goes through
+    Graph; 550 5.7.1 is the server's answer about this message and stays failed."""
+    server = hostile(data_reply=reply)
+    session = scripted_auto(provider, server, certs)
+    with session:
+        result = session.send(mail(provider, "refused at data"))
+    if switches:
+        assert (result.status, result.transport) == ("sent", "api")
+        assert [m.subject for m in provider.messages] == ["refused at data"]
+    else:
+        assert (result.status, result.transport, result.code) == ("failed", "smtp", 550)
+        assert provider.messages == []
