@@ -217,3 +217,56 @@ def test_demo_transport_auto_switches_to_graph(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("sent through: api") == 2
     assert "5.7.139" in proc.stderr
+
+
+def test_dev_server_refuses_smtp_auth_when_told(tmp_path: Path) -> None:
+    """`oauthsmtp dev-server --smtp-auth-failure mailbox` says so in its information block
+    and answers every AUTH with Microsoft's 535 5.7.139."""
+    import signal
+    import ssl
+
+    from oauthsmtp import SMTPAuthError, SMTPSession
+
+    env = {k: v for k, v in os.environ.items() if k not in ("BROWSER", "DISPLAY", "CI")}
+    env["OAUTHSMTP_HOME"] = str(tmp_path / "home")
+    env["PYTHONPATH"] = str(HERE.parent)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oauthsmtp", "dev-server", "--smtp-auth-failure", "mailbox",
+         "--maildir", str(tmp_path / "mail")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        seen: dict[str, str] = {}
+        for line in proc.stdout:  # the block is printed at once; the server then waits
+            name, _, value = line.strip().partition(":")
+            seen.setdefault(name.strip(), value.strip())
+            if name.strip() == "refuses AUTH" or len(seen) > 60:
+                break
+        assert "5.7.139" in seen.get("refuses AUTH", "")
+        context = ssl.create_default_context(cafile=seen["CA certificate"])
+        session = SMTPSession(
+            "127.0.0.1",
+            int(seen["STARTTLS port"]),
+            auth_token=BadToken(),
+            username=ACCOUNT,
+            ssl_context=context,
+            timeout=20,
+        )
+        with pytest.raises(SMTPAuthError) as caught:
+            session.verify()
+        assert caught.value.code == 535
+        assert "5.7.139" in (caught.value.server_message or "")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+
+class BadToken:
+    """Any token: the server refuses AUTH whatever it is."""
+
+    account = ACCOUNT
+    access_token = "whatever"
+
+    def refresh(self) -> BadToken:
+        return self

@@ -402,6 +402,13 @@ def _tools(sub: argparse._SubParsersAction[Parser]) -> None:
         help="who approves logins (automatic approvals, the pages' default, the id_token's "
         "email; default: user@example.test)",
     )
+    dev.add_argument(
+        "--smtp-auth-failure",
+        choices=("tenant", "mailbox", "basic-auth", "bad-token", "connections"),
+        help="refuse every SMTP AUTH as Microsoft 365 does: tenant/mailbox (535 5.7.139, SMTP "
+        "AUTH disabled), basic-auth (550 5.7.30), bad-token (535 5.7.3), connections "
+        "(432 4.3.2); to try --transport auto",
+    )
     doctor = _command(
         sub,
         "doctor",
