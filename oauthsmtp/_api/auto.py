@@ -86,6 +86,11 @@ class AutoSession:
     SMTP again. A WARNING on the ``oauthsmtp.auto`` logger says so, once per SMTP account
     and process, with the permanent fix (enable SMTP AUTH, or record the API transport).
 
+    Thread-safe: calls from several threads are served one at a time (the switch must be
+    seen by the next message); for parallel connections give the SMTP session
+    ``connections=`` and use :meth:`send_many`. ``submit`` and ``send_stream`` are
+    :class:`~oauthsmtp.SMTPSession`'s alone.
+
     Raises:
         ConfigurationError: ``smtp`` is not an SMTPSession, or ``api`` neither an API
             session nor callable.

@@ -314,6 +314,9 @@ def _check_api_token(settings: AccountSettings, token: AuthToken, api_name: str)
             file=sys.stderr,
         )
         return
+    if settings.api_scopes is None:
+        print(f"oauthsmtp: the login's token serves {api_name} as well.", file=sys.stderr)
+        return
     try:
         api_token(settings, token)
     except OAuthSMTPError as exc:
