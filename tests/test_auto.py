@@ -427,3 +427,26 @@ def test_an_end_of_data_refusal_switches_only_for_configuration(
     else:
         assert (result.status, result.transport, result.code) == ("failed", "smtp", 550)
         assert provider.messages == []
+
+
+def test_when_the_api_fails_mid_batch_smtp_results_are_kept(
+    provider: DevProvider,
+    hostile: Callable[..., HostileServer],
+    certs: CertificateSet,
+) -> None:
+    """One message refused with 5.7.30, and the API refuses too: the batch does not raise
+    (others got answers); that message is failed with both reasons, the others are sent."""
+    server = hostile(reject_mail=("blocked@example.test",), reject_mail_reply=BASIC_AUTH_OFF)
+    session = scripted_auto(provider, server, certs)
+    provider.api.fail_next("403-license")
+    batch = [
+        mail(provider, "one"),
+        Email(sender="blocked@example.test", to=["bob@example.test"], subject="two", text="x"),
+    ]
+    with session:
+        first, second = session.send_many(batch)
+    assert (first.status, first.transport) == ("sent", "smtp")
+    assert (second.status, second.code) == ("failed", 550)
+    assert "5.7.30" in (second.message or "")
+    assert "the API could not send it either" in (second.message or "")
+    assert provider.messages == []

@@ -235,7 +235,6 @@ class AutoSession:
                     tagged[i] = replace(
                         results[i],
                         message=f"{results[i].message}; the API could not send it either: {exc}",
-                        transport="api",
                     )
                 return tagged
             for i, result in zip(again, resent, strict=True):
