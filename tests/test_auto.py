@@ -450,3 +450,27 @@ def test_when_the_api_fails_mid_batch_smtp_results_are_kept(
     assert "5.7.30" in (second.message or "")
     assert "the API could not send it either" in (second.message or "")
     assert provider.messages == []
+
+
+def test_an_api_that_cannot_be_built_is_reported_with_smtps_refusal(
+    provider: DevProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Graph token cannot be redeemed (no consent): the provider's error is raised, and
+    a WARNING says SMTP was refused first; nothing is sent, the session did not switch."""
+    provider.smtp.auth_failure = "tenant"
+    token = provider.login(scope=f"{provider.auth.scope} offline_access")  # no Graph consent
+    session = AutoSession(
+        provider.session(auth_token=token),
+        lambda: provider.graph_session(auth_token=oauthsmtp.token_for_scope(token, GRAPH)),
+    )
+    with (
+        caplog.at_level(logging.WARNING, logger="oauthsmtp.auto"),
+        pytest.raises(oauthsmtp.TokenError, match="invalid_scope"),
+    ):
+        session.start()
+    session.close()
+    [warning] = caplog.records
+    assert "5.7.139" in warning.getMessage()
+    assert "cannot be used" in warning.getMessage()
+    assert session.transport == "smtp"
+    assert provider.messages == []

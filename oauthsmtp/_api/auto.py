@@ -268,8 +268,19 @@ class AutoSession:
 
         Raises what building or opening the API session raised (then nothing switched).
         """
-        api = self._api_session()
-        api.start()
+        try:
+            api = self._api_session()
+            api.start()
+        except OAuthSMTPError as exc:
+            logger.warning(
+                "%s refused SMTP for %s for configuration (%s), and the API cannot be used "
+                "instead: %s",
+                self._smtp.host,
+                self._smtp.username or "<mailbox>",
+                " ".join(reply.split())[:200],
+                exc,
+            )
+            raise
         self._switched = reply
         try:
             self._smtp.close()
