@@ -181,6 +181,11 @@ class APISession:
         self.close()
 
     @property
+    def api_name(self) -> str:
+        """The API's name for messages: ``"the Gmail API"`` or ``"Microsoft Graph"``."""
+        return self._endpoint.name
+
+    @property
     def requests_sent(self) -> int:
         """HTTP requests sent so far by this session (retries included)."""
         return 0 if self._client is None else self._client.requests_sent

@@ -82,12 +82,16 @@ class SendResult:
         message: the server's reply text, or why the message was not sent.
         refused: ``{recipient: (code, text)}`` for recipients the server refused; a
             message can be ``"sent"`` to the others. Read-only.
+        transport: which transport the result is from, ``"smtp"`` or ``"api"``, as
+            reported by :class:`~oauthsmtp.AutoSession` (which may switch from one to the
+            other); None from a session of one transport.
     """
 
     status: Literal["sent", "failed", "unknown"]
     code: int | None = None
     message: str | None = None
     refused: Mapping[str, tuple[int, str]] = field(default_factory=dict)
+    transport: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "refused", MappingProxyType(dict(self.refused)))
