@@ -146,6 +146,12 @@ class AuthToken:
         return self._state.server_response
 
     @property
+    def refresher(self) -> Refresher | None:
+        """What renews this token (for a token from :func:`oauthsmtp.auth_identify`, the
+        manager of its entry in the store), or None."""
+        return self._refresher
+
+    @property
     def can_refresh(self) -> bool:
         """True when a refresh token and a refresher are available."""
         return self._refresher is not None and self._state.refresh_token is not None
