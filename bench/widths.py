@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import wire
-from clients import Run, Target
+from clients import Run, Target, aiosmtplib_missing
 from harness import Helper, Table, ms, progress, ratio
 from messages import RECIPIENT, SENDER
 from messages import wire as wire_bytes
@@ -38,8 +38,6 @@ class WireClient:
 
 def wire_clients() -> list[WireClient]:
     """In table order; smtplib (the reference at each width) first."""
-    from clients import aiosmtplib_missing
-
     return [
         WireClient("smtplib, {n} connection(s), a thread each", wire.smtplib_threads),
         WireClient(
