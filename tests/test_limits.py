@@ -316,3 +316,12 @@ def test_without_limits_nothing_changes() -> None:
         SMTPSession("127.0.0.1", 25, security="none", limits_store=object())
     with pytest.raises(ConfigurationError, match="SendLimits"):
         SMTPSession("127.0.0.1", 25, security="none", limits={"connections": 3})  # type: ignore[arg-type]
+
+
+def test_the_relay_tells_its_client_to_try_again_later() -> None:
+    """A deferred message becomes a 451 for a program that relays through oauthsmtp."""
+    from oauthsmtp._cli.relayserver import reply_for
+
+    reply = reply_for(SendResult("deferred", None, "not sent: the daily cap ... is reached"))
+    assert reply.startswith("451 4.3.0")
+    assert "daily cap" in reply

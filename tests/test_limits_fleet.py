@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -236,3 +237,27 @@ def test_a_killed_worker_does_not_keep_its_slot(redis_server: RedisServer) -> No
     assert sorted(server.ids) == [f"<wn-{n}@example.test>" for n in range(3)]
     assert client.zcard(budget.keys["conn"]) == 0
     client.close()
+
+
+def test_the_documented_acl_commands_are_enough(redis_server: RedisServer) -> None:
+    """docs/fleet.md's ACL line plus docs/limits.md's commands run the budget."""
+    doc = (ROOT / "docs" / "limits.md").read_text(encoding="utf-8")
+    extra = re.search(r"also needs `([^`]+)`", doc)
+    assert extra is not None
+    admin = redis_server.client()
+    acl = "on >pw-ACL ~oauthsmtp:* +get +set +del +mget +scan +pexpire +evalsha +eval"
+    admin.execute_command(
+        "ACL", "SETUSER", "oauthsmtp", *acl.split(), "+script|load", *extra.group(1).split()
+    )
+    url = redis_server.url.replace("redis://", "redis://oauthsmtp:pw-ACL@")
+    limits = SendLimits(connections=1, per_minute=100, window=1.0, messages_per_day=10)
+    budget = RedisStore(url, lease=1.0).send_budget(MAILBOX, limits)
+    hold = budget.acquire_connection(1.0)
+    assert hold is not None
+    assert budget.acquire_connection(0.05) is None  # waited in the queue, then left it
+    threading.Event().wait(1.3)  # past one lease: the renewer (as this user) kept the slot
+    assert budget.acquire_connection(0.0) is None
+    assert budget.reserve_message(2, count_day=True, max_wait=5.0).refusal is None
+    hold.release()
+    assert admin.execute_command("ACL", "LOG") == []  # nothing was denied
+    admin.close()
