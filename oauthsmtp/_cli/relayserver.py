@@ -26,7 +26,7 @@ from oauthsmtp._smtp.transact import SendResult
 
 from .rawmessage import normalize_line_ends, outgoing
 
-__all__ = ["MAX_RECIPIENTS", "PasswordCheck", "RelayHandler", "reply_for"]
+__all__ = ["MAX_RECIPIENTS", "Busy", "PasswordCheck", "RelayHandler", "reply_for"]
 
 MAX_RECIPIENTS = 500
 """Recipients accepted per message (RFC 5321 §4.5.3.1.8 asks for at least 100)."""
@@ -90,6 +90,23 @@ def reply_for_error(error: BaseException, *, account: str) -> str:
     if isinstance(error, OAuthSMTPError):
         return f"451 4.3.0 upstream: {_clean(str(error), 200)}"
     return f"451 4.3.0 relay error: {type(error).__name__}"
+
+
+class Busy(asyncio.Protocol):
+    """What a client gets when ``--max-clients`` are already being served: a ``421`` greeting
+    (RFC 5321 §3.1: the service is not available; the client keeps its mail and tries again
+    later) and a closed connection, so a flood of connections cannot exhaust the relay."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)  # noqa: S101 - a stream socket
+        transport.write(
+            f"421 4.3.2 oauthsmtp-relay is serving {self._limit} clients already; "
+            "try again later\r\n".encode("ascii")
+        )
+        transport.close()
 
 
 class PasswordCheck:
