@@ -169,9 +169,10 @@ def test_local_budget_is_first_come_first_served() -> None:
 # -- sessions sharing one budget in a process -------------------------------------------------
 
 WINDOW = 0.5
-JITTER = 0.8
-"""The server counts starts over 0.8 of the window: the rest allows for the client's own
-scheduling delays between reserving a slot and the MAIL FROM reaching the server."""
+JITTER = 0.7
+"""The server counts starts over 0.7 of the window: the rest (3 slots of 50 ms) allows for
+the client's own scheduling delays between a slot and its MAIL FROM reaching the server on
+a loaded machine. Without the shared budget the count would be several times the limit."""
 
 
 def test_threads_share_one_budget() -> None:
