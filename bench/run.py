@@ -14,6 +14,7 @@ Sections (see bench/README.md for what each measures):
 ``refresh``  token requests for 8 threads and 4 processes on an expired cached token
 ``startup``  ``import oauthsmtp``, ``oauthsmtp token``, a cold "refresh + send one message"
 ``api``      SMTP pipelining beside the Gmail API and Graph sessions, through the delay proxy
+``fleet``    4 processes sharing SendLimits through Redis: pace against the limits, overhead
 
 The servers (oauthsmtp's development provider) and the delay proxy run in their own
 processes; the clients run in this one, so its CPU time is the client's alone.
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import api
 import coldstart
+import fleet
 import refresh
 import scaling
 import throughput
@@ -44,7 +46,7 @@ from sink import TOKEN_VARIABLE
 
 from oauthsmtp.devserver import headless_login
 
-SECTIONS = ("send", "widths", "scale", "refresh", "startup", "api")
+SECTIONS = ("send", "widths", "scale", "refresh", "startup", "api", "fleet")
 ONE_WAY_DELAY_MS = 10.0
 NOMINAL_RTT = 2 * ONE_WAY_DELAY_MS / 1000
 MEASURED: dict[str, float] = {}  # the proxies' round trips as measured, for RESULTS.md
@@ -252,6 +254,11 @@ def main(argv: list[str]) -> int:
                 tables += other_tables(section, servers, quick=args.quick)
         if "api" in args.sections:
             tables += api_tables(servers, proxy, quick=args.quick)
+    if "fleet" in args.sections:
+        print("\n== fleet", flush=True)
+        tables += fleet.fleet_tables(quick=args.quick)
+        for table in tables[-2:]:
+            table.show()
     took = time.perf_counter() - started
     print(f"\nthe benchmark took {took:.0f} s", flush=True)
     write_results(args.output, args, tables, took)

@@ -11,6 +11,7 @@ The private packages follow the data path, each importing only those before it
     _oauth/     parameters -> authorization request -> callback -> token endpoint
     _tokens/    AuthToken, single-flight refresh, auth_identify; stores/ keep tokens
     _message/   Email and EmailMessage -> checked, rendered wire bytes
+    _limits/    SendLimits and the budget sessions share (in a process, or through Redis)
     _smtp/      SASL, the wire, AUTH, transactions, the pool -> SMTPSession
     _api/       the same messages and results over HTTP: GmailAPISession, GraphSession;
                 AutoSession (SMTP first, the API when SMTP AUTH is switched off)
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from ._api.gmail import GmailAPISession
     from ._api.graph import GraphSession
     from ._explain import explain
+    from ._limits.rules import SendLimits
     from ._mailbox.login import imap_authenticate, pop3_authenticate
     from ._message.prepare import Email
     from ._oauth.appgrants import ClientCredentials
@@ -97,6 +99,7 @@ __all__ = [
     "SMTPError",
     "SMTPSession",
     "SMTPTimeoutError",
+    "SendLimits",
     "SendResult",
     "TokenError",
     "TokenKey",
@@ -141,6 +144,7 @@ _LAZY = {
     "SMTPSession": "._smtp.session",
     "AsyncSMTPSession": "._smtp.asyncsession",
     "SendResult": "._smtp.session",
+    "SendLimits": "._limits.rules",
     "VerifyResult": "._smtp.session",
     "SMTPConnectionError": "._smtp.wire",
     "SMTPTimeoutError": "._smtp.wire",

@@ -56,6 +56,8 @@ def reply_for(result: SendResult) -> str:
             "451 4.4.2 the upstream connection was lost before the server confirmed the "
             "message; it may or may not have been delivered"
         )
+    if result.status == "deferred":
+        return _clean(f"451 4.3.0 held back by a sending limit: {result.message}")
     refused = ", ".join(f"{r} ({c})" for r, (c, _) in result.refused.items())
     if result.ok and not result.refused:
         return f"250 2.0.0 sent on: {result.code} {_clean(result.message, 200)}".rstrip()
