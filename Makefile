@@ -15,7 +15,7 @@ help:
 	@echo "make test   - create .venv, install oauthsmtp with its test extras, run pytest"
 	@echo "make lint   - ruff (lint + format check) and mypy --strict on the package"
 	@echo "make demo   - run the whole product end to end against the local dev provider"
-	@echo "make bench  - run the benchmarks in bench/ (about 6 minutes; writes bench/RESULTS.md)"
+	@echo "make bench  - run the benchmarks in bench/ (about 5 minutes; writes bench/RESULTS.md)"
 	@echo "              BENCH_ARGS='--quick' or '--only widths,scale' for a part of them"
 	@echo "PYTHON=/usr/bin/python3 VENV=.venv-system: another interpreter, in its own venv"
 
