@@ -46,8 +46,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check oauthsmtp tests examples
-	$(BIN)/ruff format --check oauthsmtp tests examples
+	$(BIN)/ruff check oauthsmtp tests examples bench
+	$(BIN)/ruff format --check oauthsmtp tests examples bench
 	$(BIN)/mypy oauthsmtp
 
 demo: $(VENV)/.installed-demo
