@@ -228,6 +228,16 @@ class RedisStore:
         self._held = threading.local()
 
     @property
+    def redis(self) -> Any:
+        """The redis-py client this store talks through.
+
+        For helpers that keep keys of their own under :attr:`prefix` in the same Redis
+        (the idempotency keys of :mod:`oauthsmtp.integrations.ledger`); the same URL,
+        timeouts and credentials.
+        """
+        return self._client
+
+    @property
     def encrypted(self) -> bool:
         """True when values are encrypted at rest."""
         return self._cipher is not None
