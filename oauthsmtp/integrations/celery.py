@@ -67,7 +67,7 @@ def backoff(retries: int, *, base: float, cap: float, rand: random.Random | None
     Between 0.5x and 1x of ``min(cap, base * 2**retries)``, so workers that failed
     together do not come back together.
     """
-    ceiling = min(cap, base * (2 ** min(retries, 30)))
+    ceiling = min(cap, base * 2.0 ** min(retries, 30))
     jitter = rand.random() if rand is not None else random.random()
     return ceiling * (0.5 + 0.5 * jitter)
 
