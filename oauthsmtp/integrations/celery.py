@@ -68,7 +68,8 @@ def backoff(retries: int, *, base: float, cap: float, rand: random.Random | None
     together do not come back together.
     """
     ceiling = min(cap, base * 2.0 ** min(retries, 30))
-    jitter = rand.random() if rand is not None else random.random()
+    # Jitter, not a secret: the module-level generator is fine here.
+    jitter = rand.random() if rand is not None else random.random()  # noqa: S311
     return ceiling * (0.5 + 0.5 * jitter)
 
 

@@ -276,7 +276,8 @@ class SendLedger:
         lease: seconds a ``sending`` claim lives unless renewed; a worker killed
             mid-send blocks its message for at most this long.
         remember: seconds an outcome is kept; a job run again later than this sends again.
-        worker: a name for this worker in the records (default ``host:pid``).
+        worker: a name for this worker in the records (default ``host:pid`` of the
+            process that claims, also after a fork).
 
     Thread-safe: one ledger may serve every thread of a process.
 
@@ -311,7 +312,7 @@ class SendLedger:
         self.account = account.strip()
         self.lease = float(lease)
         self.remember = float(remember)
-        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+        self._worker = worker
         self._client: Any = client
         self._claim_script: Any = client.register_script(_CLAIM)
         self._renew_script: Any = client.register_script(_RENEW)
@@ -321,6 +322,11 @@ class SendLedger:
         self._wake = threading.Event()
         self._renewer: threading.Thread | None = None
         self._renewer_pid = 0
+
+    @property
+    def worker(self) -> str:
+        """This worker's name in the records: ``worker=``, else ``host:pid``."""
+        return self._worker or f"{socket.gethostname()}:{os.getpid()}"
 
     def state_key(self, key: str) -> str:
         """The Redis key that holds the state of idempotency key ``key``."""
