@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from ._api.gmail import GmailAPISession
     from ._api.graph import GraphSession
     from ._explain import explain
+    from ._limits.rules import SendLimits
     from ._mailbox.login import imap_authenticate, pop3_authenticate
     from ._message.prepare import Email
     from ._oauth.appgrants import ClientCredentials
@@ -93,6 +94,7 @@ __all__ = [
     "SMTPError",
     "SMTPSession",
     "SMTPTimeoutError",
+    "SendLimits",
     "SendResult",
     "TokenError",
     "TokenKey",
@@ -136,6 +138,7 @@ _LAZY = {
     "SMTPSession": "._smtp.session",
     "AsyncSMTPSession": "._smtp.asyncsession",
     "SendResult": "._smtp.session",
+    "SendLimits": "._limits.rules",
     "VerifyResult": "._smtp.session",
     "SMTPConnectionError": "._smtp.wire",
     "SMTPTimeoutError": "._smtp.wire",

@@ -26,6 +26,7 @@ from oauthsmtp._oauth.scopes import (
 )
 
 from ._errors import ConfigurationError
+from ._limits.rules import SendLimits
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -38,7 +39,10 @@ __all__ = [
     "GRAPH_APP_SCOPE",
     "GRAPH_MAIL_SEND_SCOPE",
     "IDENTITY_SCOPES",
+    "GMAIL_LIMITS",
+    "GOOGLE_WORKSPACE_LIMITS",
     "MAIL_SCOPES",
+    "MICROSOFT_365_LIMITS",
     "MICROSOFT_SMTP_SCOPE",
     "OUTLOOK_COM_SMTP_HOST",
     "PROVIDERS",
@@ -50,6 +54,22 @@ __all__ = [
     "microsoft",
     "microsoft_app",
 ]
+
+MICROSOFT_365_LIMITS = SendLimits(connections=3, per_minute=30, recipients_per_day=10_000)
+"""Exchange Online's limits for SMTP AUTH client submission, per mailbox: 3 connections at
+once (more: ``432 4.3.2``), 30 messages a minute, 10,000 recipients a rolling day (more:
+``554 5.2.0``). Sources: docs/limits.md."""
+
+GOOGLE_WORKSPACE_LIMITS = SendLimits(
+    recipients_per_message=100, messages_per_day=2_000, recipients_per_day=10_000
+)
+"""Google Workspace's Gmail sending limits per user through smtp.gmail.com: 100 recipients per
+message, 2,000 messages and 10,000 recipients a rolling day (trial accounts: 500 messages;
+3,000 external recipients). Sources: docs/limits.md."""
+
+GMAIL_LIMITS = SendLimits(recipients_per_message=100, messages_per_day=500)
+"""Consumer Gmail through smtp.gmail.com: 100 recipients per message, about 500 messages a
+rolling day. Sources: docs/limits.md."""
 
 OUTLOOK_COM_SMTP_HOST = "smtp-mail.outlook.com"
 """Outlook.com (consumer) accounts send here; Microsoft 365 uses ``smtp.office365.com``

@@ -639,3 +639,19 @@ def test_the_dev_server_checks_assertions_as_providers_do(
         provider.auth.register_app(client_secret="s" * 20, certificate=cert)
     with pytest.raises(ConfigurationError, match="email address"):
         provider.auth.register_app(mailboxes=["not an address"])
+
+
+def test_metadata_advertises_the_app_only_grants(provider: DevProvider) -> None:
+    """RFC 8414 metadata fetched over HTTP names the grants and client authentication the
+    app-only logins above really use, so discovery-driven clients can find them."""
+    import urllib.request
+
+    url = provider.auth.issuer + "/.well-known/oauth-authorization-server"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        meta = json.load(answer)
+    assert {"client_credentials", JWT_BEARER_GRANT} <= set(meta["grant_types_supported"])
+    assert {"authorization_code", "refresh_token"} <= set(meta["grant_types_supported"])
+    assert "private_key_jwt" in meta["token_endpoint_auth_methods_supported"]
+    assert {"RS256", "PS256"} <= set(meta["token_endpoint_auth_signing_alg_values_supported"])
+    # Revocation and introspection still take only the people's methods.
+    assert "private_key_jwt" not in meta["revocation_endpoint_auth_methods_supported"]

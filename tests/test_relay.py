@@ -267,6 +267,42 @@ def test_concurrent_clients(cli: CLI, servers: tuple[AuthServer, SMTPServer]) ->
     assert sorted(m.subject for m in smtp.messages) == sorted(f"client {n}" for n in range(8))
 
 
+def test_clients_beyond_max_clients_get_421_and_later_ones_are_served(
+    cli: CLI, servers: tuple[AuthServer, SMTPServer]
+) -> None:
+    """--max-clients 2: a third client is told 421 (try later) and closed; once one of the
+    two leaves, the next client is served and its message arrives."""
+    auth, smtp = servers
+    login(cli, auth, smtp)
+    with relay(cli, "--max-clients", "2") as r:
+        first = smtplib.SMTP("127.0.0.1", r.port, timeout=30)
+        second = smtplib.SMTP("127.0.0.1", r.port, timeout=30)
+        try:
+            assert first.ehlo()[0] == 250
+            assert second.ehlo()[0] == 250
+            with pytest.raises(smtplib.SMTPConnectError) as refused:
+                smtplib.SMTP("127.0.0.1", r.port, timeout=30)
+            assert refused.value.smtp_code == 421
+            assert b"4.3.2" in refused.value.smtp_error
+            assert b"try again later" in refused.value.smtp_error
+            first.quit()
+            message = b"Subject: after the crowd\r\n\r\nhello\r\n"
+            for _ in range(100):  # the relay notices the first client left within a moment
+                try:
+                    third = smtplib.SMTP("127.0.0.1", r.port, timeout=30)
+                    break
+                except smtplib.SMTPConnectError:
+                    threading.Event().wait(0.05)
+            else:
+                pytest.fail("a client was still refused after one of two left")
+            with third:
+                assert third.sendmail(ACCOUNT, ["to@x.test"], message) == {}
+        finally:
+            second.close()
+        r.stop()
+    assert [m.subject for m in smtp.messages] == ["after the crowd"]
+
+
 def test_non_loopback_refused_without_allow_remote(
     cli: CLI, servers: tuple[AuthServer, SMTPServer]
 ) -> None:

@@ -6,6 +6,7 @@ Against the development SMTP server (both ports) and the scripted servers of
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ssl
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ import pytest
 from hostile_smtp import HostileServer
 
 from oauthsmtp import (
+    AsyncSMTPSession,
     AuthToken,
     Email,
     OAuthSMTPError,
@@ -201,3 +203,64 @@ def test_dev_server_plays_provider_refusals(
 def test_dev_server_refuses_an_unknown_failure_switch(certs: CertificateSet) -> None:
     with pytest.raises(ValueError, match="auth_failure must be"):
         SMTPServer({}.get, certificates=certs, auth_failure="sometimes")
+
+
+# -- AsyncSMTPSession.verify(): the same checks on the event loop ---------------------------
+
+
+def async_session(port: int, certs: CertificateSet, **kwargs: Any) -> AsyncSMTPSession:
+    kwargs.setdefault("auth_token", token())
+    kwargs.setdefault("timeout", 5)
+    return AsyncSMTPSession("localhost", port, ssl_context=certs.client_context(), **kwargs)
+
+
+def test_async_verify_is_what_the_blocking_verify_learns(
+    dev: SMTPServer, certs: CertificateSet
+) -> None:
+    """Both ports: the asyncio verify() returns the same VerifyResult as the blocking one."""
+    assert dev.tls_port is not None
+    for port, security in ((dev.port, "starttls"), (dev.tls_port, "ssl")):
+        blocking = session(port, certs, security=security).verify()
+        by_asyncio = asyncio.run(async_session(port, certs, security=security).verify())
+        assert by_asyncio == blocking
+        assert by_asyncio.certificate_subject == "O=oauthsmtp development, CN=localhost"
+        assert str(by_asyncio.tls_version).startswith("TLSv1.")
+    assert dev.messages == []
+
+
+def test_async_verify_sends_rset_and_quit_and_no_mail(
+    hostile: Callable[..., HostileServer], certs: CertificateSet
+) -> None:
+    """EHLO, STARTTLS, EHLO, AUTH, RSET, QUIT; never MAIL; the session stays usable."""
+    server = hostile(extensions=("8BITMIME", "SIZE 35882577"))
+
+    async def main() -> VerifyResult:
+        async with async_session(server.port, certs) as s:
+            info = await s.verify()
+            assert s.connected  # start()'s own connection is left alone
+            return info
+
+    info = asyncio.run(main())
+    server.wait_closed()
+    verbs = [line.split()[0].upper() for line in server.connections[1].lines]
+    assert verbs == [b"EHLO", b"STARTTLS", b"EHLO", b"AUTH", b"RSET", b"QUIT"]
+    assert info.size_limit == 35882577
+    assert info.greeting == "hostile.test ESMTP ready"
+    assert server.messages == []
+
+
+@pytest.mark.parametrize(
+    "server_options",
+    [{"failure": "tenant"}, {"auth": ("LOGIN",)}, {"starttls": "missing"}],
+    ids=["5.7.139", "no-oauth-mechanism", "no-starttls"],
+)
+def test_async_verify_raises_what_verify_raises(
+    hostile: Callable[..., HostileServer], certs: CertificateSet, server_options: dict[str, Any]
+) -> None:
+    server = hostile(**server_options)
+    blocking = raised(lambda: session(server.port, certs).verify())
+    by_asyncio = raised(lambda: asyncio.run(async_session(server.port, certs).verify()))
+    assert type(by_asyncio) is type(blocking)
+    assert str(by_asyncio) == str(blocking)
+    assert getattr(by_asyncio, "code", None) == getattr(blocking, "code", None)
+    assert server.messages == []

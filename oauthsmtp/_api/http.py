@@ -5,8 +5,9 @@
 
 * **Keep-alive**: one :class:`requests.Session` per API session, so a batch reuses its
   connection (and its TLS session).
-* **Deadlines**: each request gets a total deadline. A watchdog timer shuts the request's
-  connection down when it passes, so a server that drips its headers or body one byte at a
+* **Deadlines**: each request gets a total deadline. The process's one watchdog thread
+  (:mod:`oauthsmtp._util.watchdog`, no thread per request) shuts the request's connection
+  down when it passes, so a server that drips its headers or body one byte at a
   time cannot stretch the request (each socket wait is also bounded by the timeout).
 * **Bounded bodies**: at most :data:`MAX_ANSWER_BYTES` of an answer are read; no
   compression is asked for, so nothing grows in memory beyond that.
@@ -37,6 +38,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from oauthsmtp._errors import ConfigurationError
 from oauthsmtp._oauth.params import is_loopback_host
 from oauthsmtp._util.tls import tls_context
+from oauthsmtp._util.watchdog import shared_watchdog
 
 __all__ = ["MAX_ANSWER_BYTES", "HTTPAnswer", "HTTPClient", "RequestLost", "check_base_url"]
 
@@ -228,10 +230,8 @@ class HTTPClient:
         proxies = {"http": "", "https": ""} if url.startswith("http://") else None
         self.requests_sent += 1
         watch = _Watch()
-        timer = threading.Timer(self.timeout, watch.expire)
-        timer.daemon = True
+        alarm = shared_watchdog().call_at(deadline, watch.expire)
         _WATCHED.watch = watch
-        timer.start()
         try:
             response, body = self._exchange(url, sent_headers, data, proxies, deadline)
         except RequestLost as lost:
@@ -241,7 +241,7 @@ class HTTPClient:
                 ) from None
             raise
         finally:
-            timer.cancel()
+            alarm.cancel()
             _WATCHED.watch = None
         if watch.expired:  # an end of file forced by the watchdog is not the whole answer
             raise RequestLost(

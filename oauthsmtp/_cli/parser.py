@@ -498,6 +498,13 @@ def _sendmail_relay(sub: argparse._SubParsersAction[Parser]) -> None:
         metavar="BYTES",
         help="the largest message accepted (default 64 MiB; announced with SIZE)",
     )
+    relay.add_argument(
+        "--max-clients",
+        type=values.positive_int,
+        default=100,
+        metavar="N",
+        help="clients served at once; more are answered 421 and try again later (default 100)",
+    )
 
 
 def _command(

@@ -167,6 +167,7 @@ def run_relay(args: argparse.Namespace, out: TextIO) -> int:
                 password=password,
                 tls=tls,
                 max_size=args.max_size,
+                max_clients=args.max_clients,
                 upstream=f"{upstream_host}:{upstream_port}",
                 debug=bool(getattr(args, "debug", False)),
             )
@@ -187,6 +188,7 @@ async def _serve(
     password: str | None,
     tls: ssl.SSLContext | None,
     max_size: int,
+    max_clients: int,
     upstream: str,
     debug: bool,
 ) -> None:
@@ -200,7 +202,7 @@ async def _serve(
 
     from oauthsmtp import SMTPSession
 
-    from .relayserver import PasswordCheck, RelayHandler
+    from .relayserver import Busy, PasswordCheck, RelayHandler
 
     assert isinstance(session, SMTPSession)  # noqa: S101 - typed loosely for start-up cost
     if not debug:
@@ -209,7 +211,9 @@ async def _serve(
     loopback = is_loopback(host)
     clients: weakref.WeakSet[SMTP] = weakref.WeakSet()
 
-    def protocol() -> SMTP:
+    def protocol() -> asyncio.Protocol:
+        if sum(1 for c in clients if c.transport is not None) >= max_clients:
+            return Busy(max_clients)  # answers 421 and closes: the client retries later
         with warnings.catch_warnings():
             # aiosmtpd warns about AUTH without TLS; it is what --user on loopback means.
             warnings.simplefilter("ignore")

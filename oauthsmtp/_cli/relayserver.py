@@ -26,7 +26,7 @@ from oauthsmtp._smtp.transact import SendResult
 
 from .rawmessage import normalize_line_ends, outgoing
 
-__all__ = ["MAX_RECIPIENTS", "PasswordCheck", "RelayHandler", "reply_for"]
+__all__ = ["MAX_RECIPIENTS", "Busy", "PasswordCheck", "RelayHandler", "reply_for"]
 
 MAX_RECIPIENTS = 500
 """Recipients accepted per message (RFC 5321 §4.5.3.1.8 asks for at least 100)."""
@@ -56,6 +56,8 @@ def reply_for(result: SendResult) -> str:
             "451 4.4.2 the upstream connection was lost before the server confirmed the "
             "message; it may or may not have been delivered"
         )
+    if result.status == "deferred":
+        return _clean(f"451 4.3.0 held back by a sending limit: {result.message}")
     refused = ", ".join(f"{r} ({c})" for r, (c, _) in result.refused.items())
     if result.ok and not result.refused:
         return f"250 2.0.0 sent on: {result.code} {_clean(result.message, 200)}".rstrip()
@@ -88,6 +90,23 @@ def reply_for_error(error: BaseException, *, account: str) -> str:
     if isinstance(error, OAuthSMTPError):
         return f"451 4.3.0 upstream: {_clean(str(error), 200)}"
     return f"451 4.3.0 relay error: {type(error).__name__}"
+
+
+class Busy(asyncio.Protocol):
+    """What a client gets when ``--max-clients`` are already being served: a ``421`` greeting
+    (RFC 5321 §3.1: the service is not available; the client keeps its mail and tries again
+    later) and a closed connection, so a flood of connections cannot exhaust the relay."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)  # noqa: S101 - a stream socket
+        transport.write(
+            f"421 4.3.2 oauthsmtp-relay is serving {self._limit} clients already; "
+            "try again later\r\n".encode("ascii")
+        )
+        transport.close()
 
 
 class PasswordCheck:

@@ -250,6 +250,8 @@ def _outcome(result: SendResult, *, host: str, port: int) -> int:
             "it may or may not have been delivered",
             code=EX_TEMPFAIL,
         )
+    if result.status == "deferred":  # a sending limit held it back: a queue may retry
+        raise SendmailError(f"the message was deferred: {result.message}", code=EX_TEMPFAIL)
     refused = ", ".join(f"{r} ({c} {t})" for r, (c, t) in result.refused.items())
     if not result.ok:
         code = result.code

@@ -181,6 +181,7 @@ async def _open(settings: SessionSettings) -> tuple[AsyncConnection, dict[str, s
             raise no_greeting(host, port, settings.timeout, settings.security) from exc
         if greeting.code != 220:
             raise refused_greeting(host, greeting)
+        conn.greeting = greeting.text
         extensions = await _ehlo(conn, settings)
         if settings.security == "starttls":
             if "STARTTLS" not in extensions:

@@ -48,6 +48,7 @@ from .transact import (
     failed,
     is_connection_limit,
 )
+from .verify import VerifyResult, check_rset, describe
 
 __all__ = ["AsyncSMTPSession"]
 
@@ -228,6 +229,48 @@ class AsyncSMTPSession:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+    async def verify(self) -> VerifyResult:
+        """Check the settings without sending: connect, TLS, EHLO, AUTH, RSET, QUIT.
+
+        The asyncio form of :meth:`SMTPSession.verify() <oauthsmtp.SMTPSession.verify>`:
+        one connection of its own, opened exactly as sending would open one (the token is
+        refreshed if it must be), reset and closed; no MAIL command is ever sent and the
+        session's own connections are left as they are.
+
+        Returns:
+            A :class:`~oauthsmtp.VerifyResult`: greeting, extensions, SASL mechanism, SIZE,
+            TLS version and the server certificate's subject and issuer.
+
+        Raises:
+            The errors :meth:`start` raises; SMTPError when RSET is refused.
+        """
+        self._bind()
+        channel = AsyncChannel()
+        try:
+            await self._connect(channel)
+            conn = channel.conn
+            assert conn is not None  # noqa: S101 - _connect sets it or raises
+            await conn.write(b"RSET\r\n", ["RSET"])
+            check_rset(await conn.read_reply(), host=self.host)
+            return describe(
+                conn,
+                host=self.host,
+                port=self.port,
+                security=self.security,
+                extensions=channel.extensions,
+                mechanism=channel.mechanism,
+            )
+        except OAuthSMTPError:
+            raise
+        except Exception as exc:  # as send(): only oauthsmtp's errors come out
+            raise SMTPError(f"verifying failed unexpectedly: {type(exc).__name__}: {exc}") from exc
+        finally:
+            if channel.conn is not None:
+                await channel.conn.quit()
+            channel.drop()
+            if not self._workers and not self.connected:
+                await settle_closed()
 
     # -- sending --------------------------------------------------------------------------
     async def send(self, message: Email | Message | OutgoingMessage) -> SendResult:

@@ -167,6 +167,24 @@ class AsyncConnection:
         sockname = transport.get_extra_info("sockname")
         self.peer_is_loopback = peer is not None and peer_is_loopback(peer)
         self.local_address: str = sockname[0] if sockname else "127.0.0.1"
+        self.greeting: str = ""  # the text of the server's 220, once read
+
+    @property
+    def tls_version(self) -> str | None:
+        """The TLS protocol version (e.g. ``"TLSv1.3"``), or None without TLS."""
+        tls = self._transport.get_extra_info("ssl_object")
+        return tls.version() if isinstance(tls, ssl.SSLObject) else None
+
+    @property
+    def peer_certificate(self) -> dict[str, object] | None:
+        """The server's verified certificate (:meth:`ssl.SSLObject.getpeercert`), or None."""
+        tls = self._transport.get_extra_info("ssl_object")
+        if not isinstance(tls, ssl.SSLObject):
+            return None
+        try:
+            return dict(tls.getpeercert() or {}) or None
+        except (ValueError, OSError):
+            return None
 
     @classmethod
     async def open(

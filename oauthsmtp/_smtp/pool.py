@@ -36,7 +36,7 @@ from oauthsmtp._errors import OAuthSMTPError, SMTPError
 from .transact import ConnectionLost, Job, JobQueue, Lane, is_connection_limit, transact
 from .wire import Connection
 
-__all__ = ["Channel", "Connect", "Gate", "Pool", "deliver", "quit_all"]
+__all__ = ["Channel", "Connect", "Gate", "NoFreeSlot", "Pool", "deliver", "quit_all"]
 
 logger = logging.getLogger("oauthsmtp.smtp")
 
@@ -49,6 +49,11 @@ Connect = Callable[["Channel", "Gate | None"], None]
 """Opens, secures and authenticates a channel's connection (calling the gate before AUTH)."""
 
 
+class NoFreeSlot(SMTPError):
+    """A session's further connection found no free slot in the mailbox's budget now
+    (sending limits): that channel sits this batch out, the others carry on."""
+
+
 class Channel:
     """One connection slot of a session: the connection, its EHLO keywords and mechanism."""
 
@@ -56,6 +61,11 @@ class Channel:
         self.conn: Connection | None = None
         self.extensions: dict[str, str] = {}
         self.mechanism: str | None = None
+        self._release: Callable[[], None] | None = None
+
+    def hold(self, release: Callable[[], None]) -> None:
+        """Call ``release`` once, when this connection is dropped (a budget's slot)."""
+        self._release = release
 
     @property
     def connected(self) -> bool:
@@ -70,8 +80,13 @@ class Channel:
         """Close the connection without QUIT (it failed, or its state is unknown)."""
         conn, self.conn = self.conn, None
         self.extensions, self.mechanism = {}, None
-        if conn is not None:
-            conn.close()
+        release, self._release = self._release, None
+        try:
+            if conn is not None:
+                conn.close()
+        finally:
+            if release is not None:
+                release()
 
 
 def quit_all(channels: Sequence[Channel]) -> None:
@@ -109,9 +124,10 @@ class Pool:
     background sender never use the connections at the same time.
     """
 
-    def __init__(self, connect: Connect, *, host: str) -> None:
+    def __init__(self, connect: Connect, *, host: str, lane: Callable[[], Lane] = Lane) -> None:
         self._connect = connect
         self._host = host
+        self._lane = lane
         self._channels: list[Channel] = [Channel()]
         self._limit: int | None = None  # connections the server accepted when it refused more
         self._lock = threading.RLock()
@@ -175,6 +191,7 @@ class Pool:
                 host=self._host,
                 on_limit=self._learn_limit,
                 workers=self._workers_for(width - 1) if width > 1 else None,
+                lane=self._lane,
             )
 
     def close(self) -> None:
@@ -237,6 +254,7 @@ def deliver(
     host: str,
     on_limit: Callable[[int], None],
     workers: Executor | None = None,
+    lane: Callable[[], Lane] = Lane,
 ) -> None:
     """Send every job of ``queue``, over ``channels``.
 
@@ -249,12 +267,13 @@ def deliver(
             when it refused one more.
         workers: runs the channels beyond the first (the pool's threads, kept for the
             session's life); required with several channels.
+        lane: makes each connection's :class:`Lane` (with a session's sending-limit hooks).
 
     Raises:
         OAuthSMTPError: the error that stopped the batch; some jobs may have results.
     """
     if len(channels) == 1:
-        _drive(channels[0], queue, Lane(), connect=connect, gate=None, pooled=False, host=host)
+        _drive(channels[0], queue, lane(), connect=connect, gate=None, pooled=False, host=host)
         return
     if workers is None:
         raise ValueError("deliver() needs workers= for several channels")
@@ -262,7 +281,7 @@ def deliver(
     while len(queue):
         active.sort(key=lambda channel: not channel.connected)
         used = active[: queue.fill(len(active))]
-        lanes, errors = _round(used, queue, connect=connect, host=host, workers=workers)
+        lanes, errors = _round(used, queue, connect=connect, host=host, workers=workers, lane=lane)
         for error in errors:
             if error is not None and not isinstance(error, _Skipped):
                 logger.info("a connection to %s stopped: %s", host, error)
@@ -297,10 +316,11 @@ def _round(
     connect: Connect,
     host: str,
     workers: Executor,
+    lane: Callable[[], Lane],
 ) -> tuple[list[Lane], list[BaseException | None]]:
     """Run one worker per channel until the queue is empty or every worker stopped: the
     first in this thread, the others on ``workers`` (threads kept between rounds)."""
-    lanes = [Lane() for _ in channels]
+    lanes = [lane() for _ in channels]
     errors: list[BaseException | None] = [None] * len(channels)
     first_done = threading.Event()
     first_ok: list[bool] = []
@@ -373,6 +393,10 @@ def _drive(
             channel.drop()
             try:
                 connect(channel, gate)
+            except NoFreeSlot:
+                if pooled:
+                    raise _Skipped from None
+                raise
             except SMTPError as exc:
                 if pooled and is_connection_limit(exc.code, exc.server_message):
                     raise _Limited(exc) from exc

@@ -17,7 +17,9 @@ objects it owns, each in its own module:
   ``"unknown"`` and is not sent again; the others are sent once. A ``432 4.3.2`` (too many
   connections) shrinks the pool;
 * a :class:`~oauthsmtp._smtp.background.BackgroundSender` serves :meth:`SMTPSession.submit`
-  (and ``asynchronous=True``): a queue and one thread.
+  (and ``asynchronous=True``): a queue and one thread;
+* with ``limits=``, a :class:`~oauthsmtp._smtp.limited.Limiter` draws every connection and
+  every message from the mailbox's budget, shared through ``limits_store`` (docs/limits.md).
 
 Nothing but oauthsmtp's own errors leaves the session, and a batch always returns one
 :class:`SendResult` per message, in order: a message that cannot be prepared or sent fails
@@ -34,17 +36,20 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from oauthsmtp._errors import ConfigurationError, OAuthSMTPError, SMTPError
+from oauthsmtp._limits.budget import LimitReached
+from oauthsmtp._limits.rules import SendLimits
 from oauthsmtp._message.prepare import Email, OutgoingMessage
 
 from .auth import TokenSource
 from .background import BackgroundSender
 from .batch import check_messages, prepare_job
 from .connect import Connector, Security
+from .limited import Limiter, budget_for
 from .options import check_connections
 from .pool import Pool
 from .settings import check_settings
 from .stream import send_stream
-from .transact import Job, SendResult
+from .transact import Job, Lane, SendResult, deferred
 from .verify import VerifyResult, verify
 from .wire import SMTPConnectionError, SMTPTimeoutError
 
@@ -92,6 +97,19 @@ class SMTPSession:
             Providers cap them: Microsoft 365 allows about 3 per mailbox and answers
             ``432 4.3.2`` beyond; the session then carries on with the connections the
             server accepted and never opens more than that again.
+        limits: a :class:`~oauthsmtp.SendLimits` (e.g.
+            ``oauthsmtp.providers.MICROSOFT_365_LIMITS``): the session takes a connection
+            slot before opening a connection (and gives it back on close), a message slot
+            before each MAIL FROM, fails a message with more recipients than
+            ``recipients_per_message``, defers messages once a daily cap is reached or a
+            wait would pass ``max_wait`` (``"deferred"`` results), and retries transient
+            (``4xx``) refusals after a backoff. Never more than ``limits.connections`` of
+            this session's connections are open. See docs/limits.md.
+        limits_store: where the budget is shared: a :class:`~oauthsmtp.RedisStore` shares
+            it (per mailbox: the username) with every process, on any machine, that uses
+            the same Redis and prefix; None (or a store that shares nothing, such as the
+            keyring or file store) shares it with every session of this process for the
+            same mailbox and limits.
 
     ``host``, ``port``, ``security``, ``timeout``, ``username``, ``mechanism`` and
     ``local_hostname`` are read-only afterwards (the connector holds them);
@@ -119,6 +137,8 @@ class SMTPSession:
         asynchronous: bool = False,
         local_hostname: str | None = None,
         connections: int = 1,
+        limits: SendLimits | None = None,
+        limits_store: object | None = None,
     ) -> None:
         settings = check_settings(
             host,
@@ -149,7 +169,28 @@ class SMTPSession:
             local_hostname=settings.local_hostname,
             context=settings.ssl_context,
         )
-        self._pool = Pool(self._connector.connect, host=settings.address)
+        self._limiter: Limiter | None = None
+        if limits is not None:
+            if not isinstance(limits, SendLimits):
+                raise ConfigurationError(
+                    f"limits must be an oauthsmtp.SendLimits (or None), not {type(limits).__name__}"
+                )
+            mailbox = settings.username or f"{settings.address}:{settings.port}"
+            self._limiter = Limiter(budget_for(limits_store, mailbox, limits), mailbox)
+        elif limits_store is not None:
+            raise ConfigurationError(
+                "limits_store= shares a budget of SendLimits: give limits= too "
+                "(for example oauthsmtp.providers.MICROSOFT_365_LIMITS)"
+            )
+        limiter = self._limiter
+        if limiter is None:
+            self._pool = Pool(self._connector.connect, host=settings.address)
+        else:
+            self._pool = Pool(
+                limiter.connect(self._connector.connect),
+                host=settings.address,
+                lane=lambda: Lane(admit=limiter.admit, retry=limiter.retry),
+            )
         self._sender = BackgroundSender(self._deliver_queued)
 
     # -- settings (read-only: the connector holds them) ----------------------------------
@@ -187,6 +228,11 @@ class SMTPSession:
     def local_hostname(self) -> str | None:
         """The EHLO name, or None for the local address literal."""
         return self._connector.local_hostname
+
+    @property
+    def limits(self) -> SendLimits | None:
+        """The sending limits this session keeps, or None."""
+        return None if self._limiter is None else self._limiter.limits
 
     # -- state ----------------------------------------------------------------------------
     @property
@@ -285,7 +331,10 @@ class SMTPSession:
             raise job.error
         if self._sender.queueing:
             return self._sender.submit(job).result()
-        self._deliver([job], self.connections)
+        try:
+            self._deliver([job], self.connections)
+        except LimitReached as exc:
+            job.result = deferred(str(exc))
         assert job.result is not None  # noqa: S101 - _deliver sets it or raises
         return job.result
 
@@ -408,6 +457,8 @@ class SMTPSession:
 
     def _deliver(self, jobs: Iterable[Job], allowed: int) -> None:
         """Send jobs over the pool; only oauthsmtp's errors come out."""
+        if self._limiter is not None:
+            allowed = self._limiter.width(allowed)
         try:
             self._pool.send(jobs, allowed)
         except OAuthSMTPError:
@@ -416,4 +467,9 @@ class SMTPSession:
             raise SMTPError(f"sending failed unexpectedly: {type(exc).__name__}: {exc}") from exc
 
     def _deliver_queued(self, jobs: Sequence[Job]) -> None:
-        self._deliver(jobs, self.connections)
+        try:
+            self._deliver(jobs, self.connections)
+        except LimitReached as exc:
+            for job in jobs:
+                if job.result is None and job.outgoing is not None and not job.body_sent:
+                    job.result = deferred(str(exc))

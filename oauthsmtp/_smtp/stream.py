@@ -22,8 +22,9 @@ from concurrent.futures import Future
 from typing import TypeVar
 
 from oauthsmtp._errors import OAuthSMTPError
+from oauthsmtp._limits.budget import LimitReached
 
-from .transact import Job, SendResult, failed, unknown
+from .transact import Job, SendResult, deferred, failed, unknown
 
 __all__ = ["CHUNK", "Emit", "send_stream"]
 
@@ -93,7 +94,21 @@ class _Window:
 
     def settle(self, error: OAuthSMTPError) -> None:
         """The batch stopped with ``error``: raise it if nothing got an answer; otherwise
-        every remaining message gets a result (``"unknown"`` if its body was sent)."""
+        every remaining message gets a result (``"unknown"`` if its body was sent).
+
+        A :class:`~oauthsmtp._limits.budget.LimitReached` (no connection slot within
+        ``max_wait``) is not raised: nothing was sent, and every remaining message is
+        ``"deferred"``."""
+        if isinstance(error, LimitReached):
+            rest = deferred(str(error))
+            for job in self._jobs:
+                if job.result is None:
+                    job.result = unknown() if job.body_sent else rest
+            for job in self.jobs():
+                if job.result is None:
+                    job.result = rest
+            self.flush()
+            return
         if not self.answered and not any(
             job.result is not None and job.outgoing is not None for job in self._jobs
         ):

@@ -52,6 +52,7 @@ __all__ = [
     "SendResult",
     "after_envelope",
     "body_chunks",
+    "deferred",
     "envelope",
     "envelope_problem",
     "failed",
@@ -71,16 +72,18 @@ class SendResult:
 
     Attributes:
         status: ``"sent"`` (the server accepted it), ``"failed"`` (it was refused, or never
-            sent), or ``"unknown"`` (the connection was lost after the body was sent and
+            sent), ``"unknown"`` (the connection was lost after the body was sent and
             before the server's answer: it may or may not have been accepted; it is not
-            sent again).
+            sent again), or ``"deferred"`` (not sent because a :class:`~oauthsmtp.SendLimits`
+            budget is spent for now: a daily cap reached, or a wait longer than
+            ``max_wait``; it may be sent later, ``message`` says which limit).
         code: the server's final reply code for this message, or None if none arrived.
         message: the server's reply text, or why the message was not sent.
         refused: ``{recipient: (code, text)}`` for recipients the server refused; a
             message can be ``"sent"`` to the others. Read-only.
     """
 
-    status: Literal["sent", "failed", "unknown"]
+    status: Literal["sent", "failed", "unknown", "deferred"]
     code: int | None = None
     message: str | None = None
     refused: Mapping[str, tuple[int, str]] = field(default_factory=dict)
@@ -109,6 +112,11 @@ def failed(message: str) -> SendResult:
     return SendResult("failed", None, message)
 
 
+def deferred(message: str) -> SendResult:
+    """The result of a message a sending limit held back (not sent; may be sent later)."""
+    return SendResult("deferred", None, message)
+
+
 def unknown() -> SendResult:
     """The result of a message whose end-of-data reply never arrived."""
     return SendResult(
@@ -129,6 +137,11 @@ class Job:
         error: why the message was refused before sending.
         body_sent: its body (or part of it) may have reached the server.
         future: the caller's future in asynchronous mode.
+        attempts: retries after a transient refusal so far (sending limits).
+        backed_off: seconds of backoff those retries waited in all.
+        not_before: monotonic time before which it is not tried again.
+        slot_at: monotonic time of the message slot reserved for it, until it is used.
+        counted: counted against the daily caps already.
     """
 
     outgoing: OutgoingMessage | None
@@ -136,6 +149,11 @@ class Job:
     error: OAuthSMTPError | None = None
     body_sent: bool = False
     future: Future[SendResult] | None = None
+    attempts: int = 0
+    backed_off: float = 0.0
+    not_before: float = 0.0
+    slot_at: float | None = None
+    counted: bool = False
 
 
 def envelope_problem(out: OutgoingMessage) -> str | None:
@@ -248,11 +266,20 @@ class Lane:
         finished: how many jobs got their result on this lane.
         on_result: called with each job as soon as this lane sets its result (the asyncio
             session wakes the job's waiter with it).
+        admit: asked before a taken job's envelope is written, with whether a job is in
+            flight: True sends it, False gives it back for later (the lane takes nothing
+            more for now), a result ends it unsent (sending limits, see
+            :mod:`oauthsmtp._smtp.limited`).
+        retry: asked with a job and its result before the result is set: True puts the
+            job back at the end of the queue instead (a transient refusal).
     """
 
     inflight: deque[Job] = field(default_factory=deque)
     finished: int = 0
     on_result: Callable[[Job], None] | None = None
+    admit: Callable[[Job, bool], SendResult | bool] | None = None
+    retry: Callable[[Job, SendResult], bool] | None = None
+    queue: JobQueue | None = None
 
     def _done(self, job: Job) -> None:
         self.finished += 1
@@ -264,17 +291,28 @@ class Lane:
         while (job := queue.take()) is not None:
             assert job.outgoing is not None  # noqa: S101 - the queue holds prepared jobs
             problem = _unsendable(job.outgoing, extensions)
-            if problem is None:
+            verdict: SendResult | bool = True
+            if problem is None and self.admit is not None:
+                verdict = self.admit(job, bool(self.inflight))
+                if verdict is False:
+                    queue.give_back([job])
+                    return None
+            if problem is None and verdict is True:
+                self.queue = queue
                 self.inflight.append(job)
                 return job
-            job.result = failed(problem)
+            job.result = verdict if isinstance(verdict, SendResult) else failed(str(problem))
             self._done(job)
         return None
 
     def finish(self, job: Job, result: SendResult) -> None:
-        """Set the final result of the oldest job in flight."""
-        job.result = result
+        """Set the final result of the oldest job in flight (or, when :attr:`retry` says
+        so, put it back at the end of the queue)."""
         self.inflight.remove(job)
+        if self.retry is not None and self.queue is not None and self.retry(job, result):
+            self.queue.put([job])
+            return
+        job.result = result
         self._done(job)
 
     def recover(self, queue: JobQueue) -> None:

@@ -3,26 +3,26 @@
 :func:`verify` opens one connection of its own through the session's
 :class:`~oauthsmtp._smtp.connect.Connector` (so it fails exactly where and how sending
 would), resets it (RSET, RFC 5321 §4.1.1.5), says goodbye (QUIT) and returns what it
-learnt as a :class:`VerifyResult`. No MAIL command is ever sent.
+learnt as a :class:`VerifyResult`. No MAIL command is ever sent. :func:`describe` and
+:func:`check_rset` are the pure halves the asyncio session's ``verify()`` shares.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from oauthsmtp._errors import OAuthSMTPError, SMTPError
 
 from .pool import Channel, quit_all
-from .wire import parse_size
+from .wire import Reply, parse_size
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from .connect import Connector
 
-__all__ = ["VerifyResult", "verify"]
+__all__ = ["Described", "VerifyResult", "check_rset", "describe", "verify"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,51 @@ _SHORT = {
 }
 
 
+class Described(Protocol):
+    """What :func:`describe` reads from an open connection (blocking or asyncio)."""
+
+    @property
+    def greeting(self) -> str: ...
+
+    @property
+    def tls_version(self) -> str | None: ...
+
+    @property
+    def peer_certificate(self) -> Mapping[str, object] | None: ...
+
+
+def check_rset(reply: Reply, *, host: str) -> None:
+    """Raise SMTPError unless the reply to RSET is ``250`` (pure)."""
+    if reply.code != 250:
+        raise SMTPError(f"{host} refused RSET: {reply}", code=reply.code, server_message=reply.text)
+
+
+def describe(
+    conn: Described,
+    *,
+    host: str,
+    port: int,
+    security: str,
+    extensions: Mapping[str, str],
+    mechanism: str | None,
+) -> VerifyResult:
+    """The :class:`VerifyResult` for an open, authenticated connection (no I/O)."""
+    size = extensions.get("SIZE")
+    certificate = conn.peer_certificate
+    return VerifyResult(
+        host=host,
+        port=port,
+        security=security,
+        greeting=conn.greeting,
+        extensions=MappingProxyType(dict(extensions)),
+        mechanism=mechanism,
+        size_limit=None if size is None else parse_size(size),
+        tls_version=conn.tls_version,
+        certificate_subject=_name(certificate, "subject"),
+        certificate_issuer=_name(certificate, "issuer"),
+    )
+
+
 def verify(connector: Connector, *, host: str) -> VerifyResult:
     """Open, secure and authenticate one connection, then RSET and QUIT it.
 
@@ -108,23 +153,14 @@ def verify(connector: Connector, *, host: str) -> VerifyResult:
         assert conn is not None  # noqa: S101 - connect sets it or raises
         conn.write(b"RSET\r\n", ["RSET"])
         reply = conn.read_reply()
-        if reply.code != 250:
-            raise SMTPError(
-                f"{host} refused RSET: {reply}", code=reply.code, server_message=reply.text
-            )
-        certificate = conn.peer_certificate
-        size = channel.extensions.get("SIZE")
-        return VerifyResult(
+        check_rset(reply, host=host)
+        return describe(
+            conn,
             host=host,
             port=connector.port,
             security=connector.security,
-            greeting=conn.greeting,
-            extensions=MappingProxyType(dict(channel.extensions)),
+            extensions=channel.extensions,
             mechanism=channel.mechanism,
-            size_limit=None if size is None else parse_size(size),
-            tls_version=conn.tls_version,
-            certificate_subject=_name(certificate, "subject"),
-            certificate_issuer=_name(certificate, "issuer"),
         )
     except OAuthSMTPError:
         raise

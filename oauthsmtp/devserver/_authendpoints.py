@@ -26,6 +26,7 @@ from authlib.oauth2.rfc6749 import OAuth2Error
 
 from oauthsmtp._errors import ConfigurationError
 
+from ._authapps import ALGORITHMS, APP_AUTH_METHODS
 from ._authcore import Core
 from ._authgrants import HTTPRequest
 from ._authhttp import (
@@ -39,7 +40,15 @@ from ._authhttp import (
     parse_params,
     text_response,
 )
-from ._authmodels import AUTH_METHODS, EXTRA_SCOPES, GRANT_TYPES, SCOPE, valid_email
+from ._authmodels import (
+    AUTH_METHODS,
+    CLIENT_CREDENTIALS,
+    EXTRA_SCOPES,
+    GRANT_TYPES,
+    JWT_BEARER,
+    SCOPE,
+    valid_email,
+)
 from ._pages import render_consent, render_device, render_device_done, render_error
 
 _CONSENT_LIFETIME = 600  # seconds a consent page stays answerable
@@ -197,8 +206,11 @@ class Endpoints:
             "scopes_supported": [SCOPE, *EXTRA_SCOPES],
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
-            "grant_types_supported": list(GRANT_TYPES),
-            "token_endpoint_auth_methods_supported": methods,
+            # People's grants, then the app-only ones (RFC 6749 §4.4, RFC 7523 §2.1).
+            "grant_types_supported": [*GRANT_TYPES, CLIENT_CREDENTIALS, JWT_BEARER],
+            # private_key_jwt (RFC 7523 §2.2) is for registered apps at the token endpoint.
+            "token_endpoint_auth_methods_supported": list(APP_AUTH_METHODS),
+            "token_endpoint_auth_signing_alg_values_supported": list(ALGORITHMS),
             "revocation_endpoint_auth_methods_supported": methods,
             "introspection_endpoint_auth_methods_supported": methods,
             "code_challenge_methods_supported": ["S256"],

@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oauthsmtp._errors import ConfigurationError, TokenStoreError
+from oauthsmtp._limits.rules import SendLimits
 from oauthsmtp._util.jsonobject import load_json_object
 
 from .base import CONTROL_RE, DEFAULT_LOCK_TIMEOUT, TokenKey, check_lock_timeout
+from .redisbudget import RedisBudget
 
 __all__ = ["DEFAULT_LEASE", "RedisStore", "redact_url"]
 
@@ -226,6 +228,8 @@ class RedisStore:
             ) from None
         self._fenced_write: Any = self._client.register_script(_FENCED_WRITE)
         self._held = threading.local()
+        self._budgets: dict[tuple[str, SendLimits], RedisBudget] = {}
+        self._budgets_lock = threading.Lock()
 
     @property
     def redis(self) -> Any:
@@ -485,6 +489,39 @@ class RedisStore:
         except self._redis_errors as exc:
             # The lease expires by itself within `lease` seconds.
             log.warning("could not release the lease for %s: %s", key.describe(), exc)
+
+    # -- sending limits -------------------------------------------------------
+
+    def send_budget(self, mailbox: str, limits: SendLimits) -> RedisBudget:
+        """The sending budget of ``mailbox`` under ``limits``, kept in this Redis.
+
+        ``SMTPSession(..., limits=limits, limits_store=store)`` calls this: every process,
+        on any machine, whose store uses the same Redis and prefix shares the budget of a
+        mailbox (docs/limits.md). Connection slots are leases of ``lease`` seconds,
+        renewed while held. The same object is returned for the same mailbox
+        (case-insensitively) and limits.
+
+        Raises:
+            ConfigurationError: ``mailbox`` is empty or ``limits`` is not a SendLimits.
+        """
+        if not isinstance(mailbox, str) or not mailbox:
+            raise ConfigurationError("send_budget needs the mailbox (a non-empty string)")
+        if not isinstance(limits, SendLimits):
+            raise ConfigurationError("send_budget needs an oauthsmtp.SendLimits")
+        key = (mailbox.lower(), limits)
+        with self._budgets_lock:
+            budget = self._budgets.get(key)
+            if budget is None:
+                budget = self._budgets[key] = RedisBudget(
+                    self._client,
+                    prefix=self.prefix,
+                    mailbox=mailbox,
+                    limits=limits,
+                    lease=self.lease,
+                    errors=self._redis_errors,
+                    where=self.url,
+                )
+            return budget
 
     def __repr__(self) -> str:
         extra = ", encrypted" if self._cipher is not None else ""

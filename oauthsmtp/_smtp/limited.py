@@ -1,0 +1,235 @@
+"""A session's share of a mailbox's budget: connection slots, message slots, retries.
+
+A :class:`Limiter` sits between a session and its :class:`~oauthsmtp._limits.budget.SendBudget`
+(docs/limits.md):
+
+* **Connections**: :meth:`Limiter.connect` wraps the connector: a slot is taken before a
+  connection is opened (the session's first connection waits for one, at most
+  ``max_wait`` seconds, then its messages are ``"deferred"``; its further connections take
+  one only if one is free now) and given back when the connection is closed, whatever
+  closes it. A transient refusal while connecting (``432 4.3.2`` too many connections,
+  ``421``, any ``4xx``) is retried after a bounded, jittered, doubling backoff.
+* **Messages**: :meth:`Limiter.admit` runs when a connection takes the next message, before
+  its MAIL FROM is written: more recipients than ``recipients_per_message`` fail it (never
+  split); a daily cap reached, or a message slot further away than ``max_wait``, defers it;
+  otherwise it waits for its reserved slot. A pipelining connection that would have to wait
+  while a body is still to be written first finishes that message, then waits.
+* **Transient replies**: :meth:`Limiter.retry` decides whether a message the server refused
+  with a ``4xx`` (to MAIL, every RCPT, DATA or the end of data: nothing was accepted) is
+  tried again, after a backoff, instead of getting its ``"failed"`` result. A message whose
+  outcome is unknown is never retried, nor one that was accepted.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+
+from oauthsmtp._errors import SMTPError
+from oauthsmtp._limits.budget import LimitReached, SendBudget, local_budget
+from oauthsmtp._limits.rules import SendLimits, backoff_delay, is_transient_code
+
+from .pool import Channel, Connect, Gate, NoFreeSlot
+from .transact import Job, SendResult, deferred, failed
+
+__all__ = ["Limiter", "budget_for", "transient_result"]
+
+logger = logging.getLogger("oauthsmtp.smtp")
+
+_EARLY = 0.002
+"""Seconds of a slot's wait not worth sleeping for."""
+
+
+def budget_for(store: object, mailbox: str, limits: SendLimits) -> SendBudget:
+    """The budget ``store`` shares for ``mailbox`` (``store.send_budget(mailbox, limits)``,
+    e.g. a RedisStore), or this process's own when the store shares none (or is None)."""
+    maker = getattr(store, "send_budget", None)
+    if callable(maker):
+        budget: SendBudget = maker(mailbox, limits)
+        return budget
+    return local_budget(mailbox, limits)
+
+
+def transient_result(result: SendResult) -> bool:
+    """True for a ``"failed"`` result the server gave with a transient (``4xx``) reply and
+    no permanent refusal of a recipient: sending it again later may succeed (pure)."""
+    if result.status != "failed" or not is_transient_code(result.code, result.message):
+        return False
+    return all(is_transient_code(code, text) for code, text in result.refused.values())
+
+
+class Limiter:
+    """Applies a budget to one session's connections and messages.
+
+    Args:
+        budget: the mailbox's budget.
+        mailbox: the mailbox, for messages and logs.
+        sleep, clock, rand: injectable for tests.
+    """
+
+    def __init__(
+        self,
+        budget: SendBudget,
+        mailbox: str,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.budget = budget
+        self.limits = budget.limits
+        self.mailbox = mailbox
+        self._sleep = sleep
+        self._clock = clock
+        self._rand = rand
+        self._lock = threading.Lock()
+        self._held = 0
+
+    @property
+    def paces_messages(self) -> bool:
+        """True when each message needs a permit (a rate or a daily cap)."""
+        return self.limits.per_minute is not None or self.limits.counts_days
+
+    def width(self, allowed: int) -> int:
+        """How many connections a batch may use: the session's, at most ``connections``."""
+        cap = self.limits.connections
+        return allowed if cap is None else min(allowed, cap)
+
+    def _count(self, change: int) -> int:
+        with self._lock:
+            self._held += change
+            return self._held
+
+    # -- connections --------------------------------------------------------------------
+    def connect(self, inner: Connect) -> Connect:
+        """``inner`` (the connector), with a connection slot taken first and held until
+        the channel drops the connection, and transient refusals retried."""
+
+        def connect(channel: Channel, gate: Gate | None) -> None:
+            first = gate is None and self._count(0) == 0
+            hold = self.budget.acquire_connection(self.limits.max_wait if first else 0.0)
+            if hold is None:
+                if not first:
+                    raise NoFreeSlot(f"no free connection slot for {self.mailbox} now")
+                raise LimitReached(
+                    f"not sent: no connection slot for {self.mailbox} came free within "
+                    f"SendLimits.max_wait ({self.limits.max_wait:g} s; at most "
+                    f"{self.limits.connections} connections at once); it may be sent later"
+                )
+            try:
+                self._connect_retrying(inner, channel, gate)
+            except BaseException:
+                hold.release()
+                raise
+            self._count(1)
+
+            def release() -> None:
+                hold.release()
+                self._count(-1)
+
+            channel.hold(release)
+
+        return connect
+
+    def _connect_retrying(self, inner: Connect, channel: Channel, gate: Gate | None) -> None:
+        attempt, spent = 0, 0.0
+        while True:
+            try:
+                inner(channel, gate)
+                return
+            except SMTPError as exc:
+                if not is_transient_code(exc.code, exc.server_message):
+                    raise
+                attempt += 1
+                delay = self._delay(attempt)
+                if attempt > self.limits.retries or spent + delay > self.limits.max_wait:
+                    raise
+                logger.info(
+                    "connecting for %s was refused for now (%s %s); retry %d in %.2f s",
+                    self.mailbox,
+                    exc.code,
+                    exc.server_message or "",
+                    attempt,
+                    delay,
+                )
+                spent += delay
+                self._sleep(delay)
+
+    def _delay(self, attempt: int) -> float:
+        limits = self.limits
+        return backoff_delay(attempt, base=limits.backoff, cap=limits.max_wait, unit=self._rand())
+
+    # -- messages -----------------------------------------------------------------------
+    def admit(self, job: Job, busy: bool) -> SendResult | bool:
+        """May the connection write ``job``'s envelope now?
+
+        Args:
+            job: the message the connection took.
+            busy: the connection still has a message in flight (a body to write).
+
+        Returns:
+            True: go (its slot has come); False: not yet, and the connection is busy (give
+            the job back and finish the message in flight first); a result: the message
+            is not sent (``"failed"``: too many recipients; ``"deferred"``: a daily cap, or
+            a wait longer than ``max_wait``).
+        """
+        out = job.outgoing
+        assert out is not None  # noqa: S101 - the queue holds prepared jobs
+        limits = self.limits
+        count = len(out.recipients)
+        if limits.recipients_per_message is not None and count > limits.recipients_per_message:
+            return failed(
+                f"not sent: the message has {count} recipients and "
+                f"SendLimits.recipients_per_message allows {limits.recipients_per_message} "
+                f"for {self.mailbox}; send it as several messages (oauthsmtp does not split "
+                "it by itself)"
+            )
+        wait = job.not_before - self._clock()
+        if wait > _EARLY:
+            if busy:
+                return False
+            self._sleep(wait)
+        if not self.paces_messages:
+            return True
+        if job.slot_at is None:
+            permit = self.budget.reserve_message(
+                count, count_day=not job.counted, max_wait=limits.max_wait
+            )
+            if permit.refusal is not None:
+                return deferred(permit.refusal)
+            job.counted = True
+            job.slot_at = self._clock() + permit.wait
+        wait = job.slot_at - self._clock()
+        if wait > _EARLY and busy:
+            return False
+        if wait > 0:
+            self._sleep(wait)
+        job.slot_at = None
+        return True
+
+    def retry(self, job: Job, result: SendResult) -> bool:
+        """Whether ``job``, refused with ``result``, goes back to the queue for a retry
+        (after a backoff, set as ``job.not_before``) instead of getting ``result``."""
+        if job.body_sent and result.code is None:
+            return False  # no answer after the body: unknown, never sent again
+        if not transient_result(result) or job.attempts >= self.limits.retries:
+            return False
+        delay = self._delay(job.attempts + 1)
+        if job.backed_off + delay > self.limits.max_wait:
+            return False
+        job.attempts += 1
+        job.backed_off += delay
+        job.not_before = self._clock() + delay
+        job.body_sent = False
+        logger.info(
+            "a message for %s was refused for now (%s %s); retry %d in %.2f s",
+            self.mailbox,
+            result.code,
+            result.message or "",
+            job.attempts,
+            delay,
+        )
+        return True
