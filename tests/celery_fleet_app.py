@@ -36,7 +36,7 @@ app.conf.update(
 
 store = oauthsmtp.RedisStore(os.environ["FLEET_STORE"], lease=2.0)
 limits_json = os.environ.get("FLEET_LIMITS")
-limits = oauthsmtp.SendLimits(**json.loads(limits_json)) if limits_json else None  # type: ignore[attr-defined,unused-ignore]
+limits = oauthsmtp.SendLimits(**json.loads(limits_json)) if limits_json else None
 
 send_mail = make_send_task(
     app,

@@ -42,6 +42,9 @@ import logging
 import os
 import random
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,15 +80,23 @@ class WorkerSession:
     """One :class:`~oauthsmtp.SMTPSession` per worker process, made on first use.
 
     Thread-safe; a forked child makes its own (it never uses the parent's sockets).
-    :meth:`close` says QUIT; it runs at worker shutdown (Celery's
-    ``worker_process_shutdown`` and ``worker_shutdown`` signals).
+    With ``hold`` (seconds), the connection is given back in turns: closed after the task
+    that finds it open for ``hold`` seconds or more, and after ``hold`` seconds without a
+    task (a background thread), so that a connection slot of the mailbox's limits is never
+    kept by one worker while others wait. :meth:`close` says QUIT; it runs at worker
+    shutdown (Celery's ``worker_process_shutdown`` and ``worker_shutdown`` signals).
     """
 
-    def __init__(self, factory: Any) -> None:
+    def __init__(self, factory: Any, *, hold: float | None = None) -> None:
         self._factory = factory
+        self.hold = hold
         self._lock = threading.Lock()
         self._session: SMTPSession | None = None
         self._pid = 0
+        self._busy = 0
+        self._opened_at: float | None = None
+        self._last_done = 0.0
+        self._reaper_pid = 0
 
     def get(self) -> SMTPSession:
         """The session of this process (made now when there is none).
@@ -97,13 +108,72 @@ class WorkerSession:
             if self._session is None or self._pid != os.getpid():
                 self._session = self._factory()
                 self._pid = os.getpid()
+                self._opened_at = None
             return self._session
+
+    @contextmanager
+    def task(self) -> Iterator[SMTPSession]:
+        """The session for one task; afterwards the connection is closed if its turn is over."""
+        session = self.get()
+        with self._lock:
+            self._busy += 1
+            if self._opened_at is None:
+                self._opened_at = time.monotonic()
+        try:
+            yield session
+        finally:
+            now = time.monotonic()
+            with self._lock:
+                self._busy -= 1
+                self._last_done = now
+                opened = self._opened_at
+                turn_over = (
+                    self.hold is not None and opened is not None and (now - opened >= self.hold)
+                )
+            if turn_over:
+                self.disconnect()
+            self._start_reaper()
+
+    def disconnect(self) -> None:
+        """Close this process's connections (QUIT) and keep the session for the next task;
+        never raises."""
+        with self._lock:
+            session = self._session if self._pid == os.getpid() else None
+            self._opened_at = None
+        if session is not None:
+            try:
+                session.close()
+            except Exception as exc:  # the next send reconnects: say so, do not fail the task
+                log.debug("closing the SMTP connection after a task: %s", exc)
+
+    def _start_reaper(self) -> None:
+        if self.hold is None:
+            return
+        with self._lock:
+            if self._reaper_pid == os.getpid():
+                return
+            self._reaper_pid = os.getpid()
+        threading.Thread(target=self._reap, name="oauthsmtp-celery-idle", daemon=True).start()
+
+    def _reap(self) -> None:
+        hold = self.hold or 1.0
+        while self._reaper_pid == os.getpid():
+            time.sleep(hold / 2)
+            with self._lock:
+                idle = (
+                    self._busy == 0
+                    and self._opened_at is not None
+                    and time.monotonic() - self._last_done >= hold
+                )
+            if idle:
+                self.disconnect()
 
     def close(self, **_signal: Any) -> None:
         """Close this process's session, if any; never raises."""
         with self._lock:
             session, self._session = self._session, None
             mine = self._pid == os.getpid()
+            self._reaper_pid = 0
         if session is not None and mine:
             try:
                 session.close()
@@ -124,6 +194,7 @@ def make_send_task(
     retry_backoff_max: float = 600.0,
     lease: float = DEFAULT_LEASE,
     remember: float = DEFAULT_REMEMBER,
+    hold_connection: float | None = None,
     **session_options: Any,
 ) -> Any:
     """Register a task on ``app`` that sends one message as ``account``, once.
@@ -145,6 +216,12 @@ def make_send_task(
         lease: seconds a message's ``sending`` claim lives unless renewed (a worker killed
             mid-send holds its message back at most this long).
         remember: seconds a message's outcome is remembered.
+        hold_connection: seconds a worker keeps its connection between tasks before it
+            gives it back (closed after the task that finds it open this long, and after
+            this long without a task). None (the default): 1 second when ``limits`` caps
+            connections, so that with more workers than connection slots the workers take
+            turns (each slot goes to the longest waiter); otherwise kept until the worker
+            stops.
         **session_options: :class:`~oauthsmtp.SMTPSession` keywords (``host``, ``port``,
             ``security``, ``ssl_context``, ``timeout``, ``connections``, ...) over the
             account's recorded settings.
@@ -182,7 +259,15 @@ def make_send_task(
     def open_worker_session() -> SMTPSession:
         return open_session(ledger.account, home=folder, store=store, **options)
 
-    worker_session = WorkerSession(open_worker_session)
+    if hold_connection is None and getattr(limits, "connections", None) is not None:
+        hold_connection = 1.0
+    if hold_connection is not None and (
+        isinstance(hold_connection, bool)
+        or not isinstance(hold_connection, (int, float))
+        or hold_connection < 0
+    ):
+        raise ConfigurationError("hold_connection must be a number of seconds >= 0 (or None)")
+    worker_session = WorkerSession(open_worker_session, hold=hold_connection)
     signals.worker_process_shutdown.connect(worker_session.close, weak=False)
     signals.worker_shutdown.connect(worker_session.close, weak=False)
 
@@ -197,7 +282,8 @@ def make_send_task(
         retries = int(task.request.retries or 0)
         wait = backoff(retries, base=retry_backoff, cap=retry_backoff_max)
         try:
-            outcome = ledger.send_once(worker_session.get(), message, key=key)
+            with worker_session.task() as session:
+                outcome = ledger.send_once(session, message, key=key)
         except Exception as exc:
             if not is_transient(exc):
                 raise

@@ -184,8 +184,14 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def _deferred(result: SendResult) -> bool:
-    """A result that may succeed later: not sent, with a ``4xx`` reply or no reply."""
-    return result.status == "failed" and (result.code is None or 400 <= result.code < 500)
+    """A result that may succeed later: ``"deferred"`` by the session's limits, or not
+    sent with a ``4xx`` reply or no reply (and no recipient refused for good)."""
+    status: str = result.status
+    if status == "deferred":
+        return True
+    if status != "failed" or not (result.code is None or 400 <= result.code < 500):
+        return False
+    return all(400 <= code < 500 for code, _ in result.refused.values())
 
 
 @dataclass(frozen=True)
