@@ -29,8 +29,17 @@ from typing import TYPE_CHECKING
 import pytest
 from components import spawned
 
-from oauthsmtp import OAuth2Parameters, RedisStore, TokenKey
+from oauthsmtp import (
+    LoginRequired,
+    OAuth2Parameters,
+    RedisStore,
+    TokenError,
+    TokenKey,
+    TokenStoreError,
+)
 from oauthsmtp._oauth import endpoint
+from oauthsmtp._oauth.tokenresponse import TokenState
+from oauthsmtp._tokens.manager import TokenManager
 from oauthsmtp._tokens.token import AuthToken
 from oauthsmtp.devserver import AuthServer, headless_login
 
@@ -145,3 +154,94 @@ def test_four_racers_with_lapsing_leases_lose_no_login(
     stored = AuthToken.from_json(raw).state
     again = endpoint.refresh(OAuth2Parameters(**arg["params"]), stored)  # still alive
     assert auth_server.validate_access_token(again.access_token) is not None
+
+
+# ---------------------------------------------------------------------------
+# the same, step by step: a refresh interrupted by a lapsed lease
+# ---------------------------------------------------------------------------
+
+
+def _logged_in(
+    auth_server: AuthServer, redis_server: RedisServer, lease: float
+) -> tuple[OAuth2Parameters, RedisStore, TokenKey, TokenState]:
+    params = auth_server.parameters(
+        auth_server.register_client(public=True), redirect_url="http://127.0.0.1:0/callback"
+    )
+    store = RedisStore(redis_server.url, lease=lease, lock_timeout=10)
+    headless_login(params, account=ACCOUNT, store=store, timeout=30)
+    key = TokenKey(params.token_url, params.client_id, ACCOUNT)
+    raw = store.load(key)
+    assert raw is not None
+    return params, store, key, AuthToken.from_json(raw).state
+
+
+def test_a_refresh_interrupted_by_a_lapsed_lease_is_saved_later(
+    auth_server: AuthServer, redis_server: RedisServer
+) -> None:
+    """A rotates the refresh token and loses its lease before saving; B's refresh with the
+    old one is refused: 'try again', not a dead login; A then saves, and the login lives."""
+    params, store_a, key, held = _logged_in(auth_server, redis_server, lease=5.0)
+    store_b = RedisStore(redis_server.url, lease=5.0, lock_timeout=10)
+    manager_b = TokenManager(params, store_b, key)
+    seen: dict[str, object] = {}
+
+    def rotate_then_lose_the_lease(p: OAuth2Parameters, state: TokenState) -> TokenState:
+        answer = endpoint.refresh(p, state)  # the provider rotated: the old one is dead
+        store_a.redis.delete(store_a.lease_key(key))  # A's lease lapses (paused, say)
+        with pytest.raises(TokenError, match="try again shortly") as info:
+            manager_b(held)  # B takes the lock and refreshes with the old refresh token
+        seen["b"] = info.value
+        assert store_b.load(key) is not None  # not deleted
+        return answer
+
+    manager_a = TokenManager(params, store_a, key, refresh=rotate_then_lose_the_lease)
+    new = manager_a(held)
+    assert "b" in seen
+    assert manager_a.save_pending  # its own save was fenced off
+    manager_a.retry_save()  # the store still holds what it replaced: saved now
+    assert not manager_a.save_pending
+    raw = store_a.load(key)
+    assert raw is not None
+    assert AuthToken.from_json(raw).state.refresh_token == new.refresh_token
+    assert endpoint.refresh(params, AuthToken.from_json(raw).state).access_token
+
+
+def test_a_holder_whose_lease_lapsed_sends_no_refresh(
+    auth_server: AuthServer, redis_server: RedisServer
+) -> None:
+    params, store, key, held = _logged_in(auth_server, redis_server, lease=5.0)
+    sent: list[str] = []
+
+    def lose_the_lease_first(p: OAuth2Parameters, state: TokenState) -> TokenState:
+        sent.append("refresh")
+        return endpoint.refresh(p, state)
+
+    manager = TokenManager(params, store, key, refresh=lose_the_lease_first)
+    with store.lock(key):
+        store.redis.delete(store.lease_key(key))
+        with pytest.raises(TokenStoreError, match="lease on it lapsed"):
+            store.begin_refresh(key, store.load(key))
+    before = auth_server.token_requests
+    manager(held)  # a fresh lease: refreshes normally
+    assert sent == ["refresh"]
+    assert auth_server.token_requests - before == 1
+
+
+def test_a_login_whose_rotated_token_died_with_its_worker_ends_after_the_note_lapses(
+    auth_server: AuthServer, redis_server: RedisServer
+) -> None:
+    """The worker that got the new refresh token never comes back: once its note lapsed
+    (10 leases), the refused refresh token ends the login, as it must."""
+    params, store, key, held = _logged_in(auth_server, redis_server, lease=0.1)
+    with store.lock(key):
+        store.begin_refresh(key, store.load(key))
+        endpoint.refresh(params, held)  # rotated; the new token is "lost with the worker"
+    manager = TokenManager(params, RedisStore(redis_server.url, lease=0.1), key)
+    with pytest.raises(TokenError, match="try again shortly"):
+        manager(held)
+    deadline = time.monotonic() + 10
+    while store.redis.keys("oauthsmtp:refreshing:*") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(LoginRequired):
+        manager(held)
+    assert store.load(key) is None
