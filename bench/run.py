@@ -12,6 +12,7 @@ Sections (see bench/README.md for what each measures):
 ``refresh``  token requests for 8 threads and 4 processes on an expired cached token
 ``startup``  ``import oauthsmtp``, ``oauthsmtp token``, a cold "refresh + send one message"
 ``api``      SMTP pipelining beside the Gmail API and Graph sessions, through the delay proxy
+``fleet``    4 processes sharing SendLimits through Redis: pace against the limits, overhead
 
 The servers (oauthsmtp's development provider) and the delay proxy run in their own
 processes; the clients run in this one, so its CPU time is the client's alone.
@@ -31,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import coldstart
+import fleet
 import refresh
 import throughput
 from clients import Target
@@ -39,7 +41,7 @@ from messages import LARGE, SMALL
 
 from oauthsmtp.devserver import headless_login
 
-SECTIONS = ("send", "refresh", "startup", "api")
+SECTIONS = ("send", "refresh", "startup", "api", "fleet")
 ONE_WAY_DELAY_MS = 10.0
 
 
@@ -183,6 +185,11 @@ def main(argv: list[str]) -> int:
                 tables += other_tables(section, servers, quick=args.quick)
         if "api" in args.sections:
             tables += api_tables(servers, proxy, quick=args.quick)
+    if "fleet" in args.sections:
+        print("\n== fleet", flush=True)
+        tables += fleet.fleet_tables(quick=args.quick)
+        for table in tables[-2:]:
+            table.show()
     took = time.perf_counter() - started
     print(f"\nthe benchmark took {took:.0f} s", flush=True)
     write_results(args.output, args, tables, took)

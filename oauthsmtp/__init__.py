@@ -11,6 +11,7 @@ The private packages follow the data path, each importing only those before it
     _oauth/     parameters -> authorization request -> callback -> token endpoint
     _tokens/    AuthToken, single-flight refresh, auth_identify; stores/ keep tokens
     _message/   Email and EmailMessage -> checked, rendered wire bytes
+    _limits/    SendLimits and the budget sessions share (in a process, or through Redis)
     _smtp/      SASL, the wire, AUTH, transactions, the pool -> SMTPSession
     _api/       the same messages and results over HTTP: GmailAPISession, GraphSession
     _mailbox/   the same token for reading mail: IMAP and POP3 logins (imaplib, poplib)

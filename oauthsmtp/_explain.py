@@ -219,7 +219,9 @@ TABLE: tuple[Explanation, ...] = (
         cause="Microsoft 365 allows 3 concurrent SMTP connections per mailbox; other "
         "programs or workers sending as the same mailbox count too.",
         fix="open fewer connections (SMTPSession(..., connections=1)); oauthsmtp's pool already "
-        "shrinks when it sees this reply. Share one limit across workers.",
+        "shrinks when it sees this reply. Share one limit across workers: "
+        "SMTPSession(..., limits=oauthsmtp.providers.MICROSOFT_365_LIMITS, "
+        "limits_store=a RedisStore) backs off and retries, and keeps every worker within 3.",
         patterns=(r"\b4\.3\.2\b", r"concurrent connections limit"),
         retry=True,
     ),
@@ -229,7 +231,8 @@ TABLE: tuple[Explanation, ...] = (
         cause="Microsoft 365 allows 10,000 recipients per day per mailbox (and 30 messages a "
         "minute); the excess is refused.",
         fix="wait until the rolling 24-hour window frees up, spread sending over mailboxes, or "
-        "use a bulk-mail service for large volumes.",
+        "use a bulk-mail service for large volumes; SendLimits (providers.MICROSOFT_365_LIMITS) "
+        "counts recipients first and defers what would pass the cap.",
         patterns=(r"submissionquotaexceeded", r"\b5\.2\.0\b.*quota"),
     ),
     # -- Gmail SMTP ------------------------------------------------------------------------
@@ -263,7 +266,8 @@ TABLE: tuple[Explanation, ...] = (
         cause="Gmail allows about 500 messages a day; Google Workspace 2,000 messages and "
         "10,000 recipients a day, 100 recipients per message.",
         fix="wait up to 24 hours, or split sending across accounts; Workspace admins can see "
-        "the limits in the Admin console.",
+        "the limits in the Admin console. SendLimits (providers.GMAIL_LIMITS, "
+        "GOOGLE_WORKSPACE_LIMITS) counts first and defers what would pass the cap.",
         patterns=(r"\b5\.4\.5\b", r"daily user sending limit"),
     ),
     Explanation(

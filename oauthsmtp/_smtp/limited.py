@@ -5,10 +5,13 @@ A :class:`Limiter` sits between a session and its :class:`~oauthsmtp._limits.bud
 
 * **Connections**: :meth:`Limiter.connect` wraps the connector: a slot is taken before a
   connection is opened (the session's first connection waits for one, at most
-  ``max_wait`` seconds, then its messages are ``"deferred"``; its further connections take
-  one only if one is free now) and given back when the connection is closed, whatever
-  closes it. A transient refusal while connecting (``432 4.3.2`` too many connections,
-  ``421``, any ``4xx``) is retried after a bounded, jittered, doubling backoff.
+  ``max_wait`` seconds, then its messages are ``"deferred"``; its further connections,
+  once the first is up, take one only if one is free now) and given back when the
+  connection is closed, whatever closes it. A transient refusal while connecting the
+  session's first connection (``432 4.3.2`` too many connections, ``421``, any ``4xx``) is
+  retried after a bounded, jittered, doubling backoff; a further connection refused so is
+  given up at once (the pool carries on with the connections it has, and remembers how
+  many the server accepts).
 * **Messages**: :meth:`Limiter.admit` runs when a connection takes the next message, before
   its MAIL FROM is written: more recipients than ``recipients_per_message`` fail it (never
   split); a daily cap reached, or a message slot further away than ``max_wait``, defers it;
@@ -109,7 +112,13 @@ class Limiter:
         the channel drops the connection, and transient refusals retried."""
 
         def connect(channel: Channel, gate: Gate | None) -> None:
-            first = gate is None and self._count(0) == 0
+            if gate is not None:
+                # A further connection of a new batch: once the first is up (holding its
+                # slot), take one only if one is free, so this never waits in the queue
+                # ahead of the first or after the batch no longer needs it.
+                gate()
+                gate = None
+            first = self._count(0) == 0
             hold = self.budget.acquire_connection(self.limits.max_wait if first else 0.0)
             if hold is None:
                 if not first:
@@ -120,7 +129,10 @@ class Limiter:
                     f"{self.limits.connections} connections at once); it may be sent later"
                 )
             try:
-                self._connect_retrying(inner, channel, gate)
+                if first:
+                    self._connect_retrying(inner, channel, gate)
+                else:  # a refusal ends this further connection; the pool carries on without
+                    inner(channel, gate)
             except BaseException:
                 hold.release()
                 raise

@@ -271,7 +271,8 @@ class Lane:
             more for now), a result ends it unsent (sending limits, see
             :mod:`oauthsmtp._smtp.limited`).
         retry: asked with a job and its result before the result is set: True puts the
-            job back at the end of the queue instead (a transient refusal).
+            job back in the queue instead (a transient refusal; it is taken again before the
+            messages not yet read, and :attr:`admit` holds it until its backoff is over).
     """
 
     inflight: deque[Job] = field(default_factory=deque)
@@ -307,7 +308,7 @@ class Lane:
 
     def finish(self, job: Job, result: SendResult) -> None:
         """Set the final result of the oldest job in flight (or, when :attr:`retry` says
-        so, put it back at the end of the queue)."""
+        so, put it back in the queue)."""
         self.inflight.remove(job)
         if self.retry is not None and self.queue is not None and self.retry(job, result):
             self.queue.put([job])
