@@ -31,7 +31,7 @@ from celery import Celery
 from components import Lines, spawned
 from smtp_counting_proxy import CountingProxy, max_in_window
 
-from oauthsmtp import RedisStore
+from oauthsmtp import LoginRequired, RedisStore
 from oauthsmtp._accounts import AccountRegistry, AccountSettings
 from oauthsmtp.devserver import AuthServer, SMTPServer, headless_login
 from oauthsmtp.integrations.ledger import SendLedger, message_key
@@ -310,3 +310,43 @@ def test_four_workers_send_2000_messages_once_each(make_fleet: Callable[..., Fle
         f"max starts per window {max_in_window(fleet.proxy.mail_times, window)}, per 0.8 "
         f"window {max_in_window(fleet.proxy.mail_times, 0.8 * window)}"
     )
+
+
+def test_one_worker_retries_what_may_pass_later_and_returns_the_rest(
+    make_fleet: Callable[..., Fleet],
+) -> None:
+    """Through a real worker: a 432 at AUTH is retried until it passes; a 550 is returned as
+    'failed' and not retried; a login that is gone fails the task at once."""
+    fleet = make_fleet()
+    sender = Celery("fleet-sender", broker=fleet.broker, backend=fleet.broker)
+    fleet.start_workers(1)
+
+    fleet.smtp.auth_failure = "connections"  # Microsoft's 432 4.3.2 on every AUTH
+    busy = sender.send_task(TASK, args=[message(1)])
+    wait_until(lambda: len(fleet.smtp.auth_log) >= 2, 60, "AUTH refused twice (one retry)")
+    fleet.smtp.auth_failure = None
+    assert busy.get(timeout=60)["status"] == "sent"
+
+    fleet.smtp.reject_recipients = frozenset({"reader02@example.test"})
+    second = message(2)
+    refused = sender.send_task(TASK, args=[second]).get(timeout=60)
+    assert (refused["status"], refused["code"], refused["replayed"]) == ("failed", 550, False)
+    assert list(refused["refused"]) == ["reader02@example.test"]
+    again = sender.send_task(TASK, args=[second]).get(timeout=60)
+    assert (again["status"], again["replayed"]) == ("failed", True)  # recorded, not retried
+
+    # The login is removed (a logout elsewhere); the token expires, the connection is cut.
+    key = fleet.store.keys()[0]
+    fleet.store.delete(key)
+    fleet.clock_offset[0] = LIFETIME + 120
+    fleet.proxy.cut_all()
+    gone = sender.send_task(TASK, args=[message(3)])
+    with pytest.raises(Exception, match=r"[Ll]og in again") as info:
+        gone.get(timeout=60)
+    assert type(info.value).__name__ == LoginRequired.__name__  # rebuilt by Celery's backend
+    fleet.stop_workers()
+    log = fleet.logs[0].rest()
+    assert log.count("Retry in") >= 1
+    assert "LoginRequired" in log
+    received = message_ids(fleet.smtp)
+    assert sorted(received.values()) == [1]  # only message 1 arrived; 3 never did
