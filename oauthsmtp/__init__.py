@@ -13,7 +13,8 @@ The private packages follow the data path, each importing only those before it
     _message/   Email and EmailMessage -> checked, rendered wire bytes
     _limits/    SendLimits and the budget sessions share (in a process, or through Redis)
     _smtp/      SASL, the wire, AUTH, transactions, the pool -> SMTPSession
-    _api/       the same messages and results over HTTP: GmailAPISession, GraphSession
+    _api/       the same messages and results over HTTP: GmailAPISession, GraphSession;
+                AutoSession (SMTP first, the API when SMTP AUTH is switched off)
     _mailbox/   the same token for reading mail: IMAP and POP3 logins (imaplib, poplib)
     _cli/       the ``oauthsmtp`` command, on top of all of the above
     devserver/  the local development provider (authorization + SMTP server)
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from . import providers
+    from ._api.auto import AutoSession
     from ._api.gmail import GmailAPISession
     from ._api.graph import GraphSession
     from ._explain import explain
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
     from ._smtp.session import SendResult, SMTPSession, VerifyResult
     from ._smtp.wire import SMTPConnectionError, SMTPTimeoutError
     from ._tokens.apponly import app_token
+    from ._tokens.audience import token_for_scope
     from ._tokens.identify import auth_identify, import_token, refresh_token, revoke_token
     from ._tokens.stores.base import TokenKey, TokenStore
     from ._tokens.stores.choose import default_store
@@ -75,6 +78,7 @@ __all__ = [
     "AuthToken",
     "AuthorizationError",
     "AuthorizationTimeout",
+    "AutoSession",
     "CallbackError",
     "ClientCredentials",
     "ConfigurationError",
@@ -113,6 +117,7 @@ __all__ = [
     "providers",
     "refresh_token",
     "revoke_token",
+    "token_for_scope",
 ]
 
 _LAZY = {
@@ -145,6 +150,8 @@ _LAZY = {
     "SMTPTimeoutError": "._smtp.wire",
     "GmailAPISession": "._api.gmail",
     "GraphSession": "._api.graph",
+    "AutoSession": "._api.auto",
+    "token_for_scope": "._tokens.audience",
 }
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from oauthsmtp._oauth.params import OAuth2Parameters
+from oauthsmtp._oauth.scopes import resource_groups
 from oauthsmtp._tokens.stores.base import TokenKey
 from oauthsmtp._tokens.stores.choose import REDIS_SCHEMES, redis_store_for
 from oauthsmtp._tokens.stores.redisstore import redact_url
@@ -36,6 +37,8 @@ from oauthsmtp._util.jsonobject import load_json_object
 from ._errors import ConfigurationError, TokenStoreError
 
 if TYPE_CHECKING:
+    from oauthsmtp._api.auto import AutoSession
+    from oauthsmtp._api.session import APISession
     from oauthsmtp._oauth.appgrants import ClientCredentials
     from oauthsmtp._smtp.session import SMTPSession
     from oauthsmtp._tokens.stores.base import TokenStore
@@ -49,8 +52,13 @@ __all__ = [
     "PRIVATE_KEY_FILE",
     "SUBJECT",
     "AccountRegistry",
+    "TRANSPORTS",
     "AccountSettings",
+    "api_session",
+    "api_token",
     "app_credentials",
+    "auto_session",
+    "grants_api",
     "open_session",
     "recorded_settings",
     "saved_login",
@@ -66,6 +74,10 @@ _SECURITY = ("starttls", "ssl", "none")
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LOCK_TIMEOUT = 60.0
+
+
+TRANSPORTS = ("smtp", "api", "auto")
+"""What ``--transport`` may record: SMTP, an HTTP API, or SMTP then the API (AutoSession)."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +96,9 @@ class AccountSettings:
         transport: ``"smtp"`` (the default) or ``"api"``: ``oauthsmtp send`` then sends
             through the Gmail API (``gmail``, ``google-service-account``) or Microsoft Graph
             (``microsoft``; ``microsoft-app`` through ``/users/{account}``;
-            ``custom``: the Gmail API when ``api_url`` has a ``/gmail/`` segment, else Graph).
+            ``custom``: the Gmail API when ``api_url`` has a ``/gmail/`` segment, else Graph);
+            or ``"auto"``: SMTP, switching to that API only when SMTP is refused for
+            configuration (:class:`~oauthsmtp.AutoSession`).
         api_url: the API's base URL when not the public one (national clouds, the
             development provider); None for the default.
     """
@@ -149,9 +163,9 @@ class AccountSettings:
             raise ConfigurationError(
                 f"the SMTP security {self.security!r:.20} is not one of {', '.join(_SECURITY)}"
             )
-        if self.transport not in ("smtp", "api"):
+        if self.transport not in TRANSPORTS:
             raise ConfigurationError(
-                f"the transport {self.transport!r:.20} is not smtp or api (give --transport)"
+                f"the transport {self.transport!r:.20} is not smtp, api or auto (give --transport)"
             )
         if not isinstance(self.has_client_secret, bool):
             raise ConfigurationError("account setting has_client_secret must be true or false")
@@ -186,6 +200,22 @@ class AccountSettings:
         if self.provider == "custom" and self.api_url and "/gmail/" in self.api_url + "/":
             return "gmail"
         return "graph"
+
+    @property
+    def api_scopes(self) -> tuple[str, ...] | None:
+        """The scopes of the API's own token when the login's token is for another resource.
+
+        A Microsoft login that consented to ``SMTP.Send`` and Graph's ``Mail.Send``
+        (``--transport auto``) holds a token for SMTP; Graph needs one redeemed for its own
+        scopes (:func:`~oauthsmtp.token_for_scope`). None when one token serves both (Google's
+        ``https://mail.google.com/``) or the login asked for one resource only.
+        """
+        groups = resource_groups(self.scope)
+        if len(groups) < 2:
+            return None
+        mail_send = [g for g in groups if any(s.endswith("/Mail.Send") for s in g)]
+        group = mail_send[0] if mail_send else groups[1]
+        return group + tuple(s for s in self.scope if s == "offline_access")
 
     @property
     def token_key(self) -> TokenKey:
@@ -510,6 +540,9 @@ def open_session(
     the recorded ones; other keywords (``timeout``, ``ssl_context``, ``connections``, ...)
     go to :class:`~oauthsmtp.SMTPSession`. The session is not connected yet.
 
+    An account recorded with ``transport="auto"`` gets its SMTP session (SMTP is what
+    ``auto`` tries first; the switch to the API is :func:`auto_session`'s).
+
     Raises:
         ConfigurationError: the account is not recorded, is recorded for an HTTP API
             (``transport="api"``), or an option is invalid.
@@ -519,7 +552,7 @@ def open_session(
     from oauthsmtp._smtp.session import SMTPSession
 
     settings = recorded_settings(account, home=home)
-    if settings.transport != "smtp":
+    if settings.transport == "api":
         raise ConfigurationError(
             f"the account {account} sends through an HTTP API (transport {settings.transport}), "
             "and this sends over SMTP; record it for SMTP with `oauthsmtp account set --account "
@@ -538,3 +571,84 @@ def open_session(
         auth_token=token,
         **session_options,
     )
+
+
+# -- the HTTP API and the auto transport for a recorded account ---------------------------------
+
+
+def grants_api(settings: AccountSettings, scopes: tuple[str, ...]) -> bool:
+    """Whether ``scopes`` include one the account's API takes: Graph's ``Mail.Send``; for
+    the Gmail API ``gmail.send`` or ``https://mail.google.com/`` (which covers it)."""
+    if settings.api == "gmail":
+        return any(s == "https://mail.google.com/" or s.endswith("/gmail.send") for s in scopes)
+    return any(s.endswith("/Mail.Send") for s in scopes)
+
+
+def api_token(settings: AccountSettings, token: AuthToken) -> AuthToken:
+    """The token the account's HTTP API takes: ``token`` itself, or one redeemed from the
+    same login for the API's resource (:attr:`AccountSettings.api_scopes`).
+
+    Raises:
+        LoginRequired, TokenError, TokenStoreError: the redemption failed (as
+            :func:`~oauthsmtp.token_for_scope`).
+    """
+    scopes = settings.api_scopes
+    if scopes is None:
+        return token
+    from oauthsmtp._tokens.audience import token_for_scope
+
+    return token_for_scope(token, scopes)
+
+
+def api_session(settings: AccountSettings, token: AuthToken, **options: Any) -> APISession:
+    """The account's API session (Gmail API or Microsoft Graph), not started.
+
+    ``token`` is the login's token; the API's own is obtained from it when the API is
+    another resource (:func:`api_token`). An app-only Microsoft account sends through
+    ``/users/{account}``. ``options`` go to the session (``timeout=``, ``ssl_context=``).
+    """
+    from oauthsmtp._api.gmail import GMAIL_API_URL, GmailAPISession
+    from oauthsmtp._api.graph import GRAPH_API_URL, GraphSession
+
+    source = api_token(settings, token)
+    if settings.api == "gmail":
+        return GmailAPISession(
+            auth_token=source, base_url=settings.api_url or GMAIL_API_URL, **options
+        )
+    user = settings.account if settings.provider == "microsoft-app" else None
+    return GraphSession(
+        auth_token=source, user=user, base_url=settings.api_url or GRAPH_API_URL, **options
+    )
+
+
+def auto_session(
+    settings: AccountSettings,
+    token: AuthToken,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    security: str | None = None,
+    ssl_context: Any = None,
+    api_ssl_context: Any = None,
+) -> AutoSession:
+    """An :class:`~oauthsmtp.AutoSession` for an account: its SMTP session first, its API
+    session built (and its API token redeemed) only at the switch. Not started.
+
+    Raises:
+        ConfigurationError: an invalid SMTP override.
+    """
+    from oauthsmtp._api.auto import AutoSession
+    from oauthsmtp._smtp.session import SMTPSession
+
+    target_host, target_port, target_security = smtp_target(
+        settings, host=host, port=port, security=security
+    )
+    smtp = SMTPSession(
+        target_host,
+        port=target_port,
+        security=target_security,  # type: ignore[arg-type]  # checked by smtp_target
+        username=settings.account,
+        auth_token=token,
+        ssl_context=ssl_context,
+    )
+    return AutoSession(smtp, lambda: api_session(settings, token, ssl_context=api_ssl_context))

@@ -65,6 +65,11 @@ _GRAPH = (
     "(oauthsmtp login --account {account} --transport api; docs/api.md)"
 )
 
+_GRAPH_OR_AUTO = (
+    "send through Microsoft Graph instead: oauthsmtp login --account {account} --transport api "
+    "(or --transport auto: SMTP first, Graph only when SMTP is refused like this; docs/api.md)"
+)
+
 TABLE: tuple[Explanation, ...] = (
     # -- the account, its saved login and its token (what oauthsmtp doctor checks first) ------
     Explanation(
@@ -127,6 +132,18 @@ TABLE: tuple[Explanation, ...] = (
         patterns=(r"microsoft graph scope, not smtp\.send",),
     ),
     Explanation(
+        key="api-token-missing",
+        kind="account",
+        title="The login gives no token for the HTTP API that transport auto switches to.",
+        cause="the login did not consent to the API's scope (Microsoft Graph's Mail.Send), or "
+        "the app registration lacks that permission: the refresh that redeems the API's token "
+        "is refused (invalid_scope, AADSTS65001).",
+        fix="add the API permission to the app (Microsoft Graph > Delegated > Mail.Send; "
+        "docs/api.md) and log in again asking for both: oauthsmtp login --account {account} "
+        "--transport auto.",
+        patterns=(r"no token for .{1,80} from this login",),
+    ),
+    Explanation(
         key="scope-missing",
         kind="account",
         title="The token lacks the scope needed to send mail over SMTP.",
@@ -144,8 +161,7 @@ TABLE: tuple[Explanation, ...] = (
         "no token can change that.",
         fix="an Exchange admin runs Set-TransportConfig -SmtpClientAuthenticationDisabled $false "
         "(or enables it for this mailbox only: Set-CASMailbox -Identity {account} "
-        "-SmtpClientAuthenticationDisabled $false); or send through Microsoft Graph instead "
-        "(oauthsmtp login --account {account} --transport api; docs/api.md); see "
+        f"-SmtpClientAuthenticationDisabled $false); or {_GRAPH_OR_AUTO}; see "
         "https://aka.ms/smtp_auth_disabled. Refreshing or retrying will not help.",
         patterns=(r"5\.7\.139.*\btenant\b", r"smtpclientauthentication is disabled for the tenant"),
     ),
@@ -155,8 +171,7 @@ TABLE: tuple[Explanation, ...] = (
         cause="the mailbox has SMTP client authentication turned off; no token can change that.",
         fix="an Exchange admin runs Set-CASMailbox -Identity {account} "
         "-SmtpClientAuthenticationDisabled $false (the change can take an hour to apply); or "
-        "send through Microsoft Graph instead (oauthsmtp login --account {account} --transport "
-        "api; docs/api.md); see https://aka.ms/smtp_auth_disabled. Refreshing or retrying will "
+        f"{_GRAPH_OR_AUTO}; see https://aka.ms/smtp_auth_disabled. Refreshing or retrying will "
         "not help.",
         patterns=(
             r"5\.7\.139.*\bmailbox\b",
@@ -170,8 +185,7 @@ TABLE: tuple[Explanation, ...] = (
         "defaults / a Conditional Access policy block it.",
         fix="an Exchange admin runs Set-CASMailbox -Identity {account} "
         "-SmtpClientAuthenticationDisabled $false (or Set-TransportConfig for the tenant) and "
-        "checks that security defaults do not block SMTP AUTH; or send through Microsoft Graph "
-        "(oauthsmtp login --account {account} --transport api; docs/api.md); see "
+        f"checks that security defaults do not block SMTP AUTH; or {_GRAPH_OR_AUTO}; see "
         "https://aka.ms/smtp_auth_disabled.",
         patterns=(r"\b5\.7\.139\b", r"smtpclientauthentication is disabled"),
     ),
@@ -179,7 +193,8 @@ TABLE: tuple[Explanation, ...] = (
         key="smtp-5.7.30",
         title="550 5.7.30: Microsoft 365 no longer accepts a password for SMTP (basic auth).",
         cause="basic authentication for client submission is off; only OAuth2 (XOAUTH2) works.",
-        fix=f"log in with OAuth2 and send with the token: {_LOGIN} --provider microsoft.",
+        fix=f"log in with OAuth2 and send with the token: {_LOGIN} --provider microsoft; if "
+        f"SMTP AUTH is refused for the token as well, {_GRAPH_OR_AUTO}.",
         patterns=(r"\b5\.7\.30\b", r"basic authentication is not supported"),
     ),
     Explanation(

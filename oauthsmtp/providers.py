@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from oauthsmtp._oauth.params import OAuth2Parameters
 from oauthsmtp._oauth.scopes import (
@@ -132,7 +132,7 @@ def gmail(
     client_id: str,
     client_secret: str,
     redirect_url: str = "http://localhost:9000",
-    api: bool = False,
+    api: bool | Literal["auto"] = False,
     **overrides: Any,
 ) -> OAuth2Parameters:
     """Parameters for Gmail and Google Workspace.
@@ -140,6 +140,8 @@ def gmail(
     ``api=True`` asks for :data:`GMAIL_API_SCOPE` (``gmail.send``, for
     :class:`~oauthsmtp.GmailAPISession`) instead of SMTP's restricted
     ``https://mail.google.com/``, plus the identity scopes (docs/api.md).
+    ``api="auto"`` (for :class:`~oauthsmtp.AutoSession`) asks for SMTP's
+    ``https://mail.google.com/``, which serves the Gmail API as well: one token for both.
 
     Use a "Desktop app" OAuth client: Google accepts any loopback port for it
     and issues a client secret that it expects on code exchange and refresh
@@ -162,7 +164,7 @@ def gmail(
         "client_secret": client_secret,
         "auth_url": info.auth_url,
         "token_url": info.token_url,
-        "scope": f"{GMAIL_API_SCOPE} {IDENTITY_SCOPES}" if api else info.scope,
+        "scope": f"{GMAIL_API_SCOPE} {IDENTITY_SCOPES}" if _api(api) is True else info.scope,
         "redirect_url": redirect_url,
         "extra_auth_params": {"access_type": "offline", "prompt": "consent"},
         "revocation_url": info.revocation_url,
@@ -175,13 +177,19 @@ def gmail(
 _TENANT_WORDS = {"common", "organizations", "consumers"}
 
 
+def _api(api: object) -> bool | Literal["auto"]:
+    if api is True or api is False or api == "auto":
+        return api
+    raise ConfigurationError(f"api must be True, False or 'auto', not {api!r:.40}")
+
+
 def microsoft(
     *,
     client_id: str,
     tenant: str = "common",
     client_secret: str | None = None,
     redirect_url: str = "http://localhost:9000",
-    api: bool = False,
+    api: bool | Literal["auto"] = False,
     **overrides: Any,
 ) -> OAuth2Parameters:
     """Parameters for Microsoft 365 (work or school) and Outlook.com.
@@ -189,7 +197,10 @@ def microsoft(
     ``api=True`` asks for Microsoft Graph's ``Mail.Send offline_access`` (for
     :class:`~oauthsmtp.GraphSession`) instead of ``SMTP.Send``, plus the identity
     scopes (docs/api.md). One token serves one resource: an SMTP token is refused
-    by Graph ("Invalid audience") and the other way round.
+    by Graph ("Invalid audience") and the other way round. ``api="auto"`` (for
+    :class:`~oauthsmtp.AutoSession`) asks for both in one consent, ``SMTP.Send`` first:
+    the login's token is for SMTP, and :func:`~oauthsmtp.token_for_scope` redeems one
+    for Graph from the same refresh token when it is needed.
 
     Register a public client ("Mobile and desktop applications" with redirect
     ``http://localhost``) and pass no secret: Entra refuses a secret from a
@@ -217,9 +228,11 @@ def microsoft(
         "client_secret": client_secret,
         "auth_url": info.auth_url.format(tenant=tenant),
         "token_url": info.token_url.format(tenant=tenant),
-        "scope": (
-            f"{GRAPH_MAIL_SEND_SCOPE} offline_access {IDENTITY_SCOPES}" if api else info.scope
-        ),
+        "scope": {
+            True: f"{GRAPH_MAIL_SEND_SCOPE} offline_access {IDENTITY_SCOPES}",
+            False: info.scope,
+            "auto": f"{info.scope} {GRAPH_MAIL_SEND_SCOPE}",
+        }[_api(api)],
         "redirect_url": redirect_url,
         "revocation_url": None,
         # RFC 9207 issuer; Entra sends no ``iss`` today, so this is only a guard.

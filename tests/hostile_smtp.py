@@ -174,7 +174,8 @@ class HostileServer:
         bye_on_data: ``{connection index: k}``: answer the k-th end of data with 421 and close
             (the message is not accepted).
         reject_rcpt: recipients refused with 550.
-        reject_mail: senders refused with 550.
+        reject_mail: senders refused with ``reject_mail_reply``.
+        reject_mail_reply: the reply to MAIL from a sender of ``reject_mail``.
         data_reply: the end-of-data reply.
         data_command_reply: answer DATA with this instead of ``354`` (and read no body).
         max_connections: accept this many concurrent connections; each one beyond (counted
@@ -210,6 +211,7 @@ class HostileServer:
         drop_on_rset: dict[int, int] | None = None,
         reject_rcpt: tuple[str, ...] = (),
         reject_mail: tuple[str, ...] = (),
+        reject_mail_reply: str = "550 5.7.1 Sender not allowed",
         data_reply: str = "250 2.0.0 OK queued",
         data_command_reply: str | None = None,
         max_connections: int | None = None,
@@ -238,6 +240,7 @@ class HostileServer:
         self.drop_on_rset = drop_on_rset or {}
         self.reject_rcpt = set(reject_rcpt)
         self.reject_mail = set(reject_mail)
+        self.reject_mail_reply = reject_mail_reply
         self.data_reply = data_reply
         self.data_command_reply = data_command_reply
         self.max_connections = max_connections
@@ -512,7 +515,7 @@ class HostileServer:
         conn.envelope = Received(address, [], b"", line)
         if address in self.reject_mail:
             conn.envelope = None
-            conn.send("550 5.7.1 Sender not allowed")
+            conn.send(self.reject_mail_reply)
             return
         conn.send("250 2.1.0 OK")
 

@@ -18,6 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "api"
 
 EXPECTED: dict[str, list[str]] = {
+    "send_auto.py": [
+        "logged in; the token is for: https://mail.oauthsmtp.test/smtp offline_access",
+        "#1: sent through api (202)",
+        "#2: sent through api (202)",
+        "switched because SMTP said: 535 5.7.139 Authentication unsuccessful",
+        "arrived: 2 messages in the development mailbox",
+    ],
     "send_gmail_api.py": [
         "logged in as user@example.test with scope "
         "https://mail.oauthsmtp.test/gmail.send offline_access",

@@ -75,6 +75,7 @@ SAMPLES = {
     "identity-mismatch": "the token is for other@example.org, not me@example.org",
     "scope-graph-for-smtp": "granted https://graph.microsoft.com/Mail.Send: a Microsoft Graph "
     "scope, not SMTP.Send",
+    "api-token-missing": "no token for Microsoft Graph from this login: invalid_scope",
     "scope-missing": "the mail scope https://mail.google.com/ was not granted (granted: openid)",
     "token-endpoint-failed": "the token endpoint answered HTTP 502 (text/html, 12 bytes) without "
     "an OAuth error; try again later or check token_url",

@@ -73,7 +73,8 @@ def raw_with_bcc(outgoing: OutgoingMessage) -> bytes:
     Bcc and remove Bcc themselves before delivery, so the envelope's blind recipients are
     put back as one ``Bcc`` header.
     """
-    head = outgoing.data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+    end = outgoing.data.find(b"\r\n\r\n")  # the header section only: no copy of the body
+    head = (outgoing.data if end < 0 else outgoing.data[:end]) + b"\r\n\r\n"
     headers = BytesHeaderParser().parsebytes(head)
     visible = {
         address.casefold()
@@ -178,6 +179,11 @@ class APISession:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    @property
+    def api_name(self) -> str:
+        """The API's name for messages: ``"the Gmail API"`` or ``"Microsoft Graph"``."""
+        return self._endpoint.name
 
     @property
     def requests_sent(self) -> int:

@@ -41,9 +41,15 @@ def run_account(args: argparse.Namespace, out: TextIO) -> int:
 
         api_url = check_base_url(args.api_url, "--api-url")
     transport = args.transport or settings.transport
-    if transport == "api" and settings.provider == "custom" and not api_url:
+    if transport != "smtp" and settings.provider == "custom" and not api_url:
         raise CommandError(
-            "--transport api for a custom provider needs --api-url (the API's base URL)",
+            f"--transport {transport} for a custom provider needs --api-url (the API's base URL)",
+            code=EXIT_USAGE,
+        )
+    if transport == "auto" and settings.provider in ("microsoft-app", "google-service-account"):
+        raise CommandError(
+            "an app-only account has one token per scope; --transport auto is for a person's "
+            "login (use --transport smtp or api)",
             code=EXIT_USAGE,
         )
     updated = dataclasses.replace(
@@ -58,9 +64,9 @@ def run_account(args: argparse.Namespace, out: TextIO) -> int:
     accounts.put(updated)
     change = f"{before} -> {after}" if before != after else f"{after} (unchanged)"
     print(f"oauthsmtp: {args.account} now sends through {change}.", file=sys.stderr)
-    if transport != settings.transport:
+    if transport != settings.transport and not _serves(settings, transport):
         print(
-            f"oauthsmtp: the saved token was issued for {settings.transport.upper()}; an API "
+            f"oauthsmtp: the saved login was made for {settings.transport.upper()}; an API "
             "refuses a token for SMTP (and the other way round): log in again with "
             f"`oauthsmtp login --account {args.account} --transport {transport}`",
             file=sys.stderr,
@@ -68,8 +74,23 @@ def run_account(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _serves(settings: AccountSettings, transport: str) -> bool:
+    """Whether the recorded login already serves ``transport``: a login for both resources
+    (``--transport auto``, or Gmail's https://mail.google.com/) serves all three."""
+    if settings.api_scopes is not None:
+        return True
+    return settings.api == "gmail" and "https://mail.google.com/" in settings.scope
+
+
+def _api_name(settings: AccountSettings) -> str:
+    name = "the Gmail API" if settings.api == "gmail" else "Microsoft Graph"
+    return name + (f" at {settings.api_url}" if settings.api_url else "")
+
+
 def _target(settings: AccountSettings) -> str:
     if settings.transport == "api":
-        name = "the Gmail API" if settings.api == "gmail" else "Microsoft Graph"
-        return name + (f" at {settings.api_url}" if settings.api_url else "")
-    return f"{settings.smtp_host}:{settings.smtp_port} ({settings.security})"
+        return _api_name(settings)
+    smtp = f"{settings.smtp_host}:{settings.smtp_port} ({settings.security})"
+    if settings.transport == "auto":
+        return f"{smtp}, or {_api_name(settings)} when SMTP AUTH is refused as disabled"
+    return smtp

@@ -70,7 +70,14 @@ def run_demo(
     with sigterm_stops():
         workdir = Path(tempfile.mkdtemp(prefix="oauthsmtp-demo-"))
         try:
-            return _run(out, interactive, workdir, DevProvider, api=transport == "api")
+            return _run(
+                out,
+                interactive,
+                workdir,
+                DevProvider,
+                api=transport == "api",
+                auto=transport == "auto",
+            )
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -82,10 +89,17 @@ def _run(
     provider_class: type[DevProvider],
     *,
     api: bool = False,
+    auto: bool = False,
 ) -> int:
-    """The six steps, with the provider and the token store in ``workdir``."""
+    """The six steps, with the provider and the token store in ``workdir``.
+
+    ``api``: through the Graph emulation; ``auto``: an AutoSession whose SMTP AUTH the
+    provider refuses as Microsoft 365 does with SMTP AUTH off, so it switches to Graph.
+    """
+    from oauthsmtp._api.auto import AutoSession
     from oauthsmtp._message.prepare import Email
     from oauthsmtp._oauth.browser import browser_login
+    from oauthsmtp._tokens.audience import token_for_scope
     from oauthsmtp._tokens.identify import auth_identify
     from oauthsmtp._tokens.manager import TokenManager
     from oauthsmtp._tokens.stores.base import TokenKey
@@ -105,15 +119,24 @@ def _run(
             f"   SMTP server:          127.0.0.1:{provider.smtp.port} (STARTTLS), "
             f"CA certificate {provider.ca_path}\n"
         )
-        if api:
+        if api or auto:
             out.write(f"   Microsoft Graph (emulated): {provider.graph_api_url}\n")
-        scope = {"scope": f"{provider.GRAPH_API_SCOPE} offline_access"} if api else {}
+        graph = f"{provider.GRAPH_API_SCOPE} offline_access"
+        scope = {"scope": graph} if api else {}
+        if auto:  # as providers.microsoft(api="auto"): SMTP's scope first, then Graph's
+            scope = {"scope": f"{provider.auth.scope} offline_access {provider.GRAPH_API_SCOPE}"}
         params = provider.parameters(redirect_url="http://127.0.0.1:0/callback", **scope)
 
-        def session(token: AuthToken) -> SMTPSession | GraphSession:
+        def session(token: AuthToken) -> SMTPSession | GraphSession | AutoSession:
             if api:
                 return provider.graph_session(auth_token=token)
-            return provider.session(auth_token=token, mechanism="XOAUTH2")
+            smtp = provider.session(auth_token=token, mechanism="XOAUTH2")
+            if auto:
+                return AutoSession(
+                    smtp,
+                    lambda: provider.graph_session(auth_token=token_for_scope(token, graph)),
+                )
+            return smtp
 
         store = FileStore(workdir / "tokens")
         key = TokenKey(params.token_url, params.client_id, ACCOUNT)
@@ -155,7 +178,17 @@ def _run(
         token = auth_identify(params, account=ACCOUNT, store=store, interactive=False)
         out.write(f"   auth_identify(..., interactive=False) -> a valid token: {token.valid}\n")
 
-        if api:
+        if auto:
+            provider.smtp.auth_failure = "mailbox"
+            _say(
+                out,
+                "Step 4 of 6: send with transport auto, SMTP AUTH switched off",
+                """The SMTP server now answers AUTH as Microsoft 365 does when SMTP AUTH is
+                disabled for the mailbox (535 5.7.139). AutoSession tries SMTP, sees that
+                refusal (and only that one), logs a warning naming the permanent fix, and
+                sends through Graph with a token redeemed from the same login.""",
+            )
+        elif api:
             _say(
                 out,
                 "Step 4 of 6: send a message through Microsoft Graph",
@@ -181,6 +214,8 @@ def _run(
         with session(token) as sender:
             result = sender.send(first)
         out.write(f"   server answered: {result.code} {result.message}\n")
+        if auto:
+            out.write(f"   sent through: {result.transport}\n")
         received = provider.wait_for_messages(1)
         msg = received[0]
         _say(
@@ -221,6 +256,8 @@ def _run(
         with session(token) as sender:
             result = sender.send(second)
         out.write(f"   server answered: {result.code} {result.message}\n")
+        if auto:
+            out.write(f"   sent through: {result.transport}\n")
         arrived = provider.wait_for_messages(2)
         ok = len(arrived) >= 2 and arrived[1].subject == second.subject
     if ok:
@@ -228,7 +265,12 @@ def _run(
             out,
             "Done",
             (
-                """Both messages arrived. In your own code the same takes three calls:
+                """Both messages arrived. In your own code: oauthsmtp.providers.microsoft(...,
+                api="auto") for the parameters, oauthsmtp.auth_identify(...) for the token,
+                and oauthsmtp.AutoSession(SMTPSession(...), GraphSession factory).send(...);
+                or `oauthsmtp login --transport auto`. See docs/api.md."""
+                if auto
+                else """Both messages arrived. In your own code the same takes three calls:
                 oauthsmtp.providers.microsoft(..., api=True) for the parameters,
                 oauthsmtp.auth_identify(...) for the token, and
                 oauthsmtp.GraphSession(...).send(...). See docs/api.md."""

@@ -82,13 +82,17 @@ def diagnose(account: str | None) -> list[Check]:
     if token is not None:
         from oauthsmtp._oauth.tokenresponse import token_identity
 
-        names = token_identity(token.server_response, client_id=settings.client_id)
+        names = token.identity or token_identity(
+            token.server_response, client_id=settings.client_id
+        )
         checks.append(check_identity(names, account))
         if settings.transport == "api":
             shown = " ".join(token.scope) or "(none)"
             checks.append(passed("scopes", f"granted: {shown} (for the HTTP API)"))
         else:
             checks.append(check_scopes(settings.provider, token.scope, account=account))
+        if settings.transport == "auto":
+            checks.append(_api_token(settings, token))
     if settings.transport == "api":
         checks.append(
             passed(
@@ -318,6 +322,41 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _api_token(settings: AccountSettings, token: AuthToken) -> Check:
+    """transport auto: the token the API would take at the switch (redeemed now if needed)."""
+    from oauthsmtp import OAuthSMTPError
+    from oauthsmtp._accounts import api_token, grants_api
+
+    name = "the Gmail API" if settings.api == "gmail" else "Microsoft Graph"
+    if settings.api_scopes is None and not grants_api(settings, token.scope):
+        return failed(
+            "api token",
+            f"no token for {name} from this login: it asked for none of its scopes "
+            f"(granted: {' '.join(token.scope) or 'none'}); transport auto cannot switch to it",
+            account=settings.account,
+            default="api-token-missing",
+            login=True,
+        )
+    try:
+        source = api_token(settings, token)
+    except OAuthSMTPError as exc:
+        return failed(
+            "api token",
+            f"no token for {name} from this login: {_first_line(exc)}; transport auto cannot "
+            "switch to it",
+            account=settings.account,
+            default="api-token-missing",
+            login=True,
+        )
+    if source is token:
+        return passed("api token", f"the login's token serves {name} too (transport auto)")
+    return passed(
+        "api token",
+        f"{name} token obtained from the same login ({' '.join(source.scope)}); "
+        "transport auto can switch to it",
+    )
+
+
 def _auth(settings: AccountSettings, token: AuthToken) -> Check:
     """AUTH with the token through SMTPSession.verify(): RSET and QUIT after it, no MAIL."""
     from oauthsmtp import LoginRequired, OAuthSMTPError, SMTPAuthError, SMTPSession
@@ -333,9 +372,22 @@ def _auth(settings: AccountSettings, token: AuthToken) -> Check:
             timeout=SMTP_TIMEOUT,
         ).verify()
     except OAuthSMTPError as exc:
-        return _auth_failure(
+        check = _auth_failure(
             exc, account, login=isinstance(exc, LoginRequired), auth=isinstance(exc, SMTPAuthError)
         )
+        from oauthsmtp._api.auto import refused_for_configuration
+
+        code, server = getattr(exc, "code", None), getattr(exc, "server_message", None)
+        if settings.transport == "auto" and refused_for_configuration(code, server):
+            # Sending still works: auto switches to the API on exactly this refusal.
+            name = "the Gmail API" if settings.api == "gmail" else "Microsoft Graph"
+            return Check(
+                check.check,
+                "warn",
+                f"{check.detail}; transport auto sends through {name} instead",
+                check.fix,
+            )
+        return check
     return passed("smtp auth", f"{info.mechanism} accepted for {account} (no message sent)")
 
 

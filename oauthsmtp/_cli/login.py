@@ -20,6 +20,9 @@ TYPE_CHECKING = False  # typing is not imported at run time: the CLI starts quic
 if TYPE_CHECKING:
     from typing import TextIO
 
+    from oauthsmtp import AuthToken
+    from oauthsmtp._accounts import AccountSettings
+
 __all__ = ["read_secret_file", "run_login"]
 
 _MAX_SECRET = 4096
@@ -93,6 +96,12 @@ def run_login(args: argparse.Namespace, out: TextIO) -> int:
                 "--refresh-token-file do not apply",
                 code=EXIT_USAGE,
             )
+        if args.transport == "auto":
+            raise CommandError(
+                f"--provider {provider} gets one app-only token per scope; --transport auto is "
+                "for a person's login (use --transport smtp or api)",
+                code=EXIT_USAGE,
+            )
         from .applogin import run_app_login
 
         return run_app_login(args, provider, previous, secret=_given_secret(args))
@@ -147,6 +156,7 @@ def run_login(args: argparse.Namespace, out: TextIO) -> int:
 
         api_url = check_base_url(api_url, "--api-url")
     api = transport == "api"
+    preset_api: bool | str = "auto" if transport == "auto" else api
     tenant = None
     if provider in ("gmail", "microsoft"):
         info = providers.PROVIDERS[provider]
@@ -158,12 +168,19 @@ def run_login(args: argparse.Namespace, out: TextIO) -> int:
                     code=EXIT_USAGE,
                 )
             params = providers.gmail(
-                client_id=client_id, client_secret=secret, api=api, **overrides
+                client_id=client_id,
+                client_secret=secret,
+                api=preset_api,  # type: ignore[arg-type]  # True, False or "auto"
+                **overrides,
             )
         else:
             tenant = args.tenant or (previous.tenant if previous else None) or "common"
             params = providers.microsoft(
-                client_id=client_id, client_secret=secret, tenant=tenant, api=api, **overrides
+                client_id=client_id,
+                client_secret=secret,
+                tenant=tenant,
+                api=preset_api,  # type: ignore[arg-type]  # True, False or "auto"
+                **overrides,
             )
         default_host = info.smtp_host
         if provider == "microsoft" and tenant == "consumers":
@@ -200,8 +217,8 @@ def run_login(args: argparse.Namespace, out: TextIO) -> int:
             )
             if not value
         ]
-        if api and not api_url:
-            missing.append("--api-url (with --transport api)")
+        if transport != "smtp" and not api_url:
+            missing.append(f"--api-url (with --transport {transport})")
         if missing:
             raise CommandError(f"--provider custom needs {', '.join(missing)}", code=EXIT_USAGE)
         security = args.security or (same.security if same else "starttls")
@@ -267,15 +284,50 @@ def run_login(args: argparse.Namespace, out: TextIO) -> int:
     accounts.put(settings)
     expiry = token.expires_at.isoformat(timespec="seconds") if token.expires_at else "unknown"
     kept = "with a refresh token" if token.refresh_token else "WITHOUT a refresh token"
-    target = (
-        f"the {'Gmail API' if settings.api == 'gmail' else 'Microsoft Graph API'}"
-        + (f" at {api_url}" if api_url else "")
-        if api
-        else f"{smtp_host}:{smtp_port} ({security})"
+    api_name = f"the {'Gmail API' if settings.api == 'gmail' else 'Microsoft Graph API'}" + (
+        f" at {api_url}" if api_url else ""
     )
+    target = api_name if api else f"{smtp_host}:{smtp_port} ({security})"
+    if transport == "auto":
+        target += f", switching to {api_name} only if SMTP AUTH is refused as disabled"
     print(
         f"oauthsmtp: logged in as {args.account} ({provider}); token saved {kept}, "
         f"access token valid until {expiry}; sending through {target}.",
         file=sys.stderr,
     )
+    if transport == "auto":
+        _check_api_token(settings, token, api_name)
     return EXIT_OK
+
+
+def _check_api_token(settings: AccountSettings, token: AuthToken, api_name: str) -> None:
+    """``--transport auto``: redeem the API's token now, so that a missing consent shows at
+    login rather than on the day SMTP is refused. A warning, not a failure: SMTP works."""
+    from oauthsmtp import OAuthSMTPError
+    from oauthsmtp._accounts import api_token, grants_api
+
+    if settings.api_scopes is None and not grants_api(settings, token.scope):
+        print(
+            f"oauthsmtp: warning: this login asked for no scope of {api_name} (granted: "
+            f"{' '.join(token.scope) or 'none'}), so transport auto cannot switch to it: log "
+            "in again with the API's scope as well (docs/api.md)",
+            file=sys.stderr,
+        )
+        return
+    if settings.api_scopes is None:
+        print(f"oauthsmtp: the login's token serves {api_name} as well.", file=sys.stderr)
+        return
+    try:
+        api_token(settings, token)
+    except OAuthSMTPError as exc:
+        print(
+            f"oauthsmtp: warning: no token for {api_name} could be obtained from this login "
+            f"({exc}); transport auto cannot switch until that works: check the app's API "
+            f"permissions (docs/api.md) and log in again with --transport auto",
+            file=sys.stderr,
+        )
+        return
+    print(
+        f"oauthsmtp: {api_name} accepts this login too (its token was obtained and kept).",
+        file=sys.stderr,
+    )

@@ -92,9 +92,11 @@ def _smtp_flags(parser: argparse.ArgumentParser, *, purpose: str) -> None:
 def _transport_flags(parser: argparse.ArgumentParser, *, purpose: str) -> None:
     parser.add_argument(
         "--transport",
-        choices=("smtp", "api"),
+        choices=("smtp", "api", "auto"),
         help="send over SMTP, or through the provider's HTTP API (Gmail API, Microsoft "
-        f"Graph: for tenants with SMTP AUTH off, or Gmail's gmail.send scope) {purpose}",
+        "Graph: for tenants with SMTP AUTH off, or Gmail's gmail.send scope), or auto: SMTP, "
+        "switching to the API only when SMTP AUTH is refused as disabled (5.7.139, 5.7.30) "
+        f"{purpose}",
     )
     parser.add_argument(
         "--api-url",
@@ -213,7 +215,10 @@ def _login(sub: argparse._SubParsersAction[Parser]) -> None:
         "default: --account)",
     )
     _smtp_flags(login, purpose="(default: the provider's; remembered)")
-    _transport_flags(login, purpose="(default smtp; remembered; api asks for the API's scope)")
+    _transport_flags(
+        login,
+        purpose="(default smtp; remembered; api asks for the API's scope, auto for both)",
+    )
     login.add_argument(
         "--flow",
         choices=["browser", "device", "paste"],
@@ -349,7 +354,8 @@ def _account_group(sub: argparse._SubParsersAction[Parser]) -> None:
         "Give at least one of --smtp-host, --smtp-port, --security, --transport, --api-url. "
         "Changing --security alone moves a default port along (587 starttls, 465 ssl, "
         "25 none). A token for SMTP is refused by the APIs (and the other way round): after "
-        "--transport api, log in again with --transport api.\n\n"
+        "--transport api, log in again with --transport api (a login with --transport auto "
+        "serves all three).\n\n"
         "examples:\n"
         "  oauthsmtp account set --account me@outlook.com --smtp-host smtp-mail.outlook.com\n"
         "  oauthsmtp account set --account me@contoso.com --transport api",
@@ -396,6 +402,13 @@ def _tools(sub: argparse._SubParsersAction[Parser]) -> None:
         help="who approves logins (automatic approvals, the pages' default, the id_token's "
         "email; default: user@example.test)",
     )
+    dev.add_argument(
+        "--smtp-auth-failure",
+        choices=("tenant", "mailbox", "basic-auth", "bad-token", "connections"),
+        help="refuse every SMTP AUTH as Microsoft 365 does: tenant/mailbox (535 5.7.139, SMTP "
+        "AUTH disabled), basic-auth (550 5.7.30), bad-token (535 5.7.3), connections "
+        "(432 4.3.2); to try --transport auto",
+    )
     doctor = _command(
         sub,
         "doctor",
@@ -436,10 +449,11 @@ def _tools(sub: argparse._SubParsersAction[Parser]) -> None:
     )
     demo.add_argument(
         "--transport",
-        choices=("smtp", "api"),
+        choices=("smtp", "api", "auto"),
         default="smtp",
         help="smtp (default), or api: log in for Microsoft Graph and send through the "
-        "provider's Graph emulation",
+        "provider's Graph emulation, or auto: log in for both, have the SMTP server refuse "
+        "AUTH as Microsoft 365 does with SMTP AUTH off, and watch the switch to Graph",
     )
 
 

@@ -2,7 +2,9 @@
 
 ``--smtp-host``, ``--smtp-port`` and ``--security`` override the recorded server for
 this run only (``oauthsmtp account set`` changes it for good). An account recorded with
-``--transport api`` sends through the Gmail API or Microsoft Graph instead.
+``--transport api`` sends through the Gmail API or Microsoft Graph instead; with
+``--transport auto`` over SMTP, switching to the API only when SMTP AUTH is refused for
+configuration (5.7.139, 5.7.30), and the last line says which transport sent it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ TYPE_CHECKING = False  # typing is not imported at run time: the CLI starts quic
 if TYPE_CHECKING:
     from typing import TextIO
 
-    from oauthsmtp import AuthToken, Email
+    from oauthsmtp import AuthToken, Email, SendResult
     from oauthsmtp._accounts import AccountSettings
 
 __all__ = ["run_send"]
@@ -79,6 +81,8 @@ def run_send(args: argparse.Namespace, out: TextIO) -> int:
         html=html,
         attachments=args.attach,
     )
+    if settings.transport == "auto":
+        return _send_auto(settings, token, email, args)
     if settings.transport == "api":
         if args.smtp_host or args.smtp_port or args.security:
             raise CommandError(
@@ -94,6 +98,10 @@ def run_send(args: argparse.Namespace, out: TextIO) -> int:
         host, port=port, security=security, username=args.account, auth_token=token
     ) as session:
         result = session.send(email)
+    return _report_smtp(host, port, result)
+
+
+def _report_smtp(host: str, port: int, result: SendResult, *, over: str = "") -> int:
     if result.status == "unknown":
         raise CommandError(
             "the connection was lost before the server confirmed the message: it may or may "
@@ -107,29 +115,22 @@ def run_send(args: argparse.Namespace, out: TextIO) -> int:
         )
     for rcpt, (code, text) in result.refused.items():
         print(f"oauthsmtp: warning: {rcpt} refused: {code} {text}", file=sys.stderr)
-    print(f"oauthsmtp: sent ({result.code} {result.message})", file=sys.stderr)
+    print(f"oauthsmtp: sent{over} ({result.code} {result.message})", file=sys.stderr)
     return EXIT_OK
 
 
 def _send_api(settings: AccountSettings, token: AuthToken, email: Email) -> int:
     """Send through the account's HTTP API (Gmail API or Microsoft Graph)."""
-    from oauthsmtp import GmailAPISession, GraphSession
-    from oauthsmtp._api.gmail import GMAIL_API_URL
-    from oauthsmtp._api.graph import GRAPH_API_URL
+    from oauthsmtp._accounts import api_session
 
-    session: GmailAPISession | GraphSession
-    if settings.api == "gmail":
-        name = "the Gmail API"
-        session = GmailAPISession(auth_token=token, base_url=settings.api_url or GMAIL_API_URL)
-    else:
-        name = "Microsoft Graph"
-        # An app-only token has no "me": it sends as the recorded mailbox.
-        user = settings.account if settings.provider == "microsoft-app" else None
-        session = GraphSession(
-            auth_token=token, user=user, base_url=settings.api_url or GRAPH_API_URL
-        )
+    session = api_session(settings, token)
+    name = session.api_name
     with session:
         result = session.send(email)
+    return _report_api(name, result)
+
+
+def _report_api(name: str, result: SendResult) -> int:
     if result.status == "unknown":
         raise CommandError(
             f"{name} did not confirm the message ({result.message}): it may or may not have "
@@ -139,3 +140,34 @@ def _send_api(settings: AccountSettings, token: AuthToken, email: Email) -> int:
         raise CommandError(f"{name} refused the message: {result.code} {result.message}")
     print(f"oauthsmtp: sent through {name} ({result.code} {result.message})", file=sys.stderr)
     return EXIT_OK
+
+
+def _send_auto(
+    settings: AccountSettings, token: AuthToken, email: Email, args: argparse.Namespace
+) -> int:
+    """SMTP first; the API only when SMTP is refused for configuration (AutoSession)."""
+    import logging
+
+    from oauthsmtp._accounts import auto_session
+
+    host, port, security = context.smtp_target(
+        settings, host=args.smtp_host, port=args.smtp_port, security=args.security
+    )
+    session = auto_session(settings, token, host=host, port=port, security=security)
+    # The switch's WARNING, in the command line's own words: one line on stderr.
+    logger = logging.getLogger("oauthsmtp.auto")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("oauthsmtp: warning: %(message)s"))
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        with session:
+            result = session.send(email)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+    if result.transport == "api":
+        api = session.api
+        return _report_api(api.api_name if api is not None else "the API", result)
+    return _report_smtp(host, port, result, over=" over SMTP (transport auto)")

@@ -50,7 +50,7 @@ def summary(token_store: TokenStore, settings: AccountSettings) -> Summary:
         "transport": settings.transport,
         "api": (
             ("gmail" if settings.api == "gmail" else "graph") + f" {settings.api_url or 'default'}"
-            if settings.transport == "api"
+            if settings.transport in ("api", "auto")
             else None
         ),
         "logged_in": False,
@@ -179,7 +179,14 @@ def run_status(args: argparse.Namespace, out: TextIO) -> int:
             f"  provider: {row['provider']}   client: {row['client_id']}\n"
             f"  scopes:   {' '.join(scopes) if isinstance(scopes, list) else ''}\n"
             f"  smtp:     {row['smtp']}\n"
-            + (f"  sends:    through the API ({row['api']})\n" if row["api"] else "")
+            + (
+                f"  sends:    over SMTP, through the API ({row['api']}) when SMTP AUTH is "
+                "refused as disabled (transport auto)\n"
+                if row["api"] and row["transport"] == "auto"
+                else f"  sends:    through the API ({row['api']})\n"
+                if row["api"]
+                else ""
+            )
             + f"  token:    {describe_token(row)}\n"
         )
     return EXIT_OK

@@ -60,6 +60,7 @@ def run_dev_server(args: argparse.Namespace, out: TextIO) -> int:
         consent=args.consent,
         user=args.user,
         out=out,
+        smtp_auth_failure=getattr(args, "smtp_auth_failure", None),
     )
 
 

@@ -22,7 +22,7 @@ from oauthsmtp._errors import ConfigurationError
 
 from .addresses import check_header, format_address, mailboxes
 from .checks import check_encodable, check_header_text, excerpt, require_str
-from .mime import is_structured, looks_encoded, unstructured_words
+from .mime import AttachmentFile, Content, is_structured, looks_encoded, unstructured_words
 
 __all__ = ["AttachmentSpec", "Email", "ParsedAddresses", "parsed_addresses"]
 
@@ -316,13 +316,24 @@ def read_attachment(spec: AttachmentSpec) -> bytes:
     """
     if isinstance(spec, tuple):
         return bytes(spec[1])
-    try:
-        return Path(spec).read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(
-            f"the attachment {excerpt(os.fspath(spec), 200)} cannot be read "
-            f"({exc.strerror or type(exc).__name__}); nothing was sent"
-        ) from exc
+    return AttachmentFile(os.fspath(spec)).read()
+
+
+def attachment_content(spec: AttachmentSpec) -> Content:
+    """The attachment's content without a copy: its data (bytes, or a view of a bytearray
+    or a memoryview, as octets), or the file, to be read a block at a time while the
+    message is written.
+
+    An unreadable file is reported (:class:`ConfigurationError`, naming it) when the
+    message is written.
+    """
+    if not isinstance(spec, tuple):
+        return AttachmentFile(os.fspath(spec))
+    data = cast("bytes | bytearray | memoryview", spec[1])  # any of them (see _attachment)
+    if isinstance(data, bytes):
+        return data
+    view = memoryview(data)
+    return view.cast("B") if view.c_contiguous else view.tobytes()
 
 
 def _add_attachment(msg: EmailMessage, spec: AttachmentSpec) -> None:

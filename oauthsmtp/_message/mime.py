@@ -19,18 +19,24 @@ part (RFC 2045 §6):
   custom fields (``Message-ID``, ``References``, ...) must be printable ASCII;
 * text bodies as ``7bit`` when they allow it (ASCII, short lines, no NUL), else
   quoted-printable or base64;
-* attachments in base64 lines of 76 characters (RFC 2045 §6.8), split in C; a
-  ``message/rfc822`` attachment as it is (RFC 2046 §5.2.1: ``7bit`` or ``8bit``), its lines
-  within 998 octets;
+* attachments in base64 lines of 76 characters (RFC 2045 §6.8), encoded and split in C
+  a block of 1,024 lines at a time, straight into the message (a file given as a path is
+  read a block at a time, never whole); a ``message/rfc822`` attachment as it is (RFC 2046
+  §5.2.1: ``7bit`` or ``8bit``), its lines within 998 octets;
 * file names as ``filename="..."`` or RFC 2231 ``filename*=utf-8''...``, continued over
   several lines when long (RFC 2231 §3, §4.1).
 
 What cannot be written within these rules is refused with :class:`ConfigurationError`.
+The message is written into one buffer of its final size: besides the finished bytes, only
+one block of the encoding is held at any time (no list of lines, no joined copy).
 
 :func:`flatten` serializes any other message (an ``EmailMessage`` or a legacy ``Message``)
-with the email package, like ``as_bytes``, but converts line ends in C; :func:`wire_policy`
+with the email package, like ``as_bytes``, but converts line ends in C a block at a time and
+writes every part straight into the output (the stock generator renders each part into a
+buffer of its own and copies it into its parent's, once per level); :func:`wire_policy`
 is the policy it uses for an ``EmailMessage``: address and unstructured headers are folded
-by this module's rules instead of the email package's folder.
+by this module's rules instead of the email package's folder. :func:`to_crlf` makes every
+line end CRLF, a block at a time.
 """
 
 from __future__ import annotations
@@ -38,9 +44,11 @@ from __future__ import annotations
 import base64
 import binascii
 import itertools
+import os
 import secrets
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from email.generator import BytesGenerator
 from email.headerregistry import AddressHeader, BaseHeader, UnstructuredHeader
 from email.policy import EmailPolicy
@@ -58,17 +66,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Attachment",
-    "base64_lines",
+    "AttachmentFile",
+    "Content",
     "flatten",
     "is_structured",
     "looks_encoded",
     "render",
+    "to_crlf",
     "unstructured_words",
     "wire_policy",
 ]
-
-Attachment = tuple[str, bytes, str, str]
-"""``(filename, data, maintype, subtype)`` of one base64 attachment."""
 
 CRLF = "\r\n"
 _FOLD_AT = 78  # RFC 5322 §2.1.1: SHOULD
@@ -76,6 +83,9 @@ _LONGEST_WORD = MAX_LINE - 100  # a word longer than this is encoded or refused
 _LINE = 76  # RFC 2045 §6.8: base64 lines
 _LINES_PER_BLOCK = 256
 _BLOCK = struct.Struct(f"{_LINE}s" * _LINES_PER_BLOCK)
+_STEP = 57 * 4 * _LINES_PER_BLOCK  # octets encoded at a time: 1,024 lines of 76 characters
+_CRLF_STEP = 1 << 20  # octets converted to CRLF line ends at a time
+_TEXT_STEP = 1 << 18  # characters of a body the generator converts and writes at a time
 _SUBJECT_CHUNK = 39  # octets per encoded-word: 64 characters, "Subject: " + 64 < 78
 _PHRASE_CHUNK = 45  # octets per encoded-word in a display name: 72 characters
 _ATEXT = frozenset(
@@ -104,13 +114,52 @@ _STRUCTURED = frozenset(
 )
 
 
-def base64_lines(data: bytes) -> list[bytes]:
-    """The lines of the base64 encoding of ``data``, 76 characters each (RFC 2045 §6.8).
+@dataclass(frozen=True)
+class AttachmentFile:
+    """An attachment given as a path: read a block at a time while the message is written.
 
-    The encoding and the split run in C (a precompiled :class:`struct.Struct` cuts 256
-    lines at a time), about twice as fast as slicing line by line in Python.
+    Attributes:
+        path: the file's path, as the caller gave it (``os.fspath``).
     """
-    encoded = binascii.b2a_base64(data, newline=False)
+
+    path: str
+
+    def error(self, exc: OSError) -> ConfigurationError:
+        """The error for a file that cannot be read (the message says why)."""
+        return ConfigurationError(
+            f"the attachment {excerpt(self.path, 200)} cannot be read "
+            f"({exc.strerror or type(exc).__name__}); nothing was sent"
+        )
+
+    def size(self) -> int:
+        """The file's size now (0 for what is not a regular file)."""
+        try:
+            return os.stat(self.path).st_size
+        except OSError as exc:
+            raise self.error(exc) from exc
+
+    def read(self) -> bytes:
+        """The whole content (for a ``message/rfc822`` attachment, which is sent as it is)."""
+        try:
+            with open(self.path, "rb") as file:
+                return file.read()
+        except OSError as exc:
+            raise self.error(exc) from exc
+
+
+Content = bytes | memoryview | AttachmentFile
+"""An attachment's content: in memory (not copied), or a file to read while writing."""
+
+Attachment = tuple[str, Content, str, str]
+"""``(filename, content, maintype, subtype)`` of one attachment."""
+
+
+def _lines(encoded: bytes) -> list[bytes]:
+    """``encoded`` (base64 without line breaks) cut into lines of 76 characters, in C.
+
+    A precompiled :class:`struct.Struct` cuts 256 lines at a time, about twice as fast as
+    slicing line by line in Python.
+    """
     step = _LINE * _LINES_PER_BLOCK
     full = len(encoded) // step * step
     lines: list[bytes] = list(
@@ -118,6 +167,137 @@ def base64_lines(data: bytes) -> list[bytes]:
     )
     lines.extend(encoded[i : i + _LINE] for i in range(full, len(encoded), _LINE))
     return lines
+
+
+def _base64_size(octets: int) -> int:
+    """Octets of the base64 lines of ``octets`` octets of data, each line with its CRLF."""
+    chars = 4 * ((octets + 2) // 3)
+    return chars + 2 * ((chars + _LINE - 1) // _LINE)
+
+
+def _write_block(out: BytesIO, block: bytes | memoryview) -> None:
+    """Write the base64 lines of ``block`` (a multiple of 57 octets unless it is the last),
+    each followed by CRLF (RFC 2045 §6.8)."""
+    out.write(b"\r\n".join(_lines(binascii.b2a_base64(block, newline=False))))
+    out.write(b"\r\n")
+
+
+def _write_base64(out: BytesIO, content: Content) -> None:
+    """Write the base64 lines of ``content``, encoding :data:`_STEP` octets at a time.
+
+    Only one block of the input and of its encoding is held besides ``out``; a file is read
+    in blocks into one reused buffer.
+
+    Raises:
+        ConfigurationError: the file cannot be read.
+    """
+    if not isinstance(content, AttachmentFile):
+        view = memoryview(content).cast("B")  # octets, whatever the item format
+        for start in range(0, len(view), _STEP):
+            _write_block(out, view[start : start + _STEP])
+        return
+    buffer = bytearray(_STEP)
+    block = memoryview(buffer)
+    try:
+        with open(content.path, "rb", buffering=0) as file:
+            while True:
+                got = 0
+                while got < _STEP and (n := file.readinto(block[got:])):
+                    got += n
+                if got:
+                    _write_block(out, block[:got])
+                if got < _STEP:  # the end of the file
+                    return
+    except OSError as exc:
+        raise content.error(exc) from exc
+
+
+@dataclass(frozen=True)
+class _Base64:
+    """A base64 body in an entity: its lines are encoded as the message is written."""
+
+    content: Content
+
+    def size(self) -> int:
+        """Octets it takes, CRLFs included (a file's size as it is now)."""
+        octets = (
+            self.content.size()
+            if isinstance(self.content, AttachmentFile)
+            else memoryview(self.content).nbytes
+        )
+        return _base64_size(octets) if octets else 0
+
+
+_Item = bytes | memoryview | _Base64
+"""One item of an entity: lines without their final CRLF, or a base64 body."""
+
+
+def _sized_buffer(size: int) -> BytesIO:
+    """An empty BytesIO whose storage already has ``size`` octets: written up to ``size``,
+    it neither grows nor copies, and ``getvalue()`` hands over its storage as it is."""
+    out = BytesIO()
+    if size:
+        out.seek(size - 1)
+        out.write(b"\0")
+        out.seek(0)
+    return out
+
+
+def _finish(out: BytesIO) -> bytes:
+    """The bytes written to ``out`` (from :func:`_sized_buffer`), without a copy."""
+    out.truncate()  # at the position: more room was kept than written (a file shrank)
+    return out.getvalue()
+
+
+def _assemble(items: Sequence[_Item]) -> bytes:
+    """Every item followed by CRLF (a base64 body: every line), in one bytes object.
+
+    The size is known before the first octet is written (a file's at this moment; a file
+    that changes meanwhile still gives the right bytes, with one more copy), so the
+    message is written into storage of its final size and never copied.
+    """
+    out = _sized_buffer(
+        sum(item.size() if isinstance(item, _Base64) else len(item) + 2 for item in items)
+    )
+    run: list[bytes | memoryview] = []
+    for item in items:
+        if not isinstance(item, _Base64):
+            run.append(item)
+            continue
+        if run:
+            out.write(b"\r\n".join(run))
+            out.write(b"\r\n")
+            run = []
+        _write_base64(out, item.content)
+    if run:
+        out.write(b"\r\n".join(run))
+        out.write(b"\r\n")
+    return _finish(out)
+
+
+def to_crlf(data: bytes, *, block: int = _CRLF_STEP) -> bytes:
+    """``data`` with every CRLF, lone CR and lone LF made CRLF (RFC 5321 §2.3.8).
+
+    ``data`` itself when every line end is CRLF already; otherwise converted ``block``
+    octets at a time (a block never ends between a CR and what follows it) into storage of
+    the final size, so that only the result and one block are held beside ``data``.
+    """
+    crlf = data.count(b"\r\n")
+    lf, cr = data.count(b"\n"), data.count(b"\r")
+    if lf == crlf and cr == crlf:
+        return data
+    out = _sized_buffer(len(data) + lf + cr - 2 * crlf)
+    start = 0
+    while start < len(data):
+        end = start + block
+        while end < len(data) and data[end - 1] == 0x0D:  # never split a CR from its LF
+            end += 1
+        piece = data[start:end]
+        if b"\r" in piece:
+            piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        out.write(piece.replace(b"\n", b"\r\n"))
+        start = end
+    return _finish(out)
 
 
 def _encoded_words(text: str, chunk: int) -> list[str]:
@@ -241,15 +421,16 @@ def address_field(name: str, mailboxes: Sequence[tuple[str, str]]) -> str:
     return _fold(name, tokens)
 
 
-# Entities are built as lists of lines without their CRLF (an item may hold several lines),
-# so that the whole message is joined once, however many base64 lines it has.
+# Entities are built as lists of items: lines without their final CRLF (an item may hold
+# several lines), or a base64 body that is encoded only when the message is written
+# (_assemble), straight into the message's storage.
 
 
-def _text_part(text: str, subtype: str) -> list[bytes]:
+def _text_part(text: str, subtype: str) -> list[_Item]:
     """A text part: ``7bit`` when ASCII with short lines, else quoted-printable or base64."""
     raw = text.encode("utf-8")
     lines = raw.splitlines()
-    body: list[bytes]
+    body: list[_Item]
     short = max((len(line) for line in lines), default=0) <= _FOLD_AT
     if raw.isascii() and short and b"\x00" not in raw:  # RFC 2045 §2.7: no NUL in 7bit
         cte, body = "7bit", [b"\r\n".join(lines)]
@@ -257,7 +438,7 @@ def _text_part(text: str, subtype: str) -> list[bytes]:
         cte = "quoted-printable"
         body = [binascii.b2a_qp(b"\r\n".join(lines) + b"\r\n", istext=True)[:-2]]
     else:  # mostly non-ASCII (CJK...): base64 is smaller than quoted-printable
-        cte, body = "base64", base64_lines(b"\r\n".join(lines) + b"\r\n")
+        cte, body = "base64", [_Base64(b"\r\n".join(lines) + b"\r\n")]
     head = f'Content-Type: text/{subtype}; charset="utf-8"{CRLF}Content-Transfer-Encoding: {cte}'
     return [head.encode("ascii"), b"", *body]
 
@@ -288,32 +469,32 @@ def _disposition(filename: str) -> str:
     return f"Content-Disposition: attachment;{CRLF} " + f";{CRLF} ".join(params)
 
 
-def _attachment_part(attachment: Attachment) -> list[bytes]:
-    filename, data, maintype, subtype = attachment
+def _attachment_part(attachment: Attachment) -> list[_Item]:
+    filename, content, maintype, subtype = attachment
     disposition = _disposition(filename)
     if (maintype, subtype) == ("message", "rfc822"):
-        return _message_part(filename, data, disposition)
+        if isinstance(content, AttachmentFile):
+            content = content.read()
+        return _message_part(filename, bytes(content), disposition)
     head = (
         f"Content-Type: {maintype}/{subtype}{CRLF}"
         f"Content-Transfer-Encoding: base64{CRLF}{disposition}"
     )
-    return [head.encode("ascii"), b"", *(base64_lines(data) if data else ())]
+    return [head.encode("ascii"), b"", _Base64(content)]  # no line at all when empty
 
 
-def _message_part(filename: str, data: bytes, disposition: str) -> list[bytes]:
+def _message_part(filename: str, data: bytes, disposition: str) -> list[_Item]:
     """A ``message/rfc822`` part: the attached message as it is, line ends made CRLF.
 
     RFC 2046 §5.2.1 allows only 7bit, 8bit or binary for it, so a message with a NUL or a
     line over 998 octets cannot be attached as such (it could as application/octet-stream).
     """
-    if b"\r" in data:
-        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    lines = data.split(b"\n")
-    if lines and not lines[-1]:
-        lines.pop()  # the last line's break is written by the enclosing multipart
-    content = b"\r\n".join(lines)
+    converted = to_crlf(data)
+    content = memoryview(converted)
+    if converted.endswith(b"\r\n"):
+        content = content[:-2]  # the last line's break is written by the enclosing multipart
     try:
-        check_line_lengths(content)
+        check_line_lengths(converted)
     except ConfigurationError as exc:
         raise ConfigurationError(
             f"attachment {excerpt(filename)}: a message/rfc822 attachment is sent as it is "
@@ -325,7 +506,7 @@ def _message_part(filename: str, data: bytes, disposition: str) -> list[bytes]:
     return [head.encode("ascii"), b"", content]
 
 
-def _multipart(subtype: str, parts: Sequence[list[bytes]]) -> list[bytes]:
+def _multipart(subtype: str, parts: Sequence[list[_Item]]) -> list[_Item]:
     """A multipart entity (RFC 2046 §5.1.1).
 
     The boundary is 128 random bits after ``=_``, which no quoted-printable or base64 text
@@ -333,7 +514,10 @@ def _multipart(subtype: str, parts: Sequence[list[bytes]]) -> list[bytes]:
     """
     boundary = f"=_{secrets.token_hex(16)}"
     delimiter = f"--{boundary}".encode("ascii")
-    out = [f'Content-Type: multipart/{subtype};{CRLF} boundary="{boundary}"'.encode("ascii"), b""]
+    out: list[_Item] = [
+        f'Content-Type: multipart/{subtype};{CRLF} boundary="{boundary}"'.encode("ascii"),
+        b"",
+    ]
     for i, part in enumerate(parts):
         if i:
             out.append(b"")  # the part's last line break belongs to its content
@@ -368,7 +552,8 @@ def render(
         headers: extra ``(name, value)`` fields, already checked for control characters.
         text: the plain-text body.
         html: the HTML body.
-        attachments: base64 attachments, or ``message/rfc822`` ones (written as they are).
+        attachments: base64 attachments (their content bytes or a file, encoded a block at a
+            time into the result), or ``message/rfc822`` ones (written as they are).
         date: the Date value, or ``""`` when ``headers`` has one.
         message_id: the Message-ID value, or ``""`` when ``headers`` has one.
 
@@ -378,7 +563,8 @@ def render(
 
     Raises:
         ConfigurationError: a field or an attached message cannot be written within the
-            line limits, or a structured custom field is not ASCII.
+            line limits, a structured custom field is not ASCII, or an attachment file
+            cannot be read.
     """
     fields = [address_field("From", [sender])]
     for name, mailboxes in (("To", to), ("Cc", cc), ("Reply-To", reply_to)):
@@ -392,6 +578,7 @@ def render(
     fields.extend(unstructured_field(name, value) for name, value in headers)
     fields.append("MIME-Version: 1.0")
 
+    body: list[_Item]
     if html is not None and text is not None:
         body = _multipart("alternative", [_text_part(text, "plain"), _text_part(html, "html")])
     elif html is not None:
@@ -400,26 +587,90 @@ def render(
         body = _text_part(text or "", "plain")
     if attachments:
         body = _multipart("mixed", [body, *(_attachment_part(a) for a in attachments)])
-    head = CRLF.join(fields).encode("utf-8")
-    return b"\r\n".join([head, *body, b""])
+    return _assemble([CRLF.join(fields).encode("utf-8"), *body])
 
 
 # -- messages built with the email package ---------------------------------------------
 class _Generator(BytesGenerator):
-    """A BytesGenerator that converts line ends in C.
+    """A BytesGenerator that converts line ends in C and writes every part straight out.
 
-    The stock ``_write_lines`` (the same in Python 3.10 to 3.13) splits a body into lines
-    with a regular expression and writes them one by one: about 25 ms per MB of base64.
-    Three replacements give the same text: every CRLF, lone CR or lone LF becomes the
-    policy's line separator.
+    The stock generator (the same in Python 3.10 to 3.13) differs in three costly ways,
+    none of which changes a byte of its output here:
+
+    * ``_write_lines`` splits a body into lines with a regular expression and writes them
+      one by one: about 25 ms per MB of base64. Three replacements give the same text
+      (every CRLF, lone CR or lone LF becomes the policy's line separator), done here a
+      block of :data:`_TEXT_STEP` characters at a time, never splitting a CRLF.
+    * ``_write`` renders each part's body into a buffer of its own (its headers could
+      still change: a boundary chosen, a transfer encoding rewritten for 8-bit data) and
+      then copies it into its parent's, and ``_handle_multipart`` keeps every subpart's
+      bytes in a list before copying them: a large attachment is held two or three times
+      over. Boundaries are set before flattening (:func:`flatten`), so here a part's
+      headers are written first and its body straight after them into the same output,
+      unless its payload holds surrogate-escaped binary data (the stock path may then
+      rewrite its headers, and is taken).
+    * ``_handle_text`` encodes a body three times over to look for surrogates; an ASCII
+      ``str`` has none, which Python knows without looking.
     """
 
+    # Set by the email package's Generator (its own names, read as the stock code reads them).
+    _fp: BytesIO
+    _NL: str
+    _mangle_from_: bool
+
     def _write_lines(self, lines: str) -> None:
-        if lines:
-            linesep: str = getattr(self, "_NL", "\n")
-            if "\r" in lines:
-                lines = lines.replace("\r\n", "\n").replace("\r", "\n")
-            self.write(lines.replace("\n", linesep) if linesep != "\n" else lines)
+        linesep: str = getattr(self, "_NL", "\n")
+        start = 0
+        while start < len(lines):
+            end = start + _TEXT_STEP
+            while end < len(lines) and lines[end - 1] == "\r":  # never split a CRLF
+                end += 1
+            block = lines[start:end]
+            if "\r" in block:
+                block = block.replace("\r\n", "\n").replace("\r", "\n")
+            self.write(block.replace("\n", linesep) if linesep != "\n" else block)
+            start = end
+
+    def _write(self, msg: Message) -> None:
+        if not _streamable(msg):
+            super()._write(msg)  # type: ignore[misc]
+            return
+        write_headers = getattr(msg, "_write_headers", None)
+        if write_headers is None:
+            self._write_headers(msg)  # type: ignore[attr-defined]
+        else:
+            write_headers(self)
+        self._dispatch(msg)  # type: ignore[attr-defined]
+
+    def _handle_text(self, msg: Message) -> None:
+        payload = msg._payload  # type: ignore[attr-defined]  # what the stock handler reads
+        if isinstance(payload, str) and payload.isascii() and not self._mangle_from_:
+            self._write_lines(payload)  # what the stock handler writes for it
+            return
+        super()._handle_text(msg)  # type: ignore[misc]
+
+    _writeBody = _handle_text
+
+    def _handle_multipart(self, msg: Message) -> None:
+        subparts = msg.get_payload()
+        boundary = msg.get_boundary()
+        if not boundary or not isinstance(subparts, list) or self._mangle_from_:
+            super()._handle_multipart(msg)  # type: ignore[misc]
+            return
+        # RFC 2046 §5.1.1, as the stock handler writes it, each subpart straight out.
+        newline: str = self._NL
+        if msg.preamble is not None:
+            self._write_lines(msg.preamble)
+            self.write(newline)
+        self.write(f"--{boundary}{newline}")
+        for i, part in enumerate(subparts):
+            if i:
+                self.write(f"{newline}--{boundary}{newline}")
+            writer = self.clone(self._fp)  # type: ignore[arg-type]  # typeshed: a str writer
+            writer.flatten(part, unixfrom=False, linesep=newline)
+        self.write(f"{newline}--{boundary}--{newline}")
+        if msg.epilogue is not None:
+            self._write_lines(msg.epilogue)
 
     @classmethod
     def _make_boundary(cls, text: bytes | str | None = None) -> str:
@@ -435,6 +686,25 @@ class _Generator(BytesGenerator):
                     return boundary
             elif boundary.encode("ascii") not in text:  # BytesGenerator passes bytes
                 return boundary
+
+
+def _streamable(msg: Message) -> bool:
+    """True when the stock generator would not change ``msg``'s headers while writing its body.
+
+    It does for a multipart part without a boundary (it chooses one) and for a body with
+    surrogate-escaped binary data (it may rewrite the transfer encoding); the email package
+    looks for those by encoding the text as UTF-8, which only they make fail.
+    """
+    payload = msg._payload  # type: ignore[attr-defined]  # what the stock generator reads
+    if isinstance(payload, str):
+        if payload.isascii():
+            return True
+        try:
+            payload.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    return msg.get_content_maintype() != "multipart" or bool(msg.get_boundary())
 
 
 class _WirePolicy(EmailPolicy):
@@ -485,7 +755,9 @@ def flatten(message: Message, policy: Policy) -> bytes:
     """``message.as_bytes(policy=policy)``, with bodies converted to CRLF in C.
 
     Like ``as_bytes``, this sets a boundary on multipart parts that have none; doing it
-    first spares the generator joining every part's text to check its own choice.
+    first spares the generator joining every part's text to check its own choice, and
+    lets it write every part straight into the output (see :class:`_Generator`): besides
+    the message object, only the result (grown as it is written) and one block are held.
 
     Args:
         message: any message of the email package.

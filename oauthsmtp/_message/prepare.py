@@ -29,8 +29,15 @@ from oauthsmtp._errors import ConfigurationError
 
 from .addresses import check_header, envelope_address, header_addresses, parse_address, unfold
 from .checks import check_line_lengths
-from .email import AttachmentSpec, Email, describe_attachment, parsed_addresses, read_attachment
-from .mime import Attachment, flatten, render, wire_policy
+from .email import (
+    AttachmentSpec,
+    Email,
+    attachment_content,
+    describe_attachment,
+    parsed_addresses,
+    read_attachment,
+)
+from .mime import Attachment, flatten, render, to_crlf, wire_policy
 
 __all__ = [
     "AttachmentSpec",
@@ -169,9 +176,13 @@ def prepare_email(email: Email) -> OutgoingMessage:
     attachments: list[Attachment] = []
     for spec in email.attachments:
         filename, maintype, subtype = describe_attachment(spec)
-        if maintype in ("message", "multipart") and (maintype, subtype) != ("message", "rfc822"):
+        if (maintype, subtype) == ("message", "rfc822"):  # sent as it is: read whole
+            attachments.append((filename, read_attachment(spec), maintype, subtype))
+            continue
+        if maintype in ("message", "multipart"):
             maintype, subtype = "application", "octet-stream"  # RFC 2046 forbids base64 here
-        attachments.append((filename, read_attachment(spec), maintype, subtype))
+        # Not copied, not read yet: encoded a block at a time into the message.
+        attachments.append((filename, attachment_content(spec), maintype, subtype))
     headers = cast("tuple[tuple[str, str], ...]", email.headers)  # see Email.__post_init__
     given = {name.lower() for name, _ in headers}
     data = render(
@@ -223,7 +234,5 @@ def _serialize(message: Message, *, smtputf8: bool) -> bytes:
     if not isinstance(policy, email_policy.EmailPolicy) or any(
         part.get_content_maintype() == "message" for part in message.walk()
     ):
-        crlf = data.count(b"\r\n")
-        if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
-            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+        data = to_crlf(data)
     return data

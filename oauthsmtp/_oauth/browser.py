@@ -19,7 +19,7 @@ from oauthsmtp._errors import AccountMismatch, AuthorizationError, Configuration
 
 from .endpoint import exchange_code
 from .params import OAuth2Parameters
-from .scopes import MAIL_SCOPES
+from .scopes import MAIL_SCOPES, first_resource
 from .tokenresponse import TokenState, token_identity
 
 __all__ = [
@@ -86,8 +86,14 @@ def check_account(params: OAuth2Parameters, state: TokenState, account: str | No
 
 
 def check_granted_scope(params: OAuth2Parameters, state: TokenState) -> None:
-    """A login that asked for a mail scope must be granted it (docs/security.md)."""
-    missing = [s for s in params.scopes if s in MAIL_SCOPES and s not in state.scope]
+    """A login that asked for a mail scope must be granted it (docs/security.md).
+
+    A login that consents to several Microsoft resources at once (SMTP.Send and Graph's
+    Mail.Send for ``transport="auto"``) gets a token for the first one only; the others'
+    scopes are granted by the refresh that redeems a token for them.
+    """
+    asked = first_resource(params.scopes)
+    missing = [s for s in asked if s in MAIL_SCOPES and s not in state.scope]
     if missing:
         raise AuthorizationError(
             f"the provider granted {' '.join(state.scope) or 'no scope'} but not "

@@ -25,6 +25,7 @@ from oauthsmtp._util.jsonobject import load_json_object
 
 from .httpclient import REQUEST_TIMEOUT, post_form
 from .params import OAuth2Parameters
+from .scopes import first_resource
 from .tokenresponse import TokenState, parse_token_response
 
 __all__ = [
@@ -131,6 +132,7 @@ def exchange_code(
             answer.body,
             now=utcnow(),
             requested_scope=params.scopes,
+            client_id=params.client_id,
         )
     except TokenError as exc:
         raise _scrub(exc, _secrets(form)) from None
@@ -187,8 +189,11 @@ def refresh(
         raise TokenError("no refresh token is held; log in again", error="invalid_grant")
     end = time.monotonic() + _check_timeout(timeout)
     form = {"grant_type": "refresh_token", "refresh_token": state.refresh_token}
-    if params.scopes:
-        form["scope"] = " ".join(params.scopes)
+    # One resource per token request (Entra refuses more): a login that consented to two
+    # renews the token of the first; the other's is redeemed with its own scopes.
+    scopes = first_resource(params.scopes)
+    if scopes:
+        form["scope"] = " ".join(scopes)
     _client_auth(params, form)
     attempt = 0
     while True:
@@ -203,9 +208,11 @@ def refresh(
                 answer.content_type,
                 answer.body,
                 now=utcnow(),
-                requested_scope=params.scopes,
+                requested_scope=scopes,
                 previous_refresh_token=state.refresh_token,
                 previous_refresh_expires_at=state.refresh_expires_at,
+                client_id=params.client_id,
+                previous_identity=state.identity,
             )
         except TokenError as exc:
             error = _scrub(exc, _secrets(form))

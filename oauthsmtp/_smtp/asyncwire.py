@@ -20,17 +20,20 @@ import socket
 import ssl
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from oauthsmtp._errors import SMTPError
 from oauthsmtp._util.net import peer_is_loopback
 
 from .wire import (
     MIN_WRITE_RATE,
+    SEND_BLOCK,
+    Buffer,
     Reply,
     ReplyParser,
     SMTPConnectionError,
     SMTPTimeoutError,
+    buffers_and_size,
     coalesce,
     connect_error,
     tls_error,
@@ -279,8 +282,14 @@ class AsyncConnection:
         self._transport = transport
         self._receiver.transport = transport
 
-    async def write(self, data: bytes | Sequence[bytes], log: Sequence[str]) -> None:
+    async def write(self, data: bytes | Iterable[Buffer], log: Sequence[str]) -> None:
         """Send ``data`` (bytes, or buffers sent in turn); ``log`` is what DEBUG shows.
+
+        Large buffers are handed to the transport :data:`~.wire.SEND_BLOCK` octets at a
+        time, waiting while it holds more than its high-water mark, so the transport never
+        buffers a copy of a whole message; ``data`` may be :class:`~.wire.Blocks`, made
+        while they are sent. The whole write may take the timeout plus one second per
+        :data:`~oauthsmtp._smtp.wire.MIN_WRITE_RATE` octets.
 
         Raises:
             SMTPTimeoutError, SMTPConnectionError: the connection is then closed.
@@ -291,20 +300,28 @@ class AsyncConnection:
         if logger.isEnabledFor(logging.DEBUG):
             for line in log:
                 logger.debug("C: %s", line)
-        buffers = coalesce([data] if isinstance(data, bytes) else data)
-        size = sum(len(buffer) for buffer in buffers)
-        for buffer in buffers:
-            self._transport.write(buffer)
-        if self._receiver.paused:  # the transport holds more than its high-water mark
-            try:
-                await asyncio.wait_for(self._receiver.drain(), self.timeout + size / MIN_WRITE_RATE)
-            except asyncio.TimeoutError as exc:
-                self.close()
-                raise SMTPTimeoutError(
-                    f"sending to the server timed out (timeout={self.timeout} s; the server "
-                    "stopped reading, or reads too slowly)"
-                ) from exc
+        buffers, size = buffers_and_size(data)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout + size / MIN_WRITE_RATE
+        for buffer in coalesce(buffers):
+            view = memoryview(buffer)
+            for start in range(0, len(view), SEND_BLOCK):
+                if self._gone():
+                    return  # reported by the next read, as with a socket
+                self._transport.write(view[start : start + SEND_BLOCK])
+                if self._receiver.paused:  # the transport holds more than its high-water mark
+                    await self._drain(deadline - loop.time())
         # A connection lost meanwhile is reported by the next read, as with a socket.
+
+    async def _drain(self, remaining: float) -> None:
+        try:
+            await asyncio.wait_for(self._receiver.drain(), max(remaining, 0.0))
+        except asyncio.TimeoutError as exc:
+            self.close()
+            raise SMTPTimeoutError(
+                f"sending to the server timed out (timeout={self.timeout} s; the server "
+                "stopped reading, or reads too slowly)"
+            ) from exc
 
     async def read_reply(self, *, mask: bool = False) -> Reply:
         """Return the next reply; the whole reply must arrive within the timeout.

@@ -20,6 +20,7 @@ refusal, so that job goes back to the queue and is sent again.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -33,15 +34,18 @@ from oauthsmtp._message.prepare import OutgoingMessage
 
 from .wire import (
     MAX_COMMAND_LINE,
+    Blocks,
+    Buffer,
     Connection,
     Reply,
     SMTPConnectionError,
     SMTPTimeoutError,
-    dot_stuff,
     end_of_data,
     mail_from,
     parse_size,
     rcpt_to,
+    stuffed_blocks,
+    stuffed_size,
 )
 
 __all__ = [
@@ -81,12 +85,16 @@ class SendResult:
         message: the server's reply text, or why the message was not sent.
         refused: ``{recipient: (code, text)}`` for recipients the server refused; a
             message can be ``"sent"`` to the others. Read-only.
+        transport: which transport the result is from, ``"smtp"`` or ``"api"``, as
+            reported by :class:`~oauthsmtp.AutoSession` (which may switch from one to the
+            other); None from a session of one transport.
     """
 
     status: Literal["sent", "failed", "unknown", "deferred"]
     code: int | None = None
     message: str | None = None
     refused: Mapping[str, tuple[int, str]] = field(default_factory=dict)
+    transport: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "refused", MappingProxyType(dict(self.refused)))
@@ -417,10 +425,17 @@ def envelope(out: OutgoingMessage, ext: Mapping[str, str]) -> tuple[bytes, list[
     return b"".join(lines), [line.decode("utf-8").rstrip() for line in lines]
 
 
-def body_chunks(out: OutgoingMessage) -> tuple[list[bytes], int]:
-    """The message as written after ``354``: dot-stuffed, then the end-of-data line."""
-    stuffed = dot_stuff(out.data)
-    return [stuffed, end_of_data(out.data)], len(stuffed)
+def body_chunks(out: OutgoingMessage, following: bytes = b"") -> tuple[Blocks, int]:
+    """The message as written after ``354``: dot-stuffed, the end-of-data line, then
+    ``following`` (what rides along); and the size of the stuffed message.
+
+    The blocks are made as they are written (:func:`~.wire.stuffed_blocks`): the message
+    itself, or one stuffed block of it at a time, never a stuffed copy of the whole.
+    """
+    size = stuffed_size(out.data)
+    tail = end_of_data(out.data) + following
+    parts = itertools.chain(stuffed_blocks(out.data), (tail,))
+    return Blocks(parts, size + len(tail)), size
 
 
 def after_envelope(
@@ -430,22 +445,22 @@ def after_envelope(
     data_reply: Reply,
     following: bytes,
     follow_log: Sequence[str],
-) -> tuple[list[bytes], list[str], bool]:
+) -> tuple[Iterable[Buffer], list[str], bool]:
     """What a pipelined transaction writes once MAIL, RCPT and DATA were answered.
 
     Returns the buffers, their log lines and whether they carry the body: after ``354``
     the body (or, with no accepted recipient, an empty one) ends the data; otherwise
     ``RSET``. Either way the next message's envelope (``following``) rides along
-    (RFC 2920 §3.1). Pure: the blocking and the asyncio transaction loops share it.
+    (RFC 2920 §3.1). Pure (the body's blocks are made as they are written): the
+    blocking and the asyncio transaction loops share it.
     """
     if data_reply.code != 354:
         return [b"RSET\r\n" + following], ["RSET", *follow_log], False
     if mail.code < 300 and any(r.code < 300 for r in rcpts):
-        chunks, size = body_chunks(out)
-    else:  # 354 despite no accepted recipient: end the data at once
-        chunks, size = [b".\r\n"], 0
-    chunks[-1] += following
-    return chunks, [f"[message, {size} bytes]", *follow_log], True
+        chunks, size = body_chunks(out, following)
+        return chunks, [f"[message, {size} bytes]", *follow_log], True
+    # 354 despite no accepted recipient: end the data at once
+    return [b".\r\n" + following], ["[message, 0 bytes]", *follow_log], True
 
 
 def _pipelined(conn: Connection, ext: Mapping[str, str], queue: JobQueue, lane: Lane) -> None:

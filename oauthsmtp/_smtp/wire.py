@@ -10,9 +10,12 @@ purpose:
 * :func:`parse_ehlo` and :func:`parse_size` read the server's EHLO answer; nothing the
   server sends can make them raise (a ``SIZE`` that is not 1-20 ASCII digits is ignored).
 * :func:`command`, :func:`mail_from` and :func:`rcpt_to` build command lines and refuse CR,
-  LF and NUL in arguments (docs/security.md); :func:`dot_stuff` and :func:`end_of_data`
-  prepare a message for ``DATA`` without copying it when nothing needs stuffing.
-* :class:`Connection` owns one socket: every read and write has a deadline, TLS is set up
+  LF and NUL in arguments (docs/security.md); :func:`stuffed_blocks` (or :func:`dot_stuff`)
+  and :func:`end_of_data` prepare a message for ``DATA``: views of the message itself
+  where nothing needs stuffing, else a stuffed copy of one block at a time, never of the
+  whole message.
+* :class:`Connection` owns one socket: every read and write has a deadline (a write may be
+  a one-pass :class:`Blocks`, made as it is sent), TLS is set up
   with the caller's verifying context, and protocol lines go to the ``oauthsmtp.smtp``
   logger at DEBUG with secrets masked by the caller. Its errors say what to change (the
   host name, the port, ``security=``, the trust anchors).
@@ -33,7 +36,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from oauthsmtp._errors import ConfigurationError, SMTPError
@@ -43,11 +46,15 @@ __all__ = [
     "MAX_COMMAND_LINE",
     "MAX_LINE",
     "MAX_REPLY_LINES",
+    "SEND_BLOCK",
+    "Blocks",
+    "Buffer",
     "Connection",
     "Reply",
     "ReplyParser",
     "SMTPConnectionError",
     "SMTPTimeoutError",
+    "buffers_and_size",
     "coalesce",
     "command",
     "connect_error",
@@ -59,6 +66,8 @@ __all__ = [
     "parse_size",
     "rcpt_to",
     "speaks_tls",
+    "stuffed_blocks",
+    "stuffed_size",
     "tls_error",
 ]
 
@@ -77,12 +86,35 @@ MIN_WRITE_RATE = 4096
 """Octets per second a write must average: a write of n octets may take ``timeout`` plus
 n / MIN_WRITE_RATE seconds in all, so a peer that reads a trickle cannot hold it forever."""
 
+SEND_BLOCK = 256 * 1024
+"""Most octets handed to the socket (or the asyncio transport) at once, and the size of a
+dot-stuffed block: what a write holds beside the message it sends."""
+
 _RECV_SIZE = 65536
-_SEND_SIZE = 256 * 1024
 _COALESCE = 64 * 1024  # smaller buffers of one write are joined into one send
 _DOT_SCAN = 64  # dots examined one by one before dot-stuffing with a full replace
 _SIZE = re.compile(rb"[0-9]{1,20}")  # RFC 1870 §4: size-param = 1*20DIGIT
 _CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+Buffer = bytes | memoryview
+"""Octets to send: bytes, or a view of (part of) a message, never copied."""
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """Buffers to send in turn, made as they are sent (one pass), and their total size.
+
+    Attributes:
+        parts: the buffers; iterated once, by the write that sends them.
+        size: how many octets they hold in all (the write's deadline depends on it).
+    """
+
+    parts: Iterable[Buffer]
+    size: int
+
+    def __iter__(self) -> Iterator[Buffer]:
+        return iter(self.parts)
 
 
 class SMTPTimeoutError(SMTPError, TimeoutError):
@@ -276,6 +308,37 @@ def dot_stuff(data: bytes) -> bytes:
     return data.replace(b"\n.", b"\n..")
 
 
+def stuffed_blocks(data: bytes, *, block: int = SEND_BLOCK) -> Iterator[Buffer]:
+    """``dot_stuff(data)`` a block at a time: never a copy of the whole message.
+
+    Without a ``.`` at the start of a line (a message of base64 attachments), this is
+    ``data`` itself, once. Otherwise each block of ``block`` octets is a view of ``data``
+    when no line starts with ``.`` inside it, or a stuffed copy of that block alone. A dot
+    that starts a block starts a line when the previous block ended with LF; a line end
+    split between two blocks (CR in one, LF in the next) is just two octets: the message
+    is CRLF already and is not rewritten here.
+    """
+    if not _needs_stuffing(data):
+        yield data
+        return
+    view = memoryview(data)
+    for start in range(0, len(data), block):
+        end = min(start + block, len(data))
+        lead = data[start : start + 1] == b"." and (start == 0 or data[start - 1] == 0x0A)
+        if not lead and data.find(b"\n.", start, end) < 0:
+            yield view[start:end]
+            continue
+        stuffed = data[start:end].replace(b"\n.", b"\n..")
+        yield b"." + stuffed if lead else stuffed
+
+
+def stuffed_size(data: bytes) -> int:
+    """``len(dot_stuff(data))``, without stuffing (a scan when a line may start with ``.``)."""
+    if not _needs_stuffing(data):
+        return len(data)
+    return len(data) + data.count(b"\n.") + data.startswith(b".")
+
+
 def end_of_data(data: bytes) -> bytes:
     """What follows the (dot-stuffed) message: the end-of-data line (RFC 5321 §4.1.1.4)."""
     return b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n"
@@ -382,13 +445,17 @@ class Connection:
             raise
         self._parser = ReplyParser()
 
-    def write(self, data: bytes | Sequence[bytes], log: Sequence[str]) -> None:
+    def write(self, data: bytes | Iterable[Buffer], log: Sequence[str]) -> None:
         """Send ``data`` (bytes, or buffers sent in turn); ``log`` is what DEBUG shows.
 
         The log lines are masked by the caller. Small buffers are joined, so a pipelined
-        group leaves in one segment; large ones are sent as they are, never copied. The
-        timeout bounds each stretch without progress, not the whole write, so a large
-        message on a slow link is not cut off while it is still moving.
+        group leaves in one segment; large ones are sent as they are, never copied, at
+        most :data:`SEND_BLOCK` octets per system call. ``data`` may be :class:`Blocks`,
+        made while they are sent (a dot-stuffed message, a block at a time). The timeout
+        bounds each stretch without progress; the whole write may take the timeout plus
+        one second per :data:`MIN_WRITE_RATE` octets, so a large message on a slow link
+        is not cut off while it is still moving, and a peer that reads a trickle cannot
+        hold it forever.
 
         Raises:
             SMTPTimeoutError, SMTPConnectionError: the connection is then closed.
@@ -398,15 +465,14 @@ class Connection:
         if logger.isEnabledFor(logging.DEBUG):
             for line in log:
                 logger.debug("C: %s", line)
-        buffers = coalesce([data] if isinstance(data, bytes) else data)
-        size = sum(len(buffer) for buffer in buffers)
+        buffers, size = buffers_and_size(data)
         deadline = time.monotonic() + self.timeout + size / MIN_WRITE_RATE
         try:
             self._sock.settimeout(self.timeout)
-            for buffer in buffers:
+            for buffer in coalesce(buffers):
                 view = memoryview(buffer)
                 while view:
-                    view = view[self._sock.send(view[:_SEND_SIZE]) :]
+                    view = view[self._sock.send(view[:SEND_BLOCK]) :]
                     if view and time.monotonic() > deadline:
                         raise TimeoutError
         except TimeoutError as exc:
@@ -466,22 +532,31 @@ class Connection:
         self._sock.close()
 
 
-def coalesce(buffers: Sequence[bytes]) -> list[bytes]:
+def buffers_and_size(data: bytes | Iterable[Buffer]) -> tuple[Iterable[Buffer], int]:
+    """The buffers of a write and how many octets they hold (a :class:`Blocks` says so
+    itself; other buffers are counted)."""
+    if isinstance(data, bytes):
+        return [data], len(data)
+    if isinstance(data, Blocks):
+        return data, data.size
+    buffers = list(data)
+    return buffers, sum(len(buffer) for buffer in buffers)
+
+
+def coalesce(buffers: Iterable[Buffer]) -> Iterator[Buffer]:
     """Join runs of small buffers (so a pipelined group leaves in one segment); large ones
-    are kept as they are, never copied."""
-    out: list[bytes] = []
-    small: list[bytes] = []
+    are passed on as they are, never copied. Lazy: one pass over ``buffers``."""
+    small: list[Buffer] = []
     for buffer in buffers:
         if len(buffer) < _COALESCE:
             small.append(buffer)
             continue
         if small:
-            out.append(b"".join(small))
+            yield b"".join(small)
             small = []
-        out.append(buffer)
+        yield buffer
     if small:
-        out.append(b"".join(small))
-    return out
+        yield b"".join(small)
 
 
 def _connect(host: str, port: int, timeout: float) -> socket.socket:

@@ -36,7 +36,7 @@ from oauthsmtp._oauth.browser import (
 from oauthsmtp._oauth.params import OAuth2Parameters
 from oauthsmtp._oauth.tokenresponse import TokenState
 
-from .manager import TokenManager, invalid_grant_error, login_hint
+from .manager import TokenManager, audience_key, invalid_grant_error, login_hint
 from .stores.base import TokenKey, TokenStore
 from .stores.choose import default_store
 from .token import AuthToken
@@ -338,6 +338,7 @@ def logout(
                     revoked = done if revoked is None else revoked and done
         finally:
             store.delete(key)
+            store.delete(audience_key(key))  # a token redeemed for another resource, if any
     return LogoutResult(removed=raw is not None, revoked=revoked, revoke_error=error)
 
 

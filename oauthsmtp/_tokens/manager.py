@@ -9,6 +9,7 @@ it out.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -23,7 +24,14 @@ from oauthsmtp._util.clock import utcnow
 from .stores.base import TokenKey, TokenStore
 from .token import AuthToken
 
-__all__ = ["TokenManager", "UnsavedState", "invalid_grant_error", "login_hint"]
+__all__ = [
+    "AUDIENCE_SUFFIX",
+    "TokenManager",
+    "UnsavedState",
+    "audience_key",
+    "invalid_grant_error",
+    "login_hint",
+]
 
 log = logging.getLogger("oauthsmtp.login")
 
@@ -51,6 +59,23 @@ def invalid_grant_error(account: str | None, exc: TokenError) -> LoginRequired:
         f"Likely causes: {entry.cause} {publish} Log in again: {login_hint(account)}",
         account=account,
     )
+
+
+AUDIENCE_SUFFIX = "#audience"
+
+_NOT_RESOURCES = frozenset({"offline_access", "openid", "email", "profile"})
+
+
+def audience_key(key: TokenKey) -> TokenKey:
+    """Where the access token for a login's other resource is kept (see
+    :meth:`TokenManager.redeem`): beside the login's own entry, with no refresh token in it."""
+    return TokenKey(key.token_url, key.client_id, f"{key.account}{AUDIENCE_SUFFIX}")
+
+
+def _serves(state: TokenState, scopes: tuple[str, ...]) -> bool:
+    """True when ``state`` was granted every scope of ``scopes`` that names a permission."""
+    wanted = [s for s in scopes if s not in _NOT_RESOURCES]
+    return all(s in state.scope for s in wanted)
 
 
 @dataclass(frozen=True)
@@ -147,6 +172,10 @@ class TokenManager:
         with self._thread_lock, self.store.lock(self.key):
             self.store.save(self.key, AuthToken(state).to_json())
             self._unsaved = None
+            try:  # a token the previous login redeemed for another resource is not this one's
+                self.store.delete(audience_key(self.key))
+            except TokenStoreError as exc:
+                log.debug("could not delete the token kept for another resource: %s", exc)
 
     def forget(self) -> None:
         """Delete the stored token, under the store's lock.
@@ -157,6 +186,7 @@ class TokenManager:
         with self._thread_lock, self.store.lock(self.key):
             self._unsaved = None
             self.store.delete(self.key)
+            self.store.delete(audience_key(self.key))
 
     def retry_save(self) -> None:
         """Save a refreshed token whose save failed earlier; never raises.
@@ -239,8 +269,85 @@ class TokenManager:
             base = current if current is not None and current.refresh_token else held
             return self._refresh_from(base, raw)
 
-    def _refresh_from(self, base: TokenState, raw: str | None) -> TokenState:
-        """Refresh ``base`` (under the lock); ``raw`` is the stored text the result replaces."""
+    def redeem(self, scopes: tuple[str, ...], held: TokenState | None = None) -> TokenState:
+        """An access token for ``scopes``, another resource this login consented to.
+
+        Microsoft issues one access token per resource: a login that consented to
+        ``SMTP.Send`` and Graph's ``Mail.Send`` at once gets a token for the first, and its
+        refresh token redeems one for the other when the refresh names its scopes (RFC 6749
+        §6). Under this login's locks (the same single flight as :meth:`__call__`): the
+        token kept under :func:`audience_key` is returned when it serves ``scopes``, is not
+        ``held`` (the one the caller found wanting) and has not expired (another thread or
+        process redeemed it already). Otherwise the stored refresh token is redeemed; the
+        refresh token that comes back (Microsoft rotates it on every use) is saved into the
+        login's own entry before anything else, exactly as a refresh of the login saves it
+        (a failed save is kept and retried, never dropped), and the new access token is
+        kept under :func:`audience_key` without any refresh token.
+
+        Returns:
+            The state for ``scopes`` (its ``refresh_token`` is None: the login keeps it).
+
+        Raises:
+            LoginRequired: the login was removed, holds no refresh token, or the provider
+                refused it (``invalid_grant``).
+            TokenError: the token endpoint refused (e.g. ``invalid_scope``: the login did
+                not consent to ``scopes``) or failed.
+            TokenStoreError: the store could not be locked or read.
+        """
+        other = audience_key(self.key)
+        with self._thread_lock, self.store.lock(self.key):
+            raw, current = self.read()
+            if raw is None:
+                self._unsaved = None
+                raise self._logged_out()
+            pending, raw = self._settle(raw)
+            if pending is not None:
+                current = pending
+            cached = self._cached_audience(other, scopes)
+            if (
+                cached is not None
+                and (held is None or cached.access_token != held.access_token)
+                and not cached.is_expired(utcnow())
+            ):
+                return cached
+            base = current
+            if base is None or base.refresh_token is None:
+                raise LoginRequired(
+                    "a token for another resource is redeemed with the login's refresh token, "
+                    f"and none is held. Log in again: {login_hint(self.account)}",
+                    account=self.account,
+                )
+            params = dataclasses.replace(self.params, scope=scopes)
+            new = self._refresh_from(base, raw, params=params, login=False)
+            state = dataclasses.replace(new, refresh_token=None, refresh_expires_at=None)
+            try:
+                self.store.save(other, AuthToken(state).to_json())
+            except TokenStoreError as exc:  # only an access token: the next use redeems again
+                log.debug("could not keep the token for %s: %s", " ".join(scopes), exc)
+            return state
+
+    def _cached_audience(self, key: TokenKey, scopes: tuple[str, ...]) -> TokenState | None:
+        try:
+            raw = self.store.load(key)
+            state = AuthToken.from_json(raw).state if raw is not None else None
+        except (ValueError, TokenStoreError):
+            return None
+        return state if state is not None and _serves(state, scopes) else None
+
+    def _refresh_from(
+        self,
+        base: TokenState,
+        raw: str | None,
+        *,
+        params: OAuth2Parameters | None = None,
+        login: bool = True,
+    ) -> TokenState:
+        """Refresh ``base`` (under the lock); ``raw`` is the stored text the result replaces.
+
+        ``login=False`` redeems a token for ``params``' other resource: the login's entry
+        then keeps its access token and takes only the rotated refresh token.
+        """
+        params = params or self.params
         tried: set[str] = set()
         while True:
             if base.refresh_token is None:
@@ -255,7 +362,7 @@ class TokenManager:
             if begin is not None:
                 begin(self.key, raw)  # a shared store: fenced, noted for the other workers
             try:
-                new = self._refresh(self.params, base)
+                new = self._refresh(params, base)
             except TokenError as exc:
                 if exc.error != "invalid_grant":
                     raise
@@ -263,7 +370,7 @@ class TokenManager:
                 # not share our lock may have rotated the refresh token meanwhile.
                 raw_now, stored = self.read()
                 if stored is not None and stored.refresh_token not in tried:
-                    if not stored.is_expired(utcnow()):
+                    if login and not stored.is_expired(utcnow()):
                         self._unsaved = None
                         return stored
                     base, raw = stored, raw_now or raw
@@ -290,5 +397,15 @@ class TokenManager:
                         # The login is over all the same: say so, not that the store failed.
                         log.warning("could not delete the dead token: %s", error)
                 raise invalid_grant_error(self.account, exc) from None
-            self._try_save(new, raw)
+            if login:
+                self._try_save(new, raw)
+            else:  # the rotated refresh token goes into the login's entry, nothing else
+                self._try_save(
+                    dataclasses.replace(
+                        base,
+                        refresh_token=new.refresh_token or base.refresh_token,
+                        refresh_expires_at=new.refresh_expires_at,
+                    ),
+                    raw,
+                )
             return new

@@ -19,6 +19,8 @@ from typing import Any
 
 from authlib.oauth2.rfc6749 import AuthorizationServer, JsonRequest, OAuth2Request
 
+from oauthsmtp._oauth.scopes import first_resource
+
 from ._authapps import DevClientCredentialsGrant, DevJWTBearerGrant, DevPrivateKeyJWT
 from ._authgrants import (
     DevAuthorizationCodeGrant,
@@ -146,7 +148,10 @@ class Core(AuthorizationServer):  # type: ignore[misc]
             token["refresh_token"] = secrets.token_urlsafe(32)
             if self.refresh_token_lifetime is not None:
                 token["refresh_token_expires_in"] = self.refresh_token_lifetime
-        token["scope"] = normalize_scope(scope or SCOPE)
+        # As Entra ID: a token serves one resource. A login that consented to the SMTP scope
+        # and the Graph emulation's gets a token for the first named; a refresh with scope=
+        # for the other redeems one for it (the refresh token keeps the whole consent).
+        token["scope"] = " ".join(first_resource(tuple(normalize_scope(scope or SCOPE).split())))
         if user and "openid" in token["scope"].split():
             token["id_token"] = self.id_token(str(user), client.get_client_id())
         return token
@@ -198,10 +203,10 @@ class Core(AuthorizationServer):  # type: ignore[misc]
         client_id = request.client.client_id
         if request.authorization_code is not None:
             family = request.authorization_code.family
-            refresh_scope = token["scope"]
+            refresh_scope = normalize_scope(request.authorization_code.scope or token["scope"])
         elif isinstance(device, DeviceRecord):
             family = device.family
-            refresh_scope = token["scope"]
+            refresh_scope = normalize_scope(device.scope or token["scope"])
         else:  # refresh_token grant: RFC 6749 §6, a new refresh token keeps the old scope
             family = request.refresh_token.family
             refresh_scope = request.refresh_token.scope

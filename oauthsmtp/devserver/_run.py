@@ -29,6 +29,7 @@ from typing import TextIO
 from ._mailpages import printable, summarize
 from ._provider import DevProvider
 from ._smtpserver import ReceivedMessage
+from ._smtpsession import AUTH_FAILURES
 
 __all__ = ["Terminated", "run_dev_server", "sigterm_stops"]
 
@@ -91,6 +92,13 @@ def _events_to(out: TextIO) -> Iterator[None]:
         logger.setLevel(previous)
 
 
+def _refusal(provider: DevProvider) -> str:
+    failure = provider.smtp.auth_failure
+    if failure is None:
+        return ""
+    return f"  refuses AUTH:    {AUTH_FAILURES[failure]} (--smtp-auth-failure {failure})\n"
+
+
 def _info_block(provider: DevProvider, maildir: Path, *, consent: bool) -> str:
     auth = provider.auth
     ca = provider.ca_path
@@ -125,7 +133,7 @@ SMTP server (XOAUTH2 and OAUTHBEARER with the tokens issued above)
   implicit TLS:    {provider.smtps_port}
   CA certificate:  {ca}
                    (clients must trust it: SSL_CERT_FILE={ca}, or ssl_context= in Python)
-
+{_refusal(provider)}
 Received messages
   folder:          {maildir} (one .eml file per message)
   web page:        {provider.web_url}
@@ -163,6 +171,7 @@ def run_dev_server(
     consent: bool = False,
     user: str = "user@example.test",
     out: TextIO | None = None,
+    smtp_auth_failure: str | None = None,
 ) -> int:
     """Run the development provider until Ctrl-C or SIGTERM (``oauthsmtp dev-server``).
 
@@ -176,6 +185,9 @@ def run_dev_server(
         consent: show a consent page in the browser instead of approving automatically.
         user: who approves (automatically, or as the pages' default); the id_token names them.
         out: where the information block and the arrival lines go (default stdout).
+        smtp_auth_failure: make the SMTP server refuse every AUTH as Microsoft 365 does
+            (``tenant``/``mailbox``: ``535 5.7.139``, ``basic-auth``: ``550 5.7.30``, ...;
+            see :class:`~oauthsmtp.devserver.SMTPServer`), e.g. to try ``--transport auto``.
 
     Returns:
         0 once stopped by Ctrl-C or SIGTERM.
@@ -198,7 +210,9 @@ def run_dev_server(
             maildir=folder,
             mode="consent" if consent else "auto",
             user=user,
-        ).start()
+        )
+        provider.smtp.auth_failure = smtp_auth_failure
+        provider.start()
     except BaseException:
         if temporary:
             shutil.rmtree(folder, ignore_errors=True)

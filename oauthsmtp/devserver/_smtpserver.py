@@ -51,6 +51,7 @@ from types import TracebackType
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from ._authmodels import GMAIL_API_SCOPE, GRAPH_API_SCOPE
 from ._authserver import SCOPE
 from ._certs import DEFAULT_HOSTS, CertificateSet, make_certificates
 from ._smtpmessages import ReceivedMessage, write_atomically
@@ -78,6 +79,10 @@ logger = logging.getLogger("oauthsmtp.devserver.smtp")
 # The scope the server names in its failure challenges (like Gmail's https://mail.google.com/):
 # the one the development authorization server grants for sending mail.
 SMTP_SCOPE = SCOPE
+
+API_SCOPES = (GMAIL_API_SCOPE, GRAPH_API_SCOPE)
+"""The API emulation's scopes: a token carrying one of them and not :data:`SMTP_SCOPE` is
+for another audience and refused at AUTH."""
 
 TOKEN_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
 # How long start() and stop() wait for the server thread (it needs milliseconds).
@@ -497,6 +502,11 @@ class SMTPServer:
             # The exception text may quote the token (a dict's KeyError does): log its type only.
             logger.error("token validator raised %s", type(exc).__name__)
             raise ValidatorFailedError from None
+        granted = getattr(info, "scope", ()) or ()
+        if self.scope not in granted and any(s in API_SCOPES for s in granted):
+            # A token for the API emulation's audience, not SMTP's: refused, as Exchange
+            # Online refuses a Graph token and Gmail a gmail.send one.
+            return None
         user = getattr(info, "user", None)
         mailboxes = getattr(info, "mailboxes", ())
         if not user and mailboxes and claimed is not None:
