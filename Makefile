@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Tests run in this many processes (pytest-xdist); most of their time is spent waiting on
+# the servers they start, so more processes than cores still helps. 0: one process.
+TEST_WORKERS ?= 4
 # The venv remembers the interpreter that made it: asking for another one (PYTHON=...) makes
 # it anew, rather than quietly running the old one.
 PYTHON_ID := $(shell $(PYTHON) -c 'import hashlib, os, sys; print(hashlib.sha256(os.path.realpath(sys.executable).encode()).hexdigest()[:16])' 2>/dev/null)
@@ -43,7 +46,7 @@ venv: $(STAMP)
 test: $(STAMP)
 	@$(BIN)/python -c 'import sys; print("pytest on Python", sys.version.split()[0], "in $(VENV)")'
 	@$(BIN)/python -m compileall -q oauthsmtp tests examples bench >/dev/null
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check oauthsmtp tests examples bench

@@ -64,12 +64,14 @@ _RACER = textwrap.dedent(
     params = OAuth2Parameters(**args["params"])
     stop = Path(args["stop"])
     store = RedisStore(args["url"], lease=0.3, lock_timeout=30)
-    token = oauthsmtp.auth_identify(params, account=args["account"], store=store,
-                                    interactive=False)
+    token = None
     reads = errors = 0
     dead = None
     while not stop.exists():
         try:
+            if token is None:  # the first read is a refresh too, and may be told to retry
+                token = oauthsmtp.auth_identify(params, account=args["account"], store=store,
+                                                interactive=False)
             token.access_token  # due at once: refreshes, or takes another racer's refresh
             reads += 1
         except oauthsmtp.LoginRequired as exc:
@@ -118,18 +120,32 @@ def test_four_racers_with_lapsing_leases_lose_no_login(
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     pauses = 0
     rand = random.Random(15)  # noqa: S311 - which racer to pause, not a secret
+    # Each racer's stderr goes to a file (a pipe nobody reads could fill and stop it).
+    logs = {name: (tmp_path / f"racer-{name}.log").open("wb") for name in "abcd"}
     with (
         spawned(
-            [sys.executable, "-c", _RACER, json.dumps(arg)], env=env, stdout=subprocess.PIPE
+            [sys.executable, "-c", _RACER, json.dumps(arg)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=logs["a"],
         ) as a,
         spawned(
-            [sys.executable, "-c", _RACER, json.dumps(arg)], env=env, stdout=subprocess.PIPE
+            [sys.executable, "-c", _RACER, json.dumps(arg)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=logs["b"],
         ) as b,
         spawned(
-            [sys.executable, "-c", _RACER, json.dumps(arg)], env=env, stdout=subprocess.PIPE
+            [sys.executable, "-c", _RACER, json.dumps(arg)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=logs["c"],
         ) as c,
         spawned(
-            [sys.executable, "-c", _RACER, json.dumps(arg)], env=env, stdout=subprocess.PIPE
+            [sys.executable, "-c", _RACER, json.dumps(arg)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=logs["d"],
         ) as d,
     ):
         racers = [a, b, c, d]
@@ -143,6 +159,10 @@ def test_four_racers_with_lapsing_leases_lose_no_login(
             time.sleep(rand.uniform(0.1, 0.5))
         stop.touch()
         outputs = [p.communicate(timeout=60)[0] for p in racers]
+    for name, out in zip("abcd", outputs, strict=True):
+        logs[name].close()
+        err = (tmp_path / f"racer-{name}.log").read_text(errors="replace")
+        assert out.strip(), f"racer {name} ended without its report: {err[-2000:]}"
     reports = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
     refreshes = auth_server.token_requests - before
     print(f"\nrace: {pauses} pauses, {refreshes} token requests, reports {reports}")
