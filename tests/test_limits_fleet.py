@@ -189,6 +189,14 @@ def test_late_arrivals_never_bunch_past_the_limit(redis_server: RedisServer) -> 
     assert server.peak <= 3
     assert server.most_in_window(0.5) <= 8
     assert sorted(server.ids.values()) == [1] * 32
+    # every ticket was handed back before its worker exited (none left to lapse)
+    budget = RedisStore(redis_server.url).send_budget(
+        f"127.0.0.1:{server.port}", SendLimits(**limits)
+    )
+    client = redis_server.client()
+    assert client.zcard(budget.keys["flight"]) == 0
+    assert client.zcard(budget.keys["answered"]) > 0
+    client.close()
 
 
 def test_a_daily_cap_holds_across_processes(redis_server: RedisServer) -> None:

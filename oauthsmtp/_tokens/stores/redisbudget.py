@@ -266,6 +266,7 @@ class RedisBudget:
         self._reserve = client.register_script(_RESERVE)
         self._answer = client.register_script(_ANSWER)
         self._answers: list[str] = []  # answered tickets not yet recorded in Redis
+        self._answers_since = 0.0  # when the oldest of them was handed in (monotonic)
         self._answers_ready = threading.Condition(threading.Lock())
         self._flusher: threading.Thread | None = None
         self._held: set[str] = set()
@@ -334,8 +335,10 @@ class RedisBudget:
             log.warning("could not leave the queue for %s in Redis: %s", self.mailbox, exc)
 
     def give_back(self, owner: str) -> None:
-        """Release a connection slot (called by its hold); a failure is logged: the slot
-        lapses by itself within the lease."""
+        """Release a connection slot (called by its hold) and record the answers not yet
+        recorded (the process may end next); a failure is logged: the slot lapses by
+        itself within the lease, the tickets when their hold ends."""
+        self._record_answers()
         if not owner:
             return
         with self._lock:
@@ -389,41 +392,51 @@ class RedisBudget:
         if not tickets:
             return
         with self._answers_ready:
+            if not self._answers:
+                self._answers_since = time.monotonic()
             self._answers.extend(tickets)
             if self._flusher is None or not self._flusher.is_alive():
                 self._flusher = threading.Thread(
                     target=self._flush_answers, name="oauthsmtp-limits-answers", daemon=True
                 )
                 self._flusher.start()
-            self._answers_ready.notify()
 
     def _flush_answers(self) -> None:
-        """Record answers no reservation took within ``_FLUSH_AFTER``; ends after a second
-        with nothing to do."""
+        """Every ``_FLUSH_AFTER``, record the answers no reservation took within that
+        time (no wake-up per message); ends after a second with nothing to do."""
+        idle = 0.0
         while True:
+            time.sleep(_FLUSH_AFTER)
             with self._answers_ready:
                 if not self._answers:
-                    self._answers_ready.wait(1.0)
-                if not self._answers:
-                    self._flusher = None
-                    return
-            time.sleep(_FLUSH_AFTER)  # a reservation may take them meanwhile
-            answers = self._take_answers()
-            if not answers:
-                continue
-            window = int(self._limits.window * _MICRO)
-            try:
-                self._answer(
-                    keys=[self.keys["flight"], self.keys["answered"]], args=[window, 3, *answers]
-                )
-            except self._errors as exc:
-                log.warning(
-                    "could not record %d answered message(s) for %s in Redis (%s); they "
-                    "count as in flight until their hold ends",
-                    len(answers),
-                    self.mailbox,
-                    exc,
-                )
+                    idle += _FLUSH_AFTER
+                    if idle >= 1.0:
+                        self._flusher = None
+                        return
+                    continue
+                idle = 0.0
+                if time.monotonic() - self._answers_since < _FLUSH_AFTER:
+                    continue  # a reservation may take them meanwhile
+            self._record_answers()
+
+    def _record_answers(self) -> None:
+        """Record the answers waiting, in one call."""
+        answers = self._take_answers()
+        if not answers:
+            return
+        window = int(self._limits.window * _MICRO)
+        try:
+            self._answer(
+                keys=[self.keys["flight"], self.keys["answered"]], args=[window, 3, *answers]
+            )
+        except self._errors as exc:
+            log.warning(
+                "could not record %d answered message(s) for %s in Redis (%s); they "
+                "count as in flight until their hold ends",
+                len(answers),
+                self.mailbox,
+                exc,
+            )
 
     def reserve_message(
         self, recipients: int, *, count_day: bool, max_wait: float, hold_for: float | None = None
