@@ -15,7 +15,8 @@ help:
 	@echo "make test   - create .venv, install oauthsmtp with its test extras, run pytest"
 	@echo "make lint   - ruff (lint + format check) and mypy --strict on the package"
 	@echo "make demo   - run the whole product end to end against the local dev provider"
-	@echo "make bench  - run the benchmarks in bench/"
+	@echo "make bench  - run the benchmarks in bench/ (about 5 minutes; writes bench/RESULTS.md)"
+	@echo "              BENCH_ARGS='--quick' or '--only widths,scale' for a part of them"
 	@echo "PYTHON=/usr/bin/python3 VENV=.venv-system: another interpreter, in its own venv"
 
 $(MADE_BY):
@@ -45,15 +46,16 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check oauthsmtp tests examples
-	$(BIN)/ruff format --check oauthsmtp tests examples
+	$(BIN)/ruff check oauthsmtp tests examples bench
+	$(BIN)/ruff format --check oauthsmtp tests examples bench
 	$(BIN)/mypy oauthsmtp
 
 demo: $(VENV)/.installed-demo
 	$(BIN)/python -m oauthsmtp demo
 
+# Installs the test extra, which holds the benchmark's peer (aiosmtplib).
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf -- "$(VENV)" .pytest_cache .mypy_cache .ruff_cache

@@ -111,7 +111,7 @@ class Stopwatch:
         self.cpu = time.process_time() - self._cpu
 
 
-def _require(ok: bool, what: str) -> None:
+def require(ok: bool, what: str) -> None:
     if not ok:
         raise RuntimeError(f"benchmark client failed: {what}")
 
@@ -150,11 +150,11 @@ def oauthsmtp_batch(target: Target, kind: Kind, count: int, connections: int = 1
     with Stopwatch() as setup:
         session.start()
         if warm_up:
-            _require(all(r.ok for r in session.send_many(warm_up)), "warm-up not sent")
+            require(all(r.ok for r in session.send_many(warm_up)), "warm-up not sent")
     with Stopwatch() as batch:
         results = session.send_many(messages)
     session.close()
-    _require(all(r.ok for r in results), f"{sum(not r.ok for r in results)} messages not sent")
+    require(all(r.ok for r in results), f"{sum(not r.ok for r in results)} messages not sent")
     name = "oauthsmtp send_many" + (f", connections={connections}" if connections > 1 else "")
     return Run(name, count, setup.wall, batch.wall, [batch.cpu / count], extra=len(warm_up))
 
@@ -170,7 +170,7 @@ def oauthsmtp_loop(target: Target, kind: Kind, count: int, *, stdlib: bool = Fal
         message = build(i)
         with Stopwatch() as one:
             result = session.send(message)
-        _require(result.ok, f"message {i}: {result.code} {result.message}")
+        require(result.ok, f"message {i}: {result.code} {result.message}")
         walls.append(one.wall)
         cpus.append(one.cpu)
     session.close()
@@ -181,7 +181,7 @@ def oauthsmtp_loop(target: Target, kind: Kind, count: int, *, stdlib: bool = Fal
 # --------------------------------------------------------------------------- smtplib
 
 
-def _smtplib_connect(target: Target) -> smtplib.SMTP:
+def smtplib_connect(target: Target) -> smtplib.SMTP:
     """smtplib done right: verified STARTTLS, EHLO again (smtplib does not), XOAUTH2."""
     smtp = smtplib.SMTP(target.host, target.port, local_hostname=LOCAL_NAME, timeout=60)
     smtp.starttls(context=target.context)
@@ -196,13 +196,13 @@ def _smtplib_connect(target: Target) -> smtplib.SMTP:
 def smtplib_one_connection(target: Target, kind: Kind, count: int) -> Run:
     """smtplib used well: one connection, ``send_message`` per message."""
     with Stopwatch() as setup:
-        smtp = _smtplib_connect(target)
+        smtp = smtplib_connect(target)
     walls, cpus = [], []
     for i in range(count):
         message = kind.message(i)
         with Stopwatch() as one:
             refused = smtp.send_message(message)
-        _require(not refused, f"message {i} refused: {refused}")
+        require(not refused, f"message {i} refused: {refused}")
         walls.append(one.wall)
         cpus.append(one.cpu)
     smtp.quit()
@@ -215,10 +215,10 @@ def smtplib_per_message(target: Target, kind: Kind, count: int) -> Run:
     for i in range(count):
         message = kind.message(i)
         with Stopwatch() as one:
-            smtp = _smtplib_connect(target)
+            smtp = smtplib_connect(target)
             refused = smtp.send_message(message)
             smtp.quit()
-        _require(not refused, f"message {i} refused: {refused}")
+        require(not refused, f"message {i} refused: {refused}")
         walls.append(one.wall)
         cpus.append(one.cpu)
     return Run("smtplib, connection per message", count, None, sum(walls), cpus)
@@ -227,7 +227,7 @@ def smtplib_per_message(target: Target, kind: Kind, count: int) -> Run:
 # --------------------------------------------------------------------------- optional peers
 
 
-def _aiosmtplib() -> Any:
+def aiosmtplib_module() -> Any:
     """The aiosmtplib module from the peers folder (or the environment), or None."""
     folder = str(PEERS / "python")
     if os.path.isdir(folder) and folder not in sys.path:
@@ -241,14 +241,14 @@ def _aiosmtplib() -> Any:
 
 def aiosmtplib_missing() -> str | None:
     """Why aiosmtplib cannot run, or None."""
-    if _aiosmtplib() is None:
+    if aiosmtplib_module() is None:
         return f"not installed (pip install --target {PEERS / 'python'} aiosmtplib)"
     return None
 
 
 def aiosmtplib_one_connection(target: Target, kind: Kind, count: int) -> Run:
     """aiosmtplib: one connection, ``send_message`` per message (awaited in turn)."""
-    return asyncio.run(_aiosmtplib_run(_aiosmtplib(), target, kind, count))
+    return asyncio.run(_aiosmtplib_run(aiosmtplib_module(), target, kind, count))
 
 
 async def _aiosmtplib_run(module: Any, target: Target, kind: Kind, count: int) -> Run:
@@ -268,7 +268,7 @@ async def _aiosmtplib_run(module: Any, target: Target, kind: Kind, count: int) -
         message = kind.message(i)
         with Stopwatch() as one:
             refused, _ = await smtp.send_message(message)
-        _require(not refused, f"message {i} refused: {refused}")
+        require(not refused, f"message {i} refused: {refused}")
         walls.append(one.wall)
         cpus.append(one.cpu)
     await smtp.quit()

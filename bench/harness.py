@@ -73,6 +73,8 @@ class Helper:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
     def __enter__(self) -> Helper:
         return self
@@ -259,16 +261,35 @@ def _source_revision() -> str:
     return f"{head} + uncommitted changes in oauthsmtp/" if dirty else head
 
 
+def _load() -> str:
+    try:
+        return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def _aiosmtplib_version() -> str:
+    version = _version("aiosmtplib")
+    if version == "not installed" and (PEERS / "python" / "aiosmtplib").is_dir():
+        return f"in {PEERS / 'python'}"
+    return version
+
+
+LOAD_AT_START = _load()
+
+
 def machine() -> dict[str, str]:
     """What the numbers were measured on."""
     return {
         "CPU": _cpu_model(),
         "cores": str(os.cpu_count()),
         "OS": _os_name(),
+        "load average (1, 5, 15 min) at the start": LOAD_AT_START,
         "Python": f"{platform.python_version()} ({platform.python_implementation()})",
-        "oauthsmtp": f"{_version('oauthsmtp')}, source {_source_revision()}",
+        "oauthsmtp": f"{_version('oauthsmtp')}, git commit {_source_revision()}",
         "authlib": _version("authlib"),
         "keyring": _version("keyring"),
         "aiosmtpd (server)": _version("aiosmtpd"),
+        "aiosmtplib (peer)": _aiosmtplib_version(),
         "node (for nodemailer)": _node_version(),
     }

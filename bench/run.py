@@ -9,6 +9,8 @@ Usage::
 Sections (see bench/README.md for what each measures):
 
 ``send``     every client on loopback and through the 20 ms delay proxy, small and 1 MB
+``widths``   equal widths: oauthsmtp with N connections vs N smtplib and N aiosmtplib ones
+``scale``    1k / 10k / 100k messages from a generator (throughput, peak RSS); 10 MB memory
 ``refresh``  token requests for 8 threads and 4 processes on an expired cached token
 ``startup``  ``import oauthsmtp``, ``oauthsmtp token``, a cold "refresh + send one message"
 ``api``      SMTP pipelining beside the Gmail API and Graph sessions, through the delay proxy
@@ -22,8 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-
-import api
+import os
 import shlex
 import sys
 import time
@@ -31,18 +32,24 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
+import api
 import coldstart
 import fleet
 import refresh
+import scaling
 import throughput
+import widths
 from clients import Target
 from harness import BENCH, ROOT, Helper, Table, machine
 from messages import LARGE, SMALL
+from sink import TOKEN_VARIABLE
 
 from oauthsmtp.devserver import headless_login
 
-SECTIONS = ("send", "refresh", "startup", "api", "fleet")
+SECTIONS = ("send", "widths", "scale", "refresh", "startup", "api", "fleet")
 ONE_WAY_DELAY_MS = 10.0
+NOMINAL_RTT = 2 * ONE_WAY_DELAY_MS / 1000
+MEASURED: dict[str, float] = {}  # the proxies' round trips as measured, for RESULTS.md
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -85,15 +92,66 @@ def send_tables(servers: Helper, proxy: Helper, *, quick: bool) -> list[Table]:
     common = {"ca_file": info["ca_file"], "account": info["account"], "token": token}
     direct = Target("loopback", info["smtp_host"], info["smtp_port"], **common)
     delayed = Target("delay proxy", "127.0.0.1", proxy.info["port"], **common)
-    rtt = 2 * proxy.info["delay"]
+    rtt = proxy_rtt("delay proxy to the development server", delayed)
     tables = []
     for kind, count in ((SMALL, 100 if quick else 500), (LARGE, 10 if quick else 50)):
         print(f"\n== sending, {kind.name}: loopback", flush=True)
         tables.append(throughput.loopback_table(servers, direct, kind, count))
         tables[-1].show()
         print(f"\n== sending, {kind.name}: through the delay proxy", flush=True)
-        tables.append(throughput.delay_table(servers, delayed, kind, count, rtt))
+        tables.append(throughput.delay_table(servers, delayed, kind, count, rtt, NOMINAL_RTT))
         tables[-1].show()
+    return tables
+
+
+def proxy_rtt(name: str, target: Target) -> float:
+    """The proxy's round trip as measured (median of 50 NOOPs), remembered for RESULTS.md."""
+    if name not in MEASURED:
+        MEASURED[name] = throughput.measure_rtt(target.host, target.port)
+    return MEASURED[name]
+
+
+@contextlib.contextmanager
+def running_sink(servers: Helper) -> Iterator[tuple[Helper, Target, Target]]:
+    """The fast sink (with a token from a real login), a delay proxy before it, and targets."""
+    info = servers.info
+    token = headless_login(refresh.parameters(info), account=info["account"])
+    env = {**os.environ, TOKEN_VARIABLE: token.access_token}
+    with Helper("sink.py", env=env) as sink:
+        common = {"ca_file": sink.info["ca_file"], "account": info["account"], "token": token}
+        direct = Target("sink", sink.info["host"], sink.info["port"], **common)
+        address = f"{sink.info['host']}:{sink.info['port']}"
+        with Helper("proxy.py", "--target", address, "--delay-ms", str(ONE_WAY_DELAY_MS)) as proxy:
+            yield (
+                sink,
+                direct,
+                Target("delay proxy to the sink", "127.0.0.1", proxy.info["port"], **common),
+            )
+
+
+def sink_tables(servers: Helper, sections: list[str], *, quick: bool) -> list[Table]:
+    """Equal widths (loopback and delay proxy), scaling and the 10 MB memory row."""
+    tables = []
+    with running_sink(servers) as (sink, direct, delayed):
+        if "widths" in sections:
+            print("\n== equal widths: loopback", flush=True)
+            tables.append(widths.widths_table(sink, direct, 600 if quick else 3000, rtt=None))
+            tables[-1].show()
+            print("\n== equal widths: through the delay proxy", flush=True)
+            rtt = proxy_rtt("delay proxy to the fast sink", delayed)
+            tables.append(
+                widths.widths_table(
+                    sink, delayed, 40 if quick else 100, rtt=rtt, nominal=NOMINAL_RTT
+                )
+            )
+            tables[-1].show()
+        if "scale" in sections:
+            print("\n== scaling and memory", flush=True)
+            counts = (1_000, 10_000) if quick else (1_000, 10_000, 100_000)
+            tables.append(scaling.scaling_table(sink, direct, counts))
+            tables[-1].show()
+            tables.append(scaling.attachment_table(sink, direct))
+            tables[-1].show()
     return tables
 
 
@@ -103,7 +161,7 @@ def api_tables(servers: Helper, proxy: Helper, *, quick: bool) -> list[Table]:
     token = headless_login(refresh.parameters(info), account=info["account"])
     common = {"ca_file": info["ca_file"], "account": info["account"], "token": token}
     delayed = Target("delay proxy", "127.0.0.1", proxy.info["port"], **common)
-    rtt = 2 * proxy.info["delay"]
+    rtt = proxy_rtt("delay proxy to the development server", delayed)
     target = f"127.0.0.1:{info['api_port']}"
     tables = []
     with Helper("proxy.py", "--target", target, "--delay-ms", str(ONE_WAY_DELAY_MS)) as api_proxy:
@@ -157,6 +215,15 @@ def write_results(path: Path, args: argparse.Namespace, tables: list[Table], too
         "| machine | |",
         "| --- | --- |",
         *(f"| {name} | {value} |" for name, value in facts.items()),
+        *(
+            f"| round trip, {name} | {NOMINAL_RTT * 1000:.0f} ms nominal, "
+            f"{rtt * 1000:.1f} ms measured (median of 50 NOOPs) |"
+            for name, rtt in MEASURED.items()
+        ),
+        "",
+        "The machine is shared (other work ran beside the benchmark, see the load average "
+        "above): figures move by several percent from run to run, more for start-up times; "
+        "compare the ratios within one run.",
         "",
         targets_summary(tables).markdown(),
         "",
@@ -180,6 +247,8 @@ def main(argv: list[str]) -> int:
     with running_servers() as (servers, proxy):
         if "send" in args.sections:
             tables += send_tables(servers, proxy, quick=args.quick)
+        if {"widths", "scale"} & set(args.sections):
+            tables += sink_tables(servers, args.sections, quick=args.quick)
         for section in ("refresh", "startup"):
             if section in args.sections:
                 tables += other_tables(section, servers, quick=args.quick)

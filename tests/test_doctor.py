@@ -400,16 +400,19 @@ def test_rejected_token_is_refreshed_once_then_reported(
     assert "https://outlook.office.com/SMTP.Send" in fix_of(out, "smtp auth")
 
 
+@pytest.mark.parametrize("refresh", [True, False], ids=["refreshed", "as-stored"])
 @pytest.mark.parametrize("logged_in_as", [ACCOUNT, "other@example.org"], ids=["same", "other"])
-def test_identity_from_the_id_token_of_a_refresh(
+def test_identity_from_the_id_token(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     certs: CertificateSet,
     fake_browser: FakeBrowser,
     capsys: pytest.CaptureFixture[str],
     logged_in_as: str,
+    refresh: bool,
 ) -> None:
-    """The expired token is renewed; the refresh answer's id_token says whose it is.
+    """Whose token it is comes from the id_token: the one a refresh answer carries, or the
+    login's, kept in the store with the token (a later process that does not refresh).
 
     A token of another account saved under this one (copied by hand, say) is caught before
     AUTH, and needs a login (exit 3).
@@ -437,11 +440,13 @@ def test_identity_from_the_id_token_of_a_refresh(
             )
             store = FileStore(home / "tokens")
             token = oauthsmtp.auth_identify(params, account=logged_in_as, store=store, timeout=20)
-            token.expire()
+            assert token.identity == (logged_in_as,)
+            if refresh:
+                token.expire()
             store.save(settings.token_key, token.to_json())
             code, lines, out = doctor(capsys)
             assert server.messages == []
-    assert "refreshed just now" in lines["token"]
+    assert ("refreshed just now" in lines["token"]) is refresh
     if logged_in_as == ACCOUNT:
         assert code == 0, out
         assert lines["identity"] == f"ok    identity      token is for {ACCOUNT}"

@@ -410,3 +410,57 @@ def test_microsoft_client_type_errors_say_what_to_fix(description: str, advice: 
         parse({"error": "invalid_client", "error_description": description}, status=401)
     assert advice in str(info.value)
     assert info.value.error == "invalid_client"
+
+
+def _id_token(claims: dict[str, object]) -> str:
+    import base64
+
+    def part(value: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none'})}.{part(claims)}.sig"
+
+
+def test_identity_is_kept_with_the_token_and_across_refreshes() -> None:
+    """The login's id_token names the account; the state keeps it in to_dict/from_dict and a
+    refresh answer without an id_token keeps the previous one."""
+    now = datetime.now(timezone.utc)
+    login = json.dumps(
+        {
+            "access_token": "a1",
+            "token_type": "Bearer",
+            "expires_in": 3600,
+            "refresh_token": "r1",
+            "id_token": _id_token({"aud": "cid", "email": "me@example.org"}),
+        }
+    ).encode()
+    state = parse_token_response(200, "application/json", login, now=now, client_id="cid")
+    assert state.identity == ("me@example.org",)
+    assert TokenState.from_dict(json.loads(json.dumps(state.to_dict()))).identity == (
+        "me@example.org",
+    )
+    refresh = json.dumps({"access_token": "a2", "token_type": "Bearer"}).encode()
+    renewed = parse_token_response(
+        200, "application/json", refresh, now=now, client_id="cid",
+        previous_refresh_token="r1", previous_identity=state.identity,
+    )  # fmt: skip
+    assert renewed.identity == ("me@example.org",)
+    # An id_token for another client names nobody; without client_id nothing is read.
+    elsewhere = json.loads(login)
+    elsewhere["id_token"] = _id_token({"aud": "another-client", "email": "me@example.org"})
+    other = parse_token_response(
+        200, "application/json", json.dumps(elsewhere).encode(), now=now, client_id="cid"
+    )
+    assert other.identity == ()
+    assert parse_token_response(200, "application/json", login, now=now).identity == ()
+    # Stored before identity existed: none.
+    assert "identity" not in TokenState(access_token="a").to_dict()
+
+
+@pytest.mark.parametrize(
+    "identity", ["me@example.org", ["no-at-sign"], [1], ["a@b"] * 9, ["bad\nname@x"]]
+)
+def test_a_malformed_stored_identity_is_refused(identity: object) -> None:
+    data = {**TokenState(access_token="a").to_dict(), "identity": identity}
+    with pytest.raises(ValueError, match="identity"):
+        TokenState.from_dict(data)

@@ -183,7 +183,7 @@ def check_identity(names: tuple[str, ...], account: str) -> Check:
     if not names:
         return passed(
             "identity",
-            "not known here (no id_token in the token endpoint's last answer); the server "
+            "not known here (no id_token in the token endpoint's answers); the server "
             "checks it at AUTH",
             status="skip",
         )

@@ -82,7 +82,9 @@ def diagnose(account: str | None) -> list[Check]:
     if token is not None:
         from oauthsmtp._oauth.tokenresponse import token_identity
 
-        names = token_identity(token.server_response, client_id=settings.client_id)
+        names = token.identity or token_identity(
+            token.server_response, client_id=settings.client_id
+        )
         checks.append(check_identity(names, account))
         if settings.transport == "api":
             shown = " ".join(token.scope) or "(none)"

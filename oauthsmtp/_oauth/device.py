@@ -353,6 +353,7 @@ def device_login(
                 reply.body,
                 now=_now(),
                 requested_scope=params.scopes,
+                client_id=params.client_id,
             )
         except TokenError as raw:
             exc = _scrubbed(raw, (auth.device_code, params.client_secret))

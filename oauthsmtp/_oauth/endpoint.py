@@ -132,6 +132,7 @@ def exchange_code(
             answer.body,
             now=utcnow(),
             requested_scope=params.scopes,
+            client_id=params.client_id,
         )
     except TokenError as exc:
         raise _scrub(exc, _secrets(form)) from None
@@ -210,6 +211,8 @@ def refresh(
                 requested_scope=scopes,
                 previous_refresh_token=state.refresh_token,
                 previous_refresh_expires_at=state.refresh_expires_at,
+                client_id=params.client_id,
+                previous_identity=state.identity,
             )
         except TokenError as exc:
             error = _scrub(exc, _secrets(form))

@@ -94,6 +94,8 @@ class TokenState:
         obtained_at: when the answer was received (aware, UTC).
         refresh_expires_at: when the refresh token itself lapses (aware, UTC), from the
             server's ``refresh_token_expires_in``; None where that is not known.
+        identity: the accounts the OpenID Connect ``id_token`` of the login named (see
+            :func:`token_identity`), kept across refreshes that send none; () when unknown.
         server_response: the whole answer, read-only and masked in repr.
     """
 
@@ -104,6 +106,7 @@ class TokenState:
     scope: tuple[str, ...] = ()
     obtained_at: datetime = field(default_factory=utcnow)
     refresh_expires_at: datetime | None = None
+    identity: tuple[str, ...] = ()
     server_response: ServerResponse = field(
         default_factory=lambda: ServerResponse({}), repr=False, compare=False
     )
@@ -126,6 +129,8 @@ class TokenState:
         }
         if self.refresh_expires_at is not None:  # absent in tokens stored before it existed
             data["refresh_expires_at"] = self.refresh_expires_at.isoformat()
+        if self.identity:  # the same
+            data["identity"] = list(self.identity)
         return data
 
     @classmethod
@@ -157,6 +162,13 @@ class TokenState:
                 raise ValueError(f"token data has a naive {key}")
             return value.astimezone(timezone.utc)
 
+        identity = data.get("identity", [])
+        if (
+            not isinstance(identity, list)
+            or len(identity) > _MAX_NAMES
+            or not all(_is_name(name) for name in identity)
+        ):
+            raise ValueError("token data has a malformed identity")
         obtained = _when("obtained_at") or utcnow()
         return cls(
             access_token=access,
@@ -166,6 +178,7 @@ class TokenState:
             scope=tuple(scope.split()),
             obtained_at=obtained,
             refresh_expires_at=_when("refresh_expires_at"),
+            identity=tuple(identity),
         )
 
 
@@ -250,6 +263,8 @@ def parse_token_response(
     requested_scope: tuple[str, ...] = (),
     previous_refresh_token: str | None = None,
     previous_refresh_expires_at: datetime | None = None,
+    client_id: str | None = None,
+    previous_identity: tuple[str, ...] = (),
 ) -> TokenState:
     """Validate a token endpoint answer (RFC 6749 §5.1, §5.2, §7.1).
 
@@ -262,6 +277,10 @@ def parse_token_response(
         previous_refresh_token: kept when a refresh answer carries none (§6).
         previous_refresh_expires_at: the kept refresh token's lapse time, kept with it
             unless the answer gives a new ``refresh_token_expires_in``.
+        client_id: the client the token was issued to; with it, the accounts an
+            ``id_token`` for this client names become the state's ``identity``.
+        previous_identity: kept when the answer names no identity (a refresh usually
+            carries no ``id_token``).
 
     Returns:
         the validated :class:`TokenState`.
@@ -354,6 +373,8 @@ def parse_token_response(
         scope=scope,
         obtained_at=now,
         refresh_expires_at=refresh_expires_at if refresh is not None else None,
+        identity=(token_identity(data, client_id=client_id) if client_id else ())
+        or previous_identity,
         server_response=ServerResponse(data),
     )
 
@@ -392,6 +413,14 @@ def token_identity(response: Mapping[str, Any], *, client_id: str) -> tuple[str,
     found = [
         value
         for value in (claims.get(name) for name in IDENTITY_CLAIMS)
-        if isinstance(value, str) and "@" in value and value.isprintable() and len(value) < 320
+        if isinstance(value, str) and _is_name(value)
     ]
     return tuple(dict.fromkeys(found))
+
+
+_MAX_NAMES = len(IDENTITY_CLAIMS)
+
+
+def _is_name(value: object) -> bool:
+    """A mailbox-like identity: printable text with an ``@``, of a sane length."""
+    return isinstance(value, str) and "@" in value and value.isprintable() and len(value) < 320

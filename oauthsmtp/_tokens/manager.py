@@ -358,6 +358,9 @@ class TokenManager:
                     account=self.account,
                 )
             tried.add(base.refresh_token)
+            begin = getattr(self.store, "begin_refresh", None)
+            if begin is not None:
+                begin(self.key, raw)  # a shared store: fenced, noted for the other workers
             try:
                 new = self._refresh(params, base)
             except TokenError as exc:
@@ -373,7 +376,20 @@ class TokenManager:
                     base, raw = stored, raw_now or raw
                     continue
                 if raw_now is not None and (stored is None or stored.refresh_token in tried):
-                    # The provider refused the very refresh token the store holds.
+                    # The provider refused the very refresh token the store holds. In a shared
+                    # store, another worker may have refreshed it and lost its lease before
+                    # saving: the provider rotated it, the new one is in that worker's hands.
+                    in_doubt = getattr(self.store, "refresh_in_doubt", None)
+                    if in_doubt is not None and in_doubt(self.key, raw_now):
+                        raise TokenError(
+                            "the refresh token was just used by another worker whose refresh "
+                            "was interrupted (it lost the store's lock); it may still save the "
+                            "new one: try again shortly",
+                            error=exc.error,
+                            error_description=exc.error_description,
+                            status=exc.status,
+                        ) from None
+                    # Nobody else is refreshing it: the login is over.
                     self._unsaved = None
                     try:
                         self.store.delete(self.key)

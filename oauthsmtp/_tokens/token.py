@@ -141,6 +141,13 @@ class AuthToken:
         return not self._state.is_expired(self._clock(), self.leeway)
 
     @property
+    def identity(self) -> tuple[str, ...]:
+        """The accounts the provider's OpenID Connect ``id_token`` named at login (email,
+        preferred_username, upn), kept with the token; () when the provider sent none (a
+        login without the ``openid`` scope)."""
+        return self._state.identity
+
+    @property
     def server_response(self) -> ServerResponse:
         """The token endpoint's last answer, read-only; its repr masks token values."""
         return self._state.server_response

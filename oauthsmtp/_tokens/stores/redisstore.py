@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import math
@@ -54,6 +55,21 @@ else
 end
 return 1
 """
+
+# KEYS[1]: the lease, KEYS[2]: this holder's refresh marker; ARGV[1]: the owner token,
+# ARGV[2]: the digest of the stored text being refreshed, ARGV[3]: the marker's life in ms.
+# Notes a refresh about to be sent, only while the lease is still this owner's.
+_BEGIN_REFRESH = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then
+    return 0
+end
+redis.call('set', KEYS[2], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
+DOUBT_LEASES = 10
+"""How many leases a refresh marker lives: for that long after a worker began a refresh and
+lost its lease, the token it refreshed is not declared dead on ``invalid_grant``."""
 
 _INSTALL_HINT = "pip install 'oauthsmtp[redis]'"
 
@@ -227,9 +243,20 @@ class RedisStore:
                 f"{self.url!r} is not a Redis URL (redis://host:port/db, rediss:// for TLS)"
             ) from None
         self._fenced_write: Any = self._client.register_script(_FENCED_WRITE)
+        self._begin_refresh: Any = self._client.register_script(_BEGIN_REFRESH)
         self._held = threading.local()
         self._budgets: dict[tuple[str, SendLimits], RedisBudget] = {}
         self._budgets_lock = threading.Lock()
+
+    @property
+    def redis(self) -> Any:
+        """The redis-py client this store talks through.
+
+        For helpers that keep keys of their own under :attr:`prefix` in the same Redis
+        (the idempotency keys of :mod:`oauthsmtp.integrations.ledger`); the same URL,
+        timeouts and credentials.
+        """
+        return self._client
 
     @property
     def encrypted(self) -> bool:
@@ -384,6 +411,70 @@ class RedisStore:
             if parsed is not None and name == self.value_key(parsed[0]):
                 found.append(parsed[0])
         return sorted(found)
+
+    # -- refreshes that a lapsed lease may have interrupted --------------------
+
+    def _marker_prefix(self, key: TokenKey) -> str:
+        return f"{self.prefix}refreshing:{key.slug()}:"
+
+    @staticmethod
+    def _digest(raw: str | None) -> str:
+        return hashlib.sha256((raw or "").encode("utf-8", "surrogatepass")).hexdigest()
+
+    def begin_refresh(self, key: TokenKey, raw: str | None) -> None:
+        """Note, under the held lock, that a refresh of the stored text ``raw`` is sent now.
+
+        The note (``<prefix>refreshing:<slug>:<owner>``: a digest of ``raw``, never the
+        token) lives ``DOUBT_LEASES`` leases. Fenced like a save: a holder whose lease
+        lapsed sends no refresh at all.
+
+        Raises:
+            TokenStoreError: the lease lapsed (nothing is sent), or Redis failed.
+        """
+        lease = self._leases().get(key)
+        if lease is None:
+            raise TokenStoreError(f"begin_refresh for {key.describe()} without the lock")
+        marker = self._marker_prefix(key) + lease.token.decode("ascii", "replace")
+        life = int(self.lease * DOUBT_LEASES * 1000)
+        with self._talking(f"note a refresh for {key.describe()}"):
+            done = self._begin_refresh(
+                keys=[self.lease_key(key), marker], args=[lease.token, self._digest(raw), life]
+            )
+        if not done:
+            lease.lapsed.set()
+            raise TokenStoreError(
+                f"not refreshing the token for {key.describe()}: the lease on it lapsed (this "
+                f"worker held the lock longer than {self.lease:g} s without renewing it), so "
+                "another worker may be refreshing it; try again"
+            )
+
+    def refresh_in_doubt(self, key: TokenKey, raw: str | None) -> bool:
+        """Whether another worker began refreshing the stored text ``raw`` recently.
+
+        True after a refresh of ``raw`` was refused with ``invalid_grant`` while another
+        worker's note for the same ``raw`` is alive: that worker lost its lease mid-refresh
+        (paused, cut off) after the provider may already have rotated the refresh token,
+        and may still save the new one. The login is then not declared dead.
+
+        Raises:
+            TokenStoreError: Redis failed.
+        """
+        mine = self._leases().get(key)
+        own = self._marker_prefix(key) + (
+            mine.token.decode("ascii", "replace") if mine is not None else ""
+        )
+        pattern = self._marker_prefix(key).replace("\\", "\\\\")
+        for char in "*?[]":
+            pattern = pattern.replace(char, "\\" + char)
+        with self._talking(f"read the refresh notes for {key.describe()}"):
+            names = [
+                n
+                for n in self._client.scan_iter(match=pattern + "*", count=100)
+                if n.decode("ascii", "replace") != own
+            ]
+            values = self._client.mget(names) if names else []
+        digest = self._digest(raw).encode("ascii")
+        return any(value == digest for value in values)
 
     # -- the lease ----------------------------------------------------------
 
