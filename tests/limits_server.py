@@ -13,10 +13,17 @@ It can refuse, as providers do: ``max_connections=N`` answers a connection beyon
 ``432 4.3.2 Concurrent connections limit exceeded`` and closes it (Microsoft 365);
 ``transient_mail=K`` answers the first K MAIL FROM with ``451 4.7.500 Server busy``;
 ``transient_data=K`` answers the first K ends of data with ``451 4.3.0`` (not accepted).
+
+``mail_delay=D`` plays a network that delays some messages more than others: each MAIL FROM
+the server reads is *seen* (its time recorded, then answered) only after a random delay
+from 0 to D seconds (seeded; ``seed=``), as if it had spent that long on the way. Without
+a cap that counts what the server may have seen, such delays bunch the arrivals of evenly
+paced messages: a late one lands in the window of the punctual ones after it.
 """
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
@@ -33,6 +40,8 @@ class LimitsServer:
         max_connections: int | None = None,
         transient_mail: int = 0,
         transient_data: int = 0,
+        mail_delay: float = 0.0,
+        seed: int = 15,
     ) -> None:
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.bind(("127.0.0.1", 0))
@@ -42,6 +51,8 @@ class LimitsServer:
         self.max_connections = max_connections
         self.transient_mail = transient_mail
         self.transient_data = transient_data
+        self.mail_delay = mail_delay
+        self._rng = random.Random(seed)  # noqa: S311 - delays, not secrets
         self.open = 0
         self.peak = 0
         self.connections = 0
@@ -136,6 +147,10 @@ class LimitsServer:
             if verb in (b"EHLO", b"HELO"):
                 sock.sendall(b"250-limits\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
             elif verb == b"MAIL":
+                if self.mail_delay:
+                    with self._lock:
+                        delay = self._rng.random() * self.mail_delay
+                    self._stopping.wait(delay)  # on its way: seen only now
                 with self._lock:
                     self.starts.append(time.monotonic())
                     busy = self.refused_mail < self.transient_mail

@@ -5,9 +5,13 @@ in-process budget, the Redis budget's Lua scripts and the tests share one meanin
 
 * **Messages per window** (``per_minute`` over ``window`` seconds): every message reserves
   the next free *slot*, a time at which it may start: ``window / per_minute`` after the
-  previous slot (first come, first served, evenly paced), so no window of that length
-  holds more than ``per_minute`` starts. The wait is known when the slot is reserved: one
-  too far away is not reserved at all.
+  previous slot (first come, first served, evenly paced, :func:`next_slot`). Slots alone
+  do not bound what the *server* sees: a message reaches it later than its slot by a
+  delay that varies, and a late one lands in the window of the punctual ones after it.
+  So the slot is also *capped* (:func:`capped_start`): a message may start at ``T`` only
+  while fewer than ``per_minute`` others are in flight (started, their MAIL FROM not yet
+  answered) or were answered after ``T - window``. The wait is known when the slot is
+  reserved: one too far away is not reserved at all.
 * **Per day** (``messages_per_day``, ``recipients_per_day`` over ``day`` seconds): counts
   kept in :data:`DAY_BUCKETS` buckets of a rolling day; a bucket leaves the count only once
   all of it is older than a day, so the count errs on the safe side.
@@ -17,8 +21,9 @@ in-process budget, the Redis budget's Lua scripts and the tests share one meanin
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from oauthsmtp._errors import ConfigurationError
@@ -28,6 +33,7 @@ __all__ = [
     "SendLimits",
     "backoff_delay",
     "bucket_of",
+    "capped_start",
     "day_refusal",
     "is_transient_code",
     "next_slot",
@@ -175,6 +181,41 @@ def next_slot(last: float | None, now: float, per_window: int, window: float) ->
     if last is None:
         return now
     return max(now, last + window / per_window)
+
+
+def capped_start(
+    slot: float, in_flight: int, answered: Sequence[float], per_window: int, window: float
+) -> float | None:
+    """The earliest time from ``slot`` on at which a message may start under the cap, or
+    None while ``per_window`` or more messages are in flight (pure).
+
+    Args:
+        slot: the message's paced slot (:func:`next_slot`).
+        in_flight: messages started (or given a start time) whose MAIL FROM has not been
+            answered yet; each counts whatever the time.
+        answered: the times the others' MAIL FROM replies were recorded (ascending; on the
+            budget's clock, each no earlier than the server saw that MAIL FROM).
+        per_window: ``per_minute``.
+        window: ``window``.
+
+    The answer ``T`` is the first time with ``in_flight`` plus the answers later than
+    ``T - window`` below ``per_window``. Why that bounds the server: take any half-open
+    window of ``window`` seconds on the server holding MAIL FROMs of messages ``1..k``, and
+    ``j`` the one whose start was decided last, at ``T_j``, no later than its arrival
+    ``A_j``. Every other ``i`` was decided before, so it counted for ``j`` if still in
+    flight; if answered, at ``R_i >= A_i > A_j - window >= T_j - window``, so it counted
+    too: ``k - 1 < per_window``. Network delays change when messages arrive, not this
+    count.
+    """
+    allowed = per_window - 1 - in_flight
+    if allowed < 0:
+        return None
+    later = len(answered) - bisect.bisect_right(answered, slot - window)
+    excess = later - allowed
+    if excess <= 0:
+        return slot
+    # the answers must leave the window up to and including the excess-th oldest of them
+    return max(slot, answered[len(answered) - later + excess - 1] + window)
 
 
 def bucket_of(now: float, day: float) -> int:

@@ -16,7 +16,10 @@ A :class:`Limiter` sits between a session and its :class:`~oauthsmtp._limits.bud
   its MAIL FROM is written: more recipients than ``recipients_per_message`` fail it (never
   split); a daily cap reached, or a message slot further away than ``max_wait``, defers it;
   otherwise it waits for its reserved slot. A pipelining connection that would have to wait
-  while a body is still to be written first finishes that message, then waits.
+  while a body is still to be written first finishes that message, then waits. The slot
+  comes with a ticket, held until :meth:`Limiter.answered` (the reply to its MAIL FROM was
+  read) hands it back: the budget caps messages in flight or answered within the window,
+  so the server never sees more than ``per_minute`` in a window, however late some arrive.
 * **Transient replies**: :meth:`Limiter.retry` decides whether a message the server refused
   with a ``4xx`` (to MAIL, every RCPT, DATA or the end of data: nothing was accepted) is
   tried again, after a backoff, instead of getting its ``"failed"`` result. A message whose
@@ -70,6 +73,8 @@ class Limiter:
     Args:
         budget: the mailbox's budget.
         mailbox: the mailbox, for messages and logs.
+        timeout: the session's timeout: a ticket not handed back within ``3 * timeout``
+            of its slot (a write and two replies; its process died) counts as answered.
         sleep, clock, rand: injectable for tests.
     """
 
@@ -78,6 +83,7 @@ class Limiter:
         budget: SendBudget,
         mailbox: str,
         *,
+        timeout: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
@@ -90,6 +96,7 @@ class Limiter:
         self._rand = rand
         self._lock = threading.Lock()
         self._held = 0
+        self.hold_for = 3 * timeout
 
     @property
     def paces_messages(self) -> bool:
@@ -207,13 +214,28 @@ class Limiter:
         if not self.paces_messages:
             return True
         if job.slot_at is None:
-            permit = self.budget.reserve_message(
-                count, count_day=not job.counted, max_wait=limits.max_wait
-            )
-            if permit.refusal is not None:
-                return deferred(permit.refusal)
+            asked = self._clock()
+            while True:
+                left = max(limits.max_wait - (self._clock() - asked), 0.0)
+                permit = self.budget.reserve_message(
+                    count, count_day=not job.counted, max_wait=left, hold_for=self.hold_for
+                )
+                if permit.refusal is not None:
+                    return deferred(permit.refusal)
+                if not permit.retry:
+                    break
+                if busy:  # finish the message in flight first, then ask again
+                    return False
+                if permit.wait > left:
+                    return deferred(
+                        f"not sent: {limits.per_minute} messages for {self.mailbox} were in "
+                        "flight (their MAIL FROM not answered yet) for longer than "
+                        f"SendLimits.max_wait ({limits.max_wait:g} s); it may be sent later"
+                    )
+                self._sleep(permit.wait)
             job.counted = True
             job.slot_at = self._clock() + permit.wait
+            job.ticket = permit.ticket
         wait = job.slot_at - self._clock()
         if wait > _EARLY and busy:
             return False
@@ -221,6 +243,13 @@ class Limiter:
             self._sleep(wait)
         job.slot_at = None
         return True
+
+    def answered(self, job: Job) -> None:
+        """The reply to ``job``'s MAIL FROM was read: hand its ticket back to the budget
+        (the server has seen the message; it leaves the cap a window from now)."""
+        ticket, job.ticket = job.ticket, None
+        if ticket is not None:
+            self.budget.answered([ticket])
 
     def retry(self, job: Job, result: SendResult) -> bool:
         """Whether ``job``, refused with ``result``, goes back to the queue for a retry

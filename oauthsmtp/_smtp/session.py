@@ -176,7 +176,9 @@ class SMTPSession:
                     f"limits must be an oauthsmtp.SendLimits (or None), not {type(limits).__name__}"
                 )
             mailbox = settings.username or f"{settings.address}:{settings.port}"
-            self._limiter = Limiter(budget_for(limits_store, mailbox, limits), mailbox)
+            self._limiter = Limiter(
+                budget_for(limits_store, mailbox, limits), mailbox, timeout=settings.timeout
+            )
         elif limits_store is not None:
             raise ConfigurationError(
                 "limits_store= shares a budget of SendLimits: give limits= too "
@@ -189,7 +191,9 @@ class SMTPSession:
             self._pool = Pool(
                 limiter.connect(self._connector.connect),
                 host=settings.address,
-                lane=lambda: Lane(admit=limiter.admit, retry=limiter.retry),
+                lane=lambda: Lane(
+                    admit=limiter.admit, retry=limiter.retry, answered=limiter.answered
+                ),
             )
         self._sender = BackgroundSender(self._deliver_queued)
 

@@ -149,6 +149,8 @@ class Job:
         backed_off: seconds of backoff those retries waited in all.
         not_before: monotonic time before which it is not tried again.
         slot_at: monotonic time of the message slot reserved for it, until it is used.
+        ticket: its place in the sending budget's cap, from the reservation until the
+            server answered its MAIL FROM (see :attr:`Lane.answered`).
         counted: counted against the daily caps already.
     """
 
@@ -161,6 +163,7 @@ class Job:
     backed_off: float = 0.0
     not_before: float = 0.0
     slot_at: float | None = None
+    ticket: str | None = None
     counted: bool = False
 
 
@@ -281,6 +284,8 @@ class Lane:
         retry: asked with a job and its result before the result is set: True puts the
             job back in the queue instead (a transient refusal; it is taken again before the
             messages not yet read, and :attr:`admit` holds it until its backoff is over).
+        answered: called with a job as soon as the reply to its MAIL FROM was read (the
+            server has seen it): the sending budget counts it from then on.
     """
 
     inflight: deque[Job] = field(default_factory=deque)
@@ -288,7 +293,13 @@ class Lane:
     on_result: Callable[[Job], None] | None = None
     admit: Callable[[Job, bool], SendResult | bool] | None = None
     retry: Callable[[Job, SendResult], bool] | None = None
+    answered: Callable[[Job], None] | None = None
     queue: JobQueue | None = None
+
+    def mail_answered(self, job: Job) -> None:
+        """The reply to ``job``'s MAIL FROM was read: tell :attr:`answered`."""
+        if self.answered is not None:
+            self.answered(job)
 
     def _done(self, job: Job) -> None:
         self.finished += 1
@@ -473,6 +484,7 @@ def _pipelined(conn: Connection, ext: Mapping[str, str], queue: JobQueue, lane: 
         out = job.outgoing
         assert out is not None  # noqa: S101
         mail = _read(conn)
+        lane.mail_answered(job)
         rcpts = [_read(conn) for _ in out.recipients]
         data_reply = _read(conn)
         nxt = lane.take(queue, ext)
@@ -501,6 +513,7 @@ def _lockstep(conn: Connection, ext: Mapping[str, str], queue: JobQueue, lane: L
         out = job.outgoing
         assert out is not None  # noqa: S101
         mail = _call(conn, mail_command(out, ext))
+        lane.mail_answered(job)
         rcpts: list[Reply] = []
         if mail.code < 300:
             rcpts = [_call(conn, rcpt_to(r, utf8=out.smtputf8)) for r in out.recipients]
