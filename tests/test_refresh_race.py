@@ -14,6 +14,7 @@ refresh token still refreshes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -121,34 +122,19 @@ def test_four_racers_with_lapsing_leases_lose_no_login(
     pauses = 0
     rand = random.Random(15)  # noqa: S311 - which racer to pause, not a secret
     # Each racer's stderr goes to a file (a pipe nobody reads could fill and stop it).
-    logs = {name: (tmp_path / f"racer-{name}.log").open("wb") for name in "abcd"}
-    with (
-        spawned(
-            [sys.executable, "-c", _RACER, json.dumps(arg)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=logs["a"],
-        ) as a,
-        spawned(
-            [sys.executable, "-c", _RACER, json.dumps(arg)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=logs["b"],
-        ) as b,
-        spawned(
-            [sys.executable, "-c", _RACER, json.dumps(arg)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=logs["c"],
-        ) as c,
-        spawned(
-            [sys.executable, "-c", _RACER, json.dumps(arg)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=logs["d"],
-        ) as d,
-    ):
-        racers = [a, b, c, d]
+    logs = [(tmp_path / f"racer-{n}.log").open("wb") for n in range(RACERS)]
+    with contextlib.ExitStack() as running:
+        racers = [
+            running.enter_context(
+                spawned(
+                    [sys.executable, "-c", _RACER, json.dumps(arg)],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                )
+            )
+            for log in logs
+        ]
         end = time.monotonic() + RACE_SECONDS
         while time.monotonic() < end:
             victim = rand.choice(racers)
@@ -159,10 +145,10 @@ def test_four_racers_with_lapsing_leases_lose_no_login(
             time.sleep(rand.uniform(0.1, 0.5))
         stop.touch()
         outputs = [p.communicate(timeout=60)[0] for p in racers]
-    for name, out in zip("abcd", outputs, strict=True):
-        logs[name].close()
-        err = (tmp_path / f"racer-{name}.log").read_text(errors="replace")
-        assert out.strip(), f"racer {name} ended without its report: {err[-2000:]}"
+    for n, (log, out) in enumerate(zip(logs, outputs, strict=True)):
+        log.close()
+        err = Path(log.name).read_text(errors="replace")
+        assert out.strip(), f"racer {n} ended without its report: {err[-2000:]}"
     reports = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
     refreshes = auth_server.token_requests - before
     print(f"\nrace: {pauses} pauses, {refreshes} token requests, reports {reports}")
