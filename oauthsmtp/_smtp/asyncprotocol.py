@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from oauthsmtp._errors import OAuthSMTPError, SMTPAuthError, SMTPError
 from oauthsmtp._util.tls import tls_context
@@ -52,6 +52,7 @@ from .transact import (
     Job,
     JobQueue,
     Lane,
+    SendResult,
     after_envelope,
     body_chunks,
     envelope,
@@ -69,9 +70,13 @@ from .wire import (
     speaks_tls,
 )
 
-__all__ = ["AsyncChannel", "TokenGate", "open_channel", "transact"]
+__all__ = ["AsyncAdmit", "AsyncChannel", "TokenGate", "open_channel", "transact"]
 
 logger = logging.getLogger("oauthsmtp.smtp")
+
+AsyncAdmit = Callable[[Job, bool], Awaitable["SendResult | bool"]]
+"""The asyncio form of :attr:`Lane.admit <oauthsmtp._smtp.transact.Lane.admit>` (sending
+limits: it may wait for a message slot, on the loop)."""
 
 
 class TokenGate:
@@ -116,6 +121,11 @@ class AsyncChannel:
         self.conn: AsyncConnection | None = None
         self.extensions: dict[str, str] = {}
         self.mechanism: str | None = None
+        self._release: Callable[[], None] | None = None
+
+    def hold(self, release: Callable[[], None]) -> None:
+        """Call ``release`` once, when this connection is dropped (a budget's slot)."""
+        self._release = release
 
     @property
     def connected(self) -> bool:
@@ -123,12 +133,17 @@ class AsyncChannel:
         return self.conn is not None and not self.conn.closed
 
     def drop(self) -> None:
-        """Forget the connection, closing it."""
-        if self.conn is not None:
-            self.conn.close()
-        self.conn = None
+        """Forget the connection, closing it (and give its budget slot back)."""
+        conn, self.conn = self.conn, None
         self.extensions = {}
         self.mechanism = None
+        release, self._release = self._release, None
+        try:
+            if conn is not None:
+                conn.close()
+        finally:
+            if release is not None:
+                release()
 
 
 # -- opening ------------------------------------------------------------------------------
@@ -289,11 +304,16 @@ async def _run(conn: AsyncConnection, exchange: SASLExchange) -> None:
 
 # -- transactions -------------------------------------------------------------------------
 async def transact(
-    conn: AsyncConnection, extensions: Mapping[str, str], queue: JobQueue, lane: Lane
+    conn: AsyncConnection,
+    extensions: Mapping[str, str],
+    queue: JobQueue,
+    lane: Lane,
+    admit: AsyncAdmit | None = None,
 ) -> None:
     """Send jobs from ``queue`` on ``conn`` until the queue is empty.
 
-    The asyncio form of :func:`oauthsmtp._smtp.transact.transact` (same contract).
+    The asyncio form of :func:`oauthsmtp._smtp.transact.transact` (same contract);
+    ``admit`` stands for the lane's own ``admit`` (which must be None) and is awaited.
 
     Raises:
         ConnectionLost: a timeout, a drop, a ``421``, a ``432 4.3.2`` or a malformed reply;
@@ -301,9 +321,9 @@ async def transact(
     """
     try:
         if "PIPELINING" in extensions:
-            await _pipelined(conn, extensions, queue, lane)
+            await _pipelined(conn, extensions, queue, lane, admit)
         else:
-            await _lockstep(conn, extensions, queue, lane)
+            await _lockstep(conn, extensions, queue, lane, admit)
     except (SMTPTimeoutError, SMTPConnectionError) as exc:
         conn.close()
         raise ConnectionLost(exc) from exc
@@ -316,10 +336,31 @@ async def transact(
         raise ConnectionLost(error) from exc
 
 
+async def _take(
+    lane: Lane, queue: JobQueue, ext: Mapping[str, str], admit: AsyncAdmit | None
+) -> Job | None:
+    """:meth:`Lane.take`, with ``admit`` awaited."""
+    if admit is None:
+        return lane.take(queue, ext)
+    while (job := lane.candidate(queue, ext)) is not None:
+        try:
+            verdict = await admit(job, bool(lane.inflight))
+        except BaseException:
+            queue.give_back([job])  # cancelled while waiting: not lost
+            raise
+        if lane.place(job, verdict, queue):
+            return job if verdict is True else None
+    return None
+
+
 async def _pipelined(
-    conn: AsyncConnection, ext: Mapping[str, str], queue: JobQueue, lane: Lane
+    conn: AsyncConnection,
+    ext: Mapping[str, str],
+    queue: JobQueue,
+    lane: Lane,
+    admit: AsyncAdmit | None,
 ) -> None:
-    job = lane.take(queue, ext)
+    job = await _take(lane, queue, ext, admit)
     if job is None:
         return
     assert job.outgoing is not None  # noqa: S101
@@ -328,9 +369,10 @@ async def _pipelined(
         out = job.outgoing
         assert out is not None  # noqa: S101
         mail = await _read(conn)
+        lane.mail_answered(job)
         rcpts = [await _read(conn) for _ in out.recipients]
         data_reply = await _read(conn)
-        nxt = lane.take(queue, ext)
+        nxt = await _take(lane, queue, ext, admit)
         following, follow_log = (
             envelope(nxt.outgoing, ext) if nxt is not None and nxt.outgoing else (b"", [])
         )
@@ -353,12 +395,17 @@ async def _pipelined(
 
 
 async def _lockstep(
-    conn: AsyncConnection, ext: Mapping[str, str], queue: JobQueue, lane: Lane
+    conn: AsyncConnection,
+    ext: Mapping[str, str],
+    queue: JobQueue,
+    lane: Lane,
+    admit: AsyncAdmit | None,
 ) -> None:
-    while (job := lane.take(queue, ext)) is not None:
+    while (job := await _take(lane, queue, ext, admit)) is not None:
         out = job.outgoing
         assert out is not None  # noqa: S101
         mail = await _call(conn, mail_command(out, ext))
+        lane.mail_answered(job)
         rcpts: list[Reply] = []
         if mail.code < 300:
             rcpts = [await _call(conn, rcpt_to(r, utf8=out.smtputf8)) for r in out.recipients]

@@ -12,6 +12,11 @@ the same TLS rules, AUTH, pipelining and results as :class:`~oauthsmtp.SMTPSessi
 * a connection lost mid-batch is reopened and the batch carries on: a message whose
   body was sent but whose end-of-data reply never came is ``"unknown"`` and not sent
   again; two connections in a row without progress give up;
+* with ``limits=``, connections and messages draw on the mailbox's budget exactly as
+  :class:`~oauthsmtp.SMTPSession`'s do (the same budget objects, so blocking and asyncio
+  sessions of one mailbox share it; :mod:`oauthsmtp._smtp.asynclimited`), waiting on the
+  loop (``asyncio.sleep``) or, where the budget itself waits or talks to Redis, in a
+  worker thread;
 * the token is read and refreshed in a worker thread (``asyncio.to_thread``), since
   :meth:`AuthToken.refresh` blocks; it is single-flight across threads and processes, so
   blocking and asyncio sessions sharing one token refresh it once.
@@ -30,14 +35,19 @@ from email.message import Message
 from types import MappingProxyType
 
 from oauthsmtp._errors import ConfigurationError, OAuthSMTPError, SMTPError
+from oauthsmtp._limits.budget import LimitReached
+from oauthsmtp._limits.rules import SendLimits
 from oauthsmtp._message.prepare import Email, OutgoingMessage
 
+from .asynclimited import AsyncLimiter
 from .asyncprotocol import AsyncChannel, TokenGate, open_channel, transact
 from .asyncwire import settle_closed
 from .auth import TokenSource
 from .batch import check_messages, prepare_job, settle
 from .connect import Security
+from .limited import limiter_for
 from .options import check_connections
+from .pool import NoFreeSlot
 from .settings import check_settings
 from .transact import (
     ConnectionLost,
@@ -45,6 +55,7 @@ from .transact import (
     JobQueue,
     Lane,
     SendResult,
+    deferred,
     failed,
     is_connection_limit,
 )
@@ -60,9 +71,12 @@ class AsyncSMTPSession:
 
     Args:
         host, port, security, username, auth_token, password, mechanism, timeout,
-        ssl_context, local_hostname, connections: as for :class:`~oauthsmtp.SMTPSession`
-            (checked the same way). ``timeout`` bounds every wait: connecting, the TLS
-            handshake, each reply, each write.
+        ssl_context, local_hostname, connections, limits, limits_store: as for
+            :class:`~oauthsmtp.SMTPSession` (checked the same way). ``timeout`` bounds every
+            wait: connecting, the TLS handshake, each reply, each write. With ``limits``,
+            waiting for a connection or message slot never blocks the event loop, and the
+            budget is the one blocking sessions of the same mailbox and store use
+            (docs/limits.md).
 
     The session belongs to the event loop it is used on until :meth:`close`; it is not
     thread-safe (use it from its loop only). ``SMTPSession``'s ``asynchronous=`` and
@@ -87,6 +101,8 @@ class AsyncSMTPSession:
         ssl_context: ssl.SSLContext | None = None,
         local_hostname: str | None = None,
         connections: int = 1,
+        limits: SendLimits | None = None,
+        limits_store: object | None = None,
     ) -> None:
         self._settings = check_settings(
             host,
@@ -101,6 +117,8 @@ class AsyncSMTPSession:
             local_hostname=local_hostname,
         )
         self.connections = check_connections(connections)
+        limiter = limiter_for(limits, limits_store, self._settings)
+        self._limiter = None if limiter is None else AsyncLimiter(limiter)
         self._channels: list[AsyncChannel] = []
         self._queue = JobQueue()
         self._waiters: dict[Job, asyncio.Future[SendResult]] = {}
@@ -147,6 +165,11 @@ class AsyncSMTPSession:
     def local_hostname(self) -> str | None:
         """The EHLO name, or None for the local address literal."""
         return self._settings.local_hostname
+
+    @property
+    def limits(self) -> SendLimits | None:
+        """The sending limits this session keeps, or None."""
+        return None if self._limiter is None else self._limiter.limiter.limits
 
     # -- state ----------------------------------------------------------------------------
     @property
@@ -216,6 +239,8 @@ class AsyncSMTPSession:
 
     def _forget(self) -> None:
         """Unbind from the loop; connections of a closed loop are dead and just dropped."""
+        for channel in self._channels:
+            channel.drop()  # gives its budget slot back
         self._channels = []
         self._workers.clear()
         self._waiters.clear()
@@ -359,6 +384,8 @@ class AsyncSMTPSession:
         idle = [i for i in range(len(self._channels)) if i not in self._workers]
         idle.sort(key=lambda i: not self._channels[i].connected)
         width = self.connections if self._accepted is None else self._accepted
+        if self._limiter is not None:
+            width = self._limiter.limiter.width(width)
         if not self._workers:
             self._first_error = None  # a new round: an earlier refusal is tried again
         for index in idle:
@@ -367,6 +394,16 @@ class AsyncSMTPSession:
             self._workers[index] = asyncio.ensure_future(self._work(index))
 
     async def _connect(self, channel: AsyncChannel) -> None:
+        """Open a channel (with limits: once it holds a connection slot)."""
+        if self._limiter is None:
+            await self._open(channel)
+            return
+        for other in self._channels:
+            if other.conn is not None and other.conn.closed:
+                other.drop()  # lost: its slot goes back before this one asks for one
+        await self._limiter.connect(channel, lambda: self._open(channel))
+
+    async def _open(self, channel: AsyncChannel) -> None:
         """Open a channel; the first AUTH of the session goes alone (one refresh, one error)."""
         assert self._first is not None  # noqa: S101 - _bind sets it
         if self._gate is not None and not self._authenticated:
@@ -392,6 +429,10 @@ class AsyncSMTPSession:
         """Fail every job still queued (no connection is left to send it)."""
         self._first_error = None  # the next send() tries again
         while (job := self._queue.take()) is not None:
+            if isinstance(error, LimitReached):  # no connection slot: not sent, for now
+                job.result = deferred(str(error))
+                self._resolve(job)
+                continue
             waiter = self._waiters.pop(job, None)
             if waiter is not None and not waiter.done():
                 waiter.set_exception(error)
@@ -399,7 +440,13 @@ class AsyncSMTPSession:
     async def _work(self, index: int) -> None:
         """Send queued jobs on channel ``index`` until the queue is empty."""
         channel = self._channels[index]
-        lane = Lane(on_result=self._resolve)
+        limiter = self._limiter
+        if limiter is None:
+            lane, admit = Lane(on_result=self._resolve), None
+        else:
+            hooks = limiter.limiter
+            lane = Lane(on_result=self._resolve, retry=hooks.retry, answered=hooks.answered)
+            admit = limiter.admit
         futile = 0
         try:
             while len(self._queue):
@@ -409,7 +456,7 @@ class AsyncSMTPSession:
                 assert channel.conn is not None  # noqa: S101 - _connect sets it or raises
                 before = lane.finished
                 try:
-                    await transact(channel.conn, channel.extensions, self._queue, lane)
+                    await transact(channel.conn, channel.extensions, self._queue, lane, admit)
                 except ConnectionLost as lost:
                     channel.drop()
                     lane.recover(self._queue)
@@ -418,6 +465,12 @@ class AsyncSMTPSession:
                     if futile > 1 or (lost.limit and others):
                         raise lost.error from lost.error.__cause__
                     logger.info("connection to %s lost (%s); reconnecting", self.host, lost)
+        except NoFreeSlot as exc:  # a further connection: the others send
+            if len(self._workers) > 1:
+                self._channels[index].drop()
+                del self._workers[index]
+            else:
+                self._give_up(index, lane, exc)
         except OAuthSMTPError as exc:
             self._give_up(index, lane, exc)
         except Exception as exc:  # a defect must not lose the batch's results

@@ -32,16 +32,26 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
 
-from oauthsmtp._errors import SMTPError
-from oauthsmtp._limits.budget import LimitReached, SendBudget, local_budget
+from oauthsmtp._errors import ConfigurationError, SMTPError
+from oauthsmtp._limits.budget import Hold, LimitReached, Permit, SendBudget, local_budget
 from oauthsmtp._limits.rules import SendLimits, backoff_delay, is_transient_code
 
 from .pool import Channel, Connect, Gate, NoFreeSlot
+from .settings import SessionSettings
 from .transact import Job, SendResult, deferred, failed
 
-__all__ = ["Limiter", "budget_for", "transient_result"]
+__all__ = [
+    "Admission",
+    "Limiter",
+    "Pause",
+    "Reserve",
+    "budget_for",
+    "limiter_for",
+    "transient_result",
+]
 
 logger = logging.getLogger("oauthsmtp.smtp")
 
@@ -57,6 +67,55 @@ def budget_for(store: object, mailbox: str, limits: SendLimits) -> SendBudget:
         budget: SendBudget = maker(mailbox, limits)
         return budget
     return local_budget(mailbox, limits)
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """A step of an admission: wait ``seconds`` (then carry on; nothing is sent back)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Reserve:
+    """A step of an admission: call the budget's ``reserve_message`` with these
+    arguments and send the :class:`~oauthsmtp._limits.budget.Permit` back."""
+
+    recipients: int
+    count_day: bool
+    max_wait: float
+    hold_for: float
+
+
+Admission = Generator["Pause | Reserve", "Permit | None", "SendResult | bool"]
+"""The decisions of :meth:`Limiter.admission`: it yields what to do (wait, ask the budget)
+and returns the verdict; the blocking and the asyncio sessions each run the steps their
+own way (sleeping or awaiting)."""
+
+
+def limiter_for(
+    limits: object, limits_store: object, settings: SessionSettings
+) -> Limiter | None:
+    """The :class:`Limiter` for a session's ``limits=`` and ``limits_store=`` (both
+    sessions check them the same way), or None without limits. The mailbox is the
+    username (or the server's address and port without one).
+
+    Raises:
+        ConfigurationError: ``limits`` is not a SendLimits, or a store without limits.
+    """
+    if limits is None:
+        if limits_store is not None:
+            raise ConfigurationError(
+                "limits_store= shares a budget of SendLimits: give limits= too "
+                "(for example oauthsmtp.providers.MICROSOFT_365_LIMITS)"
+            )
+        return None
+    if not isinstance(limits, SendLimits):
+        raise ConfigurationError(
+            f"limits must be an oauthsmtp.SendLimits (or None), not {type(limits).__name__}"
+        )
+    mailbox = settings.username or f"{settings.address}:{settings.port}"
+    return Limiter(budget_for(limits_store, mailbox, limits), mailbox, timeout=settings.timeout)
 
 
 def transient_result(result: SendResult) -> bool:
@@ -125,16 +184,10 @@ class Limiter:
                 # ahead of the first or after the batch no longer needs it.
                 gate()
                 gate = None
-            first = self._count(0) == 0
-            hold = self.budget.acquire_connection(self.limits.max_wait if first else 0.0)
-            if hold is None:
-                if not first:
-                    raise NoFreeSlot(f"no free connection slot for {self.mailbox} now")
-                raise LimitReached(
-                    f"not sent: no connection slot for {self.mailbox} came free within "
-                    f"SendLimits.max_wait ({self.limits.max_wait:g} s; at most "
-                    f"{self.limits.connections} connections at once); it may be sent later"
-                )
+            first = self.held == 0
+            hold = self.slot_or_none(
+                self.budget.acquire_connection(self.limits.max_wait if first else 0.0), first
+            )
             try:
                 if first:
                     self._connect_retrying(inner, channel, gate)
@@ -143,11 +196,11 @@ class Limiter:
             except BaseException:
                 hold.release()
                 raise
-            self._count(1)
+            self.opened()
 
             def release() -> None:
                 hold.release()
-                self._count(-1)
+                self.closed()
 
             channel.hold(release)
 
@@ -160,22 +213,57 @@ class Limiter:
                 inner(channel, gate)
                 return
             except SMTPError as exc:
-                if not is_transient_code(exc.code, exc.server_message):
-                    raise
                 attempt += 1
-                delay = self._delay(attempt)
-                if attempt > self.limits.retries or spent + delay > self.limits.max_wait:
+                delay = self.connect_backoff(exc, attempt, spent)
+                if delay is None:
                     raise
-                logger.info(
-                    "connecting for %s was refused for now (%s %s); retry %d in %.2f s",
-                    self.mailbox,
-                    exc.code,
-                    exc.server_message or "",
-                    attempt,
-                    delay,
-                )
                 spent += delay
                 self._sleep(delay)
+
+    def connect_backoff(self, exc: SMTPError, attempt: int, spent: float) -> float | None:
+        """The wait before trying the session's first connection again after ``exc``
+        (attempt number ``attempt``, ``spent`` seconds waited so far), or None to give
+        up (not a transient refusal, no retries left, or past ``max_wait``)."""
+        if not is_transient_code(exc.code, exc.server_message):
+            return None
+        delay = self._delay(attempt)
+        if attempt > self.limits.retries or spent + delay > self.limits.max_wait:
+            return None
+        logger.info(
+            "connecting for %s was refused for now (%s %s); retry %d in %.2f s",
+            self.mailbox,
+            exc.code,
+            exc.server_message or "",
+            attempt,
+            delay,
+        )
+        return delay
+
+    def slot_or_none(self, hold: Hold | None, first: bool) -> Hold:
+        """``hold``, or the error for no connection slot: :class:`NoFreeSlot` for a further
+        connection (it sits this batch out), :class:`LimitReached` for the first one."""
+        if hold is not None:
+            return hold
+        if not first:
+            raise NoFreeSlot(f"no free connection slot for {self.mailbox} now")
+        raise LimitReached(
+            f"not sent: no connection slot for {self.mailbox} came free within "
+            f"SendLimits.max_wait ({self.limits.max_wait:g} s; at most "
+            f"{self.limits.connections} connections at once); it may be sent later"
+        )
+
+    def opened(self) -> None:
+        """A connection of this session took its slot and is up (see :attr:`held`)."""
+        self._count(1)
+
+    def closed(self) -> None:
+        """A connection of this session gave its slot back."""
+        self._count(-1)
+
+    @property
+    def held(self) -> int:
+        """Connection slots this session's connections hold now."""
+        return self._count(0)
 
     def _delay(self, attempt: int) -> float:
         limits = self.limits
@@ -183,17 +271,39 @@ class Limiter:
 
     # -- messages -----------------------------------------------------------------------
     def admit(self, job: Job, busy: bool) -> SendResult | bool:
-        """May the connection write ``job``'s envelope now?
+        """May the connection write ``job``'s envelope now? Runs :meth:`admission`,
+        sleeping and asking the budget in this thread (see there for the verdict)."""
+        steps = self.admission(job, busy)
+        permit: Permit | None = None
+        try:
+            while True:
+                step = steps.send(permit)
+                permit = None
+                if isinstance(step, Pause):
+                    self._sleep(step.seconds)
+                else:
+                    permit = self.budget.reserve_message(
+                        step.recipients,
+                        count_day=step.count_day,
+                        max_wait=step.max_wait,
+                        hold_for=step.hold_for,
+                    )
+        except StopIteration as stop:
+            verdict: SendResult | bool = stop.value
+            return verdict
+
+    def admission(self, job: Job, busy: bool) -> Admission:
+        """The decision whether the connection may write ``job``'s envelope now, as steps.
 
         Args:
             job: the message the connection took.
             busy: the connection still has a message in flight (a body to write).
 
-        Returns:
-            True: go (its slot has come); False: not yet, and the connection is busy (give
-            the job back and finish the message in flight first); a result: the message
-            is not sent (``"failed"``: too many recipients; ``"deferred"``: a daily cap, or
-            a wait longer than ``max_wait``).
+        Yields :class:`Pause` (wait that long) and :class:`Reserve` (send back the
+        budget's permit); returns True: go (its slot has come); False: not yet, and the
+        connection is busy (give the job back and finish the message in flight first); a
+        result: the message is not sent (``"failed"``: too many recipients;
+        ``"deferred"``: a daily cap, or a wait longer than ``max_wait``).
         """
         out = job.outgoing
         assert out is not None  # noqa: S101 - the queue holds prepared jobs
@@ -210,16 +320,15 @@ class Limiter:
         if wait > _EARLY:
             if busy:
                 return False
-            self._sleep(wait)
+            yield Pause(wait)
         if not self.paces_messages:
             return True
         if job.slot_at is None:
             asked = self._clock()
             while True:
                 left = max(limits.max_wait - (self._clock() - asked), 0.0)
-                permit = self.budget.reserve_message(
-                    count, count_day=not job.counted, max_wait=left, hold_for=self.hold_for
-                )
+                permit = yield Reserve(count, not job.counted, left, self.hold_for)
+                assert permit is not None  # noqa: S101 - the driver sends the permit back
                 if permit.refusal is not None:
                     return deferred(permit.refusal)
                 if not permit.retry:
@@ -232,7 +341,7 @@ class Limiter:
                         "flight (their MAIL FROM not answered yet) for longer than "
                         f"SendLimits.max_wait ({limits.max_wait:g} s); it may be sent later"
                     )
-                self._sleep(permit.wait)
+                yield Pause(permit.wait)
             job.counted = True
             job.slot_at = self._clock() + permit.wait
             job.ticket = permit.ticket
@@ -240,7 +349,7 @@ class Limiter:
         if wait > _EARLY and busy:
             return False
         if wait > 0:
-            self._sleep(wait)
+            yield Pause(wait)
         job.slot_at = None
         return True
 

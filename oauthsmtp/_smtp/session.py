@@ -44,7 +44,7 @@ from .auth import TokenSource
 from .background import BackgroundSender
 from .batch import check_messages, prepare_job
 from .connect import Connector, Security
-from .limited import Limiter, budget_for
+from .limited import limiter_for
 from .options import check_connections
 from .pool import Pool
 from .settings import check_settings
@@ -169,21 +169,7 @@ class SMTPSession:
             local_hostname=settings.local_hostname,
             context=settings.ssl_context,
         )
-        self._limiter: Limiter | None = None
-        if limits is not None:
-            if not isinstance(limits, SendLimits):
-                raise ConfigurationError(
-                    f"limits must be an oauthsmtp.SendLimits (or None), not {type(limits).__name__}"
-                )
-            mailbox = settings.username or f"{settings.address}:{settings.port}"
-            self._limiter = Limiter(
-                budget_for(limits_store, mailbox, limits), mailbox, timeout=settings.timeout
-            )
-        elif limits_store is not None:
-            raise ConfigurationError(
-                "limits_store= shares a budget of SendLimits: give limits= too "
-                "(for example oauthsmtp.providers.MICROSOFT_365_LIMITS)"
-            )
+        self._limiter = limiter_for(limits, limits_store, settings)
         limiter = self._limiter
         if limiter is None:
             self._pool = Pool(self._connector.connect, host=settings.address)

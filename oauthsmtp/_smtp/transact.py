@@ -308,22 +308,38 @@ class Lane:
 
     def take(self, queue: JobQueue, extensions: Mapping[str, str]) -> Job | None:
         """Take the next job this server can carry; others get a failed result at once."""
+        while (job := self.candidate(queue, extensions)) is not None:
+            verdict = True if self.admit is None else self.admit(job, bool(self.inflight))
+            if self.place(job, verdict, queue):
+                return job if verdict is True else None
+        return None
+
+    def candidate(self, queue: JobQueue, extensions: Mapping[str, str]) -> Job | None:
+        """The next job from ``queue`` this server can carry, not yet admitted (see
+        :meth:`place`); jobs it cannot carry get a failed result at once. None: empty."""
         while (job := queue.take()) is not None:
             assert job.outgoing is not None  # noqa: S101 - the queue holds prepared jobs
             problem = _unsendable(job.outgoing, extensions)
-            verdict: SendResult | bool = True
-            if problem is None and self.admit is not None:
-                verdict = self.admit(job, bool(self.inflight))
-                if verdict is False:
-                    queue.give_back([job])
-                    return None
-            if problem is None and verdict is True:
-                self.queue = queue
-                self.inflight.append(job)
+            if problem is None:
                 return job
-            job.result = verdict if isinstance(verdict, SendResult) else failed(str(problem))
+            job.result = failed(problem)
             self._done(job)
         return None
+
+    def place(self, job: Job, verdict: SendResult | bool, queue: JobQueue) -> bool:
+        """Apply :attr:`admit`'s ``verdict`` on a :meth:`candidate`: True takes it in flight,
+        False gives it back to ``queue``, a result ends it. Returns whether taking stops
+        here (taken or given back); False: the next candidate may be tried."""
+        if verdict is True:
+            self.queue = queue
+            self.inflight.append(job)
+            return True
+        if verdict is False:
+            queue.give_back([job])
+            return True
+        job.result = verdict
+        self._done(job)
+        return False
 
     def finish(self, job: Job, result: SendResult) -> None:
         """Set the final result of the oldest job in flight (or, when :attr:`retry` says
