@@ -290,4 +290,3 @@ def test_an_asyncio_and_a_blocking_process_share_a_redis_budget(
     assert client.zcard(budget.keys["flight"]) == 0  # every ticket handed back
     assert client.zcard(budget.keys["conn"]) == 0  # every slot given back
     client.close()
-

@@ -93,9 +93,7 @@ and returns the verdict; the blocking and the asyncio sessions each run the step
 own way (sleeping or awaiting)."""
 
 
-def limiter_for(
-    limits: object, limits_store: object, settings: SessionSettings
-) -> Limiter | None:
+def limiter_for(limits: object, limits_store: object, settings: SessionSettings) -> Limiter | None:
     """The :class:`Limiter` for a session's ``limits=`` and ``limits_store=`` (both
     sessions check them the same way), or None without limits. The mailbox is the
     username (or the server's address and port without one).
