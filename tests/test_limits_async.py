@@ -175,6 +175,21 @@ async def ticking(reached: threading.Event, ticks: list[int], after: int) -> Non
             reached.set()
 
 
+async def send_while_ticking(
+    server: LimitsServer, limits: SendLimits, ticked: threading.Event
+) -> tuple[SendResult, int]:
+    """Send message 1 from an asyncio session while a ticker task sets ``ticked`` after
+    20 turns of the loop; the result and the ticks counted by then."""
+    ticks = [0]
+    ticker = asyncio.ensure_future(ticking(ticked, ticks, 20))
+    try:
+        async with session(server, limits) as smtp:
+            result = await smtp.send(message(1))
+        return result, ticks[0]
+    finally:
+        ticker.cancel()
+
+
 def test_the_loop_runs_while_waiting_for_a_connection_slot() -> None:
     """The only slot is held by a blocking session in a thread, which gives it back only
     once a ticker task on the loop has ticked 20 times: the asyncio session waiting for
@@ -182,22 +197,12 @@ def test_the_loop_runs_while_waiting_for_a_connection_slot() -> None:
     deferred at max_wait)."""
     limits = SendLimits(connections=1, max_wait=5)
 
-    async def main(server: LimitsServer, ticked: threading.Event) -> tuple[SendResult, int]:
-        ticks = [0]
-        ticker = asyncio.ensure_future(ticking(ticked, ticks, 20))
-        try:
-            async with session(server, limits) as smtp:
-                result = await smtp.send(message(2))
-            return result, ticks[0]
-        finally:
-            ticker.cancel()
-
     with LimitsServer() as server:
         ticked = threading.Event()
 
         def hold() -> None:
             with SMTPSession("127.0.0.1", server.port, security="none", limits=limits) as s:
-                assert s.send(message(1)).ok
+                assert s.send(message(0)).ok
                 held.set()
                 ticked.wait(20)
 
@@ -205,12 +210,12 @@ def test_the_loop_runs_while_waiting_for_a_connection_slot() -> None:
         holder = threading.Thread(target=hold)
         holder.start()
         assert held.wait(20)
-        result, ticks = run(main(server, ticked))
+        result, ticks = run(send_while_ticking(server, limits, ticked))
         holder.join(20)
     assert result.ok
     assert ticks >= 20
     assert server.peak == 1
-    assert sorted(server.ids) == ["<t-1@example.test>", "<t-2@example.test>"]
+    assert sorted(server.ids) == ["<t-0@example.test>", "<t-1@example.test>"]
 
 
 def test_the_loop_runs_while_waiting_for_a_message_slot() -> None:
@@ -223,17 +228,12 @@ def test_the_loop_runs_while_waiting_for_a_message_slot() -> None:
         budget = local_budget(f"127.0.0.1:{server.port}", limits)
         stuck = budget.reserve_message(1, count_day=False, max_wait=1.0)
         assert stuck.ticket is not None
-        ticks = [0]
         ticked = threading.Event()
-        ticker = asyncio.ensure_future(ticking(ticked, ticks, 20))
         ticked_then = asyncio.ensure_future(asyncio.to_thread(ticked.wait, 20))
         ticked_then.add_done_callback(lambda _: budget.answered([str(stuck.ticket)]))
         try:
-            async with session(server, limits) as smtp:
-                result = await smtp.send(message(1))
-            return result, ticks[0]
+            return await send_while_ticking(server, limits, ticked)
         finally:
-            ticker.cancel()
             await ticked_then
 
     with LimitsServer() as server:

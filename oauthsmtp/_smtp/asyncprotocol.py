@@ -46,6 +46,7 @@ from .connect import (
     refused_greeting,
     refused_starttls,
 )
+from .pool import close_then_release
 from .settings import SessionSettings
 from .transact import (
     ConnectionLost,
@@ -138,12 +139,7 @@ class AsyncChannel:
         self.extensions = {}
         self.mechanism = None
         release, self._release = self._release, None
-        try:
-            if conn is not None:
-                conn.close()
-        finally:
-            if release is not None:
-                release()
+        close_then_release(conn, release)
 
 
 # -- opening ------------------------------------------------------------------------------

@@ -30,13 +30,23 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Protocol
 
 from oauthsmtp._errors import OAuthSMTPError, SMTPError
 
 from .transact import ConnectionLost, Job, JobQueue, Lane, is_connection_limit, transact
 from .wire import Connection
 
-__all__ = ["Channel", "Connect", "Gate", "NoFreeSlot", "Pool", "deliver", "quit_all"]
+__all__ = [
+    "Channel",
+    "Connect",
+    "Gate",
+    "NoFreeSlot",
+    "Pool",
+    "close_then_release",
+    "deliver",
+    "quit_all",
+]
 
 logger = logging.getLogger("oauthsmtp.smtp")
 
@@ -81,12 +91,22 @@ class Channel:
         conn, self.conn = self.conn, None
         self.extensions, self.mechanism = {}, None
         release, self._release = self._release, None
-        try:
-            if conn is not None:
-                conn.close()
-        finally:
-            if release is not None:
-                release()
+        close_then_release(conn, release)
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def close_then_release(conn: _Closable | None, release: Callable[[], None] | None) -> None:
+    """Close a dropped channel's connection, then give its budget slot back (``release``),
+    even when closing fails; either may be None. Both sessions' channels use it."""
+    try:
+        if conn is not None:
+            conn.close()
+    finally:
+        if release is not None:
+            release()
 
 
 def quit_all(channels: Sequence[Channel]) -> None:
