@@ -21,7 +21,7 @@ from oauthsmtp._oauth.params import OAuth2Parameters
 from oauthsmtp._oauth.tokenresponse import TokenState
 from oauthsmtp._util.clock import utcnow
 
-from .stores.base import TokenKey, TokenStore
+from .stores.base import RefreshNotes, TokenKey, TokenStore
 from .token import AuthToken
 
 __all__ = [
@@ -358,9 +358,8 @@ class TokenManager:
                     account=self.account,
                 )
             tried.add(base.refresh_token)
-            begin = getattr(self.store, "begin_refresh", None)
-            if begin is not None:
-                begin(self.key, raw)  # a shared store: fenced, noted for the other workers
+            if isinstance(self.store, RefreshNotes):  # fenced, noted for the other workers
+                self.store.begin_refresh(self.key, raw)
             try:
                 new = self._refresh(params, base)
             except TokenError as exc:
@@ -379,8 +378,9 @@ class TokenManager:
                     # The provider refused the very refresh token the store holds. In a shared
                     # store, another worker may have refreshed it and lost its lease before
                     # saving: the provider rotated it, the new one is in that worker's hands.
-                    in_doubt = getattr(self.store, "refresh_in_doubt", None)
-                    if in_doubt is not None and in_doubt(self.key, raw_now):
+                    if isinstance(self.store, RefreshNotes) and self.store.refresh_in_doubt(
+                        self.key, raw_now
+                    ):
                         raise TokenError(
                             "the refresh token was just used by another worker whose refresh "
                             "was interrupted (it lost the store's lock); it may still save the "

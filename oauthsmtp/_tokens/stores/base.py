@@ -20,6 +20,7 @@ from oauthsmtp._errors import ConfigurationError
 __all__ = [
     "CONTROL_RE",
     "DEFAULT_LOCK_TIMEOUT",
+    "RefreshNotes",
     "TokenKey",
     "TokenStore",
     "check_lock_timeout",
@@ -179,4 +180,28 @@ class TokenStore(Protocol):
         Raises:
             TokenStoreError: the store cannot be listed.
         """
+        ...
+
+
+@runtime_checkable
+class RefreshNotes(Protocol):
+    """What a store shared by many workers adds to :class:`TokenStore` for refreshes.
+
+    A worker can lose the lock in the middle of a refresh (paused past its lease) after the
+    provider rotated the refresh token; the new one is then only in that worker's hands
+    until it saves it. A store with these methods (:class:`~oauthsmtp.RedisStore`) notes
+    each refresh before it is sent, so another worker whose refresh of the same token is
+    refused asks again later instead of declaring the login dead.
+    """
+
+    def begin_refresh(self, key: TokenKey, raw: str | None) -> None:
+        """Note, under the held lock, that a refresh of the stored text ``raw`` is sent now.
+
+        Raises:
+            TokenStoreError: the lock was lost (nothing may be sent), or the store failed.
+        """
+        ...
+
+    def refresh_in_doubt(self, key: TokenKey, raw: str | None) -> bool:
+        """Whether another worker began refreshing the stored text ``raw`` recently."""
         ...
