@@ -145,11 +145,13 @@ def test_a_transient_refusal_is_retried_and_delivered_once() -> None:
 
 def test_no_connection_slot_in_time_is_deferred() -> None:
     """The only slot held by a blocking session past max_wait: send() and send_many get
-    'deferred'; once it is given back, the asyncio session sends."""
+    'deferred' (verify() still runs: it is outside the budget); once the slot is given
+    back, the asyncio session sends."""
     limits = SendLimits(connections=1, max_wait=0.05)
 
     async def main(server: LimitsServer, holder: SMTPSession) -> list[SendResult]:
         smtp = session(server, limits)
+        assert (await smtp.verify()).mechanism is None  # outside the budget, as SMTPSession's
         one = await smtp.send(message(1))
         many = await smtp.send_many([message(2), message(3)])
         holder.close()
@@ -163,7 +165,7 @@ def test_no_connection_slot_in_time_is_deferred() -> None:
     assert [r.status for r in results] == ["deferred"] * 3 + ["sent"]
     assert "at most 1 connections" in (results[0].message or "")
     assert list(server.ids) == ["<t-4@example.test>"]
-    assert server.peak == 1
+    assert server.peak == 2  # the holder's, and verify()'s own (outside the budget)
 
 
 async def ticking(reached: threading.Event, ticks: list[int], after: int) -> None:

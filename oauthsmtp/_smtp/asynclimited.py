@@ -117,8 +117,8 @@ class AsyncLimiter:
 
     async def _acquire(self, timeout: float) -> Hold | None:
         budget = self.limiter.budget
-        if self._inline and timeout <= 0:
-            return budget.acquire_connection(0.0)
+        if self._inline and (timeout <= 0 or self.limiter.limits.connections is None):
+            return budget.acquire_connection(0.0)  # answers at once: no wait, no I/O
         waiting = asyncio.ensure_future(asyncio.to_thread(budget.acquire_connection, timeout))
         try:
             return await asyncio.shield(waiting)

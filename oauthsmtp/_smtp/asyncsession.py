@@ -240,6 +240,7 @@ class AsyncSMTPSession:
     def _forget(self) -> None:
         """Unbind from the loop; connections of a closed loop are dead and just dropped."""
         for channel in self._channels:
+            channel.conn = None  # died with its loop: not closed there
             channel.drop()  # gives its budget slot back
         self._channels = []
         self._workers.clear()
@@ -273,7 +274,7 @@ class AsyncSMTPSession:
         self._bind()
         channel = AsyncChannel()
         try:
-            await self._connect(channel)
+            await self._open(channel)  # outside the sending budget, as SMTPSession.verify
             conn = channel.conn
             assert conn is not None  # noqa: S101 - _connect sets it or raises
             await conn.write(b"RSET\r\n", ["RSET"])
@@ -468,6 +469,7 @@ class AsyncSMTPSession:
         except NoFreeSlot as exc:  # a further connection: the others send
             if len(self._workers) > 1:
                 self._channels[index].drop()
+                lane.recover(self._queue)
                 del self._workers[index]
             else:
                 self._give_up(index, lane, exc)
