@@ -292,3 +292,27 @@ def test_an_asyncio_and_a_blocking_process_share_a_redis_budget(
     assert client.zcard(budget.keys["flight"]) == 0  # every ticket handed back
     assert client.zcard(budget.keys["conn"]) == 0  # every slot given back
     client.close()
+
+
+def test_many_sessions_waiting_for_a_slot_do_not_starve_its_holder(
+    redis_server: RedisServer,
+) -> None:
+    """40 asyncio sessions on one loop, one connection slot in Redis: the 39 waiting for it
+    do not fill the loop's thread pool, so the holder still reaches Redis for its message
+    slot, sends and gives the slot back; each waiter in turn, none deferred."""
+    limits = SendLimits(connections=1, per_minute=10_000, window=1.0, max_wait=10)
+
+    async def main(server: LimitsServer) -> list[SendResult]:
+        store = RedisStore(redis_server.url)
+
+        async def one(n: int) -> SendResult:
+            async with session(server, limits, limits_store=store) as smtp:
+                return await smtp.send(message(n))
+
+        return list(await asyncio.gather(*(one(n) for n in range(40))))
+
+    with LimitsServer() as server:
+        results = run(main(server))
+    assert [r.status for r in results] == ["sent"] * 40
+    assert server.peak == 1
+    assert sorted(server.ids.values()) == [1] * 40

@@ -11,17 +11,18 @@ docs/limits.md) on the loop:
   (``asyncio.to_thread``).
 * **Connection slots**: the session's first connection waits for a slot up to
   ``max_wait``, in the budget's first-come queue (shared with blocking sessions), in a
-  worker thread; its further connections take one only if one is free now, else they sit
-  out (the first one sends). A slot is given back when the channel drops its connection
-  (off the loop for the Redis budget). A transient refusal while connecting the first
-  is retried after the same backoff as the blocking session's.
+  thread of its own (a daemon: it never holds up the program's exit); its further
+  connections take one only if one is free now, else they sit out (the first one sends).
+  A slot is given back when the channel drops its connection (off the loop for the Redis
+  budget). A transient refusal while connecting the first is retried after the same
+  backoff as the blocking session's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
+import threading
 from collections.abc import Awaitable, Callable
 
 from oauthsmtp._errors import SMTPError
@@ -119,12 +120,24 @@ class AsyncLimiter:
         budget = self.limiter.budget
         if self._inline and (timeout <= 0 or self.limiter.limits.connections is None):
             return budget.acquire_connection(0.0)  # answers at once: no wait, no I/O
-        waiting = asyncio.ensure_future(asyncio.to_thread(budget.acquire_connection, timeout))
-        try:
-            return await asyncio.shield(waiting)
-        except asyncio.CancelledError:
-            waiting.add_done_callback(_release_unused)  # a slot got after all goes back
-            raise
+        if timeout <= 0:
+            return await asyncio.to_thread(budget.acquire_connection, 0.0)  # one Redis call
+        # A wait of up to max_wait in the budget's queue: in a thread of its own, not the
+        # loop's executor, which the sessions holding slots need meanwhile (token reads,
+        # Redis reservations) and which waiters could otherwise fill.
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Hold | None] = loop.create_future()
+
+        def wait() -> None:
+            try:
+                hold = budget.acquire_connection(timeout)
+            except Exception as exc:  # the budget's error (Redis down): the caller's
+                _hand_over(loop, answer, None, exc)
+            else:
+                _hand_over(loop, answer, hold, None)
+
+        threading.Thread(target=wait, name="oauthsmtp-slot-wait", daemon=True).start()
+        return await answer
 
     def _let_go(self, hold: Hold) -> None:
         """Give ``hold`` back: at once for the in-process budget, else off the loop."""
@@ -139,10 +152,26 @@ class AsyncLimiter:
         loop.run_in_executor(None, hold.release)
 
 
-def _release_unused(waiting: asyncio.Future[Hold | None]) -> None:
-    if waiting.cancelled():
-        return
-    with contextlib.suppress(Exception):  # the budget's error; its slot lapses by itself
-        hold = waiting.result()
+def _hand_over(
+    loop: asyncio.AbstractEventLoop,
+    answer: asyncio.Future[Hold | None],
+    hold: Hold | None,
+    error: Exception | None,
+) -> None:
+    """From the waiting thread: give the slot (or the error) to the loop; a slot nobody
+    waits for any more (cancelled, or the loop ended) goes back at once."""
+
+    def settle() -> None:
+        if answer.cancelled():
+            if hold is not None:
+                hold.release()
+        elif error is not None:
+            answer.set_exception(error)
+        else:
+            answer.set_result(hold)
+
+    try:
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # the loop is closed
         if hold is not None:
             hold.release()

@@ -471,8 +471,8 @@ class AsyncSMTPSession:
                 self._channels[index].drop()
                 lane.recover(self._queue)
                 del self._workers[index]
-            else:
-                self._give_up(index, lane, exc)
+            else:  # the others stopped meanwhile: no slot for these messages now
+                self._give_up(index, lane, LimitReached(f"not sent: {exc}; it may be sent later"))
         except OAuthSMTPError as exc:
             self._give_up(index, lane, exc)
         except Exception as exc:  # a defect must not lose the batch's results
