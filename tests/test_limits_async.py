@@ -168,6 +168,26 @@ def test_no_connection_slot_in_time_is_deferred() -> None:
     assert server.peak == 2  # the holder's, and verify()'s own (outside the budget)
 
 
+def test_432_at_connect_backs_off_and_delivers() -> None:
+    """A provider allowing 1 connection (432 4.3.2 beyond) and three asyncio sessions at
+    once: the refused ones back off and retry; every message arrives once."""
+    limits = SendLimits(backoff=0.01, retries=10, max_wait=30)
+
+    async def main(server: LimitsServer) -> list[SendResult]:
+        async def one(s: int) -> list[SendResult]:
+            async with session(server, limits) as smtp:
+                return await smtp.send_many([message(i, tag=f"a{s}") for i in range(4)])
+
+        batches = await asyncio.gather(*(one(s) for s in range(3)))
+        return [result for batch in batches for result in batch]
+
+    with LimitsServer(max_connections=1) as server:
+        results = run(main(server))
+    assert [r.status for r in results] == ["sent"] * 12
+    assert server.refused_connections >= 1
+    assert sorted(server.ids.values()) == [1] * 12
+
+
 async def ticking(reached: threading.Event, ticks: list[int], after: int) -> None:
     """Count turns of the loop; set ``reached`` after ``after`` of them."""
     while True:
