@@ -14,7 +14,7 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
@@ -22,7 +22,14 @@ from limits_server import LimitsServer
 from test_limits import message, send_from_threads
 from test_limits_fleet import WORKER, env
 
-from oauthsmtp import AsyncSMTPSession, ConfigurationError, RedisStore, SendLimits, SMTPSession
+from oauthsmtp import (
+    AsyncSMTPSession,
+    ConfigurationError,
+    RedisStore,
+    SendLimits,
+    SMTPSession,
+    TokenStoreError,
+)
 from oauthsmtp._limits.budget import local_budget
 from oauthsmtp._smtp.transact import SendResult
 
@@ -336,3 +343,25 @@ def test_many_sessions_waiting_for_a_slot_do_not_starve_its_holder(
     assert [r.status for r in results] == ["sent"] * 40
     assert server.peak == 1
     assert sorted(server.ids.values()) == [1] * 40
+
+
+def test_redis_down_is_a_clear_error(make_redis_server: Callable[..., RedisServer]) -> None:
+    """Redis unreachable: send() raises TokenStoreError naming Redis (from the thread
+    that asked), send_many too; nothing reaches the SMTP server, nothing hangs."""
+    server_r = make_redis_server()
+    store = RedisStore(server_r.url, socket_timeout=1.0)
+    server_r.stop()
+    limits = SendLimits(connections=1, per_minute=10, max_wait=5)
+
+    async def main(server: LimitsServer) -> None:
+        smtp = session(server, limits, limits_store=store)
+        with pytest.raises(TokenStoreError, match=r"Redis at redis://127\.0\.0\.1"):
+            await smtp.send(message(1))
+        with pytest.raises(TokenStoreError, match="Redis"):
+            await smtp.send_many([message(2), message(3)])
+        await smtp.close()
+
+    with LimitsServer() as server:
+        run(main(server))
+    assert not server.ids
+    assert server.connections == 0
