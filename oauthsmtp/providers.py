@@ -39,8 +39,10 @@ __all__ = [
     "GRAPH_APP_SCOPE",
     "GRAPH_MAIL_SEND_SCOPE",
     "IDENTITY_SCOPES",
+    "GMAIL_API_LIMITS",
     "GMAIL_LIMITS",
     "GOOGLE_WORKSPACE_LIMITS",
+    "GRAPH_LIMITS",
     "MAIL_SCOPES",
     "MICROSOFT_365_LIMITS",
     "MICROSOFT_SMTP_SCOPE",
@@ -70,6 +72,18 @@ message, 2,000 messages and 10,000 recipients a rolling day (trial accounts: 500
 GMAIL_LIMITS = SendLimits(recipients_per_message=100, messages_per_day=500)
 """Consumer Gmail through smtp.gmail.com: 100 recipients per message, about 500 messages a
 rolling day. Sources: docs/limits.md."""
+
+GRAPH_LIMITS = SendLimits(connections=4, per_minute=10_000, window=600.0, recipients_per_day=10_000)
+"""Microsoft Graph's Outlook mail service limits for ``GraphSession``, per app and mailbox:
+4 requests at once, 10,000 requests per 10 minutes (a ``$batch`` counts each message),
+and Exchange Online's 10,000 recipients a rolling day. Sources: docs/limits.md."""
+
+GMAIL_API_LIMITS = SendLimits(per_minute=60, recipients_per_message=100, messages_per_day=500)
+"""The Gmail API (``GmailAPISession``) for a consumer Gmail account: ``messages.send`` costs
+100 quota units and a user may use 6,000 units a minute (the current quota page; it said
+15,000 before), so 60 messages a minute; the daily sending limits of :data:`GMAIL_LIMITS`
+still apply (Google Workspace: ``dataclasses.replace(GOOGLE_WORKSPACE_LIMITS,
+per_minute=60)``). Sources: docs/limits.md."""
 
 OUTLOOK_COM_SMTP_HOST = "smtp-mail.outlook.com"
 """Outlook.com (consumer) accounts send here; Microsoft 365 uses ``smtp.office365.com``

@@ -18,8 +18,11 @@ import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from oauthsmtp._limits.rules import SendLimits
+
 from .answers import API
 from .http import check_base_url
+from .limits import check_mailbox
 from .session import MAX_RETRY_WAIT, APISession
 
 if TYPE_CHECKING:
@@ -90,6 +93,16 @@ class GmailAPISession(APISession):
         ssl_context: the TLS context; default the system's trust store plus
             ``SSL_CERT_FILE`` (certificates and host names verified).
         sleep: the function that waits (for tests).
+        limits: the mailbox's :class:`~oauthsmtp.SendLimits` (e.g.
+            ``oauthsmtp.providers.GMAIL_API_LIMITS``), kept across sessions as for
+            :class:`~oauthsmtp.SMTPSession`: ``connections`` caps requests in flight at
+            once, ``per_minute`` messages sent per ``window``, ``recipients_per_message``
+            fails a message, a daily cap or a wait past ``max_wait`` defers it
+            (docs/limits.md).
+        limits_store: shares the budget (a :class:`~oauthsmtp.RedisStore`: many
+            processes); None: this process's sessions share it.
+        mailbox: the name the budget is kept under (default ``"me"``): give the address
+            when one store serves several mailboxes.
 
     Raises:
         ConfigurationError: a malformed option.
@@ -105,6 +118,9 @@ class GmailAPISession(APISession):
         retries: int = 3,
         ssl_context: ssl.SSLContext | None = None,
         sleep: Callable[[float], None] | None = None,
+        limits: SendLimits | None = None,
+        limits_store: object = None,
+        mailbox: str | None = None,
     ) -> None:
         extra = {} if sleep is None else {"sleep": sleep}
         super().__init__(
@@ -114,5 +130,8 @@ class GmailAPISession(APISession):
             max_retry_wait=max_retry_wait,
             retries=retries,
             ssl_context=ssl_context,
+            limits=limits,
+            limits_store=limits_store,
+            mailbox=check_mailbox(mailbox) or "me",
             **extra,
         )

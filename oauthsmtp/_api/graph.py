@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from oauthsmtp._errors import APIError, ConfigurationError, OAuthSMTPError
+from oauthsmtp._limits.rules import SendLimits
 from oauthsmtp._smtp.session import SendResult
 from oauthsmtp._util.jsonobject import load_json_object
 
 from .answers import API, read_answer
 from .graphjson import BATCH_MAX_MESSAGE_BYTES, MAX_BATCH, graph_message
 from .http import check_base_url
+from .limits import check_mailbox
 from .session import MAX_RETRY_WAIT, APISession, Job, fail_rest
 
 if TYPE_CHECKING:
@@ -98,8 +100,11 @@ class GraphSession(APISession):
         base_url: Graph's base URL (default :data:`GRAPH_API_URL`; national clouds differ);
             https, or http to a loopback address (the development provider's
             ``graph_api_url``).
-        timeout, max_retry_wait, retries, ssl_context, sleep: as for
-            :class:`~oauthsmtp.GmailAPISession`.
+        timeout, max_retry_wait, retries, ssl_context, sleep, limits, limits_store: as for
+            :class:`~oauthsmtp.GmailAPISession` (``oauthsmtp.providers.GRAPH_LIMITS``:
+            Graph's 4 requests at once per mailbox); a ``$batch`` request holds one
+            connection slot and each of its messages a message slot.
+        mailbox: the name the budget is kept under (default ``user``, or ``"me"``).
         batch: let :meth:`send_many` use JSON batching (``POST /$batch``, up to 20
             messages per request, chained with ``dependsOn`` so that they run one after
             the other as a mailbox allows). Only messages up to 256 KB that Graph's JSON
@@ -121,6 +126,9 @@ class GraphSession(APISession):
         retries: int = 3,
         ssl_context: ssl.SSLContext | None = None,
         sleep: Callable[[float], None] | None = None,
+        limits: SendLimits | None = None,
+        limits_store: object = None,
+        mailbox: str | None = None,
         batch: bool = True,
     ) -> None:
         extra = {} if sleep is None else {"sleep": sleep}
@@ -134,6 +142,9 @@ class GraphSession(APISession):
             max_retry_wait=max_retry_wait,
             retries=retries,
             ssl_context=ssl_context,
+            limits=limits,
+            limits_store=limits_store,
+            mailbox=check_mailbox(mailbox) or self.user or "me",
             **extra,
         )
 
@@ -174,17 +185,30 @@ class GraphSession(APISession):
         while queue:
             chunk: list[tuple[Job, dict[str, Any]]] = []
             size = 0
+            taken = 0
             for job, form in queue[:MAX_BATCH]:
                 encoded = len(json.dumps(form))
                 if chunk and size + encoded > self._graph.limit - 4096:
                     break
+                if self._limiter is not None and job.track is not None:
+                    # each message takes its own slot; one whose slot is far away while
+                    # the batch holds others goes into the next batch (its slot kept)
+                    verdict = self._limiter.admit_to_batch(job.track, bool(chunk))
+                    if verdict is False:
+                        break
+                    if isinstance(verdict, SendResult):
+                        job.result = verdict
+                        taken += 1
+                        continue
                 chunk.append((job, form))
                 size += encoded
-            queue = queue[len(chunk) :]
+                taken += 1
+            queue = queue[taken:]
             if len(chunk) == 1:
-                chunk[0][0].result = self._deliver(chunk[0][0])
+                chunk[0][0].result = self._post_one(chunk[0][0])
                 continue
-            queue = self._one_batch(chunk) + queue
+            if chunk:
+                queue = self._one_batch(chunk) + queue
 
     def _one_batch(
         self, chunk: list[tuple[Job, dict[str, Any]]]
@@ -205,7 +229,11 @@ class GraphSession(APISession):
         body = json.dumps({"requests": requests}).encode("utf-8")
         answers: list[Any] = []
         outcome = self._exchange(
-            self._graph.batch_url, {"Content-Type": "application/json"}, body, answer_to=answers
+            self._graph.batch_url,
+            {"Content-Type": "application/json"},
+            body,
+            answer_to=answers,
+            tracks=[job.track for job, _ in chunk if job.track is not None],
         )
         if isinstance(outcome, SendResult):
             for job, _ in chunk:

@@ -17,6 +17,10 @@ Retries (docs/api.md): a 401 refreshes the token once (``token.refresh()``, the 
 single-flight path SMTP uses) and retries once; 429 and 503 wait ``Retry-After`` (at most
 ``max_retry_wait`` seconds each, at most ``retries`` times); a configuration refusal
 raises :class:`~oauthsmtp.APIError` naming the fix and is never retried.
+
+Sending limits (``limits=``, ``limits_store=``; docs/limits.md): each request holds a
+connection slot while in flight, each message a message slot until its request's answer is
+read (:mod:`oauthsmtp._api.limits`).
 """
 
 from __future__ import annotations
@@ -31,12 +35,14 @@ from email.utils import getaddresses
 from typing import TYPE_CHECKING, Protocol
 
 from oauthsmtp._errors import APIError, ConfigurationError, OAuthSMTPError
+from oauthsmtp._limits.budget import Hold
 from oauthsmtp._message.prepare import Email, OutgoingMessage, prepare_message
 from oauthsmtp._smtp.auth import TokenSource, is_token_source
 from oauthsmtp._smtp.session import SendResult
 
 from .answers import API, Verdict, read_answer
 from .http import HTTPAnswer, HTTPClient, RequestLost
+from .limits import RequestLimiter, Tracked, request_limiter
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -89,19 +95,22 @@ def raw_with_bcc(outgoing: OutgoingMessage) -> bytes:
 
 
 class Job:
-    """One message on its way: its bytes (None when refused before sending) and result."""
+    """One message on its way: its bytes (None when refused before sending) and result;
+    ``track`` holds its place in the sending budget (None without limits)."""
 
-    __slots__ = ("error", "raw", "result")
+    __slots__ = ("error", "raw", "result", "track")
 
     def __init__(
         self,
         raw: bytes | None,
         result: SendResult | None = None,
         error: ConfigurationError | None = None,
+        track: Tracked | None = None,
     ) -> None:
         self.raw = raw
         self.result = result
         self.error = error
+        self.track = track
 
 
 class APISession:
@@ -121,6 +130,9 @@ class APISession:
         retries: int = 3,
         ssl_context: ssl.SSLContext | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        limits: object = None,
+        limits_store: object = None,
+        mailbox: str = "me",
     ) -> None:
         if not is_token_source(auth_token):
             raise ConfigurationError(
@@ -151,6 +163,9 @@ class APISession:
         self._ssl_context = ssl_context
         self._sleep = sleep
         self._client: HTTPClient | None = None
+        self._limiter: RequestLimiter | None = request_limiter(
+            limits, limits_store, mailbox, timeout=self.timeout, sleep=sleep
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> APISession:
@@ -228,7 +243,11 @@ class APISession:
                 f"EmailMessage), not {type(messages).__name__}; use send() for one message"
             )
         jobs = [self._prepare(m) for m in messages]
-        self._deliver_all(jobs)
+        try:
+            self._deliver_all(jobs)
+        finally:
+            if self._limiter is not None:  # tickets of messages that were never sent
+                self._limiter.answered(job.track for job in jobs if job.track is not None)
         return [job.result or SendResult("failed", None, "not sent") for job in jobs]
 
     def __repr__(self) -> str:
@@ -240,7 +259,8 @@ class APISession:
     def _prepare(self, message: Email | Message) -> Job:
         endpoint = self._endpoint
         try:
-            raw = raw_with_bcc(prepare_message(message))
+            outgoing = prepare_message(message)
+            raw = raw_with_bcc(outgoing)
         except Exception as exc:  # one message's problem, whatever raised it
             error = exc if isinstance(exc, ConfigurationError) else None
             if error is None:
@@ -256,7 +276,7 @@ class APISession:
                 f"{endpoint.limit_text}; make the attachments smaller, or send it over SMTP"
             )
             return Job(None, SendResult("failed", None, f"refused before sending: {error}"), error)
-        return Job(raw)
+        return Job(raw, track=None if self._limiter is None else Tracked(outgoing))
 
     def _deliver_all(self, jobs: list[Job]) -> None:
         """Send every prepared job, one request each; apply send_many's raising rule."""
@@ -274,9 +294,19 @@ class APISession:
             answered = True
 
     def _deliver(self, job: Job) -> SendResult:
+        """Send one prepared job in its own request (taking its message slot first)."""
+        if self._limiter is not None and job.track is not None:
+            verdict = self._limiter.admit(job.track, False)
+            if isinstance(verdict, SendResult):
+                return verdict
+        return self._post_one(job)
+
+    def _post_one(self, job: Job) -> SendResult:
+        """Send one prepared job, admitted already, in its own request."""
         assert job.raw is not None  # noqa: S101 - only prepared jobs are delivered
         url, headers, body = self._endpoint.request(job.raw)
-        outcome = self._exchange(url, headers, body)
+        tracks = [] if job.track is None else [job.track]
+        outcome = self._exchange(url, headers, body, tracks=tracks)
         if isinstance(outcome, SendResult):
             return outcome
         verdict = outcome
@@ -292,8 +322,14 @@ class APISession:
         body: bytes,
         *,
         answer_to: list[HTTPAnswer] | None = None,
+        tracks: list[Tracked] | None = None,
     ) -> SendResult | Verdict:
         """Post one request under the retry rules; the final verdict, or a result already.
+
+        With sending limits, ``tracks`` are the request's messages, admitted already for
+        the first attempt: each attempt holds a connection slot until its answer is read,
+        then hands the messages' tickets back; each retry admits them again (new message
+        slots, not counted against the daily caps twice).
 
         Returns a :class:`Verdict` of kind ``"sent"``, ``"failed"`` or ``"unknown"`` (the
         answer itself is appended to ``answer_to`` when given), or a :class:`SendResult`
@@ -309,7 +345,12 @@ class APISession:
         endpoint = self._endpoint
         refreshed = False
         waits = 0
+        attempts = 0
         while True:
+            gate = self._gate(tracks or [], again=attempts > 0)
+            if isinstance(gate, SendResult):
+                return gate
+            attempts += 1
             bearer = {"Authorization": "Bearer " + self._token.access_token}
             try:
                 answer = client.post(url, headers={**headers, **bearer}, data=body)
@@ -325,6 +366,11 @@ class APISession:
                     f"{endpoint.name} could not be reached: {lost.why}; nothing was sent",
                     retryable=True,
                 ) from None
+            finally:
+                if gate is not None:
+                    gate.release()
+                if self._limiter is not None and tracks:
+                    self._limiter.answered(tracks)
             verdict = read_answer(
                 endpoint.api,
                 answer.status,
@@ -372,6 +418,24 @@ class APISession:
             waits += 1
             logger.debug("%s answered %d: waiting %g s", endpoint.name, verdict.status, wait)
             self._sleep(wait)
+
+    def _gate(self, tracks: list[Tracked], *, again: bool) -> Hold | SendResult | None:
+        """Before one attempt under sending limits: admit ``tracks`` again for a retry,
+        then take a connection slot (None without limits). A result: the attempt is not
+        made (every message of the request gets it; their tickets are handed back)."""
+        limiter = self._limiter
+        if limiter is None:
+            return None
+        if again:
+            for track in tracks:
+                verdict = limiter.admit(track, False)
+                if isinstance(verdict, SendResult):
+                    limiter.answered(tracks)
+                    return verdict
+        hold = limiter.connection()
+        if isinstance(hold, SendResult):
+            limiter.answered(tracks)
+        return hold
 
 
 def fail_rest(jobs: list[Job], error: OAuthSMTPError) -> None:

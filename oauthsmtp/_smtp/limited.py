@@ -49,6 +49,7 @@ __all__ = [
     "Pause",
     "Reserve",
     "budget_for",
+    "check_limits",
     "limiter_for",
     "transient_result",
 ]
@@ -101,6 +102,19 @@ def limiter_for(limits: object, limits_store: object, settings: SessionSettings)
     Raises:
         ConfigurationError: ``limits`` is not a SendLimits, or a store without limits.
     """
+    checked = check_limits(limits, limits_store)
+    if checked is None:
+        return None
+    mailbox = settings.username or f"{settings.address}:{settings.port}"
+    return Limiter(budget_for(limits_store, mailbox, checked), mailbox, timeout=settings.timeout)
+
+
+def check_limits(limits: object, limits_store: object) -> SendLimits | None:
+    """A session's ``limits=`` checked (None: no limits), the same for every session.
+
+    Raises:
+        ConfigurationError: ``limits`` is not a SendLimits, or a store without limits.
+    """
     if limits is None:
         if limits_store is not None:
             raise ConfigurationError(
@@ -112,8 +126,7 @@ def limiter_for(limits: object, limits_store: object, settings: SessionSettings)
         raise ConfigurationError(
             f"limits must be an oauthsmtp.SendLimits (or None), not {type(limits).__name__}"
         )
-    mailbox = settings.username or f"{settings.address}:{settings.port}"
-    return Limiter(budget_for(limits_store, mailbox, limits), mailbox, timeout=settings.timeout)
+    return limits
 
 
 def transient_result(result: SendResult) -> bool:
