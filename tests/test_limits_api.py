@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -124,24 +124,14 @@ def mail(n: int, recipients: int = 1) -> Email:
     return Email(sender=SENDER, to=to, subject=f"message {n}", text="Hi.")
 
 
-def gmail(server: Counting, limits: SendLimits, **kwargs: object) -> GmailAPISession:
-    return GmailAPISession(
-        auth_token=Token(),
-        base_url=server.url + "/gmail/v1",
-        limits=limits,
-        timeout=10,
-        **kwargs,  # type: ignore[arg-type]
-    )
+def gmail(server: Counting, limits: SendLimits, mailbox: str | None = None) -> GmailAPISession:
+    url = server.url + "/gmail/v1"
+    return GmailAPISession(auth_token=Token(), base_url=url, limits=limits, mailbox=mailbox)
 
 
-def graph(server: Counting, limits: SendLimits, **kwargs: object) -> GraphSession:
-    return GraphSession(
-        auth_token=Token(),
-        base_url=server.url + "/v1.0",
-        limits=limits,
-        timeout=10,
-        **kwargs,  # type: ignore[arg-type]
-    )
+def graph(server: Counting, limits: SendLimits, mailbox: str | None = None) -> GraphSession:
+    url = server.url + "/v1.0"
+    return GraphSession(auth_token=Token(), base_url=url, limits=limits, mailbox=mailbox)
 
 
 def most_in_window(times: list[float], window: float) -> int:
@@ -155,8 +145,8 @@ def most_in_window(times: list[float], window: float) -> int:
     return most
 
 
-def run_threads(count: int, work: object) -> None:
-    threads = [threading.Thread(target=work) for _ in range(count)]  # type: ignore[arg-type]
+def run_threads(count: int, work: Callable[[], None]) -> None:
+    threads = [threading.Thread(target=work) for _ in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -164,45 +154,44 @@ def run_threads(count: int, work: object) -> None:
         assert not thread.is_alive(), "a sending thread did not finish in 30 s"
 
 
-def test_gmail_requests_at_once_never_exceed_connections(server: Counting) -> None:
-    limits = SendLimits(connections=2, max_wait=20)
+def send_in_threads(
+    make: Callable[[], GmailAPISession | GraphSession], threads: int, each: int
+) -> list[str]:
+    """``threads`` sessions from ``make`` at once, each sending ``each`` messages; the
+    statuses of all results."""
     results: list[oauthsmtp.SendResult] = []
+    lock = threading.Lock()
 
     def work() -> None:
-        with gmail(server, limits, mailbox="conn@example.test") as session:
-            results.extend(session.send_many([mail(i) for i in range(4)]))
+        with make() as session:
+            got = session.send_many([mail(i) for i in range(each)])
+        with lock:
+            results.extend(got)
 
-    run_threads(5, work)
-    assert [r.status for r in results] == ["sent"] * 20
+    run_threads(threads, work)
+    return [r.status for r in results]
+
+
+def test_gmail_requests_at_once_never_exceed_connections(server: Counting) -> None:
+    limits = SendLimits(connections=2, max_wait=20)
+    statuses = send_in_threads(lambda: gmail(server, limits, mailbox="conn@example.test"), 5, 4)
+    assert statuses == ["sent"] * 20
     assert server.requests == 20
     assert 1 <= server.most_active <= 2
 
 
 def test_gmail_messages_per_window_at_the_server(server: Counting) -> None:
     limits = SendLimits(connections=4, per_minute=5, window=0.4, max_wait=20)
-    results: list[oauthsmtp.SendResult] = []
-
-    def work() -> None:
-        with gmail(server, limits, mailbox="rate@example.test") as session:
-            results.extend(session.send_many([mail(i) for i in range(5)]))
-
-    run_threads(3, work)
-    assert [r.status for r in results] == ["sent"] * 15
+    statuses = send_in_threads(lambda: gmail(server, limits, mailbox="rate@example.test"), 3, 5)
+    assert statuses == ["sent"] * 15
     assert len(server.arrivals) == 15
     assert most_in_window(server.arrivals, 0.4) <= 5
 
 
 def test_graph_batches_under_limits_one_result_per_message(server: Counting) -> None:
     limits = SendLimits(connections=1, per_minute=4, window=0.4, max_wait=20)
-    results: list[oauthsmtp.SendResult] = []
-
-    def work() -> None:
-        with graph(server, limits, mailbox="batch@example.test") as session:
-            results.extend(session.send_many([mail(i) for i in range(9)]))
-
-    run_threads(2, work)
-    assert len(results) == 18
-    assert [r.status for r in results] == ["sent"] * 18
+    statuses = send_in_threads(lambda: graph(server, limits, mailbox="batch@example.test"), 2, 9)
+    assert statuses == ["sent"] * 18  # one result per message
     assert len(server.arrivals) == 18
     assert server.requests < 18  # batched: several messages per request
     assert server.most_active == 1
