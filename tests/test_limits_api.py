@@ -15,14 +15,28 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
 
 import pytest
 
 import oauthsmtp
-from oauthsmtp import ConfigurationError, Email, GmailAPISession, GraphSession, SendLimits
+from oauthsmtp import (
+    ConfigurationError,
+    Email,
+    GmailAPISession,
+    GraphSession,
+    RedisStore,
+    SendLimits,
+)
 from oauthsmtp.devserver import DevProvider
 
+if TYPE_CHECKING:
+    from redis_server import RedisServer
+
+pytest_plugins = ["redis_server"]
+
 SENDER = "alice@example.test"
+Session = GmailAPISession | GraphSession
 
 
 class Token:
@@ -124,14 +138,25 @@ def mail(n: int, recipients: int = 1) -> Email:
     return Email(sender=SENDER, to=to, subject=f"message {n}", text="Hi.")
 
 
-def gmail(server: Counting, limits: SendLimits, mailbox: str | None = None) -> GmailAPISession:
-    url = server.url + "/gmail/v1"
-    return GmailAPISession(auth_token=Token(), base_url=url, limits=limits, mailbox=mailbox)
+def api(
+    kind: type[GmailAPISession] | type[GraphSession],
+    server: Counting,
+    limits: SendLimits,
+    mailbox: str | None = None,
+    store: object = None,
+) -> GmailAPISession | GraphSession:
+    url = server.url + ("/gmail/v1" if kind is GmailAPISession else "/v1.0")
+    return kind(
+        auth_token=Token(), base_url=url, limits=limits, limits_store=store, mailbox=mailbox
+    )
 
 
-def graph(server: Counting, limits: SendLimits, mailbox: str | None = None) -> GraphSession:
-    url = server.url + "/v1.0"
-    return GraphSession(auth_token=Token(), base_url=url, limits=limits, mailbox=mailbox)
+def gmail(server: Counting, limits: SendLimits, mailbox: str | None = None) -> Session:
+    return api(GmailAPISession, server, limits, mailbox)
+
+
+def graph(server: Counting, limits: SendLimits, mailbox: str | None = None) -> Session:
+    return api(GraphSession, server, limits, mailbox)
 
 
 def most_in_window(times: list[float], window: float) -> int:
@@ -196,6 +221,25 @@ def test_graph_batches_under_limits_one_result_per_message(server: Counting) -> 
     assert server.requests < 18  # batched: several messages per request
     assert server.most_active == 1
     assert most_in_window(server.arrivals, 0.4) <= 4
+
+
+def test_redis_budget_shared_by_gmail_and_graph_sessions(
+    server: Counting, redis_server: RedisServer
+) -> None:
+    limits = SendLimits(connections=2, per_minute=5, window=0.4, max_wait=20)
+    made = iter(range(4))
+
+    def make() -> GmailAPISession | GraphSession:
+        # each session its own RedisStore (as in another process); both APIs alike
+        store = RedisStore(redis_server.url)
+        kind = GmailAPISession if next(made) % 2 else GraphSession
+        return api(kind, server, limits, "shared@example.test", store)
+
+    statuses = send_in_threads(make, 4, 4)
+    assert statuses == ["sent"] * 16
+    assert len(server.arrivals) == 16
+    assert 1 <= server.most_active <= 2
+    assert most_in_window(server.arrivals, 0.4) <= 5
 
 
 def test_too_many_recipients_fail_and_are_not_sent(server: Counting) -> None:
