@@ -45,8 +45,8 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -311,9 +311,7 @@ class SendLedger:
         for name, value in (("lease", lease), ("remember", remember)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigurationError(f"{name} must be a number of seconds > 0")
-        import redis
-
-        self._errors: tuple[type[BaseException], ...] = (redis.RedisError,)
+        self._errors = store.redis_errors
         self.store = store
         self.account = account.strip()
         self.lease = float(lease)
@@ -341,15 +339,8 @@ class SendLedger:
 
     # -- Redis -------------------------------------------------------------------------
 
-    @contextmanager
-    def _talking(self, doing: str) -> Iterator[None]:
-        try:
-            yield
-        except self._errors as exc:
-            raise TokenStoreError(
-                f"cannot {doing}: Redis at {self.store.url} failed ({type(exc).__name__}: "
-                f"{str(exc)[:200]}); nothing was sent. Check that Redis is running and reachable"
-            ) from None
+    def _talking(self, doing: str) -> AbstractContextManager[None]:
+        return self.store.talking(doing, outcome="nothing was sent")
 
     def _done_record(self, outcome: Outcome) -> bytes:
         record = {"format": _FORMAT, "state": "done", **outcome.as_dict()}

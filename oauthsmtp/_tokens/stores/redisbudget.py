@@ -36,8 +36,8 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from oauthsmtp._errors import TokenStoreError
@@ -231,8 +231,10 @@ class RedisBudget:
         mailbox: the mailbox (hashed into the keys).
         limits: the limits.
         lease: seconds a connection slot lives unless renewed (the store's lease).
-        errors: redis-py's error classes, turned into TokenStoreError.
-        where: the Redis URL without its password, for messages.
+        errors: redis-py's error classes (caught where a failure is only logged).
+        talking: the store's :meth:`~oauthsmtp.RedisStore.talking`: turns a Redis failure
+            into TokenStoreError.
+        where: the Redis URL without its password, for the repr.
         sleep: injectable for tests.
     """
 
@@ -245,6 +247,7 @@ class RedisBudget:
         limits: SendLimits,
         lease: float,
         errors: tuple[type[BaseException], ...],
+        talking: Callable[[str], AbstractContextManager[None]],
         where: str,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -253,13 +256,15 @@ class RedisBudget:
         self.mailbox = mailbox
         self.lease = lease
         self._errors = errors
+        self._talking = talking
         self._where = where
         self._sleep = sleep
         digest = hashlib.sha256(mailbox.lower().encode("utf-8")).hexdigest()[:32]
         base = f"{prefix}limits:{digest}:"
-        self.keys = {name: base + name for name in ("conn", "wait", "waitexp", "ticket")}
-        for name in ("rate", "day", "flight", "answered"):
-            self.keys[name] = base + name
+        self.keys = {
+            name: base + name
+            for name in ("conn", "wait", "waitexp", "ticket", "rate", "day", "flight", "answered")
+        }
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
         self._renew = client.register_script(_RENEW)
@@ -278,16 +283,6 @@ class RedisBudget:
     def limits(self) -> SendLimits:
         """The limits this budget keeps."""
         return self._limits
-
-    @contextmanager
-    def _talking(self, doing: str) -> Iterator[None]:
-        try:
-            yield
-        except self._errors as exc:
-            raise TokenStoreError(
-                f"cannot {doing}: Redis at {self._where} failed ({type(exc).__name__}: "
-                f"{str(exc)[:200]}). Check that Redis is running and reachable."
-            ) from None
 
     # -- connection slots ---------------------------------------------------------------
     def acquire_connection(self, timeout: float) -> Hold | None:

@@ -273,17 +273,29 @@ class RedisStore:
 
     # -- errors ------------------------------------------------------------
 
+    @property
+    def redis_errors(self) -> tuple[type[BaseException], ...]:
+        """redis-py's error classes (what :meth:`talking` turns into TokenStoreError)."""
+        return self._redis_errors
+
     @contextmanager
-    def _talking(self, doing: str) -> Iterator[None]:
+    def talking(self, doing: str, *, outcome: str = "") -> Iterator[None]:
+        """Turn a Redis failure inside the block into TokenStoreError saying what failed.
+
+        ``doing`` completes "cannot ..."; ``outcome`` (e.g. "nothing was sent") is added
+        when given. The message names the URL without its password. redis-py's
+        LockNotOwnedError passes through (the lock code handles it).
+        """
         try:
             yield
         except self._redis_errors as exc:
             if isinstance(exc, self._not_owned):
                 raise
+            happened = f"; {outcome}" if outcome else ""
             raise TokenStoreError(
                 f"cannot {doing}: Redis at {self.url} failed ({type(exc).__name__}: "
-                f"{str(exc)[:200]}). Check that Redis is running and reachable, and the "
-                "URL, user and password."
+                f"{str(exc)[:200]}){happened}. Check that Redis is running and reachable, "
+                "and the URL, user and password."
             ) from None
 
     # -- values ------------------------------------------------------------
@@ -346,7 +358,7 @@ class RedisStore:
                 and this store has no key or another key.
         """
         name = self.value_key(key)
-        with self._talking(f"read the token for {key.describe()}"):
+        with self.talking(f"read the token for {key.describe()}"):
             data = self._client.get(name)
         if data is None:
             return None
@@ -361,7 +373,7 @@ class RedisStore:
     def _write(self, key: TokenKey, data: bytes, doing: str) -> None:
         with self.lock(key):
             lease: _Lease = self._leases()[key]
-            with self._talking(doing):
+            with self.talking(doing):
                 done = self._fenced_write(
                     keys=[self.lease_key(key), self.value_key(key)], args=[lease.token, data]
                 )
@@ -400,7 +412,7 @@ class RedisStore:
         pattern = self.prefix.replace("\\", "\\\\")
         for char in "*?[]":
             pattern = pattern.replace(char, "\\" + char)
-        with self._talking("list the stored tokens"):
+        with self.talking("list the stored tokens"):
             names = sorted(self._client.scan_iter(match=f"{pattern}token:*", count=500))
             values = self._client.mget(names) if names else []
         for raw_name, data in zip(names, values, strict=True):
@@ -436,7 +448,7 @@ class RedisStore:
             raise TokenStoreError(f"begin_refresh for {key.describe()} without the lock")
         marker = self._marker_prefix(key) + lease.token.decode("ascii", "replace")
         life = int(self.lease * DOUBT_LEASES * 1000)
-        with self._talking(f"note a refresh for {key.describe()}"):
+        with self.talking(f"note a refresh for {key.describe()}"):
             done = self._begin_refresh(
                 keys=[self.lease_key(key), marker], args=[lease.token, self._digest(raw), life]
             )
@@ -466,7 +478,7 @@ class RedisStore:
         pattern = self._marker_prefix(key).replace("\\", "\\\\")
         for char in "*?[]":
             pattern = pattern.replace(char, "\\" + char)
-        with self._talking(f"read the refresh notes for {key.describe()}"):
+        with self.talking(f"read the refresh notes for {key.describe()}"):
             names = [
                 n
                 for n in self._client.scan_iter(match=pattern + "*", count=100)
@@ -523,7 +535,7 @@ class RedisStore:
             blocking_timeout=self.lock_timeout,
             thread_local=False,  # the renewer thread extends it
         )
-        with self._talking(f"take the lock for {key.describe()}"):
+        with self.talking(f"take the lock for {key.describe()}"):
             acquired = lock.acquire()
         if not acquired:
             raise TokenStoreError(
@@ -600,6 +612,7 @@ class RedisStore:
                     limits=limits,
                     lease=self.lease,
                     errors=self._redis_errors,
+                    talking=self.talking,
                     where=self.url,
                 )
             return budget
