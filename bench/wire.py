@@ -46,20 +46,23 @@ def _shares(count: int, width: int) -> list[list[bytes]]:
     return [[wire(i) for i in range(k, count, width)] for k in range(width)]
 
 
+def _session_options(target: Target, width: int) -> dict[str, Any]:
+    """What both oauthsmtp sessions are given: STARTTLS, the run's token, ``width``."""
+    return {
+        "security": "starttls",
+        "username": target.account,
+        "auth_token": target.token,
+        "ssl_context": target.context,
+        "local_hostname": LOCAL_NAME,
+        "connections": width,
+    }
+
+
 def oauthsmtp_pool(target: Target, count: int, width: int, between: Between) -> Run:
     """``SMTPSession(connections=width).send_many`` of prepared messages."""
     batch = [prepared(i) for i in range(count)]
     warm_up = [prepared(-1 - i) for i in range(width)]
-    session = oauthsmtp.SMTPSession(
-        target.host,
-        target.port,
-        security="starttls",
-        username=target.account,
-        auth_token=target.token,
-        ssl_context=target.context,
-        local_hostname=LOCAL_NAME,
-        connections=width,
-    )
+    session = oauthsmtp.SMTPSession(target.host, target.port, **_session_options(target, width))
     with Stopwatch() as setup:
         session.start()
         require(all(r.ok for r in session.send_many(warm_up)), "warm-up not sent")  # type: ignore[arg-type]
@@ -80,14 +83,7 @@ async def _oauthsmtp_async(target: Target, count: int, width: int, between: Betw
     batch = [prepared(i) for i in range(count)]
     warm_up = [prepared(-1 - i) for i in range(width)]
     session = oauthsmtp.AsyncSMTPSession(
-        target.host,
-        target.port,
-        security="starttls",
-        username=target.account,
-        auth_token=target.token,
-        ssl_context=target.context,
-        local_hostname=LOCAL_NAME,
-        connections=width,
+        target.host, target.port, **_session_options(target, width)
     )
     with Stopwatch() as setup:
         await session.start()
