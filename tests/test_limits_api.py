@@ -72,6 +72,7 @@ class Counting(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: Counting
+    counted = False  # this request is counted in server.active
 
     def log_message(self, format: str, *args: object) -> None:
         return None
@@ -87,6 +88,7 @@ class Handler(BaseHTTPRequestHandler):
             server.most_active = max(server.most_active, server.active)
             throttled = server.throttle > 0
             server.throttle -= throttled
+        self.counted = True
         try:
             if throttled:
                 self.answer(429, b'{"error": {"code": "TooManyRequests", "message": "slow"}}', 0)
@@ -107,8 +109,14 @@ class Handler(BaseHTTPRequestHandler):
                     server.arrivals.append(now)
                 self.answer(200, b'{"id": "m1", "threadId": "t1", "labelIds": ["SENT"]}')
         finally:
-            with server.lock:
-                server.active -= 1
+            self.done()
+
+    def done(self) -> None:
+        """The request stops counting as active (once)."""
+        if self.counted:
+            self.counted = False
+            with self.server.lock:
+                self.server.active -= 1
 
     def answer(self, status: int, body: bytes, retry_after: int | None = None) -> None:
         self.send_response(status)
@@ -116,6 +124,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         if retry_after is not None:
             self.send_header("Retry-After", str(retry_after))
+        # Active until just before the answer can reach the client: once the client has
+        # read it, it may start another request on the slot this one gave back.
+        self.done()
         self.end_headers()
         self.wfile.write(body)
 

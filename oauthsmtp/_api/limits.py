@@ -104,10 +104,10 @@ class RequestLimiter:
         limits = self.limiter.limits
         try:
             return self.limiter.slot_or_none(
-                self.limiter.budget.acquire_connection(limits.max_wait), True
+                self.limiter.budget.acquire_connection(limits.max_wait), True, what="requests"
             )
         except LimitReached as exc:
-            return deferred(str(exc).replace("connections at once", "requests at once"))
+            return deferred(str(exc))
 
     def answered(self, tracks: Iterable[Tracked]) -> None:
         """The request carrying these messages was answered (or never sent): hand their

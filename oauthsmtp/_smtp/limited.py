@@ -250,9 +250,10 @@ class Limiter:
         )
         return delay
 
-    def slot_or_none(self, hold: Hold | None, first: bool) -> Hold:
+    def slot_or_none(self, hold: Hold | None, first: bool, *, what: str = "connections") -> Hold:
         """``hold``, or the error for no connection slot: :class:`NoFreeSlot` for a further
-        connection (it sits this batch out), :class:`LimitReached` for the first one."""
+        connection (it sits this batch out), :class:`LimitReached` for the first one.
+        ``what`` names what a slot holds (the HTTP-API sessions: ``"requests"``)."""
         if hold is not None:
             return hold
         if not first:
@@ -260,7 +261,7 @@ class Limiter:
         raise LimitReached(
             f"not sent: no connection slot for {self.mailbox} came free within "
             f"SendLimits.max_wait ({self.limits.max_wait:g} s; at most "
-            f"{self.limits.connections} connections at once); it may be sent later"
+            f"{self.limits.connections} {what} at once); it may be sent later"
         )
 
     def opened(self) -> None:
